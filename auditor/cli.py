@@ -1,0 +1,127 @@
+"""Command line: `pgolf-audit PATH`, plus `rules`, `explain`, `rescore`, `corpus`, `reference`.
+
+The CLI wires the stages and owns exit codes (auditor.exitcodes). User-caused errors are one-line messages with
+exit 2; our own bugs show a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditor import RULESET_VERSION, __version__
+from auditor.errors import InputError, UsageError
+from auditor.exitcodes import ERROR
+
+FORMATS = ("text", "json", "sarif", "markdown")
+SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "reference")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep the message short and ours
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pgolf-audit", description="Audit Parameter Golf submissions for rule compliance.")
+    p.add_argument("--version", action="version", version=f"pgolf-audit {__version__} (rules {RULESET_VERSION})")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    a = sub.add_parser("audit", help="audit a record folder, a .py file, or a git object (default command)")
+    a.add_argument("path", nargs="?", help="record folder or .py file (omit with --git-dir/--rev/--path)")
+    a.add_argument("--git-dir", help="a git repository (bare or not) to read blobs from; nothing is checked out")
+    a.add_argument("--rev", help="commit, branch or ref (e.g. refs/pull/1234/head)")
+    a.add_argument("--path", dest="git_path", help="folder or file inside --rev, e.g. records/track_10min_16mb/X")
+    a.add_argument("--format", "-f", choices=FORMATS, default="text")
+    a.add_argument("--output", "-o", help="write the report here instead of stdout")
+    a.add_argument("--strict", action="store_true", help="WARN counts as failure (exit 3)")
+    a.add_argument("--waivers", help="maintainer-side waiver TOML (rule id + path + fingerprint + reason)")
+    a.add_argument("--rules", help="comma-separated rule ids, names or categories to run (default: all)")
+    a.add_argument("--skip-rules", help="comma-separated rule ids or names not to run")
+    a.add_argument("--reference", help="previous record folder, for significance tests")
+    a.add_argument("--reference-bpb", help="comma-separated per-seed val_loss (nats) of the previous record")
+    a.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    a.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+
+    sub.add_parser("rules", help="list all rules").add_argument("--format", choices=("text", "json"), default="text")
+    e = sub.add_parser("explain", help="print one rule with its basis and examples")
+    e.add_argument("rule", help="rule id (PG101) or name")
+
+    r = sub.add_parser("rescore", help="per-seed table from the logs (score, loss, tokens, times, bytes)")
+    r.add_argument("path", nargs="?")
+    r.add_argument("--git-dir")
+    r.add_argument("--rev")
+    r.add_argument("--path", dest="git_path")
+    r.add_argument("--format", "-f", choices=("text", "csv", "json"), default="text")
+    r.add_argument("--output", "-o")
+
+    c = sub.add_parser("corpus", help="evaluate the rules on a labelled corpus (confusion table per rule)")
+    c.add_argument("labels", help="labels TSV (id, pr, verdict, rules, repo, commit, path, ...)")
+    c.add_argument("--git-dir", required=True, help="local clone of the labelled repository")
+    c.add_argument("--format", "-f", choices=("text", "json"), default="text")
+    c.add_argument("--output", "-o")
+
+    ref = sub.add_parser("reference", help="reference model: train | eval | tokenize | bench")
+    ref.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-"):
+        args_list.insert(0, "audit")
+    elif args_list and args_list[0].startswith("--") and args_list[0] not in ("--help", "--version", "-h"):
+        args_list.insert(0, "audit")
+    debug = "--debug" in args_list
+    try:
+        parser = build_parser()
+        if not args_list:
+            parser.print_help(sys.stderr)
+            return ERROR
+        args = parser.parse_args(args_list)
+        return _dispatch(args)
+    except InputError as exc:
+        print(f"pgolf-audit: error: {exc}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        print("pgolf-audit: interrupted", file=sys.stderr)
+        return ERROR
+    except Exception as exc:  # our bug: short message unless --debug
+        if debug:
+            raise
+        print(f"pgolf-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return ERROR
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "rules":
+        from auditor.commands import list_rules
+
+        return list_rules(args.format)
+    if args.command == "explain":
+        from auditor.commands import explain_rule
+
+        return explain_rule(args.rule)
+    if args.command == "audit":
+        from auditor.commands import run_audit
+
+        return run_audit(args)
+    if args.command == "rescore":
+        from auditor.commands import run_rescore
+
+        return run_rescore(args)
+    if args.command == "corpus":
+        from auditor.corpus import run_corpus
+
+        return run_corpus(Path(args.labels), Path(args.git_dir), args.format, args.output)
+    if args.command == "reference":
+        from reference_model.cli import main as reference_main
+
+        return reference_main(args.args)
+    raise UsageError("no command given")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

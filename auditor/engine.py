@@ -1,0 +1,97 @@
+"""Wires the stages: facts -> rules -> Findings -> Report. No rendering, no exit codes here."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+
+from auditor import RULESET_VERSION, __version__
+from auditor.facts import AuditContext, build_context
+from auditor.findings import Confidence, Finding, Report, Severity, SubmissionIdentity, Verdict
+from auditor.submission import Submission
+from rules import Rule, all_rules
+
+
+def select_rules(only: Iterable[str] | None = None, skip: Iterable[str] | None = None) -> list[type[Rule]]:
+    rules = all_rules()
+    if only:
+        wanted = {x.strip().upper() for x in only if x.strip()}
+        rules = [r for r in rules if r.id in wanted or r.name.upper() in wanted or r.category.upper() in wanted]
+    if skip:
+        unwanted = {x.strip().upper() for x in skip if x.strip()}
+        rules = [r for r in rules if r.id not in unwanted and r.name.upper() not in unwanted]
+    return rules
+
+
+def run_rules(ctx: AuditContext, rules: Sequence[type[Rule]], timings: dict[str, float] | None = None,
+              debug: bool = False) -> tuple[list[Finding], list[str]]:
+    findings: list[Finding] = []
+    errors: list[str] = []
+    for rule_cls in rules:
+        rule = rule_cls()
+        t0 = time.perf_counter()
+        try:
+            findings.extend(rule.check(ctx))
+        except Exception as exc:  # a bug of ours: never a silent PASS, never a crash of the whole audit
+            if debug:
+                raise
+            errors.append(f"{rule_cls.id}: internal error: {type(exc).__name__}: {exc}")
+            findings.append(
+                rule.finding(
+                    Verdict.WARN,
+                    f"rule could not complete ({type(exc).__name__}: {exc}); verdict unknown",
+                    severity=Severity.MEDIUM,
+                    confidence=Confidence.LOW,
+                    evidence="".join(traceback.format_exception_only(exc)).strip(),
+                )
+            )
+        if timings is not None:
+            timings[rule_cls.id] = timings.get(rule_cls.id, 0.0) + time.perf_counter() - t0
+    return findings, errors
+
+
+def identity(sub: Submission) -> SubmissionIdentity:
+    claims, _ = sub.claims()
+    claims = claims or {}
+    return SubmissionIdentity(
+        path=sub.root,
+        entry=sub.entry,
+        git_rev=sub.git_rev,
+        git_path=sub.git_path,
+        name=str(claims.get("name")) if claims.get("name") is not None else None,
+        author=str(claims.get("author")) if claims.get("author") is not None else None,
+    )
+
+
+def audit(
+    sub: Submission,
+    rules: Sequence[type[Rule]] | None = None,
+    waivers: object | None = None,
+    timings: dict[str, float] | None = None,
+    debug: bool = False,
+) -> Report:
+    rules = list(rules) if rules is not None else all_rules()
+    t0 = time.perf_counter()
+    ctx = build_context(sub)
+    if timings is not None:
+        timings["facts"] = time.perf_counter() - t0
+    findings, errors = run_rules(ctx, rules, timings, debug=debug)
+    report = Report(
+        submission=identity(sub),
+        tool_version=__version__,
+        ruleset_version=RULESET_VERSION,
+        findings=findings,
+        layers=list(ctx.layers),
+        errors=errors,
+        rules_run=[(r.id, r.name, r.category) for r in rules],
+    )
+    for key in ("log_table",):
+        if key in ctx._memo:
+            table = ctx._memo[key]
+            report.tables[key] = table.to_dict() if hasattr(table, "to_dict") else table
+    if waivers is not None:
+        from auditor.waivers import apply_waivers
+
+        apply_waivers(report, waivers)  # type: ignore[arg-type]
+    return report

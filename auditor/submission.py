@@ -1,0 +1,247 @@
+"""Loading a submission: a record folder, a single .py file, or a folder inside a git object (no checkout).
+
+Loading reads bytes only. Nothing here imports, executes or evaluates submission code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from auditor.errors import InputError
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a single file larger than this is not read (reported instead)
+MAX_TOTAL_BYTES = 512 * 1024 * 1024
+MAX_FILES = 5000
+
+CODE_SUFFIXES = {".py"}
+LOG_SUFFIXES = {".log", ".txt"}
+NOT_LOGS = re.compile(r"(^|/)(requirements[^/]*|readme[^/]*|license[^/]*|notice[^/]*)\.txt$", re.I)
+SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
+
+
+@dataclass
+class SubmissionFile:
+    path: str  # POSIX path relative to the submission root
+    data: bytes | None  # None when the file was too large to read
+    size: int
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.path).suffix.lower()
+
+    def text(self) -> tuple[str | None, str | None]:
+        """(text, problem): UTF-8 text, or None and a message saying why not."""
+        if self.data is None:
+            return None, f"{self.path}: not read ({self.size} bytes is over the {MAX_FILE_BYTES}-byte limit)"
+        if b"\x00" in self.data[:8192]:
+            return None, f"{self.path}: binary file (NUL bytes), not analysed"
+        try:
+            return self.data.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            return None, f"{self.path}: not valid UTF-8 at byte {exc.start}; not analysed"
+
+
+@dataclass
+class Submission:
+    root: str  # display root (folder path, file path or git rev:path)
+    files: dict[str, SubmissionFile] = field(default_factory=dict)
+    git_rev: str | None = None
+    git_path: str | None = None
+    single_file: bool = False
+    load_problems: list[str] = field(default_factory=list)
+    # run options that some checks read (e.g. a reference record for significance tests)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # -- classification ---------------------------------------------------------------------------------------
+    @property
+    def code_paths(self) -> list[str]:
+        return sorted(p for p, f in self.files.items() if f.suffix in CODE_SUFFIXES)
+
+    @property
+    def log_paths(self) -> list[str]:
+        return sorted(
+            p
+            for p, f in self.files.items()
+            if f.suffix in LOG_SUFFIXES and not NOT_LOGS.search(p) and f.data is not None
+        )
+
+    @property
+    def entry(self) -> str | None:
+        """train_gpt.py (shallowest wins), else the single .py with a __main__ guard, else the only .py."""
+        code = self.code_paths
+        named = sorted((p for p in code if PurePosixPath(p).name == "train_gpt.py"), key=lambda p: p.count("/"))
+        if named:
+            return named[0]
+        mains = [p for p in code if self.files[p].data and b"__main__" in (self.files[p].data or b"")]
+        if len(mains) >= 1:
+            return sorted(mains, key=lambda p: (p.count("/"), p))[0]
+        return code[0] if len(code) == 1 else None
+
+    def read_text(self, path: str) -> str | None:
+        f = self.files.get(path)
+        if f is None:
+            return None
+        text, _ = f.text()
+        return text
+
+    @property
+    def readme(self) -> str | None:
+        for p in sorted(self.files, key=lambda p: (p.count("/"), p)):
+            if PurePosixPath(p).name.lower() == "readme.md":
+                return self.read_text(p)
+        return None
+
+    @property
+    def claims_path(self) -> str | None:
+        if "submission.json" in self.files:
+            return "submission.json"
+        others = sorted(p for p in self.files if "/" not in p and re.fullmatch(r"submission[\w-]*\.json", p))
+        return others[0] if others else None
+
+    def claims(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(parsed submission.json, problem)."""
+        path = self.claims_path
+        if path is None:
+            return None, None
+        text = self.read_text(path)
+        if text is None:
+            return None, f"{path}: unreadable"
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return None, f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        if not isinstance(data, dict):
+            return None, f"{path}: top level is {type(data).__name__}, expected an object"
+        return data, None
+
+    @property
+    def folder_name(self) -> str:
+        if self.git_path:
+            return PurePosixPath(self.git_path).name
+        return Path(self.root).name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def load_path(path: str | Path) -> Submission:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such file or folder: {p}")
+    if p.is_file():
+        return _load_single(p)
+    if p.is_dir():
+        return _load_folder(p)
+    raise InputError(f"not a regular file or folder: {p}")
+
+
+def _read_capped(p: Path) -> SubmissionFile:
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        return SubmissionFile(p.name, None, size)
+    return SubmissionFile(p.name, p.read_bytes(), size)
+
+
+def _load_single(p: Path) -> Submission:
+    if p.suffix.lower() not in CODE_SUFFIXES:
+        raise InputError(f"{p}: a single file must be a .py script (got {p.suffix or 'no suffix'})")
+    f = _read_capped(p)
+    return Submission(root=str(p), files={p.name: f}, single_file=True)
+
+
+def _load_folder(root: Path) -> Submission:
+    sub = Submission(root=str(root))
+    total = 0
+    for fp in sorted(root.rglob("*")):
+        rel_parts = fp.relative_to(root).parts
+        if any(part in SKIP_DIRS for part in rel_parts) or not fp.is_file() or fp.is_symlink():
+            continue
+        if len(sub.files) >= MAX_FILES:
+            sub.load_problems.append(f"more than {MAX_FILES} files; the rest were not read")
+            break
+        rel = "/".join(rel_parts)
+        f = _read_capped(fp)
+        f.path = rel
+        total += f.size if f.data is not None else 0
+        if total > MAX_TOTAL_BYTES:
+            sub.load_problems.append(f"folder is over {MAX_TOTAL_BYTES} bytes; stopped reading at {rel}")
+            break
+        sub.files[rel] = f
+    if not sub.files:
+        raise InputError(f"{root}: empty folder, nothing to audit")
+    return sub
+
+
+def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
+    """Read every blob under `rev:path` with git plumbing; nothing is checked out."""
+    git_dir = str(git_dir)
+    path = path.strip("/")
+    base = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+    try:
+        ls = subprocess.run(
+            [*base, "ls-tree", "-r", "-l", "-z", rev, "--", path],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"cannot run git on {git_dir}: {exc}") from exc
+    if ls.returncode != 0:
+        raise InputError(f"git ls-tree {rev} -- {path} failed: {ls.stderr.decode(errors='replace').strip()}")
+    entries: list[tuple[str, str, int]] = []
+    for rec in ls.stdout.split(b"\x00"):
+        if not rec:
+            continue
+        meta, _, name = rec.partition(b"\t")
+        parts = meta.split()
+        if len(parts) < 4 or parts[1] != b"blob":
+            continue
+        size = int(parts[3]) if parts[3].isdigit() else 0
+        entries.append((parts[2].decode(), name.decode("utf-8", errors="replace"), size))
+    if not entries:
+        raise InputError(f"nothing at {rev}:{path} in {git_dir}")
+    if len(entries) == 1 and entries[0][1] == path:
+        prefix = str(PurePosixPath(path).parent)
+        prefix = "" if prefix == "." else prefix
+    else:
+        prefix = path
+    sub = Submission(root=f"{rev}:{path}", git_rev=rev, git_path=path)
+    wanted = [(sha, name, size) for sha, name, size in entries[:MAX_FILES]]
+    small = [(sha, name, size) for sha, name, size in wanted if size <= MAX_FILE_BYTES]
+    blobs = _cat_blobs(base, [sha for sha, _, _ in small])
+    for sha, name, size in wanted:
+        rel = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "/") else PurePosixPath(name).name
+        data = blobs.get(sha) if size <= MAX_FILE_BYTES else None
+        sub.files[rel] = SubmissionFile(rel, data, size)
+    sub.single_file = len(entries) == 1 and entries[0][1] == path
+    return sub
+
+
+def _cat_blobs(base: list[str], shas: list[str]) -> dict[str, bytes]:
+    if not shas:
+        return {}
+    proc = subprocess.run(
+        [*base, "cat-file", "--batch"],
+        input="".join(s + "\n" for s in shas).encode(),
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise InputError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
+    out: dict[str, bytes] = {}
+    buf = proc.stdout
+    pos = 0
+    while pos < len(buf):
+        nl = buf.index(b"\n", pos)
+        header = buf[pos:nl].split()
+        pos = nl + 1
+        if len(header) < 3:
+            continue
+        sha, size = header[0].decode(), int(header[2])
+        out[sha] = buf[pos : pos + size]
+        pos += size + 1
+    return out
