@@ -14,3 +14,49 @@ RECORD_P_APPLIED = 0.25  # applied chronological-frontier cutoff (PR #1902, PR #
 SHARD_MAGIC = 20240520  # shard header[0] (data/download_hf_docs_and_tokenize.py; rules.md §C)
 SHARD_VERSION = 1
 SHARD_HEADER_INTS = 256
+
+# --- Validation data and byte denominators (owner: evidence checks) -------------------------------------------
+# A canonical evaluation: for one tokenizer family, the number of scored targets a full-coverage eval logs as
+# `val_tokens` and the byte denominator Σ bytes(y) over them. Denominators are "derived from logs" (rules.md §0):
+# bytes = tokens * val_loss / (val_bpb * ln 2) from 8-decimal score lines; they reproduce to a few bytes.
+CANONICAL_EVALS: tuple[tuple[str, int, int, str], ...] = (
+    # (family, val_tokens, denominator bytes, source)
+    ("sp1024", 62_021_632, 151_079_963, "rules.md §0/§B.5: sp1024 @ 2048, legal_ttt_exact / sliding logs"),
+    ("sp1024", 62_021_632, 151_080_363, "derived from logs: sp1024 non-sliding *_roundtrip_exact lines (HEAD)"),
+    ("sp1024", 63_779_840, 155_769_746, "rules.md §0: NaiveBaseline earlier export (63,779,840 tok); bytes derived "
+                                        "from its final_int8_zlib_roundtrip_exact line"),
+    ("sp4096", 45_508_608, 151_074_053, "rules.md §0/§B.5 (2 records)"),
+    ("sp4096", 45_514_752, 151_074_923, "rules.md §0/§B.5 (1 record; different truncation)"),
+    ("sp8192", 40_540_160, 151_078_222, "rules.md §0/§B.5: sp8192 @ 2048; equals PR #1916's audited count"),
+    ("caseops_sp8192", 47_851_520, 151_074_499, "rules.md §0/§B.4: CaseOps sidecar, phased-TTT logs"),
+    ("caseops_sp8192", 47_851_520, 151_074_309, "rules.md §0: CaseOps submission errata"),
+    ("byte260", 151_130_112, 151_080_112, "rules.md §0 (val tokens, HNet study log); bytes derived from its "
+                                          "final_int8_zlib_roundtrip_exact line (50,000 BOS targets = 0 bytes)"),
+)
+TOKENIZER_FAMILIES = ("sp1024", "sp4096", "sp8192", "caseops_sp8192", "byte260")
+# UTF-8 bytes of the 50k validation docs as any lossless tokenizer must count them: the span of all canonical
+# denominators above that cover the canonical val set, plus Scylla's decoded bytes (rules.md §B.5 table).
+VAL_TEXT_BYTES_MIN = 151_073_604  # Scylla decoded bytes (rules.md §0, §A.10)
+VAL_TEXT_BYTES_MAX = 151_080_363
+# Known wrong denominators, for messages (rules.md §0, §B.4, §A.10).
+CASEOPS_PIECE_BYTES_DENOMINATOR = 164_594_398  # CaseOps evaluated with tokenizer piece bytes (no sidecar)
+SCYLLA_META_LUT_DENOMINATOR = 157_319_833  # byte-fallback pieces counted as 3 bytes (+4.13%)
+CASEOPS_LEAKY_VAL_TOKENS = 9_662_464  # 10k-doc CaseOps val from --val-docs=10000 (issue #2127; rules.md §A.8)
+CASEOPS_SENTINELS = ("\ue001", "\ue002", "\ue003", "\ue004")  # TITLE/ALLCAPS/CAPNEXT/ESC (rules.md §A.10)
+CASEOPS_CANONICAL_TRAIN_SHARDS = 80  # `train_shards: 80` (clean export) vs 1499 local 10M-token shards (§A.8)
+CASEOPS_LEAKY_SHARD_TOKENS = 10_000_000  # prepare_caseops_data.py shard size (rules.md §C)
+
+# Tolerances for comparing an implied denominator with a canonical one (rules.md §B.5 "Flagging rule": deviation
+# beyond the truncation tail, ≈ seq_len × ~3.7 bytes/token ≈ 8 KB at 2048). The observed spread of log-derived
+# values for one family and token count is < 2 KB (float32 byte accumulation in some evals), so 8 KB is safe.
+DENOMINATOR_TAIL_TOLERANCE_BYTES = 8_192
+# A run whose eval truncates to a longer seq_len scores up to one window fewer targets; each missing target
+# removes its own bytes (< MAX_BYTES_PER_TOKEN_MARGIN on average for every family) from the denominator.
+MAX_TRUNCATION_TAIL_TOKENS = 131_072  # one window of the longest eval seq_len seen (GDN records use 32k)
+MAX_BYTES_PER_TOKEN_MARGIN = 1.0  # slack per missing target on top of the family's mean bytes/token
+# An unknown tokenizer (no canonical token count) is compared with the val-text byte span; relative slack for
+# normalisation differences (NFKC removes ~0.007% of bytes on FineWeb: 97 of 1,489,515 on 200 docs).
+UNKNOWN_FAMILY_RELATIVE_TOLERANCE = 5e-4
+# Score lines need this many decimals on both val_loss and val_bpb for the implied denominator to be exact to a
+# few bytes (rules.md §0: "reproduces to ±1 byte" with 8 decimals).
+IMPLIED_MIN_DECIMALS = 8

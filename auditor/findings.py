@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
+# Version of the JSON report layout (auditor/schemas/report.schema.json). Bump the major on breaking changes.
+JSON_SCHEMA_VERSION = "1.0"
 
-class Verdict(str, Enum):
+
+class Verdict(StrEnum):
     PASS = "PASS"
     WARN = "WARN"
     FAIL = "FAIL"
@@ -25,7 +28,7 @@ class Verdict(str, Enum):
         return {"SKIP": 0, "PASS": 1, "WARN": 2, "FAIL": 3}[self.value]
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     INFO = "info"
     LOW = "low"
     MEDIUM = "medium"
@@ -33,13 +36,13 @@ class Severity(str, Enum):
     CRITICAL = "critical"
 
 
-class Confidence(str, Enum):
+class Confidence(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
 
 
-class EvidenceLevel(str, Enum):
+class EvidenceLevel(StrEnum):
     STATIC = "static"
     LOG = "log"
     RESCORE = "rescore"
@@ -227,6 +230,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema_version": JSON_SCHEMA_VERSION,
             "submission": asdict(self.submission),
             "tool_version": self.tool_version,
             "ruleset_version": self.ruleset_version,

@@ -1,18 +1,51 @@
-"""Static unpacking of `exec(<codec>.decompress(<b85/b64...>.decode("...")))` shims, without executing anything.
+"""Static unpacking of `exec(<codec>.decompress(<b85/b64...>decode("...")))` shims, without executing anything.
 
-INTERFACE (owned by the unpacking work; this version only passes plain files through):
-    unpack_source(path, text) -> UnpackOutcome
-      .units    all CodeUnits for this file: the shipped text first, then each decoded layer, innermost last
+INTERFACE
+    unpack_source(path, text, read_file=None) -> UnpackOutcome
+      .units    all CodeUnits for this file: the shipped text first, then each decoded layer (depth-first in the
+                order the exec calls appear, so for a single chain the innermost layer is last)
       .layers   one UnpackedLayer per decoded layer
-      .problems (line, message) for shims that could not be decoded (callers turn them into WARN findings)
+      .problems (line, message) for exec/eval calls whose argument could not be decoded (callers turn them into
+                WARN findings). `line` is in the shipped file; messages name the decoded layer when deeper.
+
+HOW: every `exec(...)` / `eval(...)` call is found in the AST and its first argument is evaluated by a tiny
+interpreter that only knows pure, bounded operations: str/bytes literals, names bound once to such values, `+`,
+`"".join([...])`, `.decode/.encode/.replace/.strip`, the whitelisted codec functions of base64/binascii/codecs/
+lzma/zlib/gzip/bz2/brotli (reached through any import alias), `compile(src, ...)`, and `open(<sibling>).read()` /
+`Path(...).read_text()` where the sibling is a file of the submission (given by `read_file`). Nothing else is
+callable, so submission code is never imported, executed or evaluated.
+
+LIMITS (a decompression bomb must neither allocate nor hang): every decompressor runs incrementally with an
+output cap, so no single layer and no file in total may decode to more than MAX_DECODED_BYTES; layers nest at
+most MAX_DEPTH deep; one file gets TIME_BUDGET_S seconds of decoding. Anything over a limit is a problem.
 """
 
 from __future__ import annotations
 
+import ast
+import base64
+import binascii
+import bz2
+import codecs
+import hashlib
+import lzma
+import posixpath
+import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from auditor.facts import CodeUnit
 from auditor.findings import UnpackedLayer
+
+MAX_DECODED_BYTES = 20 * 1024 * 1024  # per layer and per shipped file in total
+MAX_DEPTH = 8
+MAX_LAYERS = 64  # decoded layers per shipped file
+TIME_BUDGET_S = 10.0  # decoding time per shipped file
+CHUNK = 1024 * 1024  # decompressor output granularity (limits and time are checked between chunks)
+
+ReadFile = Callable[[str], "str | None"]
 
 
 @dataclass
@@ -22,5 +55,746 @@ class UnpackOutcome:
     problems: list[tuple[int, str]] = field(default_factory=list)
 
 
-def unpack_source(path: str, text: str) -> UnpackOutcome:
-    return UnpackOutcome(units=[CodeUnit(path=path, name=path, text=text)])
+class Undecodable(Exception):
+    """The argument of an exec/eval cannot be decoded statically; the message says why."""
+
+
+# --- values of the little expression language ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Module:
+    name: str  # e.g. "lzma", "os.path"
+
+
+@dataclass(frozen=True)
+class Func:
+    name: str  # qualified, e.g. "lzma.decompress"
+
+
+@dataclass(frozen=True)
+class BoundMethod:
+    obj: Any
+    name: str
+
+
+@dataclass(frozen=True)
+class PathValue:
+    path: str  # POSIX path relative to the submission root
+
+
+@dataclass(frozen=True)
+class FileHandle:
+    path: str
+
+
+@dataclass
+class Decoded:
+    """A value with the codecs that produced it (outermost first once reversed)."""
+
+    value: Any
+    codecs: tuple[str, ...] = ()
+
+
+# Module-level constants a shim may pass as keyword arguments (format=L.FORMAT_RAW, filters=[{"id": ...}]).
+_CONSTANTS: dict[str, Any] = {
+    f"lzma.{n}": getattr(lzma, n) for n in dir(lzma) if n.isupper() and isinstance(getattr(lzma, n), int)
+}
+_CONSTANTS.update({"zlib.MAX_WBITS": zlib.MAX_WBITS})
+
+_B64_FUNCS = {
+    "base64.b85decode": ("base85", base64.b85decode),
+    "base64.a85decode": ("ascii85", base64.a85decode),
+    "base64.b64decode": ("base64", base64.b64decode),
+    "base64.standard_b64decode": ("base64", base64.standard_b64decode),
+    "base64.urlsafe_b64decode": ("base64url", base64.urlsafe_b64decode),
+    "base64.decodebytes": ("base64", base64.decodebytes),
+    "base64.b32decode": ("base32", base64.b32decode),
+    "base64.b32hexdecode": ("base32hex", base64.b32hexdecode),
+    "base64.b16decode": ("base16", base64.b16decode),
+    "binascii.a2b_base64": ("base64", binascii.a2b_base64),
+    "binascii.a2b_hex": ("hex", binascii.a2b_hex),
+    "binascii.unhexlify": ("hex", binascii.unhexlify),
+    "bytes.fromhex": ("hex", bytes.fromhex),
+}
+_DECOMPRESSORS = {"lzma.decompress", "zlib.decompress", "gzip.decompress", "bz2.decompress", "brotli.decompress"}
+_KNOWN_MODULES = {"base64", "binascii", "codecs", "lzma", "zlib", "gzip", "bz2", "brotli", "os", "os.path",
+                  "pathlib", "builtins", "importlib", "marshal", "pickle", "zipfile", "tarfile", "io"}
+_OPAQUE = {"marshal.loads": "marshal bytecode", "pickle.loads": "a pickle", "zipimport": "a zip archive"}
+_BUILTIN_FUNCS = {"compile", "open", "bytes", "str", "bytearray", "__import__", "exec", "eval"}
+
+
+class _Budget:
+    def __init__(self, seconds: float, total_bytes: int) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+        self.left = total_bytes
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise Undecodable(f"decoding took longer than the {self.seconds:g} s budget")
+
+
+# --- bounded decompression --------------------------------------------------------------------------------------
+def _cap_error(limit: int) -> Undecodable:
+    return Undecodable(f"decompresses to more than {limit:,} bytes (limit); treated as a decompression bomb")
+
+
+def _drain_stream(make: Callable[[], Any], data: bytes, limit: int, budget: _Budget, multi: bool) -> bytes:
+    """Run lzma/bz2-style decompressor objects (decompress(data, max_length), eof, needs_input, unused_data)."""
+    out = bytearray()
+    pending = data
+    while True:
+        dec = make()
+        chunk = dec.decompress(pending, max_length=CHUNK)
+        while True:
+            out += chunk
+            if len(out) > limit:
+                raise _cap_error(limit)
+            budget.tick()
+            if dec.eof or dec.needs_input:
+                break
+            chunk = dec.decompress(b"", max_length=CHUNK)
+        if not dec.eof:
+            raise Undecodable("compressed data is truncated (end of stream not reached)")
+        pending = dec.unused_data
+        if not (multi and pending):
+            return bytes(out)
+
+
+def _zlib_bounded(data: bytes, wbits: int, limit: int, budget: _Budget, multi: bool) -> bytes:
+    out = bytearray()
+    pending = data
+    while True:
+        dec = zlib.decompressobj(wbits)
+        buf = pending
+        while True:
+            out += dec.decompress(buf, CHUNK)
+            if len(out) > limit:
+                raise _cap_error(limit)
+            budget.tick()
+            buf = dec.unconsumed_tail
+            if dec.eof or not buf:
+                if not dec.eof:  # flush what is buffered, still bounded
+                    out += dec.decompress(b"", CHUNK)
+                    while dec.unconsumed_tail and len(out) <= limit:
+                        out += dec.decompress(dec.unconsumed_tail, CHUNK)
+                    if len(out) > limit:
+                        raise _cap_error(limit)
+                break
+        if not dec.eof:
+            raise Undecodable("compressed data is truncated (end of stream not reached)")
+        pending = dec.unused_data
+        if not (multi and pending):
+            return bytes(out)
+
+
+def _brotli_bounded(data: bytes, limit: int, budget: _Budget) -> bytes:
+    try:
+        import brotli  # optional dependency (gpu extra)
+    except ImportError as exc:
+        raise Undecodable("brotli-compressed layer, but the brotli package is not installed") from exc
+    dec = brotli.Decompressor()
+    out = bytearray(dec.process(data, output_buffer_limit=CHUNK))
+    while not dec.is_finished():
+        if len(out) > limit:
+            raise _cap_error(limit)
+        budget.tick()
+        if dec.can_accept_more_data():
+            raise Undecodable("compressed data is truncated (end of stream not reached)")
+        out += dec.process(b"", output_buffer_limit=CHUNK)
+    if len(out) > limit:
+        raise _cap_error(limit)
+    return bytes(out)
+
+
+def decompress_bounded(codec: str, data: bytes, kwargs: dict[str, Any], limit: int, budget: _Budget) -> bytes:
+    """Decompress like `<codec>.decompress(data, **kwargs)` but never produce more than `limit` bytes."""
+    try:
+        if codec == "lzma":
+            fmt = kwargs.get("format", lzma.FORMAT_AUTO)
+            filters = kwargs.get("filters")
+            if filters is not None and fmt != lzma.FORMAT_RAW:
+                raise Undecodable("lzma filters given without format=FORMAT_RAW")
+            return _drain_stream(
+                lambda: lzma.LZMADecompressor(format=fmt, filters=filters), data, limit, budget,
+                multi=fmt != lzma.FORMAT_RAW,
+            )
+        if codec == "bz2":
+            return _drain_stream(bz2.BZ2Decompressor, data, limit, budget, multi=True)
+        if codec == "zlib":
+            wbits = kwargs.get("wbits", zlib.MAX_WBITS)
+            return _zlib_bounded(data, int(wbits), limit, budget, multi=False)
+        if codec == "gzip":
+            return _zlib_bounded(data, 16 + zlib.MAX_WBITS, limit, budget, multi=True)
+        if codec == "brotli":
+            return _brotli_bounded(data, limit, budget)
+    except Undecodable:
+        raise
+    except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError, TypeError, MemoryError) as exc:
+        raise Undecodable(f"{codec} data is corrupt: {exc}") from exc
+    except Exception as exc:  # brotli.error and friends
+        raise Undecodable(f"{codec} data is corrupt: {type(exc).__name__}: {exc}") from exc
+    raise Undecodable(f"unknown compressor {codec}")
+
+
+# --- scopes: which names are bound to what --------------------------------------------------------------------
+class _Scope:
+    """Bindings of one module or function body. A name is usable only if every binding is a plain top-level
+    assignment (or import); the binding in force at an exec is the last one before it."""
+
+    def __init__(self, body: list[ast.stmt], parent: _Scope | None, is_function: bool = False) -> None:
+        self.parent = parent
+        self.simple: dict[str, list[tuple[int, Any]]] = {}  # name -> [(line, ast.expr | value)]
+        self.dynamic: set[str] = set()
+        top_level = set()
+        for stmt in body:
+            top_level.add(id(stmt))
+            self._bind_simple(stmt)
+        for stmt in body:
+            for node in _walk_scope(stmt):
+                if id(node) in top_level:
+                    continue
+                for name in _bound_names(node):
+                    self.dynamic.add(name)
+        if is_function:
+            for stmt in body:
+                for node in _walk_scope(stmt):
+                    if isinstance(node, ast.Global | ast.Nonlocal):
+                        self.dynamic.update(node.names)
+
+    def _bind_simple(self, stmt: ast.stmt) -> None:
+        line = stmt.lineno
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                if isinstance(target, ast.Name):
+                    self.simple.setdefault(target.id, []).append((line, stmt.value))
+                else:
+                    for name in _target_names(target):
+                        self.dynamic.add(name)
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+            self.simple.setdefault(stmt.target.id, []).append((line, stmt.value))
+        elif isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.asname:
+                    self.simple.setdefault(alias.asname, []).append((line, Module(alias.name)))
+                else:
+                    top = alias.name.split(".")[0]
+                    self.simple.setdefault(top, []).append((line, Module(top)))
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+            for alias in stmt.names:
+                qual = f"{stmt.module}.{alias.name}"
+                value: Any = Module(qual) if qual in _KNOWN_MODULES else _CONSTANTS.get(qual, Func(qual))
+                self.simple.setdefault(alias.asname or alias.name, []).append((line, value))
+        else:
+            for name in _bound_names(stmt):
+                self.dynamic.add(name)
+
+    def lookup(self, name: str, line: int) -> tuple[Any, _Scope] | None:
+        """(binding, scope) in force at `line`, or None if unbound here and in every enclosing scope."""
+        if name in self.dynamic:
+            raise Undecodable(f"'{name}' is reassigned in a way that cannot be followed statically")
+        if name in self.simple:
+            before = [b for ln, b in self.simple[name] if ln <= line]
+            chosen = before[-1] if before else self.simple[name][-1]
+            return chosen, self
+        if self.parent is not None:
+            return self.parent.lookup(name, 1 << 30)  # enclosing scope: its final binding
+        return None
+
+
+def _walk_scope(node: ast.AST):
+    """ast.walk that does not descend into nested function/class/lambda bodies (they are other scopes)."""
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        yield cur
+        for child in ast.iter_child_nodes(cur):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    yield child  # its name is bound in this scope
+                continue
+            stack.append(child)
+
+
+def _target_names(target: ast.AST) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+
+
+def _bound_names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Assign):
+        return [n for t in node.targets for n in _target_names(t)]
+    if isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
+        return _target_names(node.target)
+    if isinstance(node, ast.NamedExpr):
+        return _target_names(node.target)
+    if isinstance(node, ast.withitem) and node.optional_vars is not None:
+        return _target_names(node.optional_vars)
+    if isinstance(node, ast.comprehension):
+        return []  # comprehension targets live in their own scope
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return [(a.asname or a.name).split(".")[0] for a in node.names]
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        return [node.name]
+    if isinstance(node, ast.Delete):
+        return [n for t in node.targets for n in _target_names(t)]
+    return []
+
+
+# --- the evaluator ------------------------------------------------------------------------------------------------
+class _Evaluator:
+    def __init__(self, path: str, scope: _Scope, line: int, read_file: ReadFile | None, budget: _Budget) -> None:
+        self.path = path
+        self.scope = scope
+        self.line = line
+        self.read_file = read_file
+        self.budget = budget
+        self.depth = 0
+
+    def eval(self, node: ast.expr) -> Decoded:
+        self.depth += 1
+        try:
+            if self.depth > 60:
+                raise Undecodable("expression nests too deeply")
+            self.budget.tick()
+            return self._eval(node)
+        finally:
+            self.depth -= 1
+
+    def _eval(self, node: ast.expr) -> Decoded:
+        if isinstance(node, ast.Constant):
+            return Decoded(node.value)
+        if isinstance(node, ast.Name):
+            return self._name(node.id)
+        if isinstance(node, ast.Attribute):
+            return self._attribute(node)
+        if isinstance(node, ast.List | ast.Tuple):
+            items = [self.eval(e) for e in node.elts]
+            return Decoded([i.value for i in items], _merge(items))
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise Undecodable("dict unpacking (**) in a shim argument")
+            keys = [self.eval(k).value for k in node.keys]  # type: ignore[arg-type]
+            vals = [self.eval(v).value for v in node.values]
+            return Decoded(dict(zip(keys, vals)))
+        if isinstance(node, ast.BinOp):
+            return self._binop(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, ast.JoinedStr):
+            raise Undecodable("an f-string built at run time")
+        raise Undecodable(f"{type(node).__name__} expression ({_short(node)}) is not a literal or known codec")
+
+    # names and attributes
+    def _name(self, name: str) -> Decoded:
+        if name == "__file__":
+            return Decoded(self.path)
+        found = self.scope.lookup(name, self.line)
+        if found is None:
+            if name in _BUILTIN_FUNCS:
+                return Decoded(Func(name))
+            if name in ("bytes", "str"):
+                return Decoded(Func(name))
+            raise Undecodable(f"'{name}' is not bound to a literal in this file")
+        binding, scope = found
+        if isinstance(binding, ast.expr):
+            saved = (self.scope, self.line)
+            self.scope, self.line = scope, getattr(binding, "lineno", self.line)
+            try:
+                return self.eval(binding)
+            finally:
+                self.scope, self.line = saved
+        return Decoded(binding)
+
+    def _attribute(self, node: ast.Attribute) -> Decoded:
+        base = self.eval(node.value)
+        obj = base.value
+        if isinstance(obj, Module):
+            qual = f"{obj.name}.{node.attr}"
+            if qual in _CONSTANTS:
+                return Decoded(_CONSTANTS[qual])
+            if qual in _KNOWN_MODULES:
+                return Decoded(Module(qual))
+            return Decoded(Func(qual))
+        if isinstance(obj, Func) and obj.name in ("bytes", "str"):
+            return Decoded(Func(f"{obj.name}.{node.attr}"))
+        if isinstance(obj, PathValue) and node.attr == "parent":
+            return Decoded(PathValue(_dirname(obj.path)), base.codecs)
+        if isinstance(obj, PathValue) and node.attr == "name":
+            return Decoded(posixpath.basename(obj.path), base.codecs)
+        if isinstance(obj, str | bytes | PathValue | FileHandle):
+            return Decoded(BoundMethod(obj, node.attr), base.codecs)
+        raise Undecodable(f"attribute .{node.attr} of a {type(obj).__name__} value")
+
+    def _binop(self, node: ast.BinOp) -> Decoded:
+        left, right = self.eval(node.left), self.eval(node.right)
+        a, b = left.value, right.value
+        if isinstance(node.op, ast.Add) and type(a) is type(b) and isinstance(a, str | bytes | list):
+            self._check_size(len(a) + len(b))
+            return Decoded(a + b, _merge([left, right]))
+        if isinstance(node.op, ast.Div) and isinstance(a, PathValue) and isinstance(b, str):
+            return Decoded(PathValue(posixpath.normpath(posixpath.join(a.path, b))))
+        raise Undecodable(f"operator {type(node.op).__name__} on {type(a).__name__} and {type(b).__name__}")
+
+    def _check_size(self, n: int) -> None:
+        if n > MAX_DECODED_BYTES:
+            raise _cap_error(MAX_DECODED_BYTES)
+
+    # calls
+    def _call(self, node: ast.Call) -> Decoded:
+        fn = self.eval(node.func).value
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            raise Undecodable("*args/**kwargs in a shim call")
+        if isinstance(fn, Func) and fn.name == "compile":
+            if not node.args:
+                raise Undecodable("compile() without a source argument")
+            return self.eval(node.args[0])  # filename and mode do not change the source
+        args = [self.eval(a) for a in node.args]
+        kwargs = {k.arg: self.eval(k.value).value for k in node.keywords if k.arg}
+        values = [a.value for a in args]
+        codecs_in = _merge(args)
+        if isinstance(fn, BoundMethod):
+            return self._method(fn, values, kwargs, codecs_in)
+        if not isinstance(fn, Func):
+            raise Undecodable(f"call of a {type(fn).__name__} value")
+        name = fn.name
+        if name in _OPAQUE:
+            raise Undecodable(f"{name}() loads {_OPAQUE[name]}, which cannot be analysed as source")
+        if name in _B64_FUNCS:
+            label, func = _B64_FUNCS[name]
+            data = _as_bytes(_first(values, name), name, ascii_only=True)
+            try:
+                return Decoded(func(data, *values[1:], **kwargs), (label, *codecs_in))
+            except (ValueError, binascii.Error, TypeError) as exc:
+                raise Undecodable(f"{name}: corrupt input: {exc}") from exc
+        if name in _DECOMPRESSORS:
+            codec = name.split(".")[0]
+            data = _as_bytes(_first(values, name), name)
+            if codec == "lzma" and len(values) > 1:
+                kwargs.setdefault("format", values[1])
+            if codec == "zlib" and len(values) > 1:
+                kwargs.setdefault("wbits", values[1])
+            limit = min(MAX_DECODED_BYTES, self.budget.left)
+            out = decompress_bounded(codec, data, kwargs, limit, self.budget)
+            label = codec + ("-raw" if codec == "lzma" and kwargs.get("format") == lzma.FORMAT_RAW else "")
+            return Decoded(out, (label, *codecs_in))
+        if name == "codecs.decode":
+            return self._codecs_decode(values, kwargs, codecs_in)
+        if name in ("bytes", "bytearray", "str"):
+            return self._convert(name, values, kwargs, codecs_in)
+        if name in ("__import__", "importlib.import_module"):
+            mod = _first(values, name)
+            if isinstance(mod, str) and mod in _KNOWN_MODULES:
+                return Decoded(Module(mod))
+            raise Undecodable(f"{name}({mod!r}) of a module the unpacker does not model")
+        if name in ("open", "io.open"):
+            return Decoded(FileHandle(self._sibling_path(_first(values, name))))
+        if name in ("pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "Path"):
+            return Decoded(PathValue(self._normalise(_first(values, name))))
+        if name in ("os.path.join", "posixpath.join"):
+            parts = [_path_str(v) for v in values]
+            return Decoded(posixpath.normpath(posixpath.join(*parts)))
+        if name in ("os.path.dirname",):
+            return Decoded(_dirname(_path_str(_first(values, name))))
+        if name in ("os.path.abspath", "os.path.realpath", "os.path.normpath", "os.fspath"):
+            return Decoded(_path_str(_first(values, name)))
+        raise Undecodable(f"call of {name}(), which the unpacker does not model (unknown codec?)")
+
+    def _method(self, fn: BoundMethod, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+        obj, name = fn.obj, fn.name
+        try:
+            if isinstance(obj, FileHandle | PathValue) and name in ("read", "read_text", "read_bytes"):
+                return self._read_sibling(obj.path, as_bytes=name == "read_bytes")
+            if isinstance(obj, PathValue) and name in ("resolve", "absolute"):
+                return Decoded(obj)
+            if isinstance(obj, PathValue) and name == "with_name":
+                return Decoded(PathValue(posixpath.join(_dirname(obj.path), values[0])))
+            if isinstance(obj, bytes | str):
+                if name == "decode" and isinstance(obj, bytes):
+                    enc = (values[0] if values else kwargs.get("encoding", "utf-8")) or "utf-8"
+                    if codecs.lookup(enc).name not in ("utf-8", "ascii", "latin-1", "iso8859-1"):
+                        raise Undecodable(f".decode({enc!r}) is not a text encoding the unpacker models")
+                    return Decoded(obj.decode(enc), codecs_in)
+                if name == "encode" and isinstance(obj, str):
+                    enc = (values[0] if values else kwargs.get("encoding", "utf-8")) or "utf-8"
+                    return Decoded(obj.encode(enc), codecs_in)
+                if name in ("strip", "lstrip", "rstrip"):
+                    return Decoded(getattr(obj, name)(*values), codecs_in)
+                if name == "replace" and len(values) >= 2:
+                    old, new = values[0], values[1]
+                    count = obj.count(old) if old else len(obj) + 1
+                    self._check_size(len(obj) + count * max(0, len(new) - len(old)))
+                    return Decoded(obj.replace(*values), codecs_in)
+                if name == "join" and len(values) == 1 and isinstance(values[0], list):
+                    parts = values[0]
+                    self._check_size(sum(len(p) for p in parts) + len(obj) * len(parts))
+                    return Decoded(obj.join(parts), codecs_in)
+        except (TypeError, ValueError, LookupError, UnicodeError) as exc:
+            raise Undecodable(f".{name}() failed: {exc}") from exc
+        raise Undecodable(f".{name}() on a {type(obj).__name__} value is not modelled")
+
+    def _codecs_decode(self, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+        data = _first(values, "codecs.decode")
+        enc = values[1] if len(values) > 1 else kwargs.get("encoding", "utf-8")
+        norm = str(enc).lower().replace("-", "_")
+        if norm in ("rot13", "rot_13") and isinstance(data, str):
+            return Decoded(codecs.decode(data, "rot13"), ("rot13", *codecs_in))
+        if norm in ("base64", "base_64", "hex", "hex_codec", "base64_codec"):
+            label = "hex" if "hex" in norm else "base64"
+            try:
+                return Decoded(codecs.decode(_as_bytes(data, "codecs.decode"), norm), (label, *codecs_in))
+            except (ValueError, binascii.Error) as exc:
+                raise Undecodable(f"codecs.decode(..., {enc!r}): corrupt input: {exc}") from exc
+        if norm in ("zlib", "zlib_codec", "bz2", "bz2_codec"):
+            codec = norm.split("_")[0]
+            limit = min(MAX_DECODED_BYTES, self.budget.left)
+            out = decompress_bounded(codec, _as_bytes(data, "codecs.decode"), {}, limit, self.budget)
+            return Decoded(out, (codec, *codecs_in))
+        if norm in ("utf_8", "utf8", "ascii", "latin_1") and isinstance(data, bytes):
+            return Decoded(data.decode(norm), codecs_in)
+        raise Undecodable(f"codecs.decode(..., {enc!r}) is not a codec the unpacker models")
+
+    def _convert(self, name: str, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+        data = _first(values, name)
+        enc = values[1] if len(values) > 1 else kwargs.get("encoding", "utf-8")
+        if name in ("bytes", "bytearray") and isinstance(data, str):
+            return Decoded(data.encode(enc), codecs_in)
+        if name in ("bytes", "bytearray") and isinstance(data, bytes):
+            return Decoded(bytes(data), codecs_in)
+        if name == "str" and isinstance(data, bytes) and len(values) + len(kwargs) > 1:
+            return Decoded(data.decode(enc), codecs_in)
+        if name == "str" and isinstance(data, str | PathValue):
+            return Decoded(_path_str(data) if isinstance(data, PathValue) else data, codecs_in)
+        raise Undecodable(f"{name}() of a {type(data).__name__} value")
+
+    # files of the submission
+    def _normalise(self, p: Any) -> str:
+        p = _path_str(p)
+        return posixpath.normpath(p) if p else "."
+
+    def _sibling_path(self, p: Any) -> str:
+        p = _path_str(p)
+        base = _dirname(self.path)
+        # a relative path is read from the working directory, which is the record folder when it runs
+        joined = p if p.startswith("/") or not base or p.startswith(base + "/") else posixpath.join(base, p)
+        return posixpath.normpath(joined)
+
+    def _read_sibling(self, path: str, as_bytes: bool) -> Decoded:
+        path = posixpath.normpath(path.lstrip("/")) if not path.startswith("/") else path
+        if self.read_file is None:
+            raise Undecodable(f"reads file {path!r} at run time")
+        text = self.read_file(path)
+        if text is None:
+            raise Undecodable(f"reads file {path!r}, which is not a readable text file of the submission")
+        return Decoded(text.encode("utf-8") if as_bytes else text, (f"file:{path}",))
+
+
+def _merge(items: list[Decoded]) -> tuple[str, ...]:
+    out: tuple[str, ...] = ()
+    for item in items:
+        if len(item.codecs) > len(out):
+            out = item.codecs
+    return out
+
+
+def _first(values: list[Any], name: str) -> Any:
+    if not values:
+        raise Undecodable(f"{name}() without arguments")
+    return values[0]
+
+
+def _as_bytes(value: Any, name: str, ascii_only: bool = False) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return value.encode("ascii" if ascii_only else "latin-1")
+        except UnicodeEncodeError as exc:
+            raise Undecodable(f"{name}: non-ASCII text input") from exc
+    raise Undecodable(f"{name}() of a {type(value).__name__} value")
+
+
+def _path_str(value: Any) -> str:
+    if isinstance(value, PathValue):
+        return value.path
+    if isinstance(value, str):
+        return value
+    raise Undecodable(f"a path that is a {type(value).__name__} value")
+
+
+def _dirname(p: str) -> str:
+    d = posixpath.dirname(p)
+    return d
+
+
+def _short(node: ast.AST) -> str:
+    try:
+        text = ast.unparse(node)
+    except Exception:  # ast.unparse on odd trees
+        return type(node).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- finding exec/eval calls ------------------------------------------------------------------------------------
+@dataclass
+class _ExecSite:
+    call: ast.Call
+    scope: _Scope
+    kind: str  # "exec" or "eval"
+
+
+def _exec_sites(tree: ast.Module) -> list[_ExecSite]:
+    module_scope = _Scope(tree.body, None)
+    sites: list[_ExecSite] = []
+
+    def visit(body_owner: ast.AST, scope: _Scope) -> None:
+        for node in _walk_scope(body_owner):
+            if node is not body_owner and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = node.args
+                inner = _Scope(node.body, scope, is_function=True)
+                for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                    if a is not None:
+                        inner.dynamic.add(a.arg)
+                visit(node, inner)
+                continue
+            if node is not body_owner and isinstance(node, ast.ClassDef):
+                visit(node, _Scope(node.body, scope))
+                continue
+            if isinstance(node, ast.Lambda):
+                continue
+            if isinstance(node, ast.Call):
+                kind = _exec_kind(node, scope)
+                if kind:
+                    sites.append(_ExecSite(node, scope, kind))
+
+    for stmt in tree.body:
+        visit(stmt, module_scope) if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+            else visit(_Wrapper(stmt), module_scope)
+    sites.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
+    return sites
+
+
+class _Wrapper(ast.AST):
+    """Lets visit() see a top-level def as a child (so its own scope is created)."""
+
+    _fields = ("body",)
+
+    def __init__(self, stmt: ast.stmt) -> None:
+        super().__init__()
+        self.body = [stmt]
+
+
+def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
+    func = call.func
+    if isinstance(func, ast.Name) and func.id in ("exec", "eval"):
+        try:
+            if scope.lookup(func.id, call.lineno) is not None:
+                return None  # the module defines its own exec/eval
+        except Undecodable:
+            return None
+        return func.id
+    if (
+        isinstance(func, ast.Attribute)
+        and func.attr in ("exec", "eval")
+        and isinstance(func.value, ast.Name)
+        and func.value.id in ("builtins", "__builtins__")
+    ):
+        return func.attr
+    return None
+
+
+# --- driver -----------------------------------------------------------------------------------------------------
+def unpack_source(path: str, text: str, read_file: ReadFile | None = None) -> UnpackOutcome:
+    """Decode every exec/eval shim in `text` (a shipped file at `path`), recursively, without running anything."""
+    outcome = UnpackOutcome(units=[CodeUnit(path=path, name=path, text=text)])
+    budget = _Budget(TIME_BUDGET_S, MAX_DECODED_BYTES)
+    _unpack_layer(path, path, text, 0, None, outcome, budget, read_file, seen={hashlib.sha256(text.encode()).hexdigest()})
+    return outcome
+
+
+def _parse(text: str) -> ast.Module | None:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # facts.parse_unit reports parse errors of every unit
+
+
+def _unpack_layer(
+    path: str,
+    name: str,
+    text: str,
+    depth: int,
+    root_line: int | None,
+    outcome: UnpackOutcome,
+    budget: _Budget,
+    read_file: ReadFile | None,
+    seen: set[str],
+) -> None:
+    from auditor.facts import MAX_PARSE_BYTES
+
+    if len(text) > MAX_PARSE_BYTES:
+        return
+    tree = _parse(text)
+    if tree is None:
+        return
+    for site in _exec_sites(tree):
+        line = site.call.lineno
+        shipped_line = root_line if root_line is not None else line
+        where = "" if name == path else f"{name} line {line}: "
+
+        def problem(msg: str, where: str = where, shipped_line: int = shipped_line, site: _ExecSite = site) -> None:
+            outcome.problems.append(
+                (shipped_line, f"{where}{site.kind}() of code that cannot be decoded statically: {msg}")
+            )
+
+        if not site.call.args:
+            continue
+        if len(outcome.layers) >= MAX_LAYERS:
+            problem(f"more than {MAX_LAYERS} decoded layers in one file")
+            return
+        if depth + 1 > MAX_DEPTH:
+            problem(f"layers nest more than {MAX_DEPTH} deep")
+            return
+        try:
+            decoded = _Evaluator(path, site.scope, line, read_file, budget).eval(site.call.args[0])
+            source = _as_source(decoded.value)
+        except Undecodable as exc:
+            problem(str(exc))
+            continue
+        except RecursionError:
+            problem("expression nests too deeply")
+            continue
+        data = source.encode("utf-8")
+        budget.left -= len(data)
+        if budget.left < 0:
+            problem(f"decoded layers of this file total more than {MAX_DECODED_BYTES:,} bytes")
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            problem("the decoded code is one of its own enclosing layers (self-executing loop)")
+            continue
+        layer_name = f"{path}#L{len(outcome.layers) + 1}"
+        codec_chain = tuple(reversed(decoded.codecs)) if decoded.codecs else ("literal",)
+        layer = UnpackedLayer(path=path, name=layer_name, codecs=codec_chain, line=line,
+                              decoded_bytes=len(data), sha256=digest)
+        outcome.layers.append(layer)
+        outcome.units.append(CodeUnit(path=path, name=layer_name, text=source, layer=layer))
+        _unpack_layer(path, layer_name, source, depth + 1, shipped_line, outcome, budget, read_file,
+                      seen | {digest})
+
+
+def _as_source(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bytes | bytearray):
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Undecodable(f"decoded bytes are not UTF-8 text (byte {exc.start}); not Python source") from exc
+    else:
+        raise Undecodable(f"the argument is a {type(value).__name__}, not source text")
+    return text.removeprefix("\ufeff")

@@ -1,6 +1,8 @@
-"""Renderers read a Report and never compute verdicts. INTERFACE: render(report, fmt, color) -> str."""
+"""Renderers read a Report and never compute verdicts: render(report, fmt, color) -> str."""
 
 from __future__ import annotations
+
+import json
 
 from auditor.errors import UsageError
 from auditor.findings import Report
@@ -10,11 +12,15 @@ def render(report: Report, fmt: str, color: bool = False) -> str:
     if fmt == "json":
         return report.to_json()
     if fmt == "text":
-        lines = [f"{report.submission.path}: {report.overall.value}"]
-        for rv in report.per_rule():
-            lines.append(f"  {rv.rule_id} {rv.rule_name:<32} {rv.verdict.value}")
-        for f in report.active:
-            if f.verdict.value in ("FAIL", "WARN"):
-                lines.append(f"    {f.verdict.value} {f.rule_id} {f.primary or ''} {f.message}")
-        return "\n".join(lines)
+        from auditor.render.text import render_text
+
+        return render_text(report, color=color)
+    if fmt == "sarif":
+        from auditor.render.sarif import to_sarif
+
+        return json.dumps(to_sarif(report), indent=2, default=str)
+    if fmt == "markdown":
+        from auditor.render.markdown import render_markdown
+
+        return render_markdown(report)
     raise UsageError(f"unknown format {fmt!r}")

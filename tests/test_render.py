@@ -1,0 +1,102 @@
+"""Every output format: SARIF validated against the official 2.1.0 schema, JSON against our versioned schema,
+Markdown table-first with <details>, text without colour codes when not a TTY."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from auditor.findings import Basis, Finding, FlowStep, Location, Report, Severity, SubmissionIdentity, Verdict
+from auditor.render import render
+from auditor.render.markdown import STICKY_MARKER
+from auditor.render.sarif import to_sarif
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "auditor" / "schemas"
+BASIS = Basis(ref="issue #1017", date="2026-03-26", quote="Score before update.")
+
+
+def sample_report() -> Report:
+    decoded = Location("train_gpt.py", 120, 9, 120, 30, layer="train_gpt.py#L1", snippet="loss.backward()")
+    fail = Finding(
+        "PG001", "analysis-defeated", Verdict.FAIL, "update | before score", severity=Severity.HIGH,
+        category="evidence", locations=[decoded],
+        flow=[FlowStep(Location("train_gpt.py", 10, 5, layer="train_gpt.py#L1"), "val tokens loaded"),
+              FlowStep(decoded, "backward on val loss")],
+        related=[Location("train_gpt.py", 140, 1, layer="train_gpt.py#L1", snippet="eval_val(...)")],
+        evidence="scored at line 140 after update at line 120", basis=BASIS, data={"order": [120, 140]},
+    )
+    warn = Finding("PG001", "analysis-defeated", Verdict.WARN, "shim not decodable", severity=Severity.MEDIUM,
+                   category="evidence", locations=[Location("helper.py", 3, 1, 3, 20)], basis=BASIS)
+    info = Finding("PG001", "analysis-defeated", Verdict.PASS, "dead code would download", severity=Severity.INFO,
+                   category="evidence", locations=[Location("train_gpt.py", 5)], basis=BASIS)
+    waived = Finding("PG001", "analysis-defeated", Verdict.FAIL, "waived thing", severity=Severity.HIGH,
+                     category="evidence", locations=[Location("train_gpt.py", 7)], basis=BASIS,
+                     waived=True, waiver_reason="ruled legal")
+    return Report(
+        submission=SubmissionIdentity(path="records/x", entry="train_gpt.py"),
+        tool_version="0.1.0", ruleset_version="test",
+        findings=[fail, warn, info, waived],
+        rules_run=[("PG001", "analysis-defeated", "evidence")],
+        errors=[],
+    )
+
+
+def test_sarif_is_schema_valid_and_complete() -> None:
+    schema = json.loads((SCHEMAS / "sarif-schema-2.1.0.json").read_text())
+    sarif = to_sarif(sample_report())
+    jsonschema.Draft7Validator(schema).validate(sarif)
+    run = sarif["runs"][0]
+    rule = run["tool"]["driver"]["rules"][0]
+    assert rule["id"] == "PG001" and rule["helpUri"].startswith("https://")
+    assert rule["properties"]["tags"] == ["evidence"]
+    fail = run["results"][0]
+    assert fail["level"] == "error" and fail["kind"] == "fail"
+    region = fail["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"], region["endColumn"]) == (120, 9, 30)
+    assert fail["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "train_gpt.py#L1"
+    steps = fail["codeFlows"][0]["threadFlows"][0]["locations"]
+    assert [s["location"]["physicalLocation"]["region"]["startLine"] for s in steps] == [10, 120]
+    suppressed = [r for r in run["results"] if "suppressions" in r]
+    assert len(suppressed) == 1 and suppressed[0]["suppressions"][0]["justification"] == "ruled legal"
+
+
+def test_sarif_of_a_real_audit_is_schema_valid(tmp_path: Path) -> None:
+    from auditor.cli import main
+
+    (tmp_path / "train_gpt.py").write_text("def f(:\n")
+    out = tmp_path / "r.sarif"
+    assert main([str(tmp_path), "--format", "sarif", "--output", str(out)]) == 0
+    schema = json.loads((SCHEMAS / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(json.loads(out.read_text()))
+
+
+def test_json_report_matches_versioned_schema() -> None:
+    schema = json.loads((SCHEMAS / "report.schema.json").read_text())
+    data = json.loads(render(sample_report(), "json"))
+    jsonschema.Draft202012Validator(schema).validate(data)
+    assert data["schema_version"].startswith("1.")
+    assert data["overall"] == "FAIL"
+    assert data["summary"]["waived"] == 1
+    assert [f["verdict"] for f in data["findings"]] == ["FAIL", "WARN", "PASS", "FAIL"]
+
+
+def test_markdown_has_table_first_and_details() -> None:
+    md = render(sample_report(), "markdown")
+    lines = md.splitlines()
+    assert lines[0] == STICKY_MARKER
+    table_at = next(i for i, line in enumerate(lines) if line.startswith("| Rule |"))
+    details_at = next(i for i, line in enumerate(lines) if line.startswith("<details>"))
+    assert table_at < details_at
+    assert "update \\| before score" in md  # pipes escaped inside the table/summary
+    assert "Waived by maintainers (1)" in md and "ruled legal" in md
+    assert "`train_gpt.py#L1:120:9`" in md
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_text_colour_only_when_asked(color: bool) -> None:
+    text = render(sample_report(), "text", color=color)
+    assert ("\x1b[" in text) is color
+    assert "FAIL" in text and "train_gpt.py#L1:120:9" in text and "WAIVED: ruled legal" in text
