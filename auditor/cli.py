@@ -16,7 +16,7 @@ from auditor.errors import InputError, UsageError
 from auditor.exitcodes import ERROR
 
 FORMATS = ("text", "json", "sarif", "markdown")
-SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "reference")
+SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "reference", "bot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--git-dir", required=True, help="local clone of the labelled repository")
     c.add_argument("--format", "-f", choices=("text", "json"), default="text")
     c.add_argument("--output", "-o")
+
+    b = sub.add_parser("bot", help="audit the record folders a PR changes and upsert one sticky PR comment")
+    b.add_argument("--git-dir", required=True, help="repository holding both revisions (PR files are never checked out)")
+    b.add_argument("--base", required=True, help="base revision (e.g. origin/main)")
+    b.add_argument("--head", required=True, help="PR head revision (e.g. refs/pull/123/head)")
+    b.add_argument("--repo", help="owner/name for the GitHub API (with --pr; token from GITHUB_TOKEN)")
+    b.add_argument("--pr", type=int, help="pull request number")
+    b.add_argument("--dry-run", action="store_true", help="print the comment instead of posting it")
+    b.add_argument("--output", "-o", help="also write the comment body here")
+    b.add_argument("--strict", action="store_true")
 
     ref = sub.add_parser("reference", help="reference model: train | eval | tokenize | bench")
     ref.add_argument("args", nargs=argparse.REMAINDER)
@@ -116,6 +126,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from auditor.corpus import run_corpus
 
         return run_corpus(Path(args.labels), Path(args.git_dir), args.format, args.output)
+    if args.command == "bot":
+        from auditor.bot import run_bot
+
+        return run_bot(args.git_dir, args.base, args.head, args.repo, args.pr, args.dry_run, args.output, args.strict)
     if args.command == "reference":
         from reference_model.cli import main as reference_main
 

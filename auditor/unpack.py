@@ -30,6 +30,7 @@ import codecs
 import hashlib
 import lzma
 import posixpath
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -43,6 +44,7 @@ MAX_DECODED_BYTES = 20 * 1024 * 1024  # per layer and per shipped file in total
 MAX_DEPTH = 8
 MAX_LAYERS = 64  # decoded layers per shipped file
 TIME_BUDGET_S = 10.0  # decoding time per shipped file
+LZMA_MEMLIMIT = 256 * 1024 * 1024  # decoder memory (dictionary) an lzma stream may ask for
 CHUNK = 1024 * 1024  # decompressor output granularity (limits and time are checked between chunks)
 
 ReadFile = Callable[[str], "str | None"]
@@ -165,21 +167,16 @@ def _zlib_bounded(data: bytes, wbits: int, limit: int, budget: _Budget, multi: b
     pending = data
     while True:
         dec = zlib.decompressobj(wbits)
-        buf = pending
+        chunk = dec.decompress(pending, CHUNK)
         while True:
-            out += dec.decompress(buf, CHUNK)
+            out += chunk
             if len(out) > limit:
                 raise _cap_error(limit)
             budget.tick()
-            buf = dec.unconsumed_tail
-            if dec.eof or not buf:
-                if not dec.eof:  # flush what is buffered, still bounded
-                    out += dec.decompress(b"", CHUNK)
-                    while dec.unconsumed_tail and len(out) <= limit:
-                        out += dec.decompress(dec.unconsumed_tail, CHUNK)
-                    if len(out) > limit:
-                        raise _cap_error(limit)
+            # more output is pending while input is left over or the last call filled its whole chunk
+            if dec.eof or not (dec.unconsumed_tail or len(chunk) == CHUNK):
                 break
+            chunk = dec.decompress(dec.unconsumed_tail, CHUNK)
         if not dec.eof:
             raise Undecodable("compressed data is truncated (end of stream not reached)")
         pending = dec.unused_data
@@ -206,18 +203,26 @@ def _brotli_bounded(data: bytes, limit: int, budget: _Budget) -> bytes:
     return bytes(out)
 
 
+def _check_raw_filters(filters: Any) -> None:
+    if not isinstance(filters, list) or not all(isinstance(f, dict) and "id" in f for f in filters):
+        raise Undecodable("lzma FORMAT_RAW needs a literal filters=[{'id': ...}] list")
+    for f in filters:
+        if int(f.get("dict_size", 0)) > LZMA_MEMLIMIT:
+            raise Undecodable(f"lzma filter asks for a {f['dict_size']:,}-byte dictionary (over the memory limit)")
+
+
 def decompress_bounded(codec: str, data: bytes, kwargs: dict[str, Any], limit: int, budget: _Budget) -> bytes:
     """Decompress like `<codec>.decompress(data, **kwargs)` but never produce more than `limit` bytes."""
     try:
         if codec == "lzma":
             fmt = kwargs.get("format", lzma.FORMAT_AUTO)
             filters = kwargs.get("filters")
-            if filters is not None and fmt != lzma.FORMAT_RAW:
-                raise Undecodable("lzma filters given without format=FORMAT_RAW")
-            return _drain_stream(
-                lambda: lzma.LZMADecompressor(format=fmt, filters=filters), data, limit, budget,
-                multi=fmt != lzma.FORMAT_RAW,
-            )
+            if fmt == lzma.FORMAT_RAW:
+                _check_raw_filters(filters)
+                make = lambda: lzma.LZMADecompressor(format=fmt, filters=filters)  # noqa: E731
+            else:  # the memory limit stops a header that asks for a huge dictionary
+                make = lambda: lzma.LZMADecompressor(format=fmt, memlimit=LZMA_MEMLIMIT)  # noqa: E731
+            return _drain_stream(make, data, limit, budget, multi=True)
         if codec == "bz2":
             return _drain_stream(bz2.BZ2Decompressor, data, limit, budget, multi=True)
         if codec == "zlib":
@@ -293,9 +298,10 @@ class _Scope:
         if name in self.dynamic:
             raise Undecodable(f"'{name}' is reassigned in a way that cannot be followed statically")
         if name in self.simple:
-            before = [b for ln, b in self.simple[name] if ln <= line]
-            chosen = before[-1] if before else self.simple[name][-1]
-            return chosen, self
+            before = [b for ln, b in self.simple[name] if ln < line]
+            if not before:
+                raise Undecodable(f"'{name}' is used before it is assigned")
+            return before[-1], self
         if self.parent is not None:
             return self.parent.lookup(name, 1 << 30)  # enclosing scope: its final binding
         return None
@@ -303,6 +309,9 @@ class _Scope:
 
 def _walk_scope(node: ast.AST):
     """ast.walk that does not descend into nested function/class/lambda bodies (they are other scopes)."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+        yield node
+        return
     stack = [node]
     while stack:
         cur = stack.pop()
@@ -392,8 +401,6 @@ class _Evaluator:
         found = self.scope.lookup(name, self.line)
         if found is None:
             if name in _BUILTIN_FUNCS:
-                return Decoded(Func(name))
-            if name in ("bytes", "str"):
                 return Decoded(Func(name))
             raise Undecodable(f"'{name}' is not bound to a literal in this file")
         binding, scope = found
@@ -580,7 +587,9 @@ class _Evaluator:
         return posixpath.normpath(joined)
 
     def _read_sibling(self, path: str, as_bytes: bool) -> Decoded:
-        path = posixpath.normpath(path.lstrip("/")) if not path.startswith("/") else path
+        path = posixpath.normpath(path)
+        if path.startswith(("/", "../")) or path == "..":
+            raise Undecodable(f"reads file {path!r} from outside the submission")
         if self.read_file is None:
             raise Undecodable(f"reads file {path!r} at run time")
         text = self.read_file(path)
@@ -644,44 +653,34 @@ class _ExecSite:
 
 
 def _exec_sites(tree: ast.Module) -> list[_ExecSite]:
-    module_scope = _Scope(tree.body, None)
     sites: list[_ExecSite] = []
-
-    def visit(body_owner: ast.AST, scope: _Scope) -> None:
-        for node in _walk_scope(body_owner):
-            if node is not body_owner and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                args = node.args
-                inner = _Scope(node.body, scope, is_function=True)
-                for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
-                    if a is not None:
-                        inner.dynamic.add(a.arg)
-                visit(node, inner)
-                continue
-            if node is not body_owner and isinstance(node, ast.ClassDef):
-                visit(node, _Scope(node.body, scope))
-                continue
-            if isinstance(node, ast.Lambda):
-                continue
-            if isinstance(node, ast.Call):
-                kind = _exec_kind(node, scope)
-                if kind:
-                    sites.append(_ExecSite(node, scope, kind))
-
-    for stmt in tree.body:
-        visit(stmt, module_scope) if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
-            else visit(_Wrapper(stmt), module_scope)
+    _collect_sites(tree.body, _Scope(tree.body, None), sites)
     sites.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
     return sites
 
 
-class _Wrapper(ast.AST):
-    """Lets visit() see a top-level def as a child (so its own scope is created)."""
-
-    _fields = ("body",)
-
-    def __init__(self, stmt: ast.stmt) -> None:
-        super().__init__()
-        self.body = [stmt]
+def _collect_sites(nodes: list[ast.stmt], scope: _Scope, sites: list[_ExecSite]) -> None:
+    stack: list[ast.AST] = list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            inner = _Scope(node.body, scope, is_function=True)
+            args = node.args
+            for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                if a is not None:
+                    inner.dynamic.add(a.arg)
+            stack.extend([*node.decorator_list, *args.defaults, *(d for d in args.kw_defaults if d)])
+            _collect_sites(node.body, inner, sites)
+            continue
+        if isinstance(node, ast.ClassDef):
+            stack.extend([*node.decorator_list, *node.bases])
+            _collect_sites(node.body, _Scope(node.body, scope), sites)
+            continue
+        if isinstance(node, ast.Call):
+            kind = _exec_kind(node, scope)
+            if kind:
+                sites.append(_ExecSite(node, scope, kind))
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
@@ -712,6 +711,9 @@ def unpack_source(path: str, text: str, read_file: ReadFile | None = None) -> Un
     return outcome
 
 
+_EXEC_HINT = re.compile(r"(?<![\w.])(?:exec|eval)\s*\(|builtins__?\s*\.\s*(?:exec|eval)\b")
+
+
 def _parse(text: str) -> ast.Module | None:
     import warnings
 
@@ -736,8 +738,8 @@ def _unpack_layer(
 ) -> None:
     from auditor.facts import MAX_PARSE_BYTES
 
-    if len(text) > MAX_PARSE_BYTES:
-        return
+    if len(text) > MAX_PARSE_BYTES or not _EXEC_HINT.search(text):
+        return  # no exec/eval call anywhere: nothing to decode, no need to parse here
     tree = _parse(text)
     if tree is None:
         return

@@ -52,20 +52,16 @@ class Rotary(nn.Module):
         self.rope_dims = rope_dims
         self.base = base
         self.train_seq_len = train_seq_len
-        self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
 
     def cos_sin(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        if self._cache is not None and self._cache[0] == seq_len and self._cache[1] == device:
-            return self._cache[2], self._cache[3]
+        """[1, T, 1, rope_dims/2] tables; recomputed per call (cheap, and keeps torch.compile graphs pure)."""
         d = self.rope_dims
         base = self.base
         if seq_len > self.train_seq_len:
             base = base * (seq_len / self.train_seq_len) ** (d / (d - 2))
         inv_freq = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d)
         angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
-        cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # [1, T, 1, d/2]
-        self._cache = (seq_len, device, cos, sin)
-        return cos, sin
+        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, T, H, D]."""

@@ -11,7 +11,7 @@ embedded block do not match the anchored patterns because they carry ``{...}`` p
 
 - ``path``, ``n_lines``, ``timestamped`` (lines carry a Unix-time prefix)
 - ``seed`` / ``seed_source`` ("log" from ``seed:N`` or the ``  seed: N`` hyperparameter dump, "filename" from
-  ``train_seed42.log``-style names), ``seed_line``
+  ``train_seed42.log``-style names), ``seed_line``, ``filename_seed`` (what the name says; may disagree)
 - ``hparams``: the ``Hyperparameters:`` dump (``  key: value``), raw strings
 - ``world_size`` (+ ``world_size_line``), ``grad_accum_steps``, ``iterations``, ``max_wallclock_seconds``
 - ``score_lines``: every ``<label> val_loss:F val_bpb:F [...]`` evaluation line as `ScoreLine` (periodic
@@ -205,6 +205,7 @@ class ParsedLog:
     seed: int | None = None
     seed_source: str | None = None
     seed_line: int = 0
+    filename_seed: int | None = None  # seed named by the file name, when it names one
     hparams: dict[str, str] = field(default_factory=dict)
     world_size: int | None = None
     world_size_line: int = 0
@@ -245,6 +246,10 @@ class ParsedLog:
     @property
     def final_score(self) -> ScoreLine | None:
         return select_final_score(self.score_lines)
+
+    def answers_to_seed(self, seed: int) -> bool:
+        """The log is for `seed` by its own record or by its file name."""
+        return seed in (self.seed, self.filename_seed)
 
     @property
     def is_run_log(self) -> bool:
@@ -625,15 +630,15 @@ def seed_from_filename(path: str) -> int | None:
 
 
 def _assign_seed(log: ParsedLog, seeds_seen: dict[int, int]) -> None:
+    log.filename_seed = seed_from_filename(log.path)
     if seeds_seen:
         (seed, line), *others = seeds_seen.items()
         log.seed, log.seed_source, log.seed_line = seed, "log", line
         if others:
             log.problems.append(f"several seeds logged: {sorted(seeds_seen)}; using {seed}")
         return
-    seed = seed_from_filename(log.path)
-    if seed is not None:
-        log.seed, log.seed_source = seed, "filename"
+    if log.filename_seed is not None:
+        log.seed, log.seed_source = log.filename_seed, "filename"
 
 
 def _merge_exact_eval_times(log: ParsedLog) -> None:

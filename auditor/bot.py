@@ -1,0 +1,142 @@
+"""The PR bot: audit every record folder a pull request touches and keep ONE sticky comment up to date.
+
+Fork-safe by construction: the PR's files are read as git blobs (`--git-dir`, `refs/pull/N/head`), never checked
+out, imported or executed, so the workflow may run with a token that can comment (pull_request_target) without
+running untrusted code. The GitHub REST API base is configurable (GITHUB_API_URL) so tests talk to a real HTTP
+server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from auditor.engine import audit
+from auditor.errors import InputError
+from auditor.exitcodes import exit_code
+from auditor.findings import Report
+from auditor.render.markdown import STICKY_MARKER, render_markdown
+from auditor.submission import load_git
+
+RECORD_ROOT = "records"
+MAX_COMMENT_CHARS = 65_000  # GitHub rejects issue comments over 65,536 characters
+
+
+def changed_record_folders(git_dir: str, base: str, head: str) -> list[str]:
+    """Record folders (records/<track>/<dir>) with files changed between base and head (merge-base diff)."""
+    base_args = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+    proc = subprocess.run(
+        [*base_args, "diff", "--name-only", "-z", f"{base}...{head}", "--", RECORD_ROOT],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise InputError(f"git diff {base}...{head} failed: {proc.stderr.decode(errors='replace').strip()}")
+    folders: list[str] = []
+    for raw in proc.stdout.split(b"\x00"):
+        parts = PurePosixPath(raw.decode("utf-8", errors="replace")).parts
+        if len(parts) >= 4 and parts[0] == RECORD_ROOT:
+            folder = "/".join(parts[:3])
+            if folder not in folders:
+                folders.append(folder)
+    return folders
+
+
+def audit_pull_request(git_dir: str, base: str, head: str) -> list[Report]:
+    reports = []
+    for folder in changed_record_folders(git_dir, base, head):
+        try:
+            reports.append(audit(load_git(git_dir, head, folder)))
+        except InputError:
+            continue  # a folder deleted by the PR has nothing to audit at head
+    return reports
+
+
+def combined_comment(reports: list[Report]) -> str:
+    if not reports:
+        return f"{STICKY_MARKER}\n## pgolf-audit\n\nThis pull request changes no record folder under `records/`.\n"
+    parts = [render_markdown(r) for r in reports]
+    body = parts[0] if len(parts) == 1 else "\n---\n".join(
+        [parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]]
+    )
+    if len(body) > MAX_COMMENT_CHARS:
+        cut = body[: MAX_COMMENT_CHARS - 200]
+        body = cut[: cut.rfind("\n")] + "\n\n_…truncated; run `pgolf-audit` locally for the full report._\n"
+    return body
+
+
+@dataclass
+class GitHub:
+    repo: str  # owner/name
+    token: str
+    api: str = "https://api.github.com"
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(
+            f"{self.api.rstrip('/')}{path}",
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "Content-Type": "application/json",
+                "User-Agent": "pgolf-audit-bot",
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise InputError(f"GitHub API {method} {path}: HTTP {exc.code} {exc.reason}") from exc
+        except urllib.error.URLError as exc:
+            raise InputError(f"GitHub API {method} {path}: {exc.reason}") from exc
+        return json.loads(body) if body else None
+
+    def find_sticky(self, pr: int) -> int | None:
+        page = 1
+        while True:
+            comments = self._request("GET", f"/repos/{self.repo}/issues/{pr}/comments?per_page=100&page={page}")
+            if not comments:
+                return None
+            for c in comments:
+                if str(c.get("body", "")).startswith(STICKY_MARKER):
+                    return int(c["id"])
+            if len(comments) < 100:
+                return None
+            page += 1
+
+    def upsert_sticky(self, pr: int, body: str) -> tuple[str, int]:
+        existing = self.find_sticky(pr)
+        if existing is not None:
+            self._request("PATCH", f"/repos/{self.repo}/issues/comments/{existing}", {"body": body})
+            return "updated", existing
+        created = self._request("POST", f"/repos/{self.repo}/issues/{pr}/comments", {"body": body})
+        return "created", int(created["id"])
+
+
+def run_bot(git_dir: str, base: str, head: str, repo: str | None, pr: int | None, dry_run: bool,
+            output: str | None, strict: bool) -> int:
+    reports = audit_pull_request(git_dir, base, head)
+    body = combined_comment(reports)
+    if output:
+        Path(output).write_text(body, encoding="utf-8")
+    if dry_run or not repo or pr is None:
+        if not output:
+            print(body, end="")
+    else:
+        token = os.environ.get("GITHUB_TOKEN", "")
+        if not token:
+            raise InputError("GITHUB_TOKEN is not set (use --dry-run to print the comment instead)")
+        gh = GitHub(repo, token, os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+        action, cid = gh.upsert_sticky(pr, body)
+        print(f"pgolf-audit bot: {action} comment {cid} on {repo}#{pr} ({len(reports)} record folder(s))")
+    return max((exit_code(r, strict=strict) for r in reports), default=0)
