@@ -123,7 +123,7 @@ def build_context(submission: Submission) -> AuditContext:
         if text is None:
             ctx.problems.append((path, 0, problem or f"{path}: unreadable"))
             continue
-        outcome = unpack_source(path, text)
+        outcome = unpack_source(path, text, read_file=submission.read_text)
         for unit in outcome.units:
             parse_unit(unit)
             if unit.parse_error:

@@ -61,6 +61,20 @@ class Undecodable(Exception):
     """The argument of an exec/eval cannot be decoded statically; the message says why."""
 
 
+class ParameterNeeded(Undecodable):
+    """The code is a parameter of the enclosing function: decode it at the function's call sites instead."""
+
+    def __init__(self, name: str, scope: _Scope) -> None:
+        super().__init__(f"'{name}' is a parameter of {scope.func.name if scope.func else '?'}() whose call sites "
+                         "pass nothing decodable")
+        self.name = name
+        self.scope = scope
+
+
+Pos = tuple[int, int]  # (line, column) of a statement or call
+END: Pos = (1 << 30, 0)
+
+
 # --- values of the little expression language ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Module:
@@ -101,6 +115,15 @@ _CONSTANTS: dict[str, Any] = {
     f"lzma.{n}": getattr(lzma, n) for n in dir(lzma) if n.isupper() and isinstance(getattr(lzma, n), int)
 }
 _CONSTANTS.update({"zlib.MAX_WBITS": zlib.MAX_WBITS})
+
+_INT_OPS: dict[type, Callable[[int, int], int]] = {
+    ast.BitOr: lambda a, b: a | b,
+    ast.BitAnd: lambda a, b: a & b,
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.LShift: lambda a, b: a << min(b, 64),
+}
 
 _B64_FUNCS = {
     "base64.b85decode": ("base85", base64.b85decode),
@@ -246,10 +269,19 @@ class _Scope:
     """Bindings of one module or function body. A name is usable only if every binding is a plain top-level
     assignment (or import); the binding in force at an exec is the last one before it."""
 
-    def __init__(self, body: list[ast.stmt], parent: _Scope | None, is_function: bool = False) -> None:
+    def __init__(self, body: list[ast.stmt], parent: _Scope | None, func: ast.FunctionDef | None = None) -> None:
+        is_function = func is not None
         self.parent = parent
-        self.simple: dict[str, list[tuple[int, Any]]] = {}  # name -> [(line, ast.expr | value)]
+        self.func = func  # the function whose body this is (for following a parameter to its call sites)
+        self.simple: dict[str, list[tuple[Pos, Any]]] = {}  # name -> [(position, ast.expr | value)]
         self.dynamic: set[str] = set()
+        self.params: dict[str, int | None] = {}  # parameter -> positional index (None: keyword-only)
+        if func is not None:
+            a = func.args
+            positional = [*a.posonlyargs, *a.args]
+            self.params = {arg.arg: i for i, arg in enumerate(positional)}
+            self.params.update({arg.arg: None for arg in a.kwonlyargs})
+            self.dynamic.update(x.arg for x in (a.vararg, a.kwarg) if x is not None)
         top_level = set()
         for stmt in body:
             top_level.add(id(stmt))
@@ -267,7 +299,7 @@ class _Scope:
                         self.dynamic.update(node.names)
 
     def _bind_simple(self, stmt: ast.stmt) -> None:
-        line = stmt.lineno
+        line = (stmt.lineno, stmt.col_offset)
         if isinstance(stmt, ast.Assign):
             for target in stmt.targets:
                 if isinstance(target, ast.Name):
@@ -293,17 +325,21 @@ class _Scope:
             for name in _bound_names(stmt):
                 self.dynamic.add(name)
 
-    def lookup(self, name: str, line: int) -> tuple[Any, _Scope] | None:
-        """(binding, scope) in force at `line`, or None if unbound here and in every enclosing scope."""
+    def lookup(self, name: str, line: Pos) -> tuple[Any, _Scope] | None:
+        """(binding, scope) in force at position `line`, or None if unbound here and in every enclosing scope."""
         if name in self.dynamic:
             raise Undecodable(f"'{name}' is reassigned in a way that cannot be followed statically")
+        if name in self.params and name not in self.simple:
+            raise ParameterNeeded(name, self)
+        if name in self.params:
+            raise Undecodable(f"parameter '{name}' is reassigned inside its function")
         if name in self.simple:
             before = [b for ln, b in self.simple[name] if ln < line]
             if not before:
                 raise Undecodable(f"'{name}' is used before it is assigned")
             return before[-1], self
         if self.parent is not None:
-            return self.parent.lookup(name, 1 << 30)  # enclosing scope: its final binding
+            return self.parent.lookup(name, END)  # enclosing scope: its final binding
         return None
 
 
@@ -352,10 +388,13 @@ def _bound_names(node: ast.AST) -> list[str]:
 
 # --- the evaluator ------------------------------------------------------------------------------------------------
 class _Evaluator:
-    def __init__(self, path: str, scope: _Scope, line: int, read_file: ReadFile | None, budget: _Budget) -> None:
+    def __init__(self, path: str, scope: _Scope, line: Pos, read_file: ReadFile | None, budget: _Budget,
+                 params: dict[str, Decoded] | None = None) -> None:
         self.path = path
         self.scope = scope
         self.line = line
+        self.exec_scope = scope
+        self.params = params or {}
         self.read_file = read_file
         self.budget = budget
         self.depth = 0
@@ -388,6 +427,12 @@ class _Evaluator:
             return Decoded(dict(zip(keys, vals)))
         if isinstance(node, ast.BinOp):
             return self._binop(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd | ast.Invert):
+            operand = self.eval(node.operand).value
+            if type(operand) is int:
+                return Decoded(-operand if isinstance(node.op, ast.USub) else
+                               ~operand if isinstance(node.op, ast.Invert) else operand)
+            raise Undecodable(f"unary operator on a {type(operand).__name__} value")
         if isinstance(node, ast.Call):
             return self._call(node)
         if isinstance(node, ast.JoinedStr):
@@ -398,6 +443,8 @@ class _Evaluator:
     def _name(self, name: str) -> Decoded:
         if name == "__file__":
             return Decoded(self.path)
+        if self.scope is self.exec_scope and name in self.params:
+            return self.params[name]
         found = self.scope.lookup(name, self.line)
         if found is None:
             if name in _BUILTIN_FUNCS:
@@ -406,7 +453,7 @@ class _Evaluator:
         binding, scope = found
         if isinstance(binding, ast.expr):
             saved = (self.scope, self.line)
-            self.scope, self.line = scope, getattr(binding, "lineno", self.line)
+            self.scope, self.line = scope, _binding_pos(scope, name, binding)
             try:
                 return self.eval(binding)
             finally:
@@ -439,6 +486,10 @@ class _Evaluator:
         if isinstance(node.op, ast.Add) and type(a) is type(b) and isinstance(a, str | bytes | list):
             self._check_size(len(a) + len(b))
             return Decoded(a + b, _merge([left, right]))
+        if type(a) is int and type(b) is int and type(node.op) in _INT_OPS:
+            if abs(a) > 1 << 40 or abs(b) > 1 << 40:
+                raise Undecodable("integer arithmetic on huge numbers")
+            return Decoded(_INT_OPS[type(node.op)](a, b))
         if isinstance(node.op, ast.Div) and isinstance(a, PathValue) and isinstance(b, str):
             return Decoded(PathValue(posixpath.normpath(posixpath.join(a.path, b))))
         raise Undecodable(f"operator {type(node.op).__name__} on {type(a).__name__} and {type(b).__name__}")
@@ -449,7 +500,8 @@ class _Evaluator:
 
     # calls
     def _call(self, node: ast.Call) -> Decoded:
-        fn = self.eval(node.func).value
+        fn_decoded = self.eval(node.func)
+        fn = fn_decoded.value
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             raise Undecodable("*args/**kwargs in a shim call")
         if isinstance(fn, Func) and fn.name == "compile":
@@ -459,7 +511,7 @@ class _Evaluator:
         args = [self.eval(a) for a in node.args]
         kwargs = {k.arg: self.eval(k.value).value for k in node.keywords if k.arg}
         values = [a.value for a in args]
-        codecs_in = _merge(args)
+        codecs_in = _merge([fn_decoded, *args])  # a method call keeps the codecs of its object
         if isinstance(fn, BoundMethod):
             return self._method(fn, values, kwargs, codecs_in)
         if not isinstance(fn, Func):
@@ -532,8 +584,8 @@ class _Evaluator:
                     count = obj.count(old) if old else len(obj) + 1
                     self._check_size(len(obj) + count * max(0, len(new) - len(old)))
                     return Decoded(obj.replace(*values), codecs_in)
-                if name == "join" and len(values) == 1 and isinstance(values[0], list):
-                    parts = values[0]
+                if name == "join" and len(values) == 1 and isinstance(values[0], list | str | bytes):
+                    parts = values[0] if isinstance(values[0], list) else _pieces(values[0])
                     self._check_size(sum(len(p) for p in parts) + len(obj) * len(parts))
                     return Decoded(obj.join(parts), codecs_in)
         except (TypeError, ValueError, LookupError, UnicodeError) as exc:
@@ -598,6 +650,17 @@ class _Evaluator:
         return Decoded(text.encode("utf-8") if as_bytes else text, (f"file:{path}",))
 
 
+def _binding_pos(scope: _Scope, name: str, binding: ast.expr) -> Pos:
+    for pos, value in scope.simple.get(name, []):
+        if value is binding:
+            return pos
+    return (binding.lineno, binding.col_offset)
+
+
+def _pieces(value: str | bytes) -> list[Any]:
+    return list(value) if isinstance(value, str) else [bytes([b]) for b in value]
+
+
 def _merge(items: list[Decoded]) -> tuple[str, ...]:
     out: tuple[str, ...] = ()
     for item in items:
@@ -652,25 +715,27 @@ class _ExecSite:
     kind: str  # "exec" or "eval"
 
 
-def _exec_sites(tree: ast.Module) -> list[_ExecSite]:
-    sites: list[_ExecSite] = []
+@dataclass
+class _Sites:
+    execs: list[_ExecSite] = field(default_factory=list)
+    calls: dict[str, list[tuple[ast.Call, _Scope]]] = field(default_factory=dict)  # f(...) by name
+
+
+def _exec_sites(tree: ast.Module) -> _Sites:
+    sites = _Sites()
     _collect_sites(tree.body, _Scope(tree.body, None), sites)
-    sites.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
+    sites.execs.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
     return sites
 
 
-def _collect_sites(nodes: list[ast.stmt], scope: _Scope, sites: list[_ExecSite]) -> None:
+def _collect_sites(nodes: list[ast.stmt], scope: _Scope, sites: _Sites) -> None:
     stack: list[ast.AST] = list(nodes)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            inner = _Scope(node.body, scope, is_function=True)
             args = node.args
-            for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
-                if a is not None:
-                    inner.dynamic.add(a.arg)
             stack.extend([*node.decorator_list, *args.defaults, *(d for d in args.kw_defaults if d)])
-            _collect_sites(node.body, inner, sites)
+            _collect_sites(node.body, _Scope(node.body, scope, func=node), sites)  # type: ignore[arg-type]
             continue
         if isinstance(node, ast.ClassDef):
             stack.extend([*node.decorator_list, *node.bases])
@@ -679,7 +744,9 @@ def _collect_sites(nodes: list[ast.stmt], scope: _Scope, sites: list[_ExecSite])
         if isinstance(node, ast.Call):
             kind = _exec_kind(node, scope)
             if kind:
-                sites.append(_ExecSite(node, scope, kind))
+                sites.execs.append(_ExecSite(node, scope, kind))
+            elif isinstance(node.func, ast.Name):
+                sites.calls.setdefault(node.func.id, []).append((node, scope))
         stack.extend(ast.iter_child_nodes(node))
 
 
@@ -687,7 +754,7 @@ def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
     func = call.func
     if isinstance(func, ast.Name) and func.id in ("exec", "eval"):
         try:
-            if scope.lookup(func.id, call.lineno) is not None:
+            if scope.lookup(func.id, END) is not None:
                 return None  # the module defines its own exec/eval
         except Undecodable:
             return None
@@ -703,14 +770,6 @@ def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
 
 
 # --- driver -----------------------------------------------------------------------------------------------------
-def unpack_source(path: str, text: str, read_file: ReadFile | None = None) -> UnpackOutcome:
-    """Decode every exec/eval shim in `text` (a shipped file at `path`), recursively, without running anything."""
-    outcome = UnpackOutcome(units=[CodeUnit(path=path, name=path, text=text)])
-    budget = _Budget(TIME_BUDGET_S, MAX_DECODED_BYTES)
-    _unpack_layer(path, path, text, 0, None, outcome, budget, read_file, seen={hashlib.sha256(text.encode()).hexdigest()})
-    return outcome
-
-
 _EXEC_HINT = re.compile(r"(?<![\w.])(?:exec|eval)\s*\(|builtins__?\s*\.\s*(?:exec|eval)\b")
 
 
@@ -725,68 +784,130 @@ def _parse(text: str) -> ast.Module | None:
         return None  # facts.parse_unit reports parse errors of every unit
 
 
-def _unpack_layer(
-    path: str,
-    name: str,
-    text: str,
-    depth: int,
-    root_line: int | None,
-    outcome: UnpackOutcome,
-    budget: _Budget,
-    read_file: ReadFile | None,
-    seen: set[str],
-) -> None:
-    from auditor.facts import MAX_PARSE_BYTES
+class _Unpacker:
+    def __init__(self, path: str, read_file: ReadFile | None) -> None:
+        self.path = path
+        self.read_file = read_file
+        self.outcome = UnpackOutcome()
+        self.budget = _Budget(TIME_BUDGET_S, MAX_DECODED_BYTES)
+        self.stopped = False  # a file-wide limit was hit: report once, decode no further
 
-    if len(text) > MAX_PARSE_BYTES or not _EXEC_HINT.search(text):
-        return  # no exec/eval call anywhere: nothing to decode, no need to parse here
-    tree = _parse(text)
-    if tree is None:
-        return
-    for site in _exec_sites(tree):
+    def layer(self, name: str, text: str, depth: int, root_line: int | None, seen: frozenset[str]) -> None:
+        from auditor.facts import MAX_PARSE_BYTES
+
+        if len(text) > MAX_PARSE_BYTES or not _EXEC_HINT.search(text):
+            return  # no exec/eval call anywhere: nothing to decode, no need to parse here
+        tree = _parse(text)
+        if tree is None:
+            return  # facts.parse_unit reports the parse error of this unit
+        sites = _exec_sites(tree)
+        for site in sites.execs:
+            if self.stopped:
+                return
+            if site.call.args:
+                self.site(name, site, sites, depth, root_line, seen)
+
+    def site(self, name: str, site: _ExecSite, sites: _Sites, depth: int, root_line: int | None,
+             seen: frozenset[str]) -> None:
         line = site.call.lineno
-        shipped_line = root_line if root_line is not None else line
-        where = "" if name == path else f"{name} line {line}: "
-
-        def problem(msg: str, where: str = where, shipped_line: int = shipped_line, site: _ExecSite = site) -> None:
-            outcome.problems.append(
-                (shipped_line, f"{where}{site.kind}() of code that cannot be decoded statically: {msg}")
-            )
-
-        if not site.call.args:
-            continue
-        if len(outcome.layers) >= MAX_LAYERS:
-            problem(f"more than {MAX_LAYERS} decoded layers in one file")
-            return
-        if depth + 1 > MAX_DEPTH:
-            problem(f"layers nest more than {MAX_DEPTH} deep")
-            return
+        pos = (line, site.call.col_offset)
         try:
-            decoded = _Evaluator(path, site.scope, line, read_file, budget).eval(site.call.args[0])
-            source = _as_source(decoded.value)
+            try:
+                decoded = _Evaluator(self.path, site.scope, pos, self.read_file, self.budget).eval(site.call.args[0])
+                self.add_layer(name, decoded, line, depth, root_line, seen)
+            except ParameterNeeded as need:
+                if need.scope is not site.scope or site.scope.func is None:
+                    raise
+                self.through_calls(name, site, sites, need, depth, root_line, seen)
         except Undecodable as exc:
-            problem(str(exc))
-            continue
+            self.problem(name, line, root_line, site.kind, str(exc))
         except RecursionError:
-            problem("expression nests too deeply")
-            continue
+            self.problem(name, line, root_line, site.kind, "expression nests too deeply")
+
+    def through_calls(self, name: str, site: _ExecSite, sites: _Sites, need: ParameterNeeded, depth: int,
+                      root_line: int | None, seen: frozenset[str]) -> None:
+        """`def install(src): exec(src)` called as `install("...")`: decode what each call site passes."""
+        func = site.scope.func
+        assert func is not None
+        index = site.scope.params.get(need.name)
+        calls = sites.calls.get(func.name, [])
+        if not calls:
+            raise Undecodable(f"'{need.name}' is a parameter of {func.name}(), which is never called by name")
+        for call, scope in calls:
+            try:
+                arg = _argument(call, need.name, index)
+                if arg is None:
+                    raise Undecodable(f"the call of {func.name}() passes no '{need.name}'")
+                call_pos = (call.lineno, call.col_offset)
+                value = _Evaluator(self.path, scope, call_pos, self.read_file, self.budget).eval(arg)
+                evaluator = _Evaluator(self.path, site.scope, (site.call.lineno, site.call.col_offset),
+                                       self.read_file, self.budget, params={need.name: value})
+                decoded = evaluator.eval(site.call.args[0])
+                self.add_layer(name, decoded, call.lineno, depth, root_line, seen)
+            except ParameterNeeded as exc:
+                self.problem(name, call.lineno, root_line, site.kind,
+                             f"{func.name}() passes on parameter '{exc.name}', which is not followed further")
+            except Undecodable as exc:
+                self.problem(name, call.lineno, root_line, site.kind, f"via {func.name}(): {exc}")
+            if self.stopped:
+                return
+
+    def add_layer(self, parent: str, decoded: Decoded, line: int, depth: int, root_line: int | None,
+                  seen: frozenset[str]) -> None:
+        if len(self.outcome.layers) >= MAX_LAYERS:
+            self.stopped = True
+            raise Undecodable(f"more than {MAX_LAYERS} decoded layers in one file")
+        if depth + 1 > MAX_DEPTH:
+            raise Undecodable(f"layers nest more than {MAX_DEPTH} deep")
+        source = _as_source(decoded.value)
         data = source.encode("utf-8")
-        budget.left -= len(data)
-        if budget.left < 0:
-            problem(f"decoded layers of this file total more than {MAX_DECODED_BYTES:,} bytes")
-            return
+        if len(data) > MAX_DECODED_BYTES:
+            raise _cap_error(MAX_DECODED_BYTES)
+        self.budget.left -= len(data)
+        if self.budget.left < 0:
+            self.stopped = True
+            raise Undecodable(f"decoded layers of this file total more than {MAX_DECODED_BYTES:,} bytes")
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
-            problem("the decoded code is one of its own enclosing layers (self-executing loop)")
-            continue
-        layer_name = f"{path}#L{len(outcome.layers) + 1}"
+            raise Undecodable("the decoded code is one of its own enclosing layers (it executes itself)")
+        layer_name = f"{self.path}#L{len(self.outcome.layers) + 1}"
         codec_chain = tuple(reversed(decoded.codecs)) if decoded.codecs else ("literal",)
-        layer = UnpackedLayer(path=path, name=layer_name, codecs=codec_chain, line=line,
+        layer = UnpackedLayer(path=self.path, name=layer_name, codecs=codec_chain, line=line,
                               decoded_bytes=len(data), sha256=digest)
-        outcome.layers.append(layer)
-        outcome.units.append(CodeUnit(path=path, name=layer_name, text=source, layer=layer))
-        _unpack_layer(path, layer_name, source, depth + 1, shipped_line, outcome, budget, read_file,
-                      seen | {digest})
+        self.outcome.layers.append(layer)
+        self.outcome.units.append(CodeUnit(path=self.path, name=layer_name, text=source, layer=layer))
+        shipped_line = root_line if root_line is not None else line
+        self.layer(layer_name, source, depth + 1, shipped_line, seen | {digest})
+
+    def problem(self, name: str, line: int, root_line: int | None, kind: str, message: str) -> None:
+        where = "" if name == self.path else f"{name} line {line}: "
+        shipped_line = root_line if root_line is not None else line
+        self.outcome.problems.append(
+            (shipped_line, f"{where}{kind}() of code that cannot be decoded statically: {message}")
+        )
+
+
+def _argument(call: ast.Call, name: str, index: int | None) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    if index is not None and index < len(call.args):
+        if any(isinstance(a, ast.Starred) for a in call.args[: index + 1]):
+            raise Undecodable("*args at the call site")
+        return call.args[index]
+    return None
+
+
+def unpack_source(path: str, text: str, read_file: ReadFile | None = None) -> UnpackOutcome:
+    """Decode every exec/eval shim in `text` (a shipped file at `path`), recursively, without running anything.
+
+    `read_file(relpath)` returns the text of another file of the submission (for `exec(open(...).read())`).
+    """
+    unpacker = _Unpacker(path, read_file)
+    unpacker.outcome.units.append(CodeUnit(path=path, name=path, text=text))
+    digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    unpacker.layer(path, text, 0, None, frozenset({digest}))
+    return unpacker.outcome
 
 
 def _as_source(value: Any) -> str:

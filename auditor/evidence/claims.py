@@ -206,3 +206,19 @@ def readme_bpb_numbers(text: str) -> list[tuple[int, Number]]:
 
 def json_dumps_short(value: Any) -> str:
     return json.dumps(value, default=str)[:200]
+
+
+# -- track --------------------------------------------------------------------------------------------------------
+def track_of(sub: Any, claims: Claims) -> str | None:
+    """"record" | "non-record" | None (unknown), from the folder's track dir, else submission.json."""
+    where = " ".join(x for x in (sub.git_path or "", str(sub.root)) if x).lower()
+    if "track_non_record" in where:
+        return "non-record"
+    if "track_10min_16mb" in where:
+        return "record"
+    track = (claims.track or "").lower()
+    if "non" in track and "record" in track or claims.data.get("non_record_reason"):
+        return "non-record"
+    if "10min" in track:
+        return "record"
+    return None

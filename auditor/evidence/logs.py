@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 TIMESTAMP = re.compile(r"^\d{9,11}\.\d+ ")
 NUM = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 SCORE = re.compile(
-    rf"^(?P<label>[A-Za-z_][\w\-:.+/]*(?: [\w\-:.+/=]+)*?)\s+(?:sliding )?val_loss[:=]\s*(?P<loss>{NUM})"
+    rf"^(?P<label>[A-Za-z_][\w\-:.+/]*(?: [\w\-:.+/=]+)*?)\s+(?P<qual>sliding )?val_loss[:=]\s*(?P<loss>{NUM})"
     rf"\s+(?:sliding )?val_bpb[:=]\s*(?P<bpb>{NUM})(?P<rest>.*)$"
 )
 PERIODIC_LABEL = re.compile(r"^(?:step:)?\d+/\d+$")
@@ -552,6 +552,8 @@ def _add_score(log: ParsedLog, m: re.Match[str], n: int, ln: str) -> None:
             extras.append((kv[1], kv[2]))
         else:
             words.append(tok)
+    if m["qual"]:
+        words.append("sliding")  # "final_int8_zlib_roundtrip_exact sliding val_loss:..": a sliding-window eval
     label = " ".join(words)
     rest = m["rest"]
     extras += [(k, v) for k, v in KEYVAL.findall(rest) if k not in ("eval_time", "time", "elapsed")]
@@ -645,8 +647,8 @@ def _merge_exact_eval_times(log: ParsedLog) -> None:
     """`X_exact` lines repeat the value of the preceding `X` line to 8 decimals but without its eval time."""
     out: list[ScoreLine] = []
     for s in log.score_lines:
-        if s.eval_ms is None and s.label.endswith("_exact"):
-            base = s.label[: -len("_exact")]
+        if s.eval_ms is None and "_exact" in s.label:
+            base = s.label.replace("_exact", "", 1)
             twin = next((p for p in reversed(out) if p.label == base and p.eval_ms is not None
                          and abs(p.val_bpb - s.val_bpb) <= 0.5 * 10 ** -p.decimals + 1e-12), None)
             if twin is not None:

@@ -35,6 +35,9 @@ UNKNOWN: Any = _Unknown()
 
 _ENV_GETTERS = {"os.environ.get", "os.getenv", "environ.get", "getenv"}
 _MAX_DEPTH = 24
+# Set by the launcher (torchrun / SLURM), not by the submission: their "defaults" say nothing about a real run.
+RUNTIME_ENV = frozenset({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                         "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "CUDA_VISIBLE_DEVICES"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class ConstEval:
 
     # ----------------------------------------------------------------------------------------------------------
     def _env(self, key: Any, default: Any) -> Any:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or key in RUNTIME_ENV:
             return UNKNOWN
         self.env_used.add(key)
         if self.env is not None and key in self.env:
@@ -152,7 +155,7 @@ class ConstEval:
                 if left is UNKNOWN or right is UNKNOWN:
                     if isinstance(op, (ast.In, ast.NotIn)) and _is_environ(right_node):
                         key = left
-                        if key is UNKNOWN:
+                        if key is UNKNOWN or key in RUNTIME_ENV:
                             return UNKNOWN
                         present = self.env is not None and key in self.env
                         self.env_used.add(key)
@@ -239,6 +242,9 @@ class ConstEval:
     def _name(self, un: str, name: str, func: Func | None, d: int) -> Any:
         if name in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[name]
+        if name == "__name__" and func is not None and func.kind == "module":
+            entry = self.prog.entry_module
+            return "__main__" if entry is not None and entry.unit.name == un else func.module.name
         scope = func
         while scope is not None:
             exprs = scope.assigned.get(name)

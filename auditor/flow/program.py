@@ -295,6 +295,7 @@ class Program:
         self._consts = ConstEval(self)
         self._reach: dict[Func, Reach] | None = None
         self._type_cache: dict[tuple[int, str], ClassInfo | None] = {}
+        self._site_index: dict[int, CallSite] | None = None
         self._build()
 
     # ----------------------------------------------------------------------------------------------- building
@@ -332,7 +333,7 @@ class Program:
         mod.func = Func("<module>", mod.unit, tree, mod, kind="module")
         self.funcs.append(mod.func)
         self._declare_scope(mod.func, tree.body, prefix="")
-        for node in ast.walk(tree):
+        for node in _all_statements(tree.body):
             if isinstance(node, ast.Import):
                 for a in node.names:
                     local = a.asname or a.name.split(".")[0]
@@ -374,15 +375,15 @@ class Program:
                 self._declare_scope(f, stmt.body, prefix=f"{qual}.")
             elif isinstance(stmt, ast.ClassDef):
                 qual = f"{prefix}{stmt.name}"
-                body = Func(f"{qual}.<body>", owner.unit, stmt, owner.module, kind="classbody",
-                            parent=owner if owner.kind == "function" else None)
-                info = ClassInfo(qual, owner.unit, stmt, owner.module, body, base_exprs=list(stmt.bases))
-                body.cls = info
-                _note_assigned(body, stmt.body)
+                cbody = Func(f"{qual}.<body>", owner.unit, stmt, owner.module, kind="classbody",
+                             parent=owner if owner.kind == "function" else None)
+                info = ClassInfo(qual, owner.unit, stmt, owner.module, cbody, base_exprs=list(stmt.bases))
+                cbody.cls = info
+                _note_assigned(cbody, stmt.body)
                 self.classes.append(info)
-                self.funcs.append(body)
+                self.funcs.append(cbody)
                 owner.nested_classes.setdefault(stmt.name, info)
-                self._declare_scope(body, stmt.body, prefix=f"{qual}.", cls=info)
+                self._declare_scope(cbody, stmt.body, prefix=f"{qual}.", cls=info)
         if owner.kind == "module":
             _note_assigned(owner, body)
 
@@ -398,7 +399,7 @@ class Program:
         if f.cls is None or not f.params or not isinstance(f.node, _FUNC_NODES):
             return
         me = f.params[0]
-        for n in f.own_nodes():
+        for n in _statements(f.node.body):
             targets: list[ast.AST] = []
             value: ast.AST | None = None
             if isinstance(n, ast.Assign):
@@ -532,6 +533,10 @@ class Program:
                 if expr.args:
                     return self.type_of(un, expr.args[0], func, depth + 1)
             return None
+        if isinstance(expr, ast.IfExp):
+            a = self.type_of(un, expr.body, func, depth + 1)
+            b = self.type_of(un, expr.orelse, func, depth + 1)
+            return a if a is not None and (b is None or b is a) else b
         if isinstance(expr, ast.Name):
             scope: Func | None = func
             while scope is not None:
@@ -613,7 +618,11 @@ class Program:
             if t is not None:  # calling an instance: __call__, else forward (nn.Module)
                 m = t.method("__call__") or t.method("forward")
                 return ([m] if m else []), None, None, "typed"
-            return [], None, self.dotted(un, fexpr), "external" if fexpr.id in func.module.import_alias else "none"
+            if fexpr.id in func.module.import_alias:
+                return [], None, self.dotted(un, fexpr), "external"
+            bound = any(fexpr.id in (s.params if s.kind == "function" else []) or fexpr.id in s.assigned
+                        for s in _scopes(func))
+            return [], None, None if bound else fexpr.id, "none" if bound else "external"
         if isinstance(fexpr, ast.Attribute):
             recv = fexpr.value
             if isinstance(recv, ast.Call) and isinstance(recv.func, ast.Name) and recv.func.id == "super":
@@ -707,6 +716,12 @@ class Program:
 
     def callers(self, func: Func) -> list[CallSite]:
         return list(self._callers.get(func, []))
+
+    def site_of(self, call: ast.Call) -> CallSite | None:
+        """The CallSite recorded for an `ast.Call` node."""
+        if self._site_index is None:
+            self._site_index = {id(s.node): s for f in self.funcs for s in f.calls}
+        return self._site_index.get(id(call))
 
     def sites_in(self, func: Func) -> list[CallSite]:
         return list(func.calls)
@@ -947,8 +962,10 @@ class _BodyWalker:
     def _note_defeated(self, n: ast.Call, ext: str | None) -> None:
         fexpr = n.func
         reason = None
-        if ext in ("getattr",) and len(n.args) >= 2 and not isinstance(n.args[1], ast.Constant):
-            reason = "getattr with a computed attribute name"
+        if (isinstance(fexpr, ast.Call) and isinstance(fexpr.func, ast.Name) and fexpr.func.id == "getattr"
+                and len(fexpr.args) >= 2 and not isinstance(fexpr.args[1], ast.Constant)
+                and not self.prog.is_external_root(self.f.unit.name, fexpr.args[0])):
+            reason = "call through getattr with a computed attribute name"
         elif ext in ("exec", "eval", "builtins.exec", "builtins.eval"):
             reason = f"{ext}() of code that is not decoded statically"
         elif ext in ("importlib.import_module", "__import__"):
@@ -961,6 +978,14 @@ class _BodyWalker:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def _scopes(func: Func) -> Iterator[Func]:
+    scope: Func | None = func
+    while scope is not None:
+        yield scope
+        scope = scope.parent
+    yield func.module.func
+
+
 def _flat_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
     """Statements of a block, looking inside if/try/with/for (definitions there still bind in this scope)."""
     for s in body:
@@ -987,12 +1012,36 @@ def _target_leaves(target: ast.AST, value: ast.AST | None) -> Iterator[tuple[ast
         yield target, value
 
 
-def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
-    """name -> assigned expressions, for the names a scope binds (nested defs excluded)."""
-    stack: list[ast.AST] = list(body)
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of a block and its sub-blocks, not entering nested def/class bodies (no expressions)."""
+    stack: list[ast.stmt] = list(reversed(body))
     while stack:
         n = stack.pop()
-        if isinstance(n, (*_FUNC_NODES, ast.ClassDef, ast.Lambda)):
+        yield n
+        if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            sub = getattr(n, name, None)
+            if sub:
+                stack.extend(reversed(sub))
+        for h in getattr(n, "handlers", ()):
+            stack.append(h)
+        for c in getattr(n, "cases", ()):
+            stack.extend(reversed(c.body))
+
+
+def _all_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested def/class bodies included."""
+    for n in _statements(body):
+        yield n
+        if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
+            yield from _all_statements(n.body)
+
+
+def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
+    """name -> assigned expressions, for the names a scope binds (nested defs excluded)."""
+    for n in _statements(body):
+        if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
             continue
         if isinstance(n, ast.Assign):
             for t in n.targets:
@@ -1003,7 +1052,7 @@ def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
             f.assigned.setdefault(n.target.id, []).append(n.value if n.value is not None else _OPAQUE)
         elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
             f.assigned.setdefault(n.target.id, []).append(_OPAQUE)
-        elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
+        elif isinstance(n, (ast.For, ast.AsyncFor)):
             for leaf, _ in _target_leaves(n.target, None):
                 if isinstance(leaf, ast.Name):
                     f.assigned.setdefault(leaf.id, []).append(_OPAQUE)
@@ -1013,14 +1062,14 @@ def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
                     for leaf, _ in _target_leaves(item.optional_vars, None):
                         if isinstance(leaf, ast.Name):
                             f.assigned.setdefault(leaf.id, []).append(_OPAQUE)
-        elif isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
-            f.assigned.setdefault(n.target.id, []).append(n.value)
         elif isinstance(n, (ast.Import, ast.ImportFrom)) and f.kind == "function":
             for a in n.names:
                 f.assigned.setdefault(a.asname or a.name.split(".")[0], []).append(_OPAQUE)
         elif isinstance(n, ast.ExceptHandler) and n.name:
             f.assigned.setdefault(n.name, []).append(_OPAQUE)
-        stack.extend(ast.iter_child_nodes(n))
+        elif isinstance(n, (ast.If, ast.While)) and isinstance(n.test, ast.NamedExpr):
+            if isinstance(n.test.target, ast.Name):  # `if (x := ...)`: the usual walrus spot
+                f.assigned.setdefault(n.test.target.id, []).append(n.test.value)
 
 
 def _module_name(path: str) -> str:

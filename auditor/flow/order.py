@@ -1,0 +1,1367 @@
+"""Order analysis: where validation tokens are *scored* and where the model is *updated* on them, and in which
+order those happen along the path that actually runs from the entry point.
+
+Vocabulary (issue text / rules.md A.2 C3):
+- *Scoring* is an accumulation (``s += v``, ``s.add_(v)``, ``s = s + v``) of a value that depends on validation
+  data and is computed without autograd: inside ``torch.no_grad()`` / ``torch.inference_mode()`` (with-blocks,
+  decorators), from a value produced there, or in a function that is only ever called from such a context.
+- An *update* is ``loss.backward()`` / ``torch.autograd.grad(loss, ...)`` on a loss that depends on validation data.
+  Its *target* is what the optimizer stepped after it holds: module parameters (weights, LoRA adapters) or free
+  eval-time tensors created with ``requires_grad=True`` (SLOT deltas, logit biases).
+
+How it works, all on the stdlib ``ast`` and without looking at identifier names:
+1. every function is interpreted once, flow-sensitively, over sets of *labels* per local name: ``val`` (content of
+   the validation split; sources are the val shard file patterns, which are data, not identifiers), ``ng``
+   (computed without autograd), ``p:<param>`` (depends on that parameter) and ``rg:<fn>:<name>`` (depends on a free
+   tensor created with requires_grad). Calls to functions of the submission are summarised (which parameters reach
+   the return value), so a shared helper called with train data in one place and validation data in another is
+   not confused;
+2. each function yields an ordered list of score/update *events*; a call to another function splices the callee's
+   events in at the call site with its ``p:`` labels replaced by the labels of the actual arguments (function-valued
+   arguments such as ``timed_eval(label, eval_val, ...)`` are bound too). The module body of the entry script is the
+   root; what it yields is the order in which scoring and updates run;
+3. every event carries its loops, its ``if`` branches (for mutually exclusive paths and default-off gates) and the
+   call chain that led to it (the flow shown in findings).
+
+The rules in ``rules/ttt_order.py``, ``rules/slot.py`` and ``rules/multipass.py`` judge these events.
+``analyse_order(ctx)`` computes everything once per audit (``ctx.memo``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from auditor.findings import FlowStep, Location
+
+if TYPE_CHECKING:
+    from auditor.facts import AuditContext, CodeUnit
+
+Labels = frozenset[str]
+EMPTY: Labels = frozenset()
+VAL = "val"
+NG = "ng"
+
+# Validation shard file patterns: "fineweb_val_*.bin", "val_000001.bin", "fineweb_val_bytes_*.bin".
+VAL_PATTERN = re.compile(r"(?:^|[/_\-.])val(?:idation)?_[^\s{}:]*(?:\*|\[|\d{3,}|\.bin|\.npy)", re.IGNORECASE)
+# Results that carry the *shape* of their input, not its content: barriers for taint.
+SHAPE_METHODS = frozenset({"numel", "size", "dim", "nelement", "__len__", "element_size", "stride", "ndimension"})
+SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad"})
+SHAPE_FUNCS = frozenset({"len", "isinstance", "type", "id", "hasattr"})
+# In-place container/tensor mutators: `x.append(v)` makes x carry v's labels.
+MUTATORS = frozenset({"append", "extend", "insert", "update", "add", "setdefault", "put"})
+NO_GRAD_CALLS = frozenset({"no_grad", "inference_mode"})
+MAX_EVENTS = 400
+MAX_ROUNDS = 4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Program index: functions, classes, call resolution
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class FuncInfo:
+    key: str
+    node: ast.AST  # FunctionDef / AsyncFunctionDef / Module (the root)
+    unit: CodeUnit
+    cls: str | None = None
+    parent: FuncInfo | None = None
+    params: list[str] = field(default_factory=list)
+    vararg: str | None = None
+    kwarg: str | None = None
+    is_method: bool = False
+    nested: dict[str, FuncInfo] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.node, "name", "<module>")
+
+    @property
+    def body(self) -> list[ast.stmt]:
+        return list(getattr(self.node, "body", []))
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    node: ast.ClassDef
+    unit: CodeUnit
+    methods: dict[str, FuncInfo] = field(default_factory=dict)
+    bases: list[str] = field(default_factory=list)
+
+
+class ProgramIndex:
+    """Every function and class of the analysed units (innermost decoded layer per shipped file)."""
+
+    def __init__(self, units: list[CodeUnit]) -> None:
+        self.units = units
+        self.funcs: dict[str, FuncInfo] = {}
+        self.module_funcs: dict[str, list[FuncInfo]] = {}
+        self.classes: dict[str, list[ClassInfo]] = {}
+        self.roots: dict[str, FuncInfo] = {}
+        self.class_attr_values: dict[str, list[tuple[ast.expr, FuncInfo | None]]] = {}
+        for unit in units:
+            assert unit.tree is not None
+            root = FuncInfo(key=f"{unit.name}:<module>", node=unit.tree, unit=unit)
+            self.roots[unit.name] = root
+            self.funcs[root.key] = root
+            self._collect(unit, unit.tree.body, root, None)
+
+    def _collect(self, unit: CodeUnit, body: list[ast.stmt], owner: FuncInfo, cls: ClassInfo | None) -> None:
+        for stmt in body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                fi = self._make_func(unit, stmt, owner, cls)
+                if cls is not None:
+                    cls.methods[stmt.name] = fi
+                elif owner.node is unit.tree:
+                    self.module_funcs.setdefault(stmt.name, []).append(fi)
+                else:
+                    owner.nested[stmt.name] = fi
+                self._collect(unit, stmt.body, fi, None)
+            elif isinstance(stmt, ast.ClassDef):
+                ci = ClassInfo(stmt.name, stmt, unit, bases=[_dotted(b) or "" for b in stmt.bases])
+                self.classes.setdefault(stmt.name, []).append(ci)
+                for sub in stmt.body:
+                    if isinstance(sub, (ast.Assign, ast.AnnAssign)) and sub.value is not None:
+                        targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                        for t in targets:
+                            if isinstance(t, ast.Name):
+                                self.class_attr_values.setdefault(t.id, []).append((sub.value, None))
+                self._collect(unit, stmt.body, owner, ci)
+            else:
+                # defs inside if/try/with/for blocks at this level still belong to `owner`
+                for child in ast.iter_child_nodes(stmt):
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        self._collect(unit, [child], owner, cls)
+                for sub_body in _sub_bodies(stmt):
+                    self._collect(unit, sub_body, owner, cls)
+
+    def _make_func(self, unit: CodeUnit, node: ast.AST, owner: FuncInfo, cls: ClassInfo | None) -> FuncInfo:
+        args = node.args  # type: ignore[attr-defined]
+        params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+        key = f"{unit.name}:{cls.name + '.' if cls else ''}{node.name}:{node.lineno}"  # type: ignore[attr-defined]
+        decorators = [_dotted(d) or "" for d in node.decorator_list]  # type: ignore[attr-defined]
+        is_method = cls is not None and "staticmethod" not in decorators
+        fi = FuncInfo(
+            key=key,
+            node=node,
+            unit=unit,
+            cls=cls.name if cls else None,
+            parent=owner if owner.node is not unit.tree else None,
+            params=params,
+            vararg=args.vararg.arg if args.vararg else None,
+            kwarg=args.kwarg.arg if args.kwarg else None,
+            is_method=is_method,
+        )
+        self.funcs[key] = fi
+        return fi
+
+    # -- resolution ---------------------------------------------------------------------------------------------
+    def lookup_name(self, name: str, scope: FuncInfo | None, unit: CodeUnit) -> FuncInfo | ClassInfo | None:
+        f = scope
+        while f is not None:
+            if name in f.nested:
+                return f.nested[name]
+            f = f.parent
+        for fi in self.module_funcs.get(name, []):
+            if fi.unit is unit:
+                return fi
+        for ci in self.classes.get(name, []):
+            if ci.unit is unit:
+                return ci
+        cands = self.module_funcs.get(name, [])
+        if len(cands) == 1:
+            return cands[0]
+        cls = self.classes.get(name, [])
+        if len(cls) == 1:
+            return cls[0]
+        return None
+
+    def method(self, cls_name: str | None, name: str) -> FuncInfo | None:
+        seen: set[str] = set()
+        todo = [cls_name] if cls_name else []
+        while todo:
+            c = todo.pop()
+            if c in seen:
+                continue
+            seen.add(c)
+            for ci in self.classes.get(c, []):
+                if name in ci.methods:
+                    return ci.methods[name]
+                todo.extend(b.split(".")[-1] for b in ci.bases)
+        return None
+
+
+def _sub_bodies(stmt: ast.stmt) -> Iterator[list[ast.stmt]]:
+    for attr in ("body", "orelse", "finalbody"):
+        sub = getattr(stmt, attr, None)
+        if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+            yield sub
+    for h in getattr(stmt, "handlers", []) or []:
+        yield h.body
+    for case in getattr(stmt, "cases", []) or []:
+        yield case.body
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Call):
+        inner = _dotted(node.func)
+        return None if inner is None else ".".join([inner, *reversed(parts)])
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _last_attr(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    return None
+
+
+def is_no_grad_ctx(expr: ast.expr) -> bool:
+    """`torch.no_grad()`, `torch.inference_mode()`, `torch.set_grad_enabled(False)` (also as decorators)."""
+    target = expr.func if isinstance(expr, ast.Call) else expr
+    last = _last_attr(target)
+    if last in NO_GRAD_CALLS:
+        if isinstance(expr, ast.Call) and last == "inference_mode" and expr.args:
+            first = expr.args[0]
+            return not (isinstance(first, ast.Constant) and first.value is False)
+        return True
+    if last == "set_grad_enabled" and isinstance(expr, ast.Call) and expr.args:
+        first = expr.args[0]
+        return isinstance(first, ast.Constant) and first.value is False
+    return False
+
+
+def _is_enable_grad(expr: ast.expr) -> bool:
+    target = expr.func if isinstance(expr, ast.Call) else expr
+    return _last_attr(target) == "enable_grad"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Events
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Branch:
+    test: ast.expr
+    taken: bool  # True: the `if` body; False: the else branch
+    func: str  # key of the function the `if` lives in
+    node_id: int
+
+
+@dataclass
+class Event:
+    kind: str  # "score" | "update" | "result" (value returned by a scoring call, for min-over-passes)
+    node: ast.AST  # the accumulation / backward call
+    func: FuncInfo  # function it is written in
+    labels: Labels
+    loops: tuple[ast.AST, ...]  # enclosing loops, outermost first, across the call chain
+    branches: tuple[Branch, ...]
+    chain: tuple[tuple[ast.AST, FuncInfo], ...] = ()  # call sites from the root, outermost first
+    seq: tuple[int, ...] = ()  # order key: positions along the call chain
+    rg: Labels = EMPTY  # free requires_grad tensors the value depends on
+    # update only:
+    target: str = "module"  # "module" | "free_tensor"
+    throwaway: bool = False
+    step: ast.AST | None = None  # optimizer.step() committing the update
+    step_func: FuncInfo | None = None
+
+    @property
+    def is_val(self) -> bool:
+        return VAL in self.labels
+
+    def location(self) -> Location:
+        return self.func.unit.location(self.node)
+
+    def flow(self, message: str) -> list[FlowStep]:
+        steps = [
+            FlowStep(fi.unit.location(call), f"calls {_call_name(call)}()") for call, fi in self.chain
+        ]
+        steps.append(FlowStep(self.location(), message))
+        return steps
+
+    def spliced(self, call: ast.AST, caller: FuncInfo, subst: dict[str, Labels], loops: tuple[ast.AST, ...],
+                branches: tuple[Branch, ...], seq_head: int, ng: bool) -> Event:
+        labels = substitute(self.labels, subst)
+        if self.kind == "score" and ng:
+            labels = labels | {NG}
+        return Event(
+            kind=self.kind, node=self.node, func=self.func, labels=labels, loops=loops + self.loops,
+            branches=branches + self.branches, chain=((call, caller), *self.chain), seq=(seq_head, *self.seq),
+            rg=self.rg, target=self.target, throwaway=self.throwaway, step=self.step, step_func=self.step_func,
+        )
+
+
+def _call_name(call: ast.AST) -> str:
+    if isinstance(call, ast.Call):
+        name = _dotted(call.func)
+        if name:
+            return name
+    return "<call>"
+
+
+def substitute(labels: Labels, subst: dict[str, Labels]) -> Labels:
+    if not any(lab.startswith("p:") for lab in labels):
+        return labels
+    out = {lab for lab in labels if not lab.startswith("p:")}
+    for lab in labels:
+        if lab.startswith("p:"):
+            out |= subst.get(lab[2:], EMPTY)
+    return frozenset(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-function interpretation
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    ret: Labels = EMPTY
+    events: list[Event] = field(default_factory=list)
+    # names bound to optimizers / free tensors, for the rules' evidence
+    dynamic: list[tuple[ast.AST, str]] = field(default_factory=list)  # (node, reason) analysis-defeating calls
+
+
+@dataclass
+class _Ctx:
+    ng: bool = False
+    loops: tuple[ast.AST, ...] = ()
+    branches: tuple[Branch, ...] = ()
+
+
+class _FunctionInterpreter:
+    """Flow-sensitive label propagation over one function body (loops run twice to reach a fixpoint)."""
+
+    def __init__(self, program: OrderProgram, fi: FuncInfo) -> None:
+        self.p = program
+        self.fi = fi
+        self.state: dict[str, Labels] = {}
+        self.events: dict[tuple[int, int], Event] = {}
+        self.ret: set[str] = set()
+        self.dynamic: list[tuple[ast.AST, str]] = []
+        self.rg_names: set[str] = set()
+        self.aliases: dict[str, ast.expr] = {}  # local name -> expression it was last bound to (for call binding)
+        for param in fi.params:
+            self.state[param] = frozenset({f"p:{param}"})
+        for param in (fi.vararg, fi.kwarg):
+            if param:
+                self.state[param] = frozenset({f"p:{param}"})
+        if fi.is_method and fi.params:
+            self.state[fi.params[0]] = EMPTY  # the instance itself
+        self.ng_only = program.ng_only.get(fi.key, False)
+
+    # -- driver -------------------------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        ctx = _Ctx(ng=self.ng_only)
+        self.block(self.fi.body, ctx)
+        events = sorted(self.events.values(), key=lambda e: e.seq)[:MAX_EVENTS]
+        return Summary(ret=frozenset(self.ret), events=events, dynamic=self.dynamic)
+
+    def block(self, stmts: Iterable[ast.stmt], ctx: _Ctx) -> None:
+        for stmt in stmts:
+            self.stmt(stmt, ctx)
+
+    def stmt(self, s: ast.stmt, ctx: _Ctx) -> None:  # noqa: C901 - one dispatch over statement kinds
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return
+        if isinstance(s, ast.Assign):
+            labels = self.expr(s.value, ctx)
+            labels = self._requires_grad_labels(s.value, s.targets, labels)
+            self._score_by_rebinding(s, ctx)
+            for t in s.targets:
+                self.assign(t, labels, s.value, ctx)
+        elif isinstance(s, ast.AnnAssign):
+            if s.value is not None:
+                labels = self.expr(s.value, ctx)
+                labels = self._requires_grad_labels(s.value, [s.target], labels)
+                self.assign(s.target, labels, s.value, ctx)
+        elif isinstance(s, ast.AugAssign):
+            labels = self.expr(s.value, ctx)
+            if isinstance(s.op, (ast.Add, ast.Sub)):
+                self._maybe_score(s, labels, ctx)
+            base = _base_name(s.target)
+            if base:
+                self.state[base] = self.state.get(base, EMPTY) | labels
+            if isinstance(s.target, ast.Subscript):
+                self.expr(s.target.slice, ctx)
+        elif isinstance(s, (ast.For, ast.AsyncFor)):
+            it = self.expr(s.iter, ctx)
+            inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
+            for _ in range(2):
+                self.assign(s.target, it, None, inner)
+                self.block(s.body, inner)
+            self.block(s.orelse, ctx)
+        elif isinstance(s, ast.While):
+            self.expr(s.test, ctx)
+            inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
+            for _ in range(2):
+                self.block(s.body, inner)
+                self.expr(s.test, inner)
+            self.block(s.orelse, ctx)
+        elif isinstance(s, ast.If):
+            self.expr(s.test, ctx)
+            before = dict(self.state)
+            self.block(s.body, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),)))
+            after_body = self.state
+            self.state = dict(before)
+            self.block(s.orelse, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),)))
+            for k, v in after_body.items():
+                self.state[k] = self.state.get(k, EMPTY) | v
+        elif isinstance(s, (ast.With, ast.AsyncWith)):
+            ng = ctx.ng
+            for item in s.items:
+                if is_no_grad_ctx(item.context_expr):
+                    ng = True
+                elif _is_enable_grad(item.context_expr):
+                    ng = False
+                labels = self.expr(item.context_expr, ctx)
+                if item.optional_vars is not None:
+                    self.assign(item.optional_vars, labels, None, ctx)
+            self.block(s.body, _Ctx(ng, ctx.loops, ctx.branches))
+        elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
+            self.block(s.body, ctx)  # type: ignore[attr-defined]
+            for h in s.handlers:  # type: ignore[attr-defined]
+                self.block(h.body, ctx)
+            self.block(s.orelse, ctx)  # type: ignore[attr-defined]
+            self.block(s.finalbody, ctx)  # type: ignore[attr-defined]
+        elif isinstance(s, ast.Return):
+            if s.value is not None:
+                self.ret |= self.expr(s.value, ctx)
+        elif isinstance(s, ast.Expr):
+            self.expr(s.value, ctx)
+        elif isinstance(s, ast.Delete):
+            for t in s.targets:
+                if isinstance(t, ast.Name):
+                    self.state.pop(t.id, None)
+        elif type(s).__name__ == "Match":
+            self.expr(s.subject, ctx)  # type: ignore[attr-defined]
+            for case in s.cases:  # type: ignore[attr-defined]
+                self.block(case.body, ctx)
+        else:
+            for child in ast.iter_child_nodes(s):
+                if isinstance(child, ast.expr):
+                    self.expr(child, ctx)
+
+    # -- assignment ---------------------------------------------------------------------------------------------
+    def assign(self, target: ast.expr, labels: Labels, value: ast.expr | None, ctx: _Ctx) -> None:
+        if isinstance(target, ast.Name):
+            self.state[target.id] = labels
+            if value is not None:
+                self.aliases[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                self.assign(elt.value if isinstance(elt, ast.Starred) else elt, labels, None, ctx)
+        elif isinstance(target, ast.Attribute):
+            base = _base_name(target)
+            val_labels = labels & {VAL}
+            if val_labels:
+                if self.p.add_tainted_attr(target.attr):
+                    pass
+            if self.fi.is_method and self.fi.name == "__init__" and base == (self.fi.params or [None])[0]:
+                self.ret |= {lab for lab in labels if lab == VAL or lab.startswith("p:")}
+            if base and base != (self.fi.params[0] if self.fi.is_method and self.fi.params else None):
+                self.state[base] = self.state.get(base, EMPTY) | labels
+        elif isinstance(target, ast.Subscript):
+            self.expr(target.slice, ctx)
+            base = _base_name(target)
+            if base:
+                self.state[base] = self.state.get(base, EMPTY) | labels
+        elif isinstance(target, ast.Starred):
+            self.assign(target.value, labels, None, ctx)
+
+    def _requires_grad_labels(self, value: ast.expr, targets: list[ast.expr], labels: Labels) -> Labels:
+        """A free tensor created with requires_grad=True (or nn.Parameter / .requires_grad_()) gets its own label."""
+        if not _creates_free_tensor(value):
+            return labels
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        for n in names:
+            self.rg_names.add(n)
+        return labels | {f"rg:{self.fi.key}:{n}" for n in names}
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def _score_by_rebinding(self, s: ast.Assign, ctx: _Ctx) -> None:
+        """`s = s + v` accumulates like `s += v`."""
+        if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
+            return
+        name = s.targets[0].id
+        v = s.value
+        if isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add):
+            for side, other in ((v.left, v.right), (v.right, v.left)):
+                if isinstance(side, ast.Name) and side.id == name:
+                    self._maybe_score(s, self.expr(other, ctx), ctx)
+                    return
+
+    def _maybe_score(self, node: ast.AST, labels: Labels, ctx: _Ctx) -> None:
+        valish = VAL in labels or any(lab.startswith("p:") for lab in labels)
+        if not valish:
+            return
+        if not (ctx.ng or NG in labels):
+            return
+        self._record("score", node, labels, ctx)
+
+    def _record(self, kind: str, node: ast.AST, labels: Labels, ctx: _Ctx, **kw: object) -> None:
+        rg = frozenset(lab for lab in labels if lab.startswith("rg:"))
+        key = (id(node), 0)
+        self.events[key] = Event(
+            kind=kind, node=node, func=self.fi, labels=labels, loops=ctx.loops, branches=ctx.branches,
+            seq=(getattr(node, "lineno", 0) * 1000 + getattr(node, "col_offset", 0),), rg=rg, **kw,  # type: ignore[arg-type]
+        )
+
+    # -- expressions --------------------------------------------------------------------------------------------
+    def expr(self, e: ast.AST | None, ctx: _Ctx) -> Labels:  # noqa: C901 - one dispatch over expression kinds
+        if e is None:
+            return EMPTY
+        if isinstance(e, ast.Constant):
+            if isinstance(e.value, str) and VAL_PATTERN.search(e.value):
+                return frozenset({VAL})
+            return EMPTY
+        if isinstance(e, ast.Name):
+            if e.id in self.state:
+                return self.state[e.id]
+            return self.p.free_name_labels(self.fi, e.id)
+        if isinstance(e, ast.Attribute):
+            if e.attr in SHAPE_ATTRS:
+                self.expr(e.value, ctx)
+                return EMPTY
+            base = self.expr(e.value, ctx)
+            if e.attr in self.p.tainted_attrs:
+                base = base | {VAL}
+            return base
+        if isinstance(e, ast.Subscript):
+            base = self.expr(e.value, ctx)
+            self.expr(e.slice, ctx)  # index values select positions; they do not carry content
+            return base
+        if isinstance(e, ast.Call):
+            return self.call(e, ctx)
+        if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for gen in e.generators:
+                it = self.expr(gen.iter, ctx)
+                self.assign(gen.target, it, None, ctx)
+                for cond in gen.ifs:
+                    self.expr(cond, ctx)
+            if isinstance(e, ast.DictComp):
+                return self.expr(e.key, ctx) | self.expr(e.value, ctx)
+            return self.expr(e.elt, ctx)
+        if isinstance(e, ast.Lambda):
+            return EMPTY
+        if isinstance(e, ast.IfExp):
+            self.expr(e.test, ctx)
+            return self.expr(e.body, ctx) | self.expr(e.orelse, ctx)
+        if isinstance(e, ast.Compare):
+            out = self.expr(e.left, ctx)
+            for c in e.comparators:
+                out |= self.expr(c, ctx)
+            return out
+        if isinstance(e, ast.NamedExpr):
+            labels = self.expr(e.value, ctx)
+            self.assign(e.target, labels, e.value, ctx)
+            return labels
+        out: Labels = EMPTY
+        for child in ast.iter_child_nodes(e):
+            if isinstance(child, (ast.expr, ast.keyword, ast.comprehension)):
+                out |= self.expr(child.value if isinstance(child, ast.keyword) else child, ctx)
+        return out
+
+    def call(self, c: ast.Call, ctx: _Ctx) -> Labels:  # noqa: C901 - resolution cases
+        func = c.func
+        arg_labels = [self.expr(a.value if isinstance(a, ast.Starred) else a, ctx) for a in c.args]
+        kw_labels = {k.arg: self.expr(k.value, ctx) for k in c.keywords}
+        all_args = frozenset().union(*arg_labels, *kw_labels.values()) if (arg_labels or kw_labels) else EMPTY
+        ng_label = frozenset({NG}) if ctx.ng else EMPTY
+        name = func.id if isinstance(func, ast.Name) else None
+        attr = func.attr if isinstance(func, ast.Attribute) else None
+
+        if name in ("exec", "eval") and c.args and not isinstance(c.args[0], ast.Constant):
+            self.dynamic.append((c, f"{name}() of generated code"))
+        if name == "getattr" and len(c.args) >= 2 and not isinstance(c.args[1], ast.Constant):
+            self.dynamic.append((c, "getattr() with a computed name"))
+        if name in SHAPE_FUNCS or attr in SHAPE_METHODS:
+            if attr is not None:
+                self.expr(func, ctx)
+            return EMPTY
+
+        # updates
+        if attr == "backward":
+            recv = self.expr(func.value, ctx)  # type: ignore[union-attr]
+            self._record_update(c, recv, ctx)
+            return EMPTY
+        if attr == "grad" and _dotted(func) in ("torch.autograd.grad", "autograd.grad") and c.args:
+            self._record_update(c, arg_labels[0], ctx)
+            return arg_labels[0]
+        if attr == "requires_grad_" and isinstance(func, ast.Attribute):
+            base = _base_name(func.value)
+            recv = self.expr(func.value, ctx)
+            if base and base in self.state:
+                label = f"rg:{self.fi.key}:{base}"
+                self.rg_names.add(base)
+                self.state[base] = self.state[base] | {label}
+                return recv | {label}
+            return recv
+
+        # scoring through in-place accumulation
+        if attr == "add_" and isinstance(func, ast.Attribute):
+            self._maybe_score(c, all_args | ng_label, ctx)
+
+        # calls into the submission's own functions
+        target = self.p.resolve(c, self.fi, self)
+        if isinstance(target, FuncInfo):
+            summary = self.p.summary(target)
+            subst = self.p.bind(target, c, arg_labels, kw_labels, self)
+            ret = substitute(summary.ret, subst)
+            self._splice(c, target, summary, subst, ctx)
+            return ret | ng_label
+        if isinstance(target, ClassInfo):
+            init = target.methods.get("__init__") or self.p.index.method(target.name, "__init__")
+            if init is not None:
+                summary = self.p.summary(init)
+                subst = self.p.bind(init, c, arg_labels, kw_labels, self)
+                self._splice(c, init, summary, subst, ctx)
+                return substitute(summary.ret, subst) | ng_label
+            return all_args | ng_label
+        if isinstance(func, ast.Name) and func.id in self.fi.params + [self.fi.vararg, self.fi.kwarg]:
+            # a function-valued parameter: resolved where the caller binds it
+            self._record("deferred", c, all_args, ctx)
+            self.events[(id(c), 0)].target = func.id
+            return all_args | ng_label
+
+        recv = EMPTY
+        if isinstance(func, ast.Attribute):
+            recv = self.expr(func.value, ctx)
+            if attr in MUTATORS or (attr and attr.endswith("_") and not attr.startswith("_")):
+                base = _base_name(func.value)
+                if base:
+                    self.state[base] = self.state.get(base, EMPTY) | all_args
+        return recv | all_args | ng_label
+
+    def _record_update(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
+        valish = VAL in labels or any(lab.startswith("p:") for lab in labels)
+        if not valish:
+            return
+        self._record("update", c, labels, ctx)
+
+    def _splice(self, call: ast.Call, callee: FuncInfo, summary: Summary, subst: dict[str, Labels],
+                ctx: _Ctx) -> None:
+        base = getattr(call, "lineno", 0) * 1000 + getattr(call, "col_offset", 0)
+        for i, ev in enumerate(summary.events):
+            if ev.kind == "deferred":
+                bound = self.p.bound_function(callee, ev.target, call, self)
+                if bound is None:
+                    continue
+                inner = self.p.summary(bound)
+                args_labels = substitute(ev.labels, subst)
+                inner_subst = {p: args_labels for p in bound.params + [bound.vararg or "", bound.kwarg or ""]}
+                for j, iev in enumerate(inner.events):
+                    if iev.kind == "deferred":
+                        continue
+                    nested = iev.spliced(ev.node, callee, inner_subst, ev.loops, ev.branches, ev.seq[0], False)
+                    self.events[(id(call), i * 1000 + j)] = nested.spliced(
+                        call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+                continue
+            self.events[(id(call), i)] = ev.spliced(call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+        if len(self.events) > MAX_EVENTS * 2:
+            keep = sorted(self.events.items(), key=lambda kv: kv[1].seq)[:MAX_EVENTS]
+            self.events = dict(keep)
+
+
+def _base_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return _base_name(node.func.value)
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _creates_free_tensor(value: ast.expr) -> bool:
+    for node in ast.walk(value):
+        if not isinstance(node, ast.Call):
+            continue
+        for kw in node.keywords:
+            if kw.arg == "requires_grad" and isinstance(kw.value, ast.Constant) and kw.value.value is True:
+                return True
+        if _last_attr(node.func) == "Parameter":
+            return True
+        if _last_attr(node.func) == "requires_grad_":
+            return not (node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value is False)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Whole program
+# ----------------------------------------------------------------------------------------------------------------
+class OrderProgram:
+    def __init__(self, index: ProgramIndex) -> None:
+        self.index = index
+        self.tainted_attrs: set[str] = set()
+        self._attrs_changed = False
+        self.summaries: dict[str, Summary] = {}
+        self._in_progress: set[str] = set()
+        self.ng_only: dict[str, bool] = {}
+        self.module_state: dict[str, dict[str, Labels]] = {}
+        self.interpreters: dict[str, _FunctionInterpreter] = {}
+
+    def add_tainted_attr(self, attr: str) -> bool:
+        if attr not in self.tainted_attrs:
+            self.tainted_attrs.add(attr)
+            self._attrs_changed = True
+            return True
+        return False
+
+    def free_name_labels(self, fi: FuncInfo, name: str) -> Labels:
+        """A name read but not bound in this function: an enclosing function's or the module's binding."""
+        parent = fi.parent
+        while parent is not None:
+            interp = self.interpreters.get(parent.key)
+            if interp is not None and name in interp.state:
+                return interp.state[name]
+            parent = parent.parent
+        return self.module_state.get(fi.unit.name, {}).get(name, EMPTY)
+
+    # -- summaries ----------------------------------------------------------------------------------------------
+    def summary(self, fi: FuncInfo) -> Summary:
+        if fi.key in self.summaries:
+            return self.summaries[fi.key]
+        if fi.key in self._in_progress:
+            return Summary()  # recursion: no summary for the back edge
+        self._in_progress.add(fi.key)
+        interp = _FunctionInterpreter(self, fi)
+        self.interpreters[fi.key] = interp
+        result = interp.run()
+        self._in_progress.discard(fi.key)
+        self.summaries[fi.key] = result
+        return result
+
+    def run(self, root_unit: CodeUnit | None) -> Summary | None:
+        self._compute_ng_only()
+        result: Summary | None = None
+        for _ in range(MAX_ROUNDS):
+            self._attrs_changed = False
+            self.summaries.clear()
+            self.interpreters.clear()
+            # module-level bindings first (constants, hyperparameter objects), then every function
+            for unit_name, root in self.index.roots.items():
+                interp = _FunctionInterpreter(self, root)
+                interp.block([s for s in root.body if not _is_main_guard(s)], _Ctx())
+                self.module_state[unit_name] = interp.state
+            self._class_bodies()
+            for fi in list(self.index.funcs.values()):
+                if fi.node is not fi.unit.tree:
+                    self.summary(fi)
+            if root_unit is not None:
+                root = self.index.roots[root_unit.name]
+                interp = _FunctionInterpreter(self, root)
+                self.interpreters[root.key] = interp
+                result = interp.run()
+                self.summaries[root.key] = result
+            if not self._attrs_changed:
+                break
+        return result
+
+    def _class_bodies(self) -> None:
+        """Class-level fields (`val_files = os.path.join(root, "fineweb_val_*.bin")`) taint their attribute."""
+        for classes in self.index.classes.values():
+            for ci in classes:
+                root = self.index.roots[ci.unit.name]
+                interp = _FunctionInterpreter(self, root)
+                interp.state = dict(self.module_state.get(ci.unit.name, {}))
+                body = [s for s in ci.node.body if isinstance(s, (ast.Assign, ast.AnnAssign))]
+                interp.block(body, _Ctx())
+                for s in body:
+                    targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+                    for t in targets:
+                        if isinstance(t, ast.Name) and VAL in interp.state.get(t.id, EMPTY):
+                            self.add_tainted_attr(t.id)
+
+    def _compute_ng_only(self) -> None:
+        """A function is no-grad-only when decorated so, or when every call site is inside a no-grad context."""
+        sites: dict[str, list[bool]] = {}
+        decorated: set[str] = set()
+        for fi in self.index.funcs.values():
+            for d in getattr(fi.node, "decorator_list", []):
+                if is_no_grad_ctx(d):
+                    decorated.add(fi.key)
+            for call, ng in _calls_with_ng(fi.body):
+                target = self.resolve(call, fi, None)
+                if isinstance(target, FuncInfo):
+                    sites.setdefault(target.key, []).append(ng or fi.key in decorated)
+        # propagate: callees of no-grad-only functions are called under no-grad
+        ng_only = {k: True for k in decorated}
+        for _ in range(4):
+            changed = False
+            for fi in self.index.funcs.values():
+                if fi.key in ng_only:
+                    continue
+                calls = self._caller_contexts(fi, ng_only)
+                if calls and all(calls):
+                    ng_only[fi.key] = True
+                    changed = True
+            if not changed:
+                break
+        self.ng_only = ng_only
+
+    def _caller_contexts(self, callee: FuncInfo, ng_only: dict[str, bool]) -> list[bool]:
+        cache = getattr(self, "_call_sites", None)
+        if cache is None:
+            cache = {}
+            for fi in self.index.funcs.values():
+                for call, ng in _calls_with_ng(fi.body):
+                    target = self.resolve(call, fi, None)
+                    if isinstance(target, FuncInfo):
+                        cache.setdefault(target.key, []).append((fi.key, ng))
+            self._call_sites = cache
+        return [ng or ng_only.get(caller, False) for caller, ng in cache.get(callee.key, [])]
+
+    # -- resolution and binding ---------------------------------------------------------------------------------
+    def resolve(self, c: ast.Call, fi: FuncInfo, interp: _FunctionInterpreter | None) -> FuncInfo | ClassInfo | None:
+        func = c.func
+        if isinstance(func, ast.Name):
+            if interp is not None and func.id in interp.aliases and func.id not in fi.nested:
+                alias = interp.aliases[func.id]
+                if isinstance(alias, ast.Name) and alias.id != func.id:
+                    return self.index.lookup_name(alias.id, fi, fi.unit)
+                return None
+            if func.id in fi.params:
+                return None
+            return self.index.lookup_name(func.id, fi, fi.unit)
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if fi.is_method and fi.params and func.value.id == fi.params[0]:
+                return self.index.method(fi.cls, func.attr)
+            if fi.cls is None and fi.parent is not None and fi.parent.is_method:
+                if fi.parent.params and func.value.id == fi.parent.params[0]:
+                    return self.index.method(fi.parent.cls, func.attr)
+        return None
+
+    def bind(self, callee: FuncInfo, c: ast.Call, arg_labels: list[Labels], kw_labels: dict[str | None, Labels],
+             interp: _FunctionInterpreter) -> dict[str, Labels]:
+        params = list(callee.params)
+        if callee.is_method and params:
+            params = params[1:]  # bound instance (self.m(...) or Class(...) -> __init__)
+        subst: dict[str, Labels] = {}
+        star: Labels = EMPTY
+        for i, (arg, labels) in enumerate(zip(c.args, arg_labels, strict=False)):
+            if isinstance(arg, ast.Starred):
+                star |= labels
+                continue
+            if i < len(params):
+                subst[params[i]] = labels
+            else:
+                star |= labels
+        extra: Labels = EMPTY
+        for k, labels in kw_labels.items():
+            if k is None:
+                extra |= labels
+            elif k in params:
+                subst[k] = labels
+            else:
+                extra |= labels
+        if star or extra:
+            for p in params:
+                subst.setdefault(p, star | extra)
+        if callee.vararg:
+            subst[callee.vararg] = star | subst.get(callee.vararg, EMPTY)
+        if callee.kwarg:
+            subst[callee.kwarg] = extra
+        return subst
+
+    def bound_function(self, callee: FuncInfo, param: str, call: ast.Call,
+                       interp: _FunctionInterpreter) -> FuncInfo | None:
+        """The function the caller passes for `param` of `callee` at `call` (`timed_eval('x', eval_val, ...)`)."""
+        params = callee.params[1:] if callee.is_method else callee.params
+        expr: ast.expr | None = None
+        for kw in call.keywords:
+            if kw.arg == param:
+                expr = kw.value
+        if expr is None and param in params:
+            i = params.index(param)
+            positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+            if i < len(positional):
+                expr = positional[i]
+        for _ in range(3):
+            if isinstance(expr, ast.Name) and expr.id in interp.aliases and expr.id not in interp.fi.nested:
+                nxt = interp.aliases[expr.id]
+                if isinstance(nxt, ast.Name):
+                    expr = nxt
+                    continue
+            break
+        if isinstance(expr, ast.Name):
+            found = self.index.lookup_name(expr.id, interp.fi, interp.fi.unit)
+            return found if isinstance(found, FuncInfo) else None
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and interp.fi.is_method:
+            if interp.fi.params and expr.value.id == interp.fi.params[0]:
+                return self.index.method(interp.fi.cls, expr.attr)
+        return None
+
+
+def _is_main_guard(s: ast.stmt) -> bool:
+    if not isinstance(s, ast.If) or not isinstance(s.test, ast.Compare):
+        return False
+    parts = [s.test.left, *s.test.comparators]
+    return any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts)
+
+
+def _calls_with_ng(body: list[ast.stmt]) -> Iterator[tuple[ast.Call, bool]]:
+    """Every call in a function body (not in nested defs) with whether it sits in a no-grad with-block."""
+
+    def walk(node: ast.AST, ng: bool) -> Iterator[tuple[ast.Call, bool]]:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            inner = ng
+            for item in node.items:
+                if is_no_grad_ctx(item.context_expr):
+                    inner = True
+                elif _is_enable_grad(item.context_expr):
+                    inner = False
+                yield from walk(item.context_expr, ng)
+            for s in node.body:
+                yield from walk(s, inner)
+            return
+        if isinstance(node, ast.Call):
+            yield node, ng
+        for child in ast.iter_child_nodes(node):
+            yield from walk(child, ng)
+
+    for s in body:
+        yield from walk(s, False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loop and statement helpers used by the judgements
+# ----------------------------------------------------------------------------------------------------------------
+def names_in(node: ast.AST, skip_slices: bool = False) -> set[str]:
+    out: set[str] = set()
+
+    def walk(n: ast.AST) -> None:
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+            return
+        if skip_slices and isinstance(n, ast.Subscript):
+            walk(n.value)
+            return
+        for ch in ast.iter_child_nodes(n):
+            walk(ch)
+
+    walk(node)
+    return out
+
+
+def assigned_names(s: ast.stmt) -> set[str]:
+    """Names a statement binds or mutates in place (subscript/attribute stores, `x.append(...)`, `x.add_(...)`)."""
+    out: set[str] = set()
+    targets: list[ast.expr] = []
+    if isinstance(s, ast.Assign):
+        targets = list(s.targets)
+    elif isinstance(s, (ast.AugAssign, ast.AnnAssign)):
+        targets = [s.target]
+    elif isinstance(s, (ast.For, ast.AsyncFor)):
+        targets = [s.target]
+    elif isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Attribute):
+        attr = s.value.func.attr
+        if attr in MUTATORS or attr.endswith("_"):
+            b = _base_name(s.value.func.value)
+            if b:
+                out.add(b)
+    for t in targets:
+        for n in ast.walk(t):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                out.add(n.id)
+        b = _base_name(t)
+        if b:
+            out.add(b)
+    return out
+
+
+def simple_statements(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
+    """All statements under `body` except the bodies of nested defs, compound statements included."""
+    for s in body:
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        yield s
+        for sub in _sub_bodies(s):
+            yield from simple_statements(sub)
+
+
+def stmt_reads(s: ast.stmt) -> set[str]:
+    if isinstance(s, (ast.For, ast.AsyncFor)):
+        return names_in(s.iter)
+    if isinstance(s, ast.While):
+        return names_in(s.test)
+    if isinstance(s, ast.If):
+        return names_in(s.test)
+    if isinstance(s, (ast.With, ast.AsyncWith)):
+        return set().union(*(names_in(i.context_expr) for i in s.items))
+    if isinstance(s, (ast.Try, ast.FunctionDef, ast.ClassDef)):
+        return set()
+    return names_in(s)
+
+
+def is_data_loop(loop: ast.AST) -> bool:
+    """Do iterations visit different positions? True when a value that changes per iteration (the loop target,
+    or for `while` loops a name re-bound from a call each time round) reaches an index or slice in the body.
+    An epoch loop (`for epoch in range(E)`) only reaches lr schedules, logs and `if epoch == E-1` tests."""
+    body = list(getattr(loop, "body", []))
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        derived = names_in(loop.target)
+    else:
+        derived = set()
+        for s in simple_statements(body):
+            if isinstance(s, (ast.Assign, ast.AugAssign)) and any(
+                isinstance(n, ast.Call) for n in ast.walk(s.value)
+            ):
+                derived |= assigned_names(s)
+    stmts = list(simple_statements(body))
+    for _ in range(6):
+        grew = False
+        for s in stmts:
+            if stmt_reads(s) & derived:
+                new = assigned_names(s) - derived
+                if new:
+                    derived |= new
+                    grew = True
+        if not grew:
+            break
+    for s in stmts:
+        for n in ast.walk(s):
+            if isinstance(n, ast.Subscript) and names_in(n.slice) & derived:
+                return True
+            if isinstance(n, ast.Call) and _last_attr(n.func) in ("narrow", "index_select", "gather", "take"):
+                if any(names_in(a) & derived for a in n.args):
+                    return True
+    return False
+
+
+def common_loops(a: Event, b: Event) -> list[ast.AST]:
+    ids_b = {id(x) for x in b.loops}
+    return [lp for lp in a.loops if id(lp) in ids_b]
+
+
+def exclusive(a: Event, b: Event) -> bool:
+    """Events on the two different arms of one `if` never both run."""
+    arms = {(br.node_id, br.taken) for br in a.branches}
+    return any((br.node_id, not br.taken) in arms for br in b.branches)
+
+
+def loop_var_guard(ev: Event, loop: ast.AST) -> ast.expr | None:
+    """An `if` on the path to `ev` whose test reads the target of `loop` (`if epoch == epochs - 1:`)."""
+    if not isinstance(loop, (ast.For, ast.AsyncFor)):
+        return None
+    targets = names_in(loop.target)
+    for br in ev.branches:
+        if names_in(br.test) & targets:
+            return br.test
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimizer, free tensors and throwaway state (per update event)
+# ----------------------------------------------------------------------------------------------------------------
+def classify_update(ev: Event) -> None:
+    """Fill `target`, `step` and `throwaway` for an update event, from the function the backward is written in."""
+    fi = ev.func
+    stmts = list(simple_statements(fi.body))
+    defs: dict[str, list[ast.stmt]] = {}
+    for s in stmts:
+        for n in assigned_names(s):
+            defs.setdefault(n, []).append(s)
+    line = getattr(ev.node, "lineno", 0)
+    step_call: ast.Call | None = None
+    for s in stmts:
+        for n in ast.walk(s):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "step"
+                    and not n.args and getattr(n, "lineno", 0) >= line):
+                if step_call is None or n.lineno < step_call.lineno:
+                    recv = _base_name(n.func.value)
+                    if recv and _optimizer_params(recv, defs) is not None:
+                        step_call = n
+    if step_call is not None:
+        ev.step = step_call
+        ev.step_func = fi
+        recv = _base_name(step_call.func.value)  # type: ignore[union-attr]
+        params = _optimizer_params(recv or "", defs)
+        roots = _param_roots(params, defs) if params is not None else set()
+        if roots and all(_is_free_tensor_def(r, defs) for r in roots):
+            ev.target = "free_tensor"
+        ev.throwaway = bool(roots) and all(_is_throwaway(r, fi, defs, ev.node) for r in roots)
+    elif ev.rg:
+        ev.target = "free_tensor"  # manual updates of a requires_grad tensor (no optimizer object)
+
+
+def _optimizer_params(name: str, defs: dict[str, list[ast.stmt]]) -> ast.expr | None:
+    """The parameter argument of the call that built optimizer `name` (an `optim.X(params, ...)` call)."""
+    for s in defs.get(name, []):
+        if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call):
+            call = s.value
+            dotted = _dotted(call.func) or ""
+            if ".optim." in f".{dotted}" or dotted.startswith("optim."):
+                return call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "params"),
+                                                             None)
+            if call.args:
+                return call.args[0]  # a helper that builds the optimizer from its first argument
+    return None
+
+
+def _param_roots(params: ast.expr, defs: dict[str, list[ast.stmt]], depth: int = 0) -> set[str]:
+    roots: set[str] = set()
+    for n in names_in(params):
+        own = defs.get(n, [])
+        if depth < 3 and own and all(isinstance(s, ast.Assign) for s in own):
+            values = [s.value for s in own if isinstance(s, ast.Assign)]
+            if all(isinstance(v, (ast.List, ast.ListComp, ast.Tuple, ast.Name)) for v in values):
+                for v in values:
+                    roots |= _param_roots(v, defs, depth + 1)
+                continue
+        roots.add(n)
+    return roots
+
+
+def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]]) -> bool:
+    own = [s for s in defs.get(name, []) if isinstance(s, (ast.Assign, ast.AnnAssign))]
+    return bool(own) and all(s.value is not None and _creates_free_tensor(s.value) for s in own)
+
+
+def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], backward: ast.AST) -> bool:
+    """The updated object is built here, used only by forward calls inside the update loop, then dropped."""
+    own = defs.get(root, [])
+    if root in fi.params or not own:
+        return False
+    if not all(isinstance(s, ast.Assign) and isinstance(s.value, ast.Call) for s in own):
+        return False
+    update_loop = _outermost_loop_containing(fi.body, backward)
+    if update_loop is None:
+        return False
+    inside = {id(n) for n in ast.walk(update_loop)}
+    for node in ast.walk(fi.node):
+        if not (isinstance(node, ast.Name) and node.id == root and isinstance(node.ctx, ast.Load)):
+            continue
+        if id(node) in inside:
+            continue
+        return False
+    # inside the loop: allowed as a call argument or `.parameters()` receiver; never stored, returned, or
+    # read for its state
+    for node in ast.walk(update_loop):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == root:
+            if node.attr not in ("parameters", "named_parameters", "to", "train", "eval", "zero_grad"):
+                return False
+        if isinstance(node, (ast.Return, ast.Yield)) and node.value is not None and root in names_in(node.value):
+            return False
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id == root:
+            return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS:
+            if any(root in names_in(a) for a in node.args):
+                return False
+    return True
+
+
+def _outermost_loop_containing(body: list[ast.stmt], target: ast.AST) -> ast.AST | None:
+    for s in simple_statements(body):
+        if isinstance(s, (ast.For, ast.AsyncFor, ast.While)):
+            if any(n is target for n in ast.walk(s)):
+                return s
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class OrderFacts:
+    root: FuncInfo | None
+    events: list[Event]
+    program: OrderProgram | None
+    dynamic: list[tuple[CodeUnit, ast.AST, str]] = field(default_factory=list)
+    problem: str = ""
+
+    @property
+    def scores(self) -> list[Event]:
+        return [e for e in self.events if e.kind == "score" and e.is_val]
+
+    @property
+    def updates(self) -> list[Event]:
+        return [e for e in self.events if e.kind == "update" and e.is_val]
+
+
+def analyse_order(ctx: AuditContext) -> OrderFacts:
+    return ctx.memo("flow.order", lambda: _analyse(ctx))
+
+
+def analysis_units(ctx: AuditContext) -> list[CodeUnit]:
+    """The innermost parsed layer of every shipped code file (what runs)."""
+    last: dict[str, CodeUnit] = {}
+    for u in ctx.parsed_units:
+        last[u.path] = u
+    return list(last.values())
+
+
+def _analyse(ctx: AuditContext) -> OrderFacts:
+    units = analysis_units(ctx)
+    entry = ctx.entry_unit
+    if entry is None or entry.tree is None:
+        return OrderFacts(None, [], None, problem="no parsable entry script")
+    try:
+        program = OrderProgram(ProgramIndex(units))
+        summary = program.run(entry)
+    except RecursionError:
+        return OrderFacts(None, [], None, problem="the code nests too deeply to analyse")
+    events = list(summary.events) if summary else []
+    for ev in events:
+        if ev.kind == "update":
+            classify_update(ev)
+    dynamic: list[tuple[CodeUnit, ast.AST, str]] = []
+    for interp in program.interpreters.values():
+        for node, reason in interp.dynamic:
+            dynamic.append((interp.fi.unit, node, reason))
+    return OrderFacts(program.index.roots[entry.name], events, program, dynamic)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Feature gates: is an event on a branch that the defaults (environment variables unset) never take?
+# ----------------------------------------------------------------------------------------------------------------
+_UNKNOWN = object()
+
+
+class GateEvaluator:
+    """Evaluates `if` tests under default settings: `os.environ.get("X", "0")` reads as its default, hyperparameter
+    fields are looked up where they are assigned (class bodies, `self.x = ...`, module constants)."""
+
+    def __init__(self, index: ProgramIndex) -> None:
+        self.index = index
+        self.attr_values: dict[str, list[ast.expr]] = {k: [v for v, _ in vs] for k, vs in index.class_attr_values.items()}
+        self.local_defs: dict[str, dict[str, list[ast.expr]]] = {}
+        for fi in index.funcs.values():
+            defs: dict[str, list[ast.expr]] = {}
+            for s in simple_statements(fi.body):
+                if isinstance(s, ast.Assign):
+                    for t in s.targets:
+                        if isinstance(t, ast.Name):
+                            defs.setdefault(t.id, []).append(s.value)
+                        elif isinstance(t, ast.Attribute) and fi.is_method and fi.params:
+                            if isinstance(t.value, ast.Name) and t.value.id == fi.params[0]:
+                                self.attr_values.setdefault(t.attr, []).append(s.value)
+                elif isinstance(s, (ast.AugAssign, ast.For)):
+                    for n in assigned_names(s):
+                        defs.setdefault(n, []).append(ast.Constant(value=_UNKNOWN))
+            self.local_defs[fi.key] = defs
+
+    def branch_is_dead(self, br: Branch) -> bool:
+        fi = self.index.funcs.get(br.func)
+        value = self.eval(br.test, fi, 0)
+        if value is _UNKNOWN:
+            return False
+        return bool(value) != br.taken
+
+    def dead_branch(self, ev: Event) -> Branch | None:
+        for br in ev.branches:
+            if self.branch_is_dead(br):
+                return br
+        return None
+
+    def eval(self, e: ast.AST, fi: FuncInfo | None, depth: int) -> object:  # noqa: C901 - small interpreter
+        if depth > 8:
+            return _UNKNOWN
+        if isinstance(e, ast.Constant):
+            return e.value
+        if isinstance(e, ast.Name):
+            scope = fi
+            while scope is not None:
+                values = self.local_defs.get(scope.key, {}).get(e.id)
+                if values:
+                    return self._single(values, scope, depth)
+                scope = scope.parent
+            if fi is not None:
+                root = self.index.roots.get(fi.unit.name)
+                values = self.local_defs.get(root.key, {}).get(e.id) if root else None
+                if values:
+                    return self._single(values, root, depth)
+            return _UNKNOWN
+        if isinstance(e, ast.Attribute):
+            values = self.attr_values.get(e.attr)
+            if values:
+                return self._single(values, None, depth)
+            return _UNKNOWN
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+            v = self.eval(e.operand, fi, depth + 1)
+            return _UNKNOWN if v is _UNKNOWN else (not v)
+        if isinstance(e, ast.BoolOp):
+            vals = [self.eval(v, fi, depth + 1) for v in e.values]
+            if isinstance(e.op, ast.And):
+                if any(v is not _UNKNOWN and not v for v in vals):
+                    return False
+                return _UNKNOWN if any(v is _UNKNOWN for v in vals) else True
+            if any(v is not _UNKNOWN and v for v in vals):
+                return True
+            return _UNKNOWN if any(v is _UNKNOWN for v in vals) else False
+        if isinstance(e, ast.Compare) and len(e.ops) == 1:
+            left = self.eval(e.left, fi, depth + 1)
+            right = self.eval(e.comparators[0], fi, depth + 1)
+            if left is _UNKNOWN or right is _UNKNOWN:
+                return _UNKNOWN
+            try:
+                return _compare(e.ops[0], left, right)
+            except TypeError:
+                return _UNKNOWN
+        if isinstance(e, ast.Call):
+            dotted = _dotted(e.func) or ""
+            if dotted.endswith(("environ.get", "getenv")):
+                return self.eval(e.args[1], fi, depth + 1) if len(e.args) > 1 else None
+            if dotted in ("int", "float", "bool", "str") and len(e.args) == 1:
+                v = self.eval(e.args[0], fi, depth + 1)
+                if v is _UNKNOWN:
+                    return _UNKNOWN
+                try:
+                    return {"int": int, "float": float, "bool": bool, "str": str}[dotted](v)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    return _UNKNOWN
+            if isinstance(e.func, ast.Attribute) and e.func.attr in ("lower", "strip") and not e.args:
+                v = self.eval(e.func.value, fi, depth + 1)
+                return v.lower().strip() if isinstance(v, str) else _UNKNOWN
+        return _UNKNOWN
+
+    def _single(self, values: list[ast.expr], fi: FuncInfo | None, depth: int) -> object:
+        results = {repr(self.eval(v, fi, depth + 1)) for v in values}
+        if len(results) != 1:
+            return _UNKNOWN
+        return self.eval(values[0], fi, depth + 1)
+
+
+def _compare(op: ast.cmpop, a: object, b: object) -> object:
+    if isinstance(op, ast.Eq):
+        return a == b
+    if isinstance(op, ast.NotEq):
+        return a != b
+    if isinstance(op, ast.Gt):
+        return a > b  # type: ignore[operator]
+    if isinstance(op, ast.GtE):
+        return a >= b  # type: ignore[operator]
+    if isinstance(op, ast.Lt):
+        return a < b  # type: ignore[operator]
+    if isinstance(op, ast.LtE):
+        return a <= b  # type: ignore[operator]
+    if isinstance(op, ast.Is):
+        return a is b
+    if isinstance(op, ast.IsNot):
+        return a is not b
+    return _UNKNOWN
+
+
+def gates(ctx: AuditContext) -> GateEvaluator | None:
+    facts = analyse_order(ctx)
+    if facts.program is None:
+        return None
+    return ctx.memo("flow.order.gates", lambda: GateEvaluator(facts.program.index))  # type: ignore[union-attr]
+
+
+def divergence(a: Event, b: Event) -> tuple[Location, Location]:
+    """Where the paths to two events part: the two call sites (or event sites) in their deepest common caller."""
+    i = 0
+    while i < min(len(a.chain), len(b.chain)) and a.chain[i][0] is b.chain[i][0]:
+        i += 1
+    la = a.chain[i][1].unit.location(a.chain[i][0]) if i < len(a.chain) else a.location()
+    lb = b.chain[i][1].unit.location(b.chain[i][0]) if i < len(b.chain) else b.location()
+    return la, lb

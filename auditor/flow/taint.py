@@ -1,0 +1,828 @@
+"""Data-origin taint: which values are derived from validation shards (or training shards).
+
+Sources are recognised by the data they name, never by variable names: a string constant (or f-string part)
+spelling a shard pattern (`fineweb_val_*.bin`, `..._val_000.bin`) starts a taint, and it follows every derivation:
+assignments, tuple unpacking, attribute and container aliases, slices/indexing/`.to()`/arithmetic, calls into the
+submission's own functions (arguments bound to parameters by position and keyword, return values back), objects
+built from tainted arguments (`Loader(val_pattern)`), and activations captured by forward hooks.
+
+The analysis is context-sensitive by argument taint (one analysis of a function per distinct taint signature of its
+arguments), flow-insensitive inside a function, and field-sensitive for objects whose construction is visible
+(`args.val_files` is tainted, `args.lr` is not). Each tainted value keeps one witness path source -> here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from auditor.findings import FlowStep
+from auditor.flow.program import ClassInfo, Func, Program, program_of
+
+if TYPE_CHECKING:
+    from auditor.facts import AuditContext
+
+VAL, TRAIN = "val", "train"
+# Shard and split names as the challenge's data pipeline writes them (rules.md section C).
+SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {
+    VAL: re.compile(r"fineweb_val|(?:^|[/_\-.*])val(?:idation)?_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])val(?:idation)?\.bin",
+                    re.I),
+    TRAIN: re.compile(r"fineweb_train|(?:^|[/_\-.*])train_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])train\.bin", re.I),
+}
+# Results that describe a tensor without carrying its content.
+_METADATA_CALLS = {"len", "numel", "size", "dim", "isinstance", "type", "id", "element_size", "nelement",
+                   "is_floating_point", "is_contiguous", "get_device", "hasattr", "callable", "print", "bool"}
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "__class__", "__name__"}
+_MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "copy_", "add_", "put", "put_",
+             "index_add_", "index_copy_", "scatter_", "scatter_add_", "mul_", "sub_", "addmm_", "addmm", "baddbmm_",
+             "appendleft", "push"}
+_HOOK_REGISTRARS = re.compile(r"^register_.*hook$")
+_MAX_PATH = 14
+_MAX_CONTEXTS = 4000
+_MAX_DEPTH = 40
+
+Step = tuple[object, ast.AST, str]  # (CodeUnit, node, message)
+
+
+@dataclass(frozen=True)
+class AV:
+    """Abstract value: kinds it derives from (each with one witness path), known fields, known tuple items."""
+
+    kinds: tuple[tuple[str, tuple[Step, ...]], ...] = ()
+    fields: tuple[tuple[str, AV], ...] = ()
+    items: tuple[AV, ...] | None = None
+    cls: ClassInfo | None = None
+
+    @property
+    def kind_set(self) -> frozenset[str]:
+        return frozenset(k for k, _ in self.kinds)
+
+    def path(self, kind: str) -> tuple[Step, ...] | None:
+        for k, p in self.kinds:
+            if k == kind:
+                return p
+        return None
+
+    def field(self, name: str) -> AV | None:
+        for k, v in self.fields:
+            if k == name:
+                return v
+        return None
+
+    def deep_kinds(self, depth: int = 3) -> frozenset[str]:
+        out = set(self.kind_set)
+        if depth > 0:
+            for _, v in self.fields:
+                out |= v.deep_kinds(depth - 1)
+            for v in self.items or ():
+                out |= v.deep_kinds(depth - 1)
+        return frozenset(out)
+
+    def signature(self, depth: int = 2) -> tuple:
+        if depth <= 0:
+            return (tuple(sorted(self.deep_kinds(2))),)
+        return (
+            tuple(sorted(self.kind_set)),
+            tuple((k, v.signature(depth - 1)) for k, v in sorted(self.fields, key=lambda kv: kv[0])),
+            tuple(v.signature(depth - 1) for v in self.items) if self.items is not None else None,
+            self.cls.qualname if self.cls else None,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.kinds and not self.fields and not self.items and self.cls is None
+
+    def with_step(self, step: Step) -> AV:
+        if not self.kinds:
+            return self
+        kinds = tuple((k, p + (step,) if len(p) < _MAX_PATH else p) for k, p in self.kinds)
+        return AV(kinds, self.fields, self.items, self.cls)
+
+    def flat(self) -> AV:
+        """Content taint of the whole value (fields and items folded in), as when it is consumed as data."""
+        out = AV(self.kinds)
+        for _, v in self.fields:
+            out = join(out, v.flat())
+        for v in self.items or ():
+            out = join(out, v.flat())
+        return AV(out.kinds)
+
+
+EMPTY = AV()
+
+
+def join(a: AV, b: AV) -> AV:
+    if a.empty:
+        return b
+    if b.empty or a is b:
+        return a
+    kinds = dict(a.kinds)
+    for k, p in b.kinds:
+        if k not in kinds or len(p) < len(kinds[k]):
+            kinds[k] = p
+    fields = dict(a.fields)
+    for k, v in b.fields:
+        fields[k] = join(fields[k], v) if k in fields else v
+    items = None
+    if a.items is not None and b.items is not None and len(a.items) == len(b.items):
+        items = tuple(join(x, y) for x, y in zip(a.items, b.items))
+    elif a.items is not None or b.items is not None:
+        for v in (a.items or ()) + (b.items or ()):
+            kinds_v = dict(v.flat().kinds)
+            for k, p in kinds_v.items():
+                kinds.setdefault(k, p)
+    cls = a.cls if a.cls is b.cls else (a.cls or b.cls if (a.cls is None or b.cls is None) else None)
+    return AV(tuple(sorted(kinds.items(), key=lambda kv: kv[0])), tuple(sorted(fields.items())), items, cls)
+
+
+def _same(a: AV, b: AV) -> bool:
+    return a.signature(3) == b.signature(3)
+
+
+@dataclass(eq=False)
+class Ctx:
+    """One analysis of a function under one taint signature of its inputs."""
+
+    func: Func
+    key: tuple
+    env: dict[str, AV] = field(default_factory=dict)
+    ret: AV = EMPTY
+    self_av: AV = EMPTY
+    parent: Ctx | None = None  # lexical parent context (closures)
+    site: object | None = None  # the CallSite that first created this context
+    caller: Ctx | None = None  # the context of that call site
+    done: bool = False
+    node_avs: dict[int, AV] = field(default_factory=dict)  # value of each evaluated expression at its point
+    sticky: dict[str, AV] = field(default_factory=dict)  # locals that forward hooks write to
+
+    def chain(self) -> list[Ctx]:
+        """This context and the contexts of the calls that led to it, innermost first."""
+        out, c = [], self
+        while c is not None and c not in out:
+            out.append(c)
+            c = c.caller
+        return out
+
+
+class TaintEngine:
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.ctxs: dict[Func, list[Ctx]] = {}
+        self._by_key: dict[tuple, Ctx] = {}
+        self._depth = 0
+        self._budget_hit = False
+        self.module_ctx: dict[str, Ctx] = {}
+        self._run()
+
+    # ----------------------------------------------------------------------------------------------- driver
+    def _run(self) -> None:
+        entry = self.prog.entry
+        order = [m.func for m in self.prog.modules.values() if m.func is not entry]
+        if entry is not None:
+            order.append(entry)
+        for f in order:  # imported own modules first, so their globals exist when the entry runs
+            self._module(f)
+        for f in self.prog.funcs:  # code never called still gets one look (dead/gated code is reported as such)
+            if f.kind == "function" and f not in self.ctxs:
+                parent = self.ctxs.get(f.parent, [None])[0] if f.parent is not None else None
+                self.context(f, {}, EMPTY, parent, None, None)
+
+    def _module(self, f: Func) -> Ctx:
+        if f.unit.name in self.module_ctx:
+            return self.module_ctx[f.unit.name]
+        ctx = Ctx(f, ("<module>", f.unit.name))
+        self.module_ctx[f.unit.name] = ctx
+        self.ctxs.setdefault(f, []).append(ctx)
+        self._analyse(ctx)
+        return ctx
+
+    def context(self, f: Func, args: dict[str, AV], self_av: AV, parent: Ctx | None, site: object | None,
+                caller: Ctx | None) -> Ctx:
+        key = (f.fid, tuple(sorted((k, v.signature()) for k, v in args.items())), self_av.signature(),
+               id(parent) if parent is not None and parent.func.kind == "function" else 0)
+        got = self._by_key.get(key)
+        if got is not None:
+            return got
+        ctx = Ctx(f, key, dict(args), EMPTY, self_av, parent, site, caller)
+        if f.cls is not None and f.params and not f.is_static:
+            ctx.env[f.params[0]] = self_av
+        self._by_key[key] = ctx
+        self.ctxs.setdefault(f, []).append(ctx)
+        if len(self._by_key) > _MAX_CONTEXTS or self._depth > _MAX_DEPTH:
+            self._budget_hit = True
+            ctx.done = True
+            ctx.ret = AV(tuple(sorted({k: p for a in args.values() for k, p in a.flat().kinds}.items())))
+            return ctx
+        self._depth += 1
+        try:
+            self._analyse(ctx)
+        finally:
+            self._depth -= 1
+        return ctx
+
+    def _analyse(self, ctx: Ctx) -> None:
+        body = getattr(ctx.func.node, "body", [])
+        start = dict(ctx.env)
+        self._block(ctx, body)
+        if self._registers_hooks(ctx):
+            self._run_hooks(ctx)
+            if ctx.sticky:  # second pass: what the hooks captured is visible wherever those locals are read
+                ctx.env = dict(start)
+                self._block(ctx, body)
+        ctx.done = True
+
+    def _block(self, ctx: Ctx, body: list[ast.stmt]) -> None:
+        for stmt in body:
+            self._stmt(ctx, stmt)
+
+    def _branches(self, ctx: Ctx, *blocks: list[ast.stmt]) -> None:
+        """Run alternative blocks from the same state and join what they leave."""
+        before = dict(ctx.env)
+        results = []
+        for b in blocks:
+            ctx.env = dict(before)
+            self._block(ctx, b)
+            results.append(ctx.env)
+        ctx.env = _join_envs(results) if results else before
+
+    def _loop(self, ctx: Ctx, body: list[ast.stmt], head=None) -> None:
+        """Two trips round the loop, joined with the state before it (values carried across iterations)."""
+        for trip in range(2):
+            before = dict(ctx.env)
+            if head is not None:
+                head()
+            self._block(ctx, body)
+            ctx.env = _join_envs([before, ctx.env])
+            if trip == 0 and all(v is before.get(k) or v.deep_kinds() == before.get(k, EMPTY).deep_kinds()
+                                 for k, v in ctx.env.items()):
+                break  # nothing new is carried into a second iteration
+
+    @staticmethod
+    def _snapshot(ctx: Ctx) -> tuple:
+        return (tuple(sorted((k, v.signature(2)) for k, v in ctx.env.items())), ctx.ret.signature(2),
+                ctx.self_av.signature(2))
+
+    # ----------------------------------------------------------------------------------------------- hooks
+    def _registers_hooks(self, ctx: Ctx) -> bool:
+        return any(s.attr and _HOOK_REGISTRARS.match(s.attr) for s in ctx.func.calls)
+
+    def _run_hooks(self, ctx: Ctx) -> None:
+        """Forward hooks see the activations of every forward pass this function drives: when a call here consumes
+        tainted data, analyse the nested hook functions with tainted parameters (their writes reach our locals)."""
+        taint = EMPTY
+        for site in ctx.func.calls:
+            if site.attr and _HOOK_REGISTRARS.match(site.attr):
+                continue
+            if site.ext is not None and site.resolution == "external":
+                continue
+            for a in list(site.node.args) + [k.value for k in site.node.keywords]:
+                av = self.eval(ctx, a).flat()
+                if av.kinds:
+                    step = (ctx.func.unit, site.node, "forward pass over this data; registered hooks capture "
+                                                      "its activations")
+                    taint = join(taint, av.with_step(step))
+        if not taint.kinds:
+            return
+        todo = list(ctx.func.nested.values())
+        while todo:
+            nf = todo.pop()
+            todo.extend(nf.nested.values())
+            parent = ctx if nf.parent is ctx.func else self._nested_parent(ctx, nf)
+            hook = Ctx(nf, ("hook", nf.fid, id(ctx)), {p: taint for p in nf.params}, EMPTY, EMPTY, parent, None,
+                       ctx)
+            self.ctxs.setdefault(nf, []).append(hook)
+            before = {k: v for k, v in ctx.env.items()}
+            for _ in range(2):
+                self._block(hook, nf.node.body)
+            for k, v in ctx.env.items():  # locals of ours the hook mutated
+                if v.deep_kinds() - before.get(k, EMPTY).deep_kinds():
+                    ctx.sticky[k] = join(ctx.sticky.get(k, EMPTY), v)
+
+    def _nested_parent(self, ctx: Ctx, nf: Func) -> Ctx:
+        p = nf.parent
+        if p is not None:
+            for c in self.ctxs.get(p, []):
+                if c.parent is ctx or c.caller is ctx:
+                    return c
+        return ctx
+
+    # ----------------------------------------------------------------------------------------------- env
+    def _holder(self, ctx: Ctx, name: str) -> Ctx:
+        """The context whose scope binds `name`: our own, else (closures mutating free variables) a parent's."""
+        f = ctx.func
+        if f.kind != "function" or name in f.assigned or name in f.params or name in ctx.env:
+            return ctx
+        c = ctx.parent
+        while c is not None:
+            if c.func.kind != "function" or name in c.func.assigned or name in c.func.params:
+                return c
+            c = c.parent
+        mod = self.module_ctx.get(f.unit.name)
+        if mod is not None and name in mod.func.assigned:
+            return mod
+        return ctx
+
+    def lookup(self, ctx: Ctx, name: str) -> AV:
+        c: Ctx | None = ctx
+        while c is not None:
+            if name in c.sticky:
+                return join(c.env.get(name, EMPTY), c.sticky[name])
+            if name in c.env:
+                return c.env[name]
+            f = c.func
+            if f.kind == "function" and (name in f.assigned or name in f.params):
+                return EMPTY
+            c = c.parent
+        mod = self.module_ctx.get(ctx.func.unit.name)
+        if mod is not None and name in mod.env:
+            return mod.env[name]
+        # a name imported from another own module
+        m = self.prog.modules.get(ctx.func.unit.name)
+        if m is not None and name in m.imported_names:
+            other_name, attr = m.imported_names[name]
+            other = self.prog.module_by_name.get(other_name)
+            if other is not None and attr:
+                oc = self.module_ctx.get(other.unit.name)
+                if oc is not None:
+                    return oc.env.get(attr, EMPTY)
+        return EMPTY
+
+    def _bind(self, ctx: Ctx, name: str, av: AV, node: ast.AST, strong: bool = True) -> None:
+        holder = self._holder(ctx, name)
+        if av.kinds:
+            av = av.with_step((ctx.func.unit, node, f"{name} = {_short(node)}"))
+        old = holder.env.get(name)
+        if holder is not ctx or holder.func.kind != "function":
+            strong = False  # a global or a closure's parent local: other code may see either value
+        holder.env[name] = av if (old is None or strong) else join(old, av)
+
+    def _assign(self, ctx: Ctx, target: ast.AST, av: AV, node: ast.AST) -> None:
+        if isinstance(target, ast.Name):
+            self._bind(ctx, target.id, av, node)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            n = len(target.elts)
+            items = av.items if av.items is not None and len(av.items) == n else None
+            for i, t in enumerate(target.elts):
+                sub = items[i] if items is not None else AV(av.flat().kinds)
+                self._assign(ctx, t.value if isinstance(t, ast.Starred) else t, sub, node)
+        elif isinstance(target, ast.Attribute):
+            base = target.value
+            if isinstance(base, ast.Name):
+                holder = self._holder(ctx, base.id)
+                cur = holder.env.get(base.id, EMPTY)
+                if base.id not in holder.env and holder.func.kind != "function":
+                    cur = self.lookup(ctx, base.id)
+                if av.kinds:
+                    av = av.with_step((ctx.func.unit, node, f"{base.id}.{target.attr} = {_short(node)}"))
+                fields = dict(cur.fields)
+                fields[target.attr] = join(fields[target.attr], av) if target.attr in fields else av
+                new = AV(cur.kinds, tuple(sorted(fields.items())), cur.items, cur.cls)
+                holder.env[base.id] = new
+                if ctx.func.cls is not None and ctx.func.params and base.id == ctx.func.params[0]:
+                    ctx.self_av = new
+        elif isinstance(target, ast.Subscript):
+            self._mutate(ctx, target.value, av, node, key=target.slice)
+        elif isinstance(target, ast.Starred):
+            self._assign(ctx, target.value, av, node)
+
+    def _mutate(self, ctx: Ctx, container: ast.AST, av: AV, node: ast.AST, key: ast.AST | None = None) -> None:
+        """`c[k] = v`, `c.append(v)`, `c[k] += v`: the container now holds tainted data."""
+        if not av.deep_kinds():
+            return
+        root = container
+        while isinstance(root, (ast.Subscript, ast.Attribute)):
+            root = root.value
+        if not isinstance(root, ast.Name):
+            return
+        step = (ctx.func.unit, node, f"{_short(node)} (stored into {root.id})")
+        if root is container and isinstance(key, ast.Constant) and isinstance(key.value, str):
+            self._assign(ctx, ast.Attribute(value=root, attr=key.value, ctx=ast.Store()), av, node)
+            return
+        holder = self._holder(ctx, root.id)
+        cur = holder.env.get(root.id)
+        if cur is None:
+            cur = self.lookup(ctx, root.id)
+        add = AV(av.flat().with_step(step).kinds)
+        if container is not root and isinstance(container, ast.Attribute) and isinstance(container.value, ast.Name):
+            fields = dict(cur.fields)
+            fields[container.attr] = join(fields.get(container.attr, EMPTY), add)
+            holder.env[root.id] = AV(cur.kinds, tuple(sorted(fields.items())), cur.items, cur.cls)
+        else:
+            holder.env[root.id] = join(cur, add)
+
+    # ----------------------------------------------------------------------------------------------- statements
+    def _stmt(self, ctx: Ctx, s: ast.stmt) -> None:  # noqa: C901 - statement dispatch
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return
+        if isinstance(s, ast.Assign):
+            av = self.eval(ctx, s.value)
+            for t in s.targets:
+                self._assign(ctx, t, av, s)
+        elif isinstance(s, ast.AnnAssign):
+            if s.value is not None:
+                self._assign(ctx, s.target, self.eval(ctx, s.value), s)
+        elif isinstance(s, ast.AugAssign):
+            av = join(self.eval(ctx, s.value), self.eval(ctx, s.target))
+            if isinstance(s.target, ast.Name):
+                self._bind(ctx, s.target.id, av, s)
+            elif isinstance(s.target, ast.Subscript):
+                self._mutate(ctx, s.target.value, av, s)
+            else:
+                self._assign(ctx, s.target, av, s)
+        elif isinstance(s, (ast.For, ast.AsyncFor)):
+            it = self.eval(ctx, s.iter)
+            self._loop(ctx, s.body, head=lambda: self._assign(ctx, s.target, _element(it), s))
+            self._block(ctx, s.orelse)
+        elif isinstance(s, ast.While):
+            self._loop(ctx, s.body, head=lambda: self.eval(ctx, s.test))
+            self._block(ctx, s.orelse)
+        elif isinstance(s, ast.If):
+            self.eval(ctx, s.test)
+            self._branches(ctx, s.body, s.orelse)
+        elif isinstance(s, (ast.With, ast.AsyncWith)):
+            for item in s.items:
+                av = self.eval(ctx, item.context_expr)
+                if item.optional_vars is not None:
+                    self._assign(ctx, item.optional_vars, av, s)
+            self._block(ctx, s.body)
+        elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
+            self._block(ctx, s.body)
+            self._branches(ctx, s.orelse, *[h.body for h in s.handlers])
+            self._block(ctx, s.finalbody)
+        elif isinstance(s, ast.Return):
+            if s.value is not None:
+                av = self.eval(ctx, s.value)
+                if av.kinds:
+                    av = av.with_step((ctx.func.unit, s, f"returned from {ctx.func.qualname}()"))
+                ctx.ret = join(ctx.ret, av)
+        elif isinstance(s, ast.Expr):
+            av = self.eval(ctx, s.value)
+            if isinstance(s.value, (ast.Yield, ast.YieldFrom)):
+                ctx.ret = join(ctx.ret, av)
+        elif isinstance(s, ast.Match):
+            self.eval(ctx, s.subject)
+            self._branches(ctx, *[c.body for c in s.cases], [])
+        else:
+            for child in ast.iter_child_nodes(s):
+                if isinstance(child, ast.expr):
+                    self.eval(ctx, child)
+
+    # ----------------------------------------------------------------------------------------------- expressions
+    def eval(self, ctx: Ctx, e: ast.AST) -> AV:
+        av = self._eval(ctx, e)
+        key = id(e)
+        old = ctx.node_avs.get(key)
+        ctx.node_avs[key] = av if old is None else join(old, av)
+        return av
+
+    def _eval(self, ctx: Ctx, e: ast.AST) -> AV:  # noqa: C901 - expression dispatch
+        if isinstance(e, ast.Constant):
+            if isinstance(e.value, str):
+                return _source(ctx, e, e.value)
+            return EMPTY
+        if isinstance(e, ast.JoinedStr):
+            out = EMPTY
+            for v in e.values:
+                if isinstance(v, ast.Constant) and isinstance(v.value, str):
+                    out = join(out, _source(ctx, e, v.value))
+                elif isinstance(v, ast.FormattedValue):
+                    out = join(out, self.eval(ctx, v.value).flat())
+            return out
+        if isinstance(e, ast.Name):
+            return self.lookup(ctx, e.id)
+        if isinstance(e, ast.Attribute):
+            if e.attr in _METADATA_ATTRS:
+                self.eval(ctx, e.value)
+                return EMPTY
+            base = self.eval(ctx, e.value)
+            f = base.field(e.attr)
+            if f is not None:
+                return f
+            cls = base.cls or self.prog.type_of(ctx.func.unit.name, e.value, ctx.func)
+            if cls is not None:
+                got = self._class_attr(cls, e.attr)
+                if got is not None:
+                    return join(got, AV(base.kinds))
+                return AV(base.kinds)
+            return AV(base.flat().kinds)
+        if isinstance(e, ast.Subscript):
+            base = self.eval(ctx, e.value)
+            self.eval(ctx, e.slice)
+            if isinstance(e.slice, ast.Constant):
+                if isinstance(e.slice.value, str):
+                    f = base.field(e.slice.value)
+                    if f is not None:
+                        return f
+                if isinstance(e.slice.value, int) and base.items is not None and -len(base.items) <= \
+                        e.slice.value < len(base.items):
+                    return base.items[e.slice.value]
+            return AV(base.flat().kinds)
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            items = tuple(self.eval(ctx, x) for x in e.elts)
+            return AV(items=items) if any(not i.empty for i in items) else EMPTY
+        if isinstance(e, ast.Dict):
+            fields: dict[str, AV] = {}
+            out = EMPTY
+            for k, v in zip(e.keys, e.values):
+                av = self.eval(ctx, v)
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    if not av.empty:
+                        fields[k.value] = av
+                else:
+                    if k is not None:
+                        self.eval(ctx, k)
+                    out = join(out, av.flat())
+            return AV(out.kinds, tuple(sorted(fields.items())))
+        if isinstance(e, ast.BinOp):
+            return join(self.eval(ctx, e.left).flat(), self.eval(ctx, e.right).flat())
+        if isinstance(e, ast.UnaryOp):
+            return self.eval(ctx, e.operand).flat()
+        if isinstance(e, ast.BoolOp):
+            out = EMPTY
+            for v in e.values:
+                out = join(out, self.eval(ctx, v))
+            return out
+        if isinstance(e, ast.Compare):
+            self.eval(ctx, e.left)
+            for c in e.comparators:
+                self.eval(ctx, c)
+            return EMPTY
+        if isinstance(e, ast.IfExp):
+            self.eval(ctx, e.test)
+            return join(self.eval(ctx, e.body), self.eval(ctx, e.orelse))
+        if isinstance(e, ast.Call):
+            return self._call(ctx, e)
+        if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for gen in e.generators:
+                self._assign(ctx, gen.target, _element(self.eval(ctx, gen.iter)), gen.iter)
+                for cond in gen.ifs:
+                    self.eval(ctx, cond)
+            if isinstance(e, ast.DictComp):
+                return join(self.eval(ctx, e.key).flat(), self.eval(ctx, e.value).flat())
+            return AV(self.eval(ctx, e.elt).flat().kinds)
+        if isinstance(e, (ast.Starred, ast.Await, ast.YieldFrom)):
+            return self.eval(ctx, e.value)
+        if isinstance(e, ast.Yield):
+            return self.eval(ctx, e.value) if e.value is not None else EMPTY
+        if isinstance(e, ast.NamedExpr):
+            av = self.eval(ctx, e.value)
+            self._assign(ctx, e.target, av, e)
+            return av
+        if isinstance(e, ast.Slice):
+            for x in (e.lower, e.upper, e.step):
+                if x is not None:
+                    self.eval(ctx, x)
+            return EMPTY
+        if isinstance(e, ast.Lambda):
+            return EMPTY
+        if isinstance(e, ast.FormattedValue):
+            return self.eval(ctx, e.value).flat()
+        return EMPTY
+
+    def _class_attr(self, cls: ClassInfo, attr: str) -> AV | None:
+        for c in cls.mro():
+            if attr in c.body.assigned:
+                mod_ctx = self._class_body_ctx(c)
+                return mod_ctx.env.get(attr, EMPTY)
+        return None
+
+    def _class_body_ctx(self, c: ClassInfo) -> Ctx:
+        for ctx in self.ctxs.get(c.body, []):
+            return ctx
+        parent = self.module_ctx.get(c.unit.name)
+        ctx = Ctx(c.body, ("<class>", c.qualname), parent=parent)
+        self.ctxs.setdefault(c.body, []).append(ctx)
+        for _ in range(2):
+            for stmt in c.node.body:
+                self._stmt(ctx, stmt)
+        ctx.done = True
+        return ctx
+
+    def _call(self, ctx: Ctx, e: ast.Call) -> AV:  # noqa: C901 - call dispatch
+        site = self._site(ctx, e)
+        arg_avs = [self.eval(ctx, a) for a in e.args]
+        kw_avs = {k.arg: self.eval(ctx, k.value) for k in e.keywords}
+        recv_av = EMPTY
+        if isinstance(e.func, ast.Attribute):
+            recv_av = self.eval(ctx, e.func.value)
+        elif not isinstance(e.func, ast.Name):
+            recv_av = self.eval(ctx, e.func)
+        name = e.func.attr if isinstance(e.func, ast.Attribute) else (e.func.id if isinstance(e.func, ast.Name)
+                                                                     else "")
+        everything = EMPTY
+        for av in arg_avs + list(kw_avs.values()):
+            everything = join(everything, av.flat())
+
+        if site is not None and site.constructs is not None:
+            return self._construct(ctx, site, e, arg_avs, kw_avs)
+        if site is not None and site.callees and site.resolution != "cha":
+            out = EMPTY
+            for callee in site.callees[:4]:
+                out = join(out, self._invoke(ctx, site, callee, recv_av))
+            return out
+        # external or unresolved: the result carries its inputs (receiver included: `t.to(dev)`, `s.take(n)`)
+        if name in _METADATA_CALLS:
+            return EMPTY
+        if isinstance(e.func, ast.Attribute) and name in _MUTATORS:
+            self._mutate(ctx, e.func.value, everything, e)
+        if site is not None and site.resolution == "cha" and site.callees:
+            out = join(everything, recv_av.flat())
+            for callee in site.callees[:4]:
+                out = join(out, self._invoke(ctx, site, callee, recv_av))
+            return out
+        if recv_av.cls is not None and isinstance(e.func, ast.Attribute):
+            return join(everything, recv_av.flat())
+        return join(everything, recv_av.flat())
+
+    def _site(self, ctx: Ctx, e: ast.Call) -> object | None:
+        return self.prog.site_of(e)
+
+    def _args_for(self, ctx: Ctx, site, callee: Func) -> dict[str, AV]:
+        out: dict[str, AV] = {}
+        for pname, expr in callee.bind(site.node, bound_self=site.is_bound_call(callee)).items():
+            av = self.eval(ctx, expr)
+            if not av.empty:
+                if av.kinds:
+                    av = av.with_step((ctx.func.unit, expr, f"passed to {callee.qualname}() as `{pname}`"))
+                out[pname] = av
+        return out
+
+    def _invoke(self, ctx: Ctx, site, callee: Func, recv_av: AV) -> AV:
+        args = self._args_for(ctx, site, callee)
+        self_av = EMPTY
+        if site.is_bound_call(callee):
+            self_av = recv_av if isinstance(site.node.func, ast.Attribute) else self.eval(ctx, site.node.func)
+        parent = self._lexical_parent(ctx, callee)
+        c = self.context(callee, args, self_av, parent, site, ctx)
+        if (c.self_av is not self_av and isinstance(site.node.func, ast.Attribute)
+                and isinstance(site.node.func.value, ast.Name) and c.self_av.fields):
+            # fields a method stored on the receiver are visible to the caller afterwards
+            name = site.node.func.value.id
+            holder = self._holder(ctx, name)
+            holder.env[name] = join(holder.env.get(name, EMPTY), c.self_av)
+        return c.ret
+
+    def _lexical_parent(self, ctx: Ctx, callee: Func) -> Ctx | None:
+        if callee.parent is None:
+            return None
+        c: Ctx | None = ctx
+        while c is not None:
+            if c.func is callee.parent:
+                return c
+            c = c.parent
+        got = self.ctxs.get(callee.parent)
+        return got[0] if got else None
+
+    def _construct(self, ctx: Ctx, site, e: ast.Call, arg_avs: list[AV], kw_avs: dict) -> AV:
+        cls = site.constructs
+        fields: dict[str, AV] = {}
+        for c in reversed(cls.mro()):
+            body = self._class_body_ctx(c)
+            for k, v in body.env.items():
+                if not v.empty:
+                    fields[k] = v
+        obj = AV(fields=tuple(sorted(fields.items())), cls=cls)
+        for callee in site.callees:
+            args = self._args_for(ctx, site, callee)
+            c = self.context(callee, args, obj, self._lexical_parent(ctx, callee), site, ctx)
+            obj = join(obj, c.self_av)
+        if cls.method("__init__") is None:  # dataclass-like: fields from constructor arguments
+            extra = EMPTY
+            for av in arg_avs + list(kw_avs.values()):
+                extra = join(extra, av.flat())
+            if extra.kinds:
+                obj = AV(extra.kinds, obj.fields, obj.items, cls)
+        return AV(obj.kinds, obj.fields, obj.items, cls)
+
+    # ----------------------------------------------------------------------------------------------- queries
+    def av_at(self, func: Func, expr: ast.AST) -> list[tuple[Ctx, AV]]:
+        """The value of `expr` at its own program point, in every analysed context of `func`."""
+        out = []
+        for c in self.ctxs.get(func, []):
+            av = c.node_avs.get(id(expr))
+            if av is None:
+                av = self.eval(c, expr)
+            out.append((c, av))
+        return out
+
+    def av_in(self, ctx: Ctx, expr: ast.AST) -> AV:
+        av = ctx.node_avs.get(id(expr))
+        return av if av is not None else self.eval(ctx, expr)
+
+
+def _join_envs(envs: list[dict[str, AV]]) -> dict[str, AV]:
+    out: dict[str, AV] = {}
+    for env in envs:
+        for k, v in env.items():
+            out[k] = join(out[k], v) if k in out else v
+    return out
+
+
+def _element(av: AV) -> AV:
+    """An element of an iterated value: its items joined, or the value's own taint."""
+    if av.items:
+        out = EMPTY
+        for i in av.items:
+            out = join(out, i)
+        return join(out, AV(av.kinds))
+    return AV(av.flat().kinds)
+
+
+def _source(ctx: Ctx, node: ast.AST, text: str) -> AV:
+    kinds = []
+    for kind, pat in SOURCE_PATTERNS.items():
+        if len(text) < 400 and pat.search(text):
+            step = (ctx.func.unit, node, f"{kind} data: the string {text[:80]!r} names {kind} shards")
+            kinds.append((kind, (step,)))
+    return AV(tuple(kinds)) if kinds else EMPTY
+
+
+def _short(node: ast.AST) -> str:
+    try:
+        text = ast.unparse(node)
+    except Exception:  # pragma: no cover - unparse of odd nodes
+        return type(node).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+class TaintView:
+    """Queries for one kind of data (val or train). Function arguments accept a Func or a qualname."""
+
+    def __init__(self, engine: TaintEngine, kind: str):
+        self.engine, self.kind = engine, kind
+        self.prog = engine.prog
+
+    @property
+    def incomplete(self) -> bool:
+        """True when the context budget was hit somewhere (results may miss flows)."""
+        return self.engine._budget_hit
+
+    def _func(self, unit, func) -> Func | None:
+        un = unit if isinstance(unit, str) else unit.name
+        if isinstance(func, Func):
+            return func
+        if isinstance(func, str):
+            return self.prog.func(un, func)
+        return None
+
+    def av(self, unit, expr: ast.AST, func) -> AV:
+        f = self._func(unit, func)
+        if f is None:
+            f = self.prog.enclosing_func(unit, expr)
+        if f is None:
+            return EMPTY
+        out = EMPTY
+        for _, av in self.engine.av_at(f, expr):
+            out = join(out, av)
+        return out
+
+    def is_tainted(self, unit, expr: ast.AST, func=None) -> bool:
+        return self.kind in self.av(unit, expr, func).deep_kinds()
+
+    def tainted_in(self, ctx: Ctx, expr: ast.AST) -> bool:
+        return self.kind in self.engine.av_in(ctx, expr).deep_kinds()
+
+    def contexts(self, func) -> list[Ctx]:
+        f = func if isinstance(func, Func) else None
+        return list(self.engine.ctxs.get(f, [])) if f else []
+
+    def path(self, unit, expr: ast.AST, func=None, sink_message: str = "") -> list[FlowStep]:
+        av = self.av(unit, expr, func)
+        return self.path_of(av, unit, expr, sink_message)
+
+    def path_in(self, ctx: Ctx, expr: ast.AST, sink_message: str = "") -> list[FlowStep]:
+        return self.path_of(self.engine.av_in(ctx, expr), ctx.func.unit, expr, sink_message)
+
+    def path_of(self, av: AV, unit, expr: ast.AST, sink_message: str = "") -> list[FlowStep]:
+        steps = av.path(self.kind)
+        if steps is None:
+            steps = next((v.path(self.kind) for v in _walk_av(av) if v.path(self.kind) is not None), None)
+        out = [FlowStep(u.location(n), msg) for u, n, msg in (steps or ())]  # type: ignore[attr-defined]
+        if sink_message and not isinstance(unit, str):
+            out.append(FlowStep(unit.location(expr), sink_message))
+        return out
+
+
+def _walk_av(av: AV, depth: int = 3) -> Iterator[AV]:
+    yield av
+    if depth > 0:
+        for _, v in av.fields:
+            yield from _walk_av(v, depth - 1)
+        for v in av.items or ():
+            yield from _walk_av(v, depth - 1)
+
+
+def taint_engine(ctx: AuditContext) -> TaintEngine:
+    return ctx.memo(("flow", "taint"), lambda: TaintEngine(program_of(ctx)))
+
+
+def val_taint(ctx: AuditContext) -> TaintView:
+    return TaintView(taint_engine(ctx), VAL)
+
+
+def train_taint(ctx: AuditContext) -> TaintView:
+    return TaintView(taint_engine(ctx), TRAIN)

@@ -1,0 +1,695 @@
+"""What a prediction is scored against, and what is computed from it: the analyses behind PG301/PG302/PG303.
+
+Everything here is structural, never name-based. Inside one function ("scope") we keep a flow-insensitive def-use
+map (variable -> every expression assigned to it, including subscript stores `t[i] = v`, `lst.append(v)` and tuple
+unpacking), and answer backward-slice questions on it:
+
+* **The target** (the token being predicted) is found from how it is *used*: the label argument of
+  `cross_entropy`/`nll_loss`; the index of `.gather(dim, idx)` on a log-softmax/softmax tensor; the later of two
+  shifted views of one token stream (`s[1:]` next to `s[:-1]`, `s[i+1:j+1]` next to `s[i:j]`); the element at the
+  scored position (`s[p]` next to its context `s[p - k]` / `s[p-k:p]`). Callers' targets flow into callees'
+  parameters (positional and keyword binding, fixed point over the program).
+* **Sinks** are the places a probability becomes a score: the argument of a log-family call (`log`, `log1p`,
+  `log2`, `logaddexp`, also through aliases such as `_ln = math.log`) and the logits of `cross_entropy`.
+* **Lookups** are subscripts / `take` / `index_select` whose index is *target-valued* (computed from the target
+  token through arithmetic, hashing, casts and reshapes; not through comparisons or through another lookup).
+
+Only the shapes are matched; identifiers can be renamed freely (tested with `auditor.rename` and python-minifier).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from auditor.facts import AuditContext, CodeUnit
+
+LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "logaddexp", "logaddexp2"})
+LABEL_LOSSES = frozenset({"cross_entropy", "nll_loss"})
+DIST_CALLS = frozenset({"softmax", "log_softmax"})
+NORMALIZERS = frozenset({"sum", "logsumexp", "nansum"})
+SHAPE_ATTRS = frozenset({"shape", "dtype", "device", "ndim", "is_cuda"})
+SHAPE_CALLS = frozenset({"len", "size", "numel", "dim", "nelement", "range", "arange", "zeros", "ones", "empty",
+                         "zeros_like", "ones_like", "empty_like", "full"})
+LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
+_FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def call_name(node: ast.AST) -> str:
+    """The called name's last component: `F.cross_entropy(...)` -> "cross_entropy"; "" for non-calls."""
+    if not isinstance(node, ast.Call):
+        return ""
+    f = node.func
+    if isinstance(f, ast.Attribute):
+        return f.attr
+    if isinstance(f, ast.Name):
+        return f.id
+    return ""
+
+
+def var_key(node: ast.AST) -> str | None:
+    """A variable we track: a bare name, or `base.attr` on a bare name (object state such as `self.table`)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}"
+    return None
+
+
+def store_root(node: ast.AST) -> str | None:
+    """The variable a store writes into: `y[i, :n] = v` and `self.t[k] = v` write into `y` / `self.t`."""
+    while isinstance(node, (ast.Subscript, ast.Starred)):
+        node = node.value
+    return var_key(node)
+
+
+def _walk_no_scopes(node: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk that does not descend into nested function/class/lambda bodies."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        children = [c for c in ast.iter_child_nodes(n) if not isinstance(c, (*_FUNCS, ast.ClassDef, ast.Lambda))]
+        stack.extend(reversed(children))  # source order: definitions are seen before later unpacking reads them
+
+
+def _dump(node: ast.AST | None) -> str:
+    return ast.dump(node, annotate_fields=False) if node is not None else ""
+
+
+def linear_form(node: ast.AST | None) -> tuple[str, int] | None:
+    """`a + 1` -> (dump(a), 1); `1` -> ("", 1); None -> ("", 0): enough to compare shifted bounds."""
+    if node is None:
+        return ("", 0)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return ("", node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = linear_form(node.operand)
+        if inner is not None and inner[0] == "":
+            return ("", -inner[1])
+        return None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        right = node.right
+        if isinstance(right, ast.Constant) and isinstance(right.value, int) and not isinstance(right.value, bool):
+            base = linear_form(node.left)
+            if base is None:
+                return None
+            k = right.value if isinstance(node.op, ast.Add) else -right.value
+            return (base[0], base[1] + k)
+    return (_dump(node), 0)
+
+
+def index_parts(sub: ast.Subscript) -> list[ast.AST]:
+    sl = sub.slice
+    return list(sl.elts) if isinstance(sl, ast.Tuple) else [sl]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Scope:
+    """One function (or a module body) with its flow-insensitive def-use map."""
+
+    unit: CodeUnit
+    node: ast.AST
+    name: str
+    params: list[str] = field(default_factory=list)
+    is_method: bool = False
+    defs: dict[str, list[ast.AST]] = field(default_factory=dict)
+    nodes: list[ast.AST] = field(default_factory=list)
+    target_vars: set[str] = field(default_factory=set)  # variables holding the target token(s)
+    target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
+    nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
+    _closure_memo: dict[str, frozenset[int]] = field(default_factory=dict)
+    _by_id: dict[int, ast.AST] = field(default_factory=dict)
+
+    def add_def(self, key: str | None, value: ast.AST) -> None:
+        if key is not None:
+            self.defs.setdefault(key, []).append(value)
+
+    # -- backward slices ----------------------------------------------------------------------------------------
+    def closure(self, expr: ast.AST, mode: str = "value", skip: frozenset[str] = frozenset()) -> list[ast.AST]:
+        """The nodes the value of `expr` is computed from, following definitions of the variables it reads.
+
+        mode "value": only what the *value* depends on (not subscript indices, shapes, comparisons or the tests
+        of conditional expressions); "count": like "value" but also through `len()`/`.size()` (a byte count is a
+        length); "all": every node, including masks and indices (used to look for BOS masks)."""
+        out: dict[int, ast.AST] = {}
+        seen_vars: set[str] = set(skip)
+        stack: list[ast.AST] = [expr]
+        while stack:
+            n = stack.pop()
+            if id(n) in out:
+                continue
+            out[id(n)] = n
+            key = var_key(n) if isinstance(getattr(n, "ctx", None), ast.Load) else None
+            if key is not None and key not in seen_vars:
+                seen_vars.add(key)
+                stack.extend(self.defs.get(key, ()))
+            stack.extend(_value_children(n, mode))
+        return list(out.values())
+
+    def loaded_vars(self, nodes: Iterable[ast.AST]) -> set[str]:
+        keys = set()
+        for n in nodes:
+            if isinstance(getattr(n, "ctx", None), ast.Load):
+                k = var_key(n)
+                if k is not None:
+                    keys.add(k)
+        return keys
+
+    # -- the target ---------------------------------------------------------------------------------------------
+    def is_target_valued(self, expr: ast.AST) -> bool:
+        """Is `expr` the target token or computed from it by token-preserving steps (arithmetic, hashing, casts,
+        reshapes, slicing the target itself)? Comparisons, shapes and values read *out of* a table stop the walk."""
+        return self.target_witness(expr) is not None
+
+    def target_witness(self, expr: ast.AST) -> list[ast.AST] | None:
+        """The chain of expressions from `expr` back to the target, or None."""
+        seen: set[int] = set()
+        seen_vars: set[str] = set()
+        parent: dict[int, ast.AST | None] = {id(expr): None}
+        stack: list[ast.AST] = [expr]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            hit = id(n) in self.target_nodes
+            key = var_key(n) if isinstance(getattr(n, "ctx", None), ast.Load) else None
+            if key is not None and key in self.target_vars:
+                hit = True
+            if hit:
+                chain = [n]
+                p = parent.get(id(n))
+                while p is not None:
+                    chain.append(p)
+                    p = parent.get(id(p))
+                return list(reversed(chain))
+            for child in self._token_children(n, seen_vars):
+                if id(child) not in parent:
+                    parent[id(child)] = n
+                stack.append(child)
+        return None
+
+    def _token_children(self, n: ast.AST, seen_vars: set[str]) -> list[ast.AST]:
+        if isinstance(n, (ast.Compare, ast.BoolOp, ast.Lambda, *_FUNCS)):
+            return []
+        if isinstance(n, ast.Attribute):
+            if n.attr in SHAPE_ATTRS:
+                return []
+            key = var_key(n) if isinstance(n.ctx, ast.Load) else None
+            if key is not None and key in self.defs and key not in seen_vars:
+                seen_vars.add(key)
+                return list(self.defs[key])
+            return [n.value]
+        if isinstance(n, ast.Name):
+            if isinstance(n.ctx, ast.Load) and n.id not in seen_vars:
+                seen_vars.add(n.id)
+                return list(self.defs.get(n.id, ()))
+            return []
+        if isinstance(n, ast.Subscript):
+            # `tgt[i]` is still the target; `table[tgt]` is a value read out of a table, not the token
+            return [n.value]
+        if isinstance(n, ast.Call):
+            name = call_name(n)
+            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name == "gather":
+                return []
+            out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
+            if isinstance(n.func, ast.Attribute):
+                out.append(n.func.value)
+            return out
+        if isinstance(n, (ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List, ast.Starred, ast.NamedExpr)):
+            return [c for c in ast.iter_child_nodes(n) if isinstance(c, ast.expr)]
+        return []
+
+    # -- probability distributions ------------------------------------------------------------------------------
+    def is_distribution(self, expr: ast.AST) -> bool:
+        """Computed from a softmax/log-softmax, or divided by its own sum: a full-vocabulary distribution."""
+        for n in self.closure(expr):
+            if isinstance(n, ast.Call) and call_name(n) in DIST_CALLS:
+                return True
+            if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Sub)) and _has_normalizer(n.right):
+                return True
+        return False
+
+    def is_realized_loss(self, expr: ast.AST) -> bool:
+        """Computed from a label loss (`cross_entropy(..., y)`), a log-prob gathered at the target, or a parameter
+        bound to such a value by a caller."""
+        for n in self.closure(expr):
+            if isinstance(n, ast.Call) and call_name(n) in LABEL_LOSSES:
+                return True
+            if isinstance(n, ast.Call) and call_name(n) == "gather" and isinstance(n.func, ast.Attribute):
+                if self.is_distribution(n.func.value):
+                    return True
+            if isinstance(n, ast.Name) and n.id in self.nll_params:
+                return True
+        return False
+
+
+def _value_children(n: ast.AST, mode: str) -> list[ast.AST]:
+    if isinstance(n, (*_FUNCS, ast.Lambda, ast.ClassDef)):
+        return []
+    if mode == "all":
+        return list(ast.iter_child_nodes(n))
+    if isinstance(n, ast.Compare):
+        return []
+    if isinstance(n, ast.Attribute):
+        return [] if n.attr in SHAPE_ATTRS else [n.value]
+    if isinstance(n, ast.Subscript):
+        return [n.value]
+    if isinstance(n, ast.IfExp):
+        return [n.body, n.orelse]
+    if isinstance(n, ast.Call):
+        name = call_name(n)
+        if name in SHAPE_CALLS and not (mode == "count" and name in {"len", "size", "numel"}):
+            return []
+        out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
+        if name == "where" and len(n.args) == 3:
+            out = list(n.args[1:])  # where(mask, a, b): the value is a or b
+        if isinstance(n.func, ast.Attribute):
+            out.append(n.func.value)
+        return out
+    return [c for c in ast.iter_child_nodes(n) if isinstance(c, ast.expr) and not isinstance(c, ast.Slice)]
+
+
+def _has_normalizer(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and call_name(n) in NORMALIZERS for n in ast.walk(node))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class _DefCollector:
+    """Fill Scope.defs from the statements of one function body (nested scopes are separate Scopes)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def run(self, body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, (*_FUNCS, ast.ClassDef)):
+                continue  # their own scopes
+            for n in _walk_no_scopes(stmt):
+                self.scope.nodes.append(n)
+                self.visit(n)
+
+    def visit(self, n: ast.AST) -> None:
+        s = self.scope
+        if isinstance(n, ast.Assign):
+            for tgt in n.targets:
+                self.bind(tgt, n.value)
+        elif isinstance(n, (ast.AnnAssign,)) and n.value is not None:
+            self.bind(n.target, n.value)
+        elif isinstance(n, ast.AugAssign):
+            s.add_def(store_root(n.target), n.value)
+        elif isinstance(n, ast.NamedExpr):
+            self.bind(n.target, n.value)
+        elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
+            self.bind_iter(n.target, n.iter)
+        elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+            self.bind(n.optional_vars, n.context_expr)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            # container mutation: lst.append(v), lst.extend(vs), d.update(...), t.copy_(v), t.index_put_(...)
+            if n.func.attr in {"append", "extend", "add", "insert", "update", "copy_", "put_", "index_put_",
+                               "scatter_", "scatter_add_", "masked_scatter_", "fill_", "add_"}:
+                root = store_root(n.func.value)
+                for a in n.args[-1:]:
+                    s.add_def(root, a)
+
+    def bind(self, tgt: ast.AST, value: ast.AST) -> None:
+        s = self.scope
+        if isinstance(tgt, (ast.Tuple, ast.List)):
+            parts = self.unpack(value, len(tgt.elts))
+            for i, elt in enumerate(tgt.elts):
+                self.bind(elt, parts[i] if parts is not None else value)
+            return
+        s.add_def(store_root(tgt), value)
+
+    def bind_iter(self, tgt: ast.AST, it: ast.AST) -> None:
+        # for a, b in zip(X, Y) -> a<-X, b<-Y; for i, x in enumerate(X) -> x<-X
+        if isinstance(tgt, (ast.Tuple, ast.List)) and isinstance(it, ast.Call):
+            name = call_name(it)
+            if name == "zip" and len(it.args) == len(tgt.elts):
+                for elt, a in zip(tgt.elts, it.args):
+                    self.bind(elt, a)
+                return
+            if name == "enumerate" and len(tgt.elts) == 2 and it.args:
+                self.bind(tgt.elts[1], it.args[0])
+                return
+        self.bind(tgt, it)
+
+    def unpack(self, value: ast.AST, n: int) -> list[ast.AST] | None:
+        """Element-wise sources for `a, b = value` when the value is a tuple, or a subscript of a container whose
+        every recorded element is a tuple of that length (`acc.append((k, v))` ... `k, v = acc[i]`)."""
+        if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == n:
+            return list(value.elts)
+        base = value
+        while isinstance(base, ast.Subscript):
+            base = base.value
+        key = var_key(base)
+        if key is None:
+            return None
+        elems = [d for d in self.scope.defs.get(key, ()) if isinstance(d, (ast.Tuple, ast.List)) and len(d.elts) == n]
+        if not elems:
+            return None
+        merged: list[ast.AST] = []
+        for i in range(n):
+            merged.append(ast.Tuple(elts=[e.elts[i] for e in elems], ctx=ast.Load()))
+        return merged
+
+
+def _params(fn: ast.AST) -> list[str]:
+    a = fn.args  # type: ignore[attr-defined]
+    return [p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs]] + ([a.vararg.arg] if a.vararg else [])
+
+
+def build_scopes(unit: CodeUnit) -> list[Scope]:
+    assert unit.tree is not None
+    scopes: list[Scope] = []
+    mod = Scope(unit=unit, node=unit.tree, name="<module>")
+    _DefCollector(mod).run(unit.tree.body)
+    scopes.append(mod)
+
+    def visit(body: list[ast.stmt], in_class: bool) -> None:
+        for stmt in body:
+            for n in _walk_defs(stmt):
+                if isinstance(n, _FUNCS):
+                    sc = Scope(unit=unit, node=n, name=n.name, params=_params(n), is_method=in_class and n is stmt)
+                    _DefCollector(sc).run(n.body)
+                    scopes.append(sc)
+                    visit(n.body, False)
+                elif isinstance(n, ast.ClassDef):
+                    visit(n.body, True)
+
+    visit(unit.tree.body, False)
+    return scopes
+
+
+def _walk_defs(stmt: ast.stmt) -> Iterator[ast.AST]:
+    """Function and class definitions at this level (also inside if/try/with blocks), not nested in functions."""
+    if isinstance(stmt, (*_FUNCS, ast.ClassDef)):
+        yield stmt
+        return
+    for child in ast.iter_child_nodes(stmt):
+        if isinstance(child, ast.stmt):
+            yield from _walk_defs(child)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _slice_pair_target(a: ast.Subscript, b: ast.Subscript) -> bool:
+    """Is `b` the next-token view of the same stream that `a` is the input view of?"""
+    pa, pb = index_parts(a), index_parts(b)
+    if len(pa) != len(pb):
+        return False
+    shifted = False
+    for x, y in zip(pa, pb):
+        if isinstance(x, ast.Slice) and isinstance(y, ast.Slice):
+            lx, ly = linear_form(x.lower), linear_form(y.lower)
+            if lx is None or ly is None:
+                return False
+            if lx == ly and _dump(x.upper) == _dump(y.upper):
+                continue
+            if lx[0] == ly[0] and ly[1] == lx[1] + 1 and not shifted:
+                ux, uy = linear_form(x.upper), linear_form(y.upper)
+                # s[:-1] / s[1:], s[i:j] / s[i+1:j+1]
+                if (x.upper is not None and isinstance(x.upper, ast.UnaryOp) and y.upper is None) or (
+                    ux is not None and uy is not None and ux[0] == uy[0] and uy[1] == ux[1] + 1
+                ):
+                    shifted = True
+                    continue
+            return False
+        if isinstance(x, ast.Slice) or isinstance(y, ast.Slice):
+            # context window s[p-k:p] next to the element s[p]
+            if isinstance(x, ast.Slice) and not isinstance(y, ast.Slice) and _dump(x.upper) == _dump(y):
+                shifted = True
+                continue
+            return False
+        if _dump(x) == _dump(y):
+            continue
+        # s[p - k] (context) next to s[p] (target)
+        if isinstance(x, ast.BinOp) and isinstance(x.op, ast.Sub) and _dump(x.left) == _dump(y) and not shifted:
+            shifted = True
+            continue
+        lx, ly = linear_form(x), linear_form(y)
+        if lx is not None and ly is not None and lx[0] == ly[0] and ly[1] > lx[1] and lx[0] and not shifted:
+            shifted = True
+            continue
+        return False
+    return shifted
+
+
+def find_targets(scope: Scope) -> None:
+    """Mark the target variables / expressions of one scope (local evidence only)."""
+    subs_by_base: dict[str, list[ast.Subscript]] = {}
+    for n in scope.nodes:
+        if isinstance(n, ast.Call):
+            name = call_name(n)
+            if name in LABEL_LOSSES:
+                label = n.args[1] if len(n.args) > 1 else next(
+                    (k.value for k in n.keywords if k.arg in {"target", "targets", "labels"}), None)
+                if label is not None:
+                    scope.target_vars |= roots(label)
+                    scope.target_nodes.add(id(label))
+            elif name == "gather" and isinstance(n.func, ast.Attribute):
+                idx = n.args[1] if len(n.args) > 1 else next((k.value for k in n.keywords if k.arg == "index"), None)
+                if idx is not None and scope.is_distribution(n.func.value):
+                    scope.target_vars |= roots(idx)
+                    scope.target_nodes.add(id(idx))
+        elif isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load):
+            subs_by_base.setdefault(_dump(n.value), []).append(n)
+    for subs in subs_by_base.values():
+        if len(subs) < 2 or len(subs) > 400:
+            continue
+        for b in subs:
+            if id(b) in scope.target_nodes:
+                continue
+            if any(a is not b and _slice_pair_target(a, b) for a in subs):
+                scope.target_nodes.add(id(b))
+
+
+def roots(expr: ast.AST) -> set[str]:
+    """Variables an expression is a view / cast / reshape of: `y.reshape(-1)`, `y[i, s:e]`, `y.to(dev)` -> {y}."""
+    out: set[str] = set()
+    stack = [expr]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            key = var_key(n)
+            if key is not None:
+                out.add(key)
+            else:
+                stack.append(n.value)
+        elif isinstance(n, ast.Subscript):
+            stack.append(n.value)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and call_name(n) not in SHAPE_CALLS:
+            stack.append(n.func.value)
+        elif isinstance(n, ast.Call) and call_name(n) in {"int", "long", "asarray", "as_tensor", "tensor", "array"}:
+            stack.extend(n.args[:1])
+        elif isinstance(n, (ast.Tuple, ast.List)):
+            stack.extend(n.elts)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class TargetFacts:
+    """Per-audit facts: every scope with its targets, after propagating targets across calls."""
+
+    scopes: list[Scope]
+    by_name: dict[str, list[Scope]]
+
+    def scopes_of(self, unit: CodeUnit) -> list[Scope]:
+        return [s for s in self.scopes if s.unit is unit]
+
+
+def _resolve(facts: TargetFacts, call: ast.Call) -> list[Scope]:
+    name = call_name(call)
+    if not name:
+        return []
+    cands = facts.by_name.get(name, [])
+    return cands if len(cands) <= 3 else []
+
+
+def _bind(callee: Scope, call: ast.Call) -> list[tuple[str, ast.AST]]:
+    params = list(callee.params)
+    if callee.is_method and isinstance(call.func, ast.Attribute) and params:
+        params = params[1:]
+    out: list[tuple[str, ast.AST]] = []
+    for p, a in zip(params, call.args):
+        if isinstance(a, ast.Starred):
+            break
+        out.append((p, a))
+    names = set(callee.params)
+    for k in call.keywords:
+        if k.arg is not None and k.arg in names:
+            out.append((k.arg, k.value))
+    return out
+
+
+def target_facts(ctx: AuditContext) -> TargetFacts:
+    return ctx.memo(("flow.targets",), lambda: _compute(ctx))
+
+
+def _compute(ctx: AuditContext) -> TargetFacts:
+    scopes: list[Scope] = []
+    for unit in _analysed_units(ctx):
+        scopes.extend(build_scopes(unit))
+    by_name: dict[str, list[Scope]] = {}
+    for s in scopes:
+        if s.name != "<module>":
+            by_name.setdefault(s.name, []).append(s)
+    facts = TargetFacts(scopes=scopes, by_name=by_name)
+    for s in scopes:
+        find_targets(s)
+    # callers' targets / realized losses flow into callees' parameters
+    calls = [(s, n) for s in scopes for n in s.nodes if isinstance(n, ast.Call)]
+    for _ in range(4):
+        changed = False
+        for s, call in calls:
+            for callee in _resolve(facts, call):
+                for param, arg in _bind(callee, call):
+                    if param not in callee.target_vars and s.is_target_valued(arg):
+                        callee.target_vars.add(param)
+                        changed = True
+                    if param not in callee.nll_params and param not in callee.target_vars and s.is_realized_loss(arg):
+                        callee.nll_params.add(param)
+                        changed = True
+        if not changed:
+            break
+    return facts
+
+
+def _analysed_units(ctx: AuditContext) -> list[CodeUnit]:
+    """What runs: for a packed file only its innermost decoded layer, otherwise the file itself."""
+    out: list[CodeUnit] = []
+    for u in ctx.parsed_units:
+        inner = [v for v in ctx.parsed_units if v.path == u.path]
+        if inner and inner[-1] is u:
+            out.append(u)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def log_aliases(scope: Scope, module: Scope | None) -> set[str]:
+    """Local names bound to a log function (`_ln = math.log`)."""
+    out: set[str] = set()
+    for sc in (scope, module):
+        if sc is None:
+            continue
+        for key, values in sc.defs.items():
+            for v in values:
+                if isinstance(v, (ast.Attribute, ast.Name)) and (
+                    (v.attr if isinstance(v, ast.Attribute) else v.id) in LOG_CALLS
+                ):
+                    out.add(key)
+    return out
+
+
+def score_sinks(scope: Scope, module: Scope | None = None) -> list[tuple[ast.Call, ast.AST]]:
+    """(call, argument) pairs where a probability becomes a score in this scope."""
+    aliases = log_aliases(scope, module)
+    out: list[tuple[ast.Call, ast.AST]] = []
+    for n in scope.nodes:
+        if not isinstance(n, ast.Call):
+            continue
+        name = call_name(n)
+        is_alias = isinstance(n.func, ast.Name) and n.func.id in aliases
+        if name in LOG_CALLS or is_alias:
+            if isinstance(n.func, ast.Attribute) and not n.args and name in LOG_CALLS:
+                out.append((n, n.func.value))  # p.log()
+            else:
+                out.extend((n, a) for a in n.args[:2])
+        elif name in LABEL_LOSSES and n.args:
+            out.append((n, n.args[0]))
+    return out
+
+
+def module_scope(facts: TargetFacts, unit: CodeUnit) -> Scope | None:
+    return next((s for s in facts.scopes if s.unit is unit and s.name == "<module>"), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def reach_of(ctx: AuditContext, unit: CodeUnit, node: ast.AST) -> tuple[bool, str]:
+    """(runs by default?, why not) from the shared flow layer; analysis problems there read as "runs"."""
+    try:
+        from auditor.flow.program import program_of
+
+        r = program_of(ctx).reach(unit, node)
+    except Exception as exc:  # the shared layer failing must never turn a finding into a PASS
+        return True, f"reachability unknown ({type(exc).__name__})"
+    return r.status not in ("dead", "gated_off"), r.reason
+
+
+def lookup_index(node: ast.AST) -> ast.AST | None:
+    """The index of a table read: `t[k]`, `np.take(t, k)`, `t.index_select(0, k)`; None for anything else."""
+    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+        return node.slice
+    if isinstance(node, ast.Call) and call_name(node) in LOOKUP_CALLS:
+        if isinstance(node.func, ast.Attribute) and call_name(node) == "index_select" and len(node.args) > 1:
+            return node.args[1]
+        if len(node.args) > 1:
+            return node.args[1]
+    return None
+
+
+def lookup_table(node: ast.AST) -> ast.AST | None:
+    if isinstance(node, ast.Subscript):
+        return node.value
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if call_name(node) == "index_select":
+            return node.func.value
+        return node.args[0] if node.args else None
+    return None
+
+
+def key_formation(scope: Scope, chain: list[ast.AST]) -> ast.AST | None:
+    """In a witness chain from an index back to the target, the first arithmetic step that mixes the target with
+    a non-constant, non-target value: where the target enters a hash key (`ctx_hash ^ (tgt * P)`)."""
+    for i, n in enumerate(chain):
+        if isinstance(n, ast.BinOp):
+            nxt = chain[i + 1] if i + 1 < len(chain) else None
+            other = n.right if nxt is n.left else n.left
+            if isinstance(other, ast.Constant) or scope.is_target_valued(other):
+                continue
+            if not any(isinstance(x, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) for x in ast.walk(other)):
+                continue
+            return n
+        if isinstance(n, ast.Call) and call_name(n) in {"bitwise_xor", "bitwise_and", "bitwise_or", "add", "mul"}:
+            return n
+    return None
+
+
+@dataclass
+class Spread:
+    """A realized-token log-prob divided over its bytes (`lp / n_bytes`, `p ** (1 / n_bytes)`)."""
+
+    node: ast.AST
+    denominator: ast.AST
+
+
+def byte_spreads(scope: Scope, nodes: Iterable[ast.AST]) -> list[Spread]:
+    """Divisions of a realized-token loss/log-prob by a byte count of the realized token, and the matching
+    `p ** (1 / n)` form: the first step of a byte-level mixture (PPM-style)."""
+    out: list[Spread] = []
+    for n in nodes:
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):
+            if _is_target_count(scope, n.right) and scope.is_realized_loss(n.left):
+                out.append(Spread(n, n.right))
+        elif isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow):
+            e = n.right
+            if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Div) and isinstance(e.left, ast.Constant):
+                if _is_target_count(scope, e.right) and scope.is_realized_loss(n.left):
+                    out.append(Spread(n, e.right))
+    return out
+
+
+def _is_target_count(scope: Scope, expr: ast.AST) -> bool:
+    """A per-token quantity read from a table at the target (`lut[tgt]`, `len(lut[tgt])`)."""
+    for n in scope.closure(expr, mode="count"):
+        idx = lookup_index(n)
+        if idx is not None and scope.is_target_valued(idx):
+            return True
+    return False

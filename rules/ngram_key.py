@@ -1,0 +1,219 @@
+"""PG301: the token being predicted enters the key, index or gate that produces its own probability.
+
+An eval-time n-gram cache keyed on hash(context, target) returns, for the realized token only, how often that
+exact continuation was seen: the lookup "looks ahead" at the answer. The same holds for a gate that reads a
+property of the realized token (`boundary_lut[tok]`) to pick an expert or a mixing weight. Updating the cache with
+the target *after* the position is scored is legal (score-first); only a lookup feeding the same position's
+probability is flagged. Input-side hashes of (previous, current) *input* tokens are causal and never flagged.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from auditor.facts import AuditContext
+from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
+from auditor.flow.targets import (
+    Scope,
+    byte_spreads,
+    key_formation,
+    lookup_index,
+    lookup_table,
+    module_scope,
+    reach_of,
+    score_sinks,
+    target_facts,
+)
+from rules.base import Case, Rule
+
+_TARGET_IN_KEY = """
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+def score(logits, x_batch, y_batch, ctx_counts, full_counts, primes, mask):
+    lp = F.log_softmax(logits, dim=-1)
+    p_model = lp.gather(-1, y_batch.unsqueeze(-1)).squeeze(-1).exp()
+    x_np = x_batch.cpu().numpy().astype(np.uint64)
+    y_np = y_batch.cpu().numpy().astype(np.uint64)
+    ctx_hash = x_np * primes[0]
+    ctx_key = (ctx_hash & mask).astype(np.int64)
+    full_key = ((ctx_hash ^ (y_np * primes[1])) & mask).astype(np.int64)
+    ctx_c = ctx_counts[ctx_key]
+    full_c = full_counts[full_key]
+    p_ng = np.minimum(full_c, ctx_c) / np.maximum(ctx_c, 1.0)
+    mixed = 0.9 * p_model + 0.1 * torch.tensor(p_ng)
+    return -torch.log(mixed)
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+_CONTEXT_ONLY = """
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+def score(logits, x_batch, y_batch, counts, primes, mask):
+    lp = F.log_softmax(logits, dim=-1)
+    ctx_key = ((x_batch.cpu().numpy() * primes[0]) & mask).astype(np.int64)
+    row = torch.tensor(counts[ctx_key], dtype=torch.float32) + 0.5
+    q = row / row.sum(dim=-1, keepdim=True)
+    mixed = 0.9 * lp.exp() + 0.1 * q
+    nll = -torch.log(mixed.gather(-1, y_batch.unsqueeze(-1)).squeeze(-1))
+    full_key = ((ctx_key * primes[1] + y_batch.cpu().numpy()) & mask)
+    np.add.at(counts.reshape(-1), full_key, 1)
+    return nll
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+_GATE_ON_TARGET = """
+import torch
+import torch.nn.functional as F
+
+def score(logits, y, p_word, starts_word_lut):
+    p = F.softmax(logits, dim=-1).gather(-1, y[:, None])[:, 0]
+    w = starts_word_lut[y].float() * 0.3
+    return -torch.log((1 - w) * p + w * p_word)
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+
+class NgramTargetInKey(Rule):
+    id = "PG301"
+    name = "ngram-target-in-key"
+    title = "The realized target token enters the key or gate of its own probability"
+    category = "ngram_target_in_key"
+    severity = Severity.CRITICAL
+    confidence = Confidence.HIGH
+    rationale = (
+        "C1 of issue #1017: p_t may depend only on the artifact and the strict prefix x_1..x_{t-1}. A table lookup "
+        "whose key hashes in x_t (or a gate reading a property of x_t) makes the score of position t a function "
+        "of x_t itself; the mixed value is not the probability of any distribution fixed before x_t is seen."
+    )
+    basis = Basis(
+        ref="PR #982 comment (valerio-oai), restating the PR #779 ruling",
+        date="2026-03-27",
+        quote=(
+            "hashed n-gram caches, which do not renormalize correctly / correctly reweight the LM's token "
+            "distribution, look ahead to the target token to mix probabilities and therefore leak eval tokens"
+        ),
+        url="https://github.com/openai/parameter-golf/pull/779",
+        section="A.4",
+    )
+    valid = (
+        Case(code=_CONTEXT_ONLY, verdict=Verdict.PASS, note="context-only key; target used only to update after"),
+        Case(
+            code="""
+            import torch
+            def bigram_hash(tokens, mod):
+                t = tokens.to(torch.int32)
+                out = torch.empty_like(t)
+                out[..., 0] = mod
+                out[..., 1:] = torch.bitwise_xor(36313 * t[..., 1:], 27191 * t[..., :-1]) % mod
+                return out.long()
+            """,
+            verdict=Verdict.PASS,
+            note="input-side bigram hash embedding",
+        ),
+    )
+    invalid = (
+        Case(code=_TARGET_IN_KEY, verdict=Verdict.FAIL, line=12),
+        Case(code=_GATE_ON_TARGET, verdict=Verdict.FAIL, line=6),
+    )
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        facts = target_facts(ctx)
+        seen: set[tuple[str, int]] = set()
+        for scope in facts.scopes:
+            if not scope.target_vars and not scope.target_nodes:
+                continue
+            for hit in _target_keyed_lookups(scope, module_scope(facts, scope.unit)):
+                key_node, lookup, sink = hit
+                anchor = key_node or lookup
+                where = (scope.unit.name, anchor.lineno)  # type: ignore[attr-defined]
+                if where in seen:
+                    continue
+                seen.add(where)
+                yield self._finding(ctx, scope, key_node, lookup, sink)
+
+    def _finding(self, ctx: AuditContext, scope: Scope, key_node: ast.AST | None, lookup: ast.AST,
+                 sink: ast.AST) -> Finding:
+        unit = scope.unit
+        anchor = key_node or lookup
+        what = "hash key" if key_node is not None else "index/gate"
+        flow = []
+        if key_node is not None:
+            flow.append(FlowStep(unit.location(key_node), "the target token is mixed into the key here"))
+        flow.append(FlowStep(unit.location(lookup), "table read at the target-valued key"))
+        flow.append(FlowStep(unit.location(sink), "the looked-up value reaches the score of the same position"))
+        message = (
+            f"in `{scope.name}` the token being predicted enters the {what} `{_short(anchor)}`, and the value read "
+            f"with it (`{_short(lookup)}`) feeds the log-probability of that same position "
+            f"(line {sink.lineno}): the score looks at the answer"  # type: ignore[attr-defined]
+        )
+        live, why = reach_of(ctx, unit, lookup)
+        if not live:
+            return self.info(
+                f"{message}. Not run by default ({why}), so it does not count against this submission",
+                [unit.location(anchor)], related=[unit.location(lookup), unit.location(sink)], flow=flow,
+            )
+        return self.finding(
+            Verdict.FAIL, message, [unit.location(anchor)],
+            related=[unit.location(lookup), unit.location(sink)], flow=flow,
+            evidence=ast.unparse(anchor)[:300],
+        )
+
+
+def _target_keyed_lookups(scope: Scope, module: Scope | None) -> list[tuple[ast.AST | None, ast.AST, ast.AST]]:
+    """(key formation or None, lookup node, sink call) for every table read at a target-valued key that feeds a
+    score in this scope. Byte-level mixtures (PG302's business) are left out."""
+    out: list[tuple[ast.AST | None, ast.AST, ast.AST]] = []
+    done: set[int] = set()
+    for call, arg in score_sinks(scope, module):
+        slice_nodes = scope.closure(arg)
+        if byte_spreads(scope, slice_nodes):
+            continue  # a byte-level mixture scores the realized token's bytes by design: PG302 judges it
+        for n in slice_nodes:
+            if id(n) in done:
+                continue
+            idx = lookup_index(n)
+            table = lookup_table(n)
+            if idx is None or table is None:
+                continue
+            hit = _keyed_by_target(scope, idx)
+            if hit is None:
+                continue
+            key_node, is_hash = hit
+            if not is_hash and scope.is_distribution(table):
+                continue  # reading the realized token's own probability out of a distribution: the score itself
+            done.add(id(n))
+            out.append((key_node, n, call))
+    return out
+
+
+def _keyed_by_target(scope: Scope, idx: ast.AST) -> tuple[ast.AST | None, bool] | None:
+    """(key formation node, key is a hash) when the index is target-valued. A multi-part index whose target part
+    is the bare token (`counts[ctx, tgt]`) is a read of the realized token's row entry, judged by PG302."""
+    parts = list(idx.elts) if isinstance(idx, ast.Tuple) else [idx]
+    for part in parts:
+        if isinstance(part, ast.Slice):
+            continue
+        chain = scope.target_witness(part)
+        if chain is None:
+            continue
+        key_node = key_formation(scope, chain)
+        if key_node is None and len(parts) > 1:
+            continue
+        return key_node, key_node is not None
+    return None
+
+
+def _short(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 90 else text[:87] + "..."

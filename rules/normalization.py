@@ -1,0 +1,242 @@
+"""PG302: a score that is not -log of a distribution normalized over the token vocabulary.
+
+Two shapes are flagged where they feed the score (the argument of a log):
+
+* a ratio whose numerator is a value read for the realized token out of a table that is not a distribution
+  (a gold count, a hashed bucket, a gathered count row) and whose denominator is not that table's own sum over
+  the vocabulary (`gold / (ctx_count + beta)`, `full_count / ctx_count`);
+* a realized-token log-prob spread over the token's bytes (`lp / n_bytes`, `p ** (1 / n_bytes)`) and then scored
+  per byte, as byte-level mixtures (PPM-D) do: the result is no distribution over the token alphabet.
+
+Softmax / log-softmax outputs, counts divided by their row sum, mixtures of such distributions and the closed-form
+renormalized tilt (nll + log Z - beta * 1[tgt == hint]) are normalized and pass.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from auditor.facts import AuditContext
+from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
+from auditor.flow.targets import (
+    NORMALIZERS,
+    Scope,
+    byte_spreads,
+    call_name,
+    lookup_index,
+    lookup_table,
+    module_scope,
+    reach_of,
+    roots,
+    score_sinks,
+    target_facts,
+)
+from rules.base import Case, Rule
+
+_GOLD_OVER_CONTEXT = """
+import torch
+import torch.nn.functional as F
+
+def score(logits, y, pair_counts, ctx_counts, ctx_ids, beta):
+    lp = F.log_softmax(logits.float(), dim=-1)
+    p_model = lp.gather(-1, y[:, None]).squeeze(-1).exp()
+    rows = pair_counts[ctx_ids].float()
+    gold = rows.gather(1, y[:, None]).squeeze(1)
+    ctx_c = ctx_counts[ctx_ids].float()
+    p_local = (gold + beta * p_model) / (ctx_c + beta)
+    return -torch.log(0.5 * p_local + 0.5 * p_model)
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+_GOLD_OVER_ROW_SUM = """
+import torch
+import torch.nn.functional as F
+
+def score(logits, y, pair_counts, ctx_ids, beta):
+    p_model = F.softmax(logits.float(), dim=-1)
+    rows = pair_counts[ctx_ids].float()
+    q = (rows + beta * p_model) / (rows.sum(dim=1, keepdim=True) + beta)
+    mixed = 0.5 * q + 0.5 * p_model
+    return -torch.log(mixed.gather(1, y[:, None]).squeeze(1))
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+_BYTE_SPREAD = """
+import math
+import torch.nn.functional as F
+
+def byte_mix(nll, targets, token_bytes, byte_model, lam):
+    total = 0.0
+    for i in range(len(targets)):
+        n = len(token_bytes[int(targets[i])])
+        per_byte = -float(nll[i]) / n
+        for b in token_bytes[int(targets[i])]:
+            p = lam * math.exp(per_byte) + (1 - lam) * byte_model.prob(b)
+            total -= math.log(p)
+            byte_model.update(b)
+    return total
+
+def evaluate(logits, x, y, token_bytes, byte_model):
+    nll = F.cross_entropy(logits, y, reduction="none")
+    return byte_mix(nll, y, token_bytes, byte_model, 0.5)
+
+if __name__ == "__main__":
+    evaluate(*load_inputs())
+"""
+
+
+class UnnormalizedScoring(Rule):
+    id = "PG302"
+    name = "unnormalized-scoring"
+    title = "Score is not -log of a distribution normalized over the vocabulary"
+    category = "ngram_unnormalized"
+    severity = Severity.CRITICAL
+    confidence = Confidence.HIGH
+    rationale = (
+        "C2 of issue #1017: p_t must be a proper distribution over the full token alphabet, fixed before x_t is "
+        "seen. A value computed only for the realized token (gold count over context count, hashed bucket "
+        "ratios) or a byte-level mixture sums to something other than 1 over the vocabulary, so its -log is not "
+        "a code length; PR #886 shows the hashed version sums to ~277 and a 1-bucket table gives BPB 0."
+    )
+    basis = Basis(
+        ref="PR #978 (AnirudhRahul) on PR #972; issue #1872 on PPM byte mixtures",
+        date="2026-03-27",
+        quote=(
+            "An honest rerun of PR #972 with the summed vocabulary mass (pair_c.sum(dim=1)+beta) as denominator "
+            "gives 1.513 BPB, worse than the neural model alone."
+        ),
+        url="https://github.com/openai/parameter-golf/pull/978",
+        section="A.4, A.7",
+    )
+    valid = (
+        Case(code=_GOLD_OVER_ROW_SUM, verdict=Verdict.PASS, note="count rows divided by their own sum"),
+        Case(
+            code="""
+            import torch
+            def tilt(nll, logits, y, hint, beta):
+                lse = nll + logits.gather(-1, y[:, None])[:, 0]
+                p_hint = (logits.gather(-1, hint[:, None])[:, 0] - lse).exp()
+                z = 1.0 + p_hint * (beta.exp() - 1.0)
+                return nll + (z.log() - beta * (y == hint).double())
+            """,
+            verdict=Verdict.PASS,
+            note="closed-form renormalized tilt",
+        ),
+    )
+    invalid = (
+        Case(code=_GOLD_OVER_CONTEXT, verdict=Verdict.FAIL, line=10),
+        Case(code=_BYTE_SPREAD, verdict=Verdict.FAIL, line=8),
+    )
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        facts = target_facts(ctx)
+        seen: set[tuple[str, int]] = set()
+        for scope in facts.scopes:
+            module = module_scope(facts, scope.unit)
+            for kind, node, detail, sink in _violations(scope, module):
+                where = (scope.unit.name, node.lineno)  # type: ignore[attr-defined]
+                if where in seen:
+                    continue
+                seen.add(where)
+                yield self._finding(ctx, scope, kind, node, detail, sink)
+
+    def _finding(self, ctx: AuditContext, scope: Scope, kind: str, node: ast.AST, detail: ast.AST,
+                 sink: ast.AST) -> Finding:
+        unit = scope.unit
+        text = ast.unparse(node)
+        text = text if len(text) <= 100 else text[:97] + "..."
+        if kind == "ratio":
+            message = (
+                f"in `{scope.name}` the scored probability uses `{text}`: a value read for the realized token from "
+                f"`{ast.unparse(detail)[:60]}`, which is not a distribution, divided by something other than that "
+                "table's sum over the vocabulary; it is not the probability of a normalized distribution (C2)"
+            )
+            steps = [FlowStep(unit.location(detail), "realized-token value from an unnormalized table"),
+                     FlowStep(unit.location(node), "divided by a non-vocabulary denominator")]
+        else:
+            message = (
+                f"in `{scope.name}` the realized token's log-prob is spread over its bytes (`{text}`) and scored "
+                "per byte: a byte-level mixture is not a distribution over the token alphabet (C2, issue #1872)"
+            )
+            steps = [FlowStep(unit.location(node), "token log-prob spread over the token's bytes")]
+        steps.append(FlowStep(unit.location(sink), "scored here"))
+        live, why = reach_of(ctx, unit, node)
+        if not live:
+            return self.info(f"{message}. Not run by default ({why})", [unit.location(node)],
+                             related=[unit.location(sink)], flow=steps)
+        return self.finding(Verdict.FAIL, message, [unit.location(node)], related=[unit.location(sink)],
+                            flow=steps, evidence=ast.unparse(node)[:300])
+
+
+def _violations(scope: Scope, module: Scope | None) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
+    out: list[tuple[str, ast.AST, ast.AST, ast.AST]] = []
+    done: set[int] = set()
+    for call, arg in score_sinks(scope, module):
+        nodes = scope.closure(arg)
+        for sp in byte_spreads(scope, nodes):
+            if id(sp.node) not in done:
+                done.add(id(sp.node))
+                out.append(("spread", sp.node, sp.denominator, call))
+        for n in nodes:
+            if id(n) in done or not isinstance(n, ast.BinOp) or not isinstance(n.op, ast.Div):
+                continue
+            read = _unnormalized_realized_read(scope, n.left)
+            if read is None:
+                continue
+            table = read.func.value if isinstance(read, ast.Call) and call_name(read) == "gather" else (
+                lookup_table(read))
+            table_vars = roots(table if table is not None else read)
+            if _normalizes(scope, n.right, table_vars):
+                continue
+            done.add(id(n))
+            out.append(("ratio", n, read, call))
+    return out
+
+
+def _unnormalized_realized_read(scope: Scope, numerator: ast.AST) -> ast.AST | None:
+    """A value read for the realized token out of a table that is not a distribution."""
+    for n in scope.closure(numerator):
+        if isinstance(n, ast.Call) and call_name(n) == "gather" and isinstance(n.func, ast.Attribute):
+            idx = n.args[1] if len(n.args) > 1 else None
+            if idx is not None and scope.is_target_valued(idx) and not scope.is_distribution(n.func.value):
+                return n
+            continue
+        idx = lookup_index(n)
+        table = lookup_table(n)
+        if idx is None or table is None:
+            continue
+        parts = list(idx.elts) if isinstance(idx, ast.Tuple) else [idx]
+        if any(not isinstance(p, ast.Slice) and scope.is_target_valued(p) for p in parts):
+            if not scope.is_distribution(table):
+                return n
+    return None
+
+
+def _normalizes(scope: Scope, denominator: ast.AST, table_vars: set[str]) -> bool:
+    """Does the denominator contain a sum (or logsumexp) over the same table the numerator was read from?"""
+    for n in scope.closure(denominator):
+        if isinstance(n, ast.Call) and call_name(n) in NORMALIZERS:
+            operand = n.func.value if isinstance(n.func, ast.Attribute) and not n.args else (
+                n.args[0] if n.args else getattr(n.func, "value", None))
+            if isinstance(n.func, ast.Attribute) and call_name(n) in NORMALIZERS:
+                recv = n.func.value
+                if not (isinstance(recv, ast.Name) and recv.id in {"torch", "np", "numpy", "math"}):
+                    operand = recv
+            if operand is None:
+                continue
+            if scope.loaded_vars(scope.closure(operand)) & _expand(scope, table_vars):
+                return True
+    return False
+
+
+def _expand(scope: Scope, table_vars: set[str]) -> set[str]:
+    """The table variables and every variable they are computed from (a row view shares its source)."""
+    out = set(table_vars)
+    for v in table_vars:
+        out |= scope.loaded_vars(scope.closure(ast.Name(id=v, ctx=ast.Load())))
+    return out
