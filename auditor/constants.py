@@ -60,3 +60,4 @@ UNKNOWN_FAMILY_RELATIVE_TOLERANCE = 5e-4
 # Score lines need this many decimals on both val_loss and val_bpb for the implied denominator to be exact to a
 # few bytes (rules.md §0: "reproduces to ±1 byte" with 8 decimals).
 IMPLIED_MIN_DECIMALS = 8
+HESSIANS_IN_TRAIN_BUDGET_FROM = "2026-04-29"  # GPTQ Hessians on train data inside the 600 s (PR #1868 rerun; §A.13)

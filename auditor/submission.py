@@ -6,6 +6,7 @@ Loading reads bytes only. Nothing here imports, executes or evaluates submission
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -17,6 +18,11 @@ from auditor.errors import InputError
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a single file larger than this is not read (reported instead)
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
 MAX_FILES = 5000
+# Python files beyond these are not parsed (a WARN says so): parsing cost and memory grow with the token count,
+# and a dense 5 MB one-liner takes minutes and gigabytes in `ast`. The largest real record script is ~150 KB and
+# ~30,000 tokens, so both limits leave a wide margin.
+MAX_CODE_BYTES = 8 * 1024 * 1024
+MAX_CODE_TOKENS = 300_000
 
 CODE_SUFFIXES = {".py"}
 LOG_SUFFIXES = {".log", ".txt"}
@@ -24,11 +30,41 @@ NOT_LOGS = re.compile(r"(^|/)(requirements[^/]*|readme[^/]*|license[^/]*|notice[
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
 
 
+_STRINGS_AND_COMMENTS = re.compile(
+    r'''(?:"""(?:[^"\\]|\\.|"(?!""))*+"""|\'\'\'(?:[^'\\]|\\.|'(?!\'\'))*+\'\'\''''
+    r'''|"(?:[^"\\\n]|\\.)*+"|'(?:[^'\\\n]|\\.)*+'|\#[^\n]*+)''',
+    re.S,
+)
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+
+
+def estimate_tokens(text: str) -> int:
+    """Roughly the number of Python tokens (a string literal or comment counts once), at regex speed."""
+    stripped = _STRINGS_AND_COMMENTS.sub("0", text)
+    rest, words = _WORD.subn("", stripped)
+    return words + len(_SPACE.sub("", rest))
+
+
+def code_limit_problem(name: str, text: str) -> str | None:
+    """Why `text` is too big to parse safely, or None. Shared with the unpacker for decoded layers."""
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_CODE_BYTES:
+        return f"{name}: {size:,} bytes of Python is over the {MAX_CODE_BYTES:,}-byte analysis limit; not analysed"
+    if len(text) > MAX_CODE_TOKENS:  # tokens <= characters, so only big texts need counting
+        tokens = estimate_tokens(text)
+        if tokens > MAX_CODE_TOKENS:
+            return (f"{name}: about {tokens:,} tokens of Python is over the {MAX_CODE_TOKENS:,}-token analysis "
+                    "limit; not analysed")
+    return None
+
+
 @dataclass
 class SubmissionFile:
     path: str  # POSIX path relative to the submission root
-    data: bytes | None  # None when the file was too large to read
+    data: bytes | None  # None when the file was too large (or failed) to read
     size: int
+    error: str | None = None  # why the file could not be read, when it could not
 
     @property
     def suffix(self) -> str:
@@ -37,13 +73,20 @@ class SubmissionFile:
     def text(self) -> tuple[str | None, str | None]:
         """(text, problem): UTF-8 text, or None and a message saying why not."""
         if self.data is None:
-            return None, f"{self.path}: not read ({self.size} bytes is over the {MAX_FILE_BYTES}-byte limit)"
+            if self.error:
+                return None, f"{self.path}: not read ({self.error})"
+            return None, f"{self.path}: not read ({self.size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit)"
         if b"\x00" in self.data[:8192]:
             return None, f"{self.path}: binary file (NUL bytes), not analysed"
         try:
-            return self.data.decode("utf-8"), None
+            text = self.data.decode("utf-8")
         except UnicodeDecodeError as exc:
             return None, f"{self.path}: not valid UTF-8 at byte {exc.start}; not analysed"
+        if self.suffix in CODE_SUFFIXES:
+            problem = code_limit_problem(self.path, text)
+            if problem:
+                return None, problem
+        return text, None
 
 
 @dataclass
@@ -139,39 +182,77 @@ def load_path(path: str | Path) -> Submission:
 
 
 def _read_capped(p: Path) -> SubmissionFile:
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
-        return SubmissionFile(p.name, None, size)
-    return SubmissionFile(p.name, p.read_bytes(), size)
+    try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return SubmissionFile(p.name, None, size)
+        return SubmissionFile(p.name, p.read_bytes(), size)
+    except OSError as exc:  # permissions, a file removed while reading, an unreadable mount...
+        return SubmissionFile(p.name, None, 0, error=exc.strerror or type(exc).__name__)
+
+
+def _check_auditable(sub: Submission) -> None:
+    """Refuse input with nothing to audit (exit 2); say so (WARN) when the code part is missing."""
+    has_claims = sub.claims_path is not None
+    has_readme = any(PurePosixPath(p).name.lower() == "readme.md" for p in sub.files)
+    if not (sub.code_paths or sub.log_paths or has_claims or has_readme):
+        names = ", ".join(sorted(sub.files)[:5]) + (", ..." if len(sub.files) > 5 else "")
+        raise InputError(
+            f"{sub.root}: nothing to audit: no .py script, run log, README.md or submission.json "
+            f"(found {len(sub.files)} other file{'s' if len(sub.files) != 1 else ''}: {names})"
+        )
+    if not sub.code_paths:
+        sub.load_problems.append(
+            "no Python code in the submission (train_gpt.py is required): only logs and metadata were audited"
+        )
+    elif sub.entry is None:
+        sub.load_problems.append(
+            f"no entry script: no train_gpt.py and none of the {len(sub.code_paths)} .py files has a __main__ "
+            "guard, so rules that follow the entry script could not run"
+        )
 
 
 def _load_single(p: Path) -> Submission:
     if p.suffix.lower() not in CODE_SUFFIXES:
         raise InputError(f"{p}: a single file must be a .py script (got {p.suffix or 'no suffix'})")
     f = _read_capped(p)
+    if f.error:
+        raise InputError(f"{p}: cannot read: {f.error}")
     return Submission(root=str(p), files={p.name: f}, single_file=True)
+
+
+def _walk_files(root: Path):
+    """Regular files under root in sorted order; symlinks and SKIP_DIRS are not followed. Lazy, so a huge tree
+    (someone pointing at /) stops after MAX_FILES instead of being listed in full first."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            fp = Path(dirpath, name)
+            if fp.is_symlink() or not fp.is_file():
+                continue  # links, FIFOs, sockets, devices
+            yield fp
 
 
 def _load_folder(root: Path) -> Submission:
     sub = Submission(root=str(root))
     total = 0
-    for fp in sorted(root.rglob("*")):
-        rel_parts = fp.relative_to(root).parts
-        if any(part in SKIP_DIRS for part in rel_parts) or not fp.is_file() or fp.is_symlink():
-            continue
+    for fp in _walk_files(root):
         if len(sub.files) >= MAX_FILES:
             sub.load_problems.append(f"more than {MAX_FILES} files; the rest were not read")
             break
-        rel = "/".join(rel_parts)
+        rel = fp.relative_to(root).as_posix()
         f = _read_capped(fp)
         f.path = rel
         total += f.size if f.data is not None else 0
         if total > MAX_TOTAL_BYTES:
-            sub.load_problems.append(f"folder is over {MAX_TOTAL_BYTES} bytes; stopped reading at {rel}")
+            sub.load_problems.append(f"folder is over {MAX_TOTAL_BYTES:,} bytes; stopped reading at {rel}")
             break
+        if f.error:
+            sub.load_problems.append(f"{rel}: not read ({f.error})")
         sub.files[rel] = f
     if not sub.files:
         raise InputError(f"{root}: empty folder, nothing to audit")
+    _check_auditable(sub)
     return sub
 
 
@@ -179,6 +260,10 @@ def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
     """Read every blob under `rev:path` with git plumbing; nothing is checked out."""
     git_dir = str(git_dir)
     path = path.strip("/")
+    if not Path(git_dir).is_dir():
+        raise InputError(f"no such git repository: {git_dir}")
+    if rev.startswith("-") or "\n" in rev or not rev.strip():
+        raise InputError(f"not a git revision: {rev!r}")
     base = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
     try:
         ls = subprocess.run(
@@ -217,29 +302,38 @@ def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
         data = blobs.get(sha) if size <= MAX_FILE_BYTES else None
         sub.files[rel] = SubmissionFile(rel, data, size)
     sub.single_file = len(entries) == 1 and entries[0][1] == path
+    if not sub.single_file:
+        _check_auditable(sub)
     return sub
 
 
 def _cat_blobs(base: list[str], shas: list[str]) -> dict[str, bytes]:
     if not shas:
         return {}
-    proc = subprocess.run(
-        [*base, "cat-file", "--batch"],
-        input="".join(s + "\n" for s in shas).encode(),
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
+    try:
+        proc = subprocess.run(
+            [*base, "cat-file", "--batch"],
+            input="".join(s + "\n" for s in shas).encode(),
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"cannot read blobs with git: {exc}") from exc
     if proc.returncode != 0:
         raise InputError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
     out: dict[str, bytes] = {}
     buf = proc.stdout
     pos = 0
     while pos < len(buf):
-        nl = buf.index(b"\n", pos)
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            break
         header = buf[pos:nl].split()
         pos = nl + 1
         if len(header) < 3:
+            continue
+        if not header[2].isdigit():  # "<sha> missing": nothing follows
             continue
         sha, size = header[0].decode(), int(header[2])
         out[sha] = buf[pos : pos + size]

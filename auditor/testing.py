@@ -19,7 +19,9 @@ def submission_from_files(files: Mapping[str, bytes | str], root: str = "case") 
 
 
 def run_case(rule: type[Rule], case: Case) -> tuple[Report, list[Finding]]:
-    report = audit(submission_from_files(case.materialize()), [rule])
+    sub = submission_from_files(case.materialize())
+    sub.options.update(case.options)
+    report = audit(sub, [rule])
     return report, [f for f in report.findings if f.rule_id == rule.id]
 
 

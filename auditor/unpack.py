@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import builtins
 import bz2
 import codecs
 import hashlib
@@ -39,6 +40,7 @@ from typing import Any
 
 from auditor.facts import CodeUnit
 from auditor.findings import UnpackedLayer
+from auditor.submission import code_limit_problem
 
 MAX_DECODED_BYTES = 20 * 1024 * 1024  # per layer and per shipped file in total
 MAX_DEPTH = 8
@@ -144,6 +146,7 @@ _DECOMPRESSORS = {"lzma.decompress", "zlib.decompress", "gzip.decompress", "bz2.
 _KNOWN_MODULES = {"base64", "binascii", "codecs", "lzma", "zlib", "gzip", "bz2", "brotli", "os", "os.path",
                   "pathlib", "builtins", "importlib", "marshal", "pickle", "zipfile", "tarfile", "io"}
 _OPAQUE = {"marshal.loads": "marshal bytecode", "pickle.loads": "a pickle", "zipimport": "a zip archive"}
+_BUILTIN_NAMES = frozenset(dir(builtins))
 _BUILTIN_FUNCS = {"compile", "open", "bytes", "str", "bytearray", "__import__", "exec", "eval"}
 
 
@@ -179,7 +182,7 @@ def _drain_stream(make: Callable[[], Any], data: bytes, limit: int, budget: _Bud
                 break
             chunk = dec.decompress(b"", max_length=CHUNK)
         if not dec.eof:
-            raise Undecodable("compressed data is truncated (end of stream not reached)")
+            raise Undecodable("compressed data is corrupt or truncated (end of stream not reached)")
         pending = dec.unused_data
         if not (multi and pending):
             return bytes(out)
@@ -201,7 +204,7 @@ def _zlib_bounded(data: bytes, wbits: int, limit: int, budget: _Budget, multi: b
                 break
             chunk = dec.decompress(dec.unconsumed_tail, CHUNK)
         if not dec.eof:
-            raise Undecodable("compressed data is truncated (end of stream not reached)")
+            raise Undecodable("compressed data is corrupt or truncated (end of stream not reached)")
         pending = dec.unused_data
         if not (multi and pending):
             return bytes(out)
@@ -219,7 +222,7 @@ def _brotli_bounded(data: bytes, limit: int, budget: _Budget) -> bytes:
             raise _cap_error(limit)
         budget.tick()
         if dec.can_accept_more_data():
-            raise Undecodable("compressed data is truncated (end of stream not reached)")
+            raise Undecodable("compressed data is corrupt or truncated (end of stream not reached)")
         out += dec.process(b"", output_buffer_limit=CHUNK)
     if len(out) > limit:
         raise _cap_error(limit)
@@ -447,7 +450,7 @@ class _Evaluator:
             return self.params[name]
         found = self.scope.lookup(name, self.line)
         if found is None:
-            if name in _BUILTIN_FUNCS:
+            if name in _BUILTIN_FUNCS or name in _BUILTIN_NAMES:
                 return Decoded(Func(name))
             raise Undecodable(f"'{name}' is not bound to a literal in this file")
         binding, scope = found
@@ -470,7 +473,7 @@ class _Evaluator:
             if qual in _KNOWN_MODULES:
                 return Decoded(Module(qual))
             return Decoded(Func(qual))
-        if isinstance(obj, Func) and obj.name in ("bytes", "str"):
+        if isinstance(obj, Func):  # bytes.fromhex, sys.stdin.read...: named so a problem can say which
             return Decoded(Func(f"{obj.name}.{node.attr}"))
         if isinstance(obj, PathValue) and node.attr == "parent":
             return Decoded(PathValue(_dirname(obj.path)), base.codecs)
@@ -521,8 +524,12 @@ class _Evaluator:
             raise Undecodable(f"{name}() loads {_OPAQUE[name]}, which cannot be analysed as source")
         if name in _B64_FUNCS:
             label, func = _B64_FUNCS[name]
-            data = _as_bytes(_first(values, name), name, ascii_only=True)
+            data: Any = _as_bytes(_first(values, name), name, ascii_only=True)
+            if name == "bytes.fromhex":
+                data = data.decode("ascii")  # the one decoder that wants str
             try:
+                if name == "base64.b85decode" and not values[1:] and not kwargs:
+                    return Decoded(self._b85_chunked(data), (label, *codecs_in))
                 return Decoded(func(data, *values[1:], **kwargs), (label, *codecs_in))
             except (ValueError, binascii.Error, TypeError) as exc:
                 raise Undecodable(f"{name}: corrupt input: {exc}") from exc
@@ -558,6 +565,18 @@ class _Evaluator:
         if name in ("os.path.abspath", "os.path.realpath", "os.path.normpath", "os.fspath"):
             return Decoded(_path_str(_first(values, name)))
         raise Undecodable(f"call of {name}(), which the unpacker does not model (unknown codec?)")
+
+    def _b85_chunked(self, data: bytes) -> bytes:
+        """base64.b85decode is pure Python (~1 s per 2.5 MB): decode 5-character groups in slices so the time
+        budget is checked between them."""
+        step = 5 * 100_000
+        if len(data) <= step:
+            return base64.b85decode(data)
+        out = bytearray()
+        for start in range(0, len(data), step):
+            self.budget.tick()
+            out += base64.b85decode(data[start : start + step])
+        return bytes(out)
 
     def _method(self, fn: BoundMethod, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
         obj, name = fn.obj, fn.name
@@ -770,7 +789,7 @@ def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
 
 
 # --- driver -----------------------------------------------------------------------------------------------------
-_EXEC_HINT = re.compile(r"(?<![\w.])(?:exec|eval)\s*\(|builtins__?\s*\.\s*(?:exec|eval)\b")
+_EXEC_HINT = re.compile(r"(?<![\w.])(?:exec|eval)\s*\(|builtins(?:__)?\s*\.\s*(?:exec|eval)\b")
 
 
 def _parse(text: str) -> ast.Module | None:
@@ -830,7 +849,7 @@ class _Unpacker:
         func = site.scope.func
         assert func is not None
         index = site.scope.params.get(need.name)
-        calls = sites.calls.get(func.name, [])
+        calls = sorted(sites.calls.get(func.name, []), key=lambda c: (c[0].lineno, c[0].col_offset))
         if not calls:
             raise Undecodable(f"'{need.name}' is a parameter of {func.name}(), which is never called by name")
         for call, scope in calls:
@@ -867,6 +886,9 @@ class _Unpacker:
         if self.budget.left < 0:
             self.stopped = True
             raise Undecodable(f"decoded layers of this file total more than {MAX_DECODED_BYTES:,} bytes")
+        too_big = code_limit_problem(f"{self.path}#L{len(self.outcome.layers) + 1}", source)
+        if too_big:
+            raise Undecodable(f"decoded, but {too_big}")
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
             raise Undecodable("the decoded code is one of its own enclosing layers (it executes itself)")

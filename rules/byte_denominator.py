@@ -139,8 +139,20 @@ class ImpliedByteDenominator(Rule):
         family_text = guess.family or "custom tokenizer"
         why = f"family {family_text} from {guess.reason}"
         bad = [(s, c) for s, c in judged if c.status == "mismatch"]
+        final = log.final_score
+        final_ok = any(s is final and c.status == "match" for s, c in judged)
+        if bad and final_ok:
+            # the scored line is right; another eval line (not labelled diagnostic) divides by something else,
+            # e.g. an eval that covers part of the stream: worth a look, not a wrong score
+            s, c = bad[-1]
+            yield self.finding(
+                Verdict.WARN,
+                f"the scored line `{final.label}` has the canonical denominator, but {_fmt_check(s.label, c)} "
+                f"(expected {c.expected:,.0f}, delta {c.delta:+,.0f}): a partial-coverage or differently counted "
+                "eval", [log.location(s.line_no)], confidence=Confidence.LOW,
+                related=[log.location(final.line_no)], data={"checks": [c.to_dict() for _, c in judged]})
+            return
         if bad:
-            final = log.final_score
             s, c = next(((s, c) for s, c in bad if s is final), bad[-1])
             canon = (f"canonical {c.canonical.denominator:,} for {c.canonical.family} at {c.canonical.val_tokens:,} "
                      f"tokens" if c.canonical else
@@ -225,6 +237,7 @@ class TruncatedValidation(Rule):
         line = facts.lines.get("val_tokens", 0)
         docs = log.ttt_phased_total_docs
         problems: list[str] = []
+        note = ""
         if tokens == CASEOPS_LEAKY_VAL_TOKENS:
             problems.append(f"val_tokens {tokens:,} is the 10k-document CaseOps validation set (the canonical "
                             f"CaseOps val is 47,851,520 targets)")
@@ -232,9 +245,21 @@ class TruncatedValidation(Rule):
             counts = sorted({r.val_tokens for r in canonical_evals(guess.family)})
             nearest = min(counts, key=lambda n: abs(n - tokens))
             if abs(nearest - tokens) > MAX_TRUNCATION_TAIL_TOKENS:
-                if tokens < counts[0]:
+                # fewer/more targets than the canonical export: the implied denominator tells a different
+                # tokenization of the whole text apart from a cut-down validation set
+                checks = [check_denominator(s.val_loss, s.val_bpb, s.decimals, guess.family, tokens)
+                          for s in _checked_lines(log)]
+                judged = [c for c in checks if c is not None]
+                if judged and all(c.status != "truncated" for c in judged):
+                    c = judged[-1]
+                    note = (f"val_tokens {tokens:,} is not the canonical {nearest:,} for {guess.family}, but the "
+                            f"score divides by {c.implied:,.0f} bytes, the whole validation text (another tokenizer "
+                            "model or export of it)")
+                elif tokens < counts[0]:
                     problems.append(f"val_tokens {tokens:,} is {tokens / counts[0]:.1%} of the canonical "
-                                    f"{counts[0]:,} for {guess.family} ({guess.reason})")
+                                    f"{counts[0]:,} for {guess.family} ({guess.reason})"
+                                    + (f", and the score divides by only {judged[-1].implied:,.0f} bytes"
+                                       if judged else ""))
                 else:
                     yield self.finding(Verdict.WARN, f"{log.path}: val_tokens {tokens:,} matches no canonical "
                                        f"{guess.family} validation export ({', '.join(f'{n:,}' for n in counts)})",
@@ -255,8 +280,8 @@ class TruncatedValidation(Rule):
         elif guess.family is None:
             yield self.skip(f"{log.path}: no canonical token count for this tokenizer ({guess.reason})")
         else:
-            yield self.finding(Verdict.PASS, f"{log.path}: val_tokens {tokens:,} covers the canonical "
-                               f"{guess.family} validation set", [log.location(line)])
+            yield self.finding(Verdict.PASS, f"{log.path}: " + (note or f"val_tokens {tokens:,} covers the "
+                               f"canonical {guess.family} validation set"), [log.location(line)])
 
 
 class CaseOpsTrainValOverlap(Rule):

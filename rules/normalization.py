@@ -202,8 +202,8 @@ def _unnormalized_realized_read(scope: Scope, numerator: ast.AST) -> ast.AST | N
     """A value read for the realized token out of a table that is not a distribution."""
     for n in scope.closure(numerator):
         if isinstance(n, ast.Call) and call_name(n) == "gather" and isinstance(n.func, ast.Attribute):
-            idx = n.args[1] if len(n.args) > 1 else None
-            if idx is not None and scope.is_target_valued(idx) and not scope.is_distribution(n.func.value):
+            # a per-row gather that feeds a score picks the realized entry, whatever the index is called
+            if len(n.args) > 1 and not scope.is_distribution(n.func.value):
                 return n
             continue
         idx = lookup_index(n)

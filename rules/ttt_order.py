@@ -223,7 +223,7 @@ class ValidationTrainedBeforeScored(Rule):
                 f"It sits behind `{_unparse(dead.test)}`, which is off by default.",
                 [upd.location()], related=related, flow=flow, data=data | {"gate": _unparse(dead.test)},
             )
-        if upd.throwaway:
+        if upd.throwaway and kind == "after":
             return self.finding(
                 Verdict.WARN,
                 f"{message} The trained state is built locally and dropped right after (a warm-up), so it does not "

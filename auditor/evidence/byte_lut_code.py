@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
 
 LEADING_SPACE = "\u2581"
-PIECE_METHODS = {"id_to_piece", "IdToPiece", "decode", "decode_ids", "DecodeIds", "decode_pieces", "DecodePieces",
-                 "convert_ids_to_tokens", "id_to_token"}
+RAW_PIECE_METHODS = {"id_to_piece", "IdToPiece", "convert_ids_to_tokens", "id_to_token"}  # text with its "▁"
+PIECE_METHODS = RAW_PIECE_METHODS | {"decode", "decode_ids", "DecodeIds", "decode_pieces", "DecodePieces"}
 BYTE_TEST_METHODS = {"is_byte", "IsByte"}
 STRIP_METHODS = {"lstrip", "removeprefix", "strip"}
 LOADERS = {("np", "load"), ("numpy", "load"), ("json", "load"), ("json", "loads"), ("torch", "load"),
@@ -53,15 +53,13 @@ class LutBuilder:
     strips: list[ast.AST] = field(default_factory=list)  # "▁" removed from the measured text
     space_to_blank: list[ast.AST] = field(default_factory=list)  # "▁" replaced by " " (still one byte)
     mentions_leading_space: bool = False
+    measures_raw_piece: bool = False  # a measured text is a raw piece (id_to_piece), which keeps its "▁"
+    plus_constant: list[ast.AST] = field(default_factory=list)  # len(<piece>.encode()) + 1: a byte added by hand
 
     @property
     def line(self) -> int:
         return self.length_calls[0].lineno if self.length_calls else getattr(self.scope, "lineno", 0)
 
-    @property
-    def uses_id_to_piece(self) -> bool:
-        return any(_attr(c) in ("id_to_piece", "IdToPiece", "convert_ids_to_tokens", "id_to_token")
-                   for c in self.piece_calls)
 
 
 @dataclass
@@ -150,6 +148,7 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
         return None
     # names holding piece text: assigned from a piece call, or from string operations on such a name
     piece_names: set[str] = set()
+    raw_names: set[str] = set()
     assigns = [n for n in nodes if isinstance(n, ast.Assign | ast.AnnAssign | ast.NamedExpr)]
     strip_assigns: list[ast.AST] = []
     for _ in range(3):  # a few rounds reach p = sp.id_to_piece(i); q = p[1:]; r = q.lower()
@@ -159,22 +158,30 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
             if value is None:
                 continue
             from_piece = any(isinstance(n, ast.Call) and _attr(n) in PIECE_METHODS for n in ast.walk(value))
+            from_raw = any(isinstance(n, ast.Call) and _attr(n) in RAW_PIECE_METHODS for n in ast.walk(value))
             from_name = _root_name(value) in piece_names
             if from_piece or from_name:
                 for t in targets:
                     if isinstance(t, ast.Name):
                         piece_names.add(t.id)
+                        if from_raw or _root_name(value) in raw_names:
+                            raw_names.add(t.id)
                 if from_name and _contains_strip(value):
                     strip_assigns.append(a)
     b = LutBuilder(unit, scope, name, piece_calls=piece_calls)
+    parents = {id(c): p for p in nodes for c in ast.iter_child_nodes(p)}
     for n in nodes:
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len" and n.args:
             arg = n.args[0]
             if isinstance(arg, ast.Call) and _attr(arg) == "encode":
                 text = arg.func.value  # type: ignore[attr-defined]
-                if _root_name(text) in piece_names or any(
-                        isinstance(x, ast.Call) and _attr(x) in PIECE_METHODS for x in ast.walk(text)):
+                if (_root_name(text) in piece_names or any(
+                        isinstance(x, ast.Call) and _attr(x) in PIECE_METHODS for x in ast.walk(text))) \
+                        and _stored_as_table(n, parents, nodes):
                     b.length_calls.append(n)
+                    if _root_name(text) in raw_names or any(
+                            isinstance(x, ast.Call) and _attr(x) in RAW_PIECE_METHODS for x in ast.walk(text)):
+                        b.measures_raw_piece = True
                     if _contains_strip(text):
                         b.strips.append(text)
         if isinstance(n, ast.Call) and _attr(n) in BYTE_TEST_METHODS:
@@ -193,7 +200,53 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
         if _is_space_to_blank(n):
             b.space_to_blank.append(n)
     b.strips.extend(strip_assigns)
+    measured = {id(c) for c in b.length_calls}
+    for n in nodes:
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add):
+            sides = (n.left, n.right)
+            if any(id(x) in measured for x in sides) and any(
+                    isinstance(x, ast.Constant) and isinstance(x.value, int) and x.value > 0 for x in sides):
+                b.plus_constant.append(n)
     return b if b.length_calls else None
+
+
+def _stored_as_table(length: ast.Call, parents: dict[int, ast.AST], nodes: list[ast.AST]) -> bool:
+    """The measured length ends up in a per-token table: `t[i] = len(...)`, `out.append(len(...))`, a
+    comprehension element, a returned value, or a local that is then stored that way. A length printed in a report
+    or packed into a tuple of statistics is not a byte LUT."""
+    node: ast.AST = length
+    while True:
+        parent = parents.get(id(node))
+        if parent is None:
+            return False
+        if isinstance(parent, ast.Tuple | ast.List | ast.JoinedStr | ast.FormattedValue | ast.Compare):
+            return False
+        if isinstance(parent, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+            if any(isinstance(t, ast.Subscript) for t in targets):
+                return True
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+            return bool(names) and any(_stores_name(n, names, parents) for n in nodes)
+        if isinstance(parent, ast.Return | ast.ListComp | ast.GeneratorExp | ast.DictComp):
+            return True
+        if isinstance(parent, ast.Call) and _attr(parent) in ("append", "extend", "__setitem__"):
+            return True
+        if isinstance(parent, ast.stmt):
+            return False
+        node = parent
+
+
+def _stores_name(node: ast.AST, names: set[str], parents: dict[int, ast.AST]) -> bool:
+    """`t[i] = <expr using one of names>` or `.append(<expr using it>)` (not inside a tuple)."""
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) for t in node.targets):
+        value = node.value
+    elif isinstance(node, ast.Call) and _attr(node) in ("append", "extend") and node.args:
+        value = node.args[0]
+    else:
+        return False
+    if isinstance(value, ast.Tuple | ast.List):
+        return False
+    return any(isinstance(x, ast.Name) and x.id in names for x in ast.walk(value))
 
 
 def _side_file_luts(unit: CodeUnit, scope: ast.AST) -> list[SideFileLut]:

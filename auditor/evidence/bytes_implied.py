@@ -122,7 +122,8 @@ _FACT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("data_path", re.compile(r"^\s*(?:data_path|datasets_dir|train_files|val_files)" + _KV + r"(?P<v>\S+)")),
     ("data_path", re.compile(r"^(?:train_loader:dataset:|val_loader:shards pattern=)(?P<v>\S+)")),
     ("train_shards", re.compile(r"^(?:train_shards: ?|train_loader:dataset:\S+ train_shards:)(?P<v>\d+)")),
-    ("val_tokens", re.compile(r"^(?:val_tokens: ?|val_loader:shards pattern=\S+ tokens:)(?P<v>\d+)")),
+    ("val_tokens", re.compile(r"^(?:val_tokens: ?|val_loader:shards pattern=\S+ tokens:|Validation tokens: )"
+                              r"(?P<v>\d[\d,]*)")),
 )
 
 
@@ -160,7 +161,7 @@ def tokenizer_facts(log: ParsedLog) -> TokenizerFacts:
             elif key == "train_shards" and value and facts.train_shards is None:
                 facts.train_shards = int(value)
             elif key == "val_tokens" and value and facts.val_tokens is None:
-                facts.val_tokens = int(value)
+                facts.val_tokens = int(value.replace(",", ""))
             facts.lines.setdefault(key, no)
     return facts
 
@@ -213,7 +214,7 @@ def _families() -> set[str]:
 class DenominatorCheck:
     """One score line's implied denominator against the canonical one."""
 
-    status: str  # match | mismatch | truncated | foreign | unknown
+    status: str  # match | mismatch | truncated | unknown
     implied: float
     uncertainty: float
     tokens: int
@@ -267,16 +268,16 @@ def check_denominator(val_loss: float, val_bpb: float, decimals: int, family: st
     canon = min(same, key=lambda r: abs(r.denominator - implied))
     check.canonical = canon
     deficit = canon.val_tokens - tokens
-    if deficit > MAX_TRUNCATION_TAIL_TOKENS:
-        check.status = "truncated"
+    if deficit < 0 or deficit > MAX_TRUNCATION_TAIL_TOKENS:
+        # not the canonical stream (another export or tokenizer model of the family, or a cut-down val set): the
+        # size of the validation text itself is the only fair reference. Far fewer targets AND far fewer bytes
+        # than the text means the score covers part of the validation set.
+        _against_text(check)
+        if check.status == "mismatch" and deficit > MAX_TRUNCATION_TAIL_TOKENS \
+                and check.implied < VAL_TEXT_BYTES_MIN:
+            check.status = "truncated"
+            check.corrected_bpb = None
         return check
-    if deficit < -MAX_TRUNCATION_TAIL_TOKENS:
-        check.status = "foreign"
-        return check
-    if deficit < 0:
-        # more targets than the canonical stream has: another export or tokenizer model of the family, so only
-        # the size of the validation text itself is a fair reference
-        return _against_text(check)
     # the canonical stream cut to a longer eval seq_len: the missing tail targets take their bytes with them
     check.expected = canon.denominator - deficit * canon.bytes_per_token
     check.tolerance = DENOMINATOR_TAIL_TOLERANCE_BYTES + deficit * MAX_BYTES_PER_TOKEN_MARGIN + check.uncertainty

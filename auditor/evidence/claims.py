@@ -222,3 +222,17 @@ def track_of(sub: Any, claims: Claims) -> str | None:
     if "10min" in track:
         return "record"
     return None
+
+
+_DATE = re.compile(r"(20\d\d-[01]\d-[0-3]\d)")
+
+
+def submission_date(sub: Any, claims: Claims) -> str | None:
+    """ISO date of the submission: submission.json `date`, else the record folder's `YYYY-MM-DD_` prefix."""
+    value = claims.data.get("date")
+    if isinstance(value, str):
+        m = _DATE.search(value)
+        if m:
+            return m[1]
+    m = _DATE.match(sub.folder_name or "")
+    return m[1] if m else None

@@ -54,6 +54,11 @@ SHAPE_FUNCS = frozenset({"len", "isinstance", "type", "id", "hasattr"})
 # In-place container/tensor mutators: `x.append(v)` makes x carry v's labels.
 MUTATORS = frozenset({"append", "extend", "insert", "update", "add", "setdefault", "put"})
 NO_GRAD_CALLS = frozenset({"no_grad", "inference_mode"})
+# In-place writes that build lookup state (caches, count tables): `t.index_add_(0, idx, v)`, `d.update(...)`.
+STATE_WRITERS = frozenset({
+    "index_add_", "scatter_add_", "scatter_", "index_put_", "put_", "index_copy_", "update", "setdefault",
+    "add_", "copy_", "masked_scatter_",
+})
 MAX_EVENTS = 400
 MAX_ROUNDS = 4
 
@@ -349,6 +354,7 @@ class _FunctionInterpreter:
         self.dynamic: list[tuple[ast.AST, str]] = []
         self.rg_names: set[str] = set()
         self.aliases: dict[str, ast.expr] = {}  # local name -> expression it was last bound to (for call binding)
+        self.callees: set[str] = set()
         for param in fi.params:
             self.state[param] = frozenset({f"p:{param}"})
         for param in (fi.vararg, fi.kwarg):
@@ -385,24 +391,24 @@ class _FunctionInterpreter:
                 self.assign(s.target, labels, s.value, ctx)
         elif isinstance(s, ast.AugAssign):
             labels = self.expr(s.value, ctx)
-            if isinstance(s.op, (ast.Add, ast.Sub)):
+            if isinstance(s.op, (ast.Add, ast.Sub)) and _accumulator(s.target):
                 self._maybe_score(s, labels, ctx)
             base = _base_name(s.target)
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
-            if isinstance(s.target, ast.Subscript):
-                self.expr(s.target.slice, ctx)
+            if isinstance(s.target, ast.Subscript) and base:
+                self._maybe_write(s, base, labels | self.expr(s.target.slice, ctx), ctx)
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
             inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
-            for _ in range(2):
+            for _ in range(self._passes(ctx)):
                 self.assign(s.target, it, None, inner)
                 self.block(s.body, inner)
             self.block(s.orelse, ctx)
         elif isinstance(s, ast.While):
             self.expr(s.test, ctx)
             inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
-            for _ in range(2):
+            for _ in range(self._passes(ctx)):
                 self.block(s.body, inner)
                 self.expr(s.test, inner)
             self.block(s.orelse, ctx)
@@ -450,6 +456,12 @@ class _FunctionInterpreter:
                 if isinstance(child, ast.expr):
                     self.expr(child, ctx)
 
+    @staticmethod
+    def _passes(ctx: _Ctx) -> int:
+        """Loop bodies run twice so loop-carried labels reach their uses; below two levels of nesting the
+        enclosing loops' repetitions already do that (and 2**depth passes would not scale)."""
+        return 2 if len(ctx.loops) < 2 else 1
+
     # -- assignment ---------------------------------------------------------------------------------------------
     def assign(self, target: ast.expr, labels: Labels, value: ast.expr | None, ctx: _Ctx) -> None:
         if isinstance(target, ast.Name):
@@ -470,10 +482,11 @@ class _FunctionInterpreter:
             if base and base != (self.fi.params[0] if self.fi.is_method and self.fi.params else None):
                 self.state[base] = self.state.get(base, EMPTY) | labels
         elif isinstance(target, ast.Subscript):
-            self.expr(target.slice, ctx)
+            index = self.expr(target.slice, ctx)
             base = _base_name(target)
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
+                self._maybe_write(target, base, labels | index, ctx)
         elif isinstance(target, ast.Starred):
             self.assign(target.value, labels, None, ctx)
 
@@ -507,6 +520,11 @@ class _FunctionInterpreter:
             return
         self._record("score", node, labels, ctx)
 
+    def _maybe_write(self, node: ast.AST, base: str, labels: Labels, ctx: _Ctx) -> None:
+        """An in-place write into a container or tensor from validation content (value or index): cache state."""
+        if VAL in labels or any(lab.startswith("p:") for lab in labels):
+            self._record("write", node, labels, ctx, target=base)
+
     def _record(self, kind: str, node: ast.AST, labels: Labels, ctx: _Ctx, **kw: object) -> None:
         rg = frozenset(lab for lab in labels if lab.startswith("rg:"))
         key = (id(node), 0)
@@ -535,6 +553,21 @@ class _FunctionInterpreter:
             if e.attr in self.p.tainted_attrs:
                 base = base | {VAL}
             return base
+        if isinstance(e, ast.BinOp):
+            return self.expr(e.left, ctx) | self.expr(e.right, ctx)
+        if isinstance(e, ast.UnaryOp):
+            return self.expr(e.operand, ctx)
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            out = EMPTY
+            for elt in e.elts:
+                out = out | self.expr(elt, ctx)
+            return out
+        if isinstance(e, ast.JoinedStr):
+            # formatted text (log lines, paths): only a val file pattern written into it is a source
+            for part in e.values:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str) and VAL_PATTERN.search(part.value):
+                    return frozenset({VAL})
+            return EMPTY
         if isinstance(e, ast.Subscript):
             base = self.expr(e.value, ctx)
             self.expr(e.slice, ctx)  # index values select positions; they do not carry content
@@ -581,8 +614,9 @@ class _FunctionInterpreter:
 
         if name in ("exec", "eval") and c.args and not isinstance(c.args[0], ast.Constant):
             self.dynamic.append((c, f"{name}() of generated code"))
-        if name == "getattr" and len(c.args) >= 2 and not isinstance(c.args[1], ast.Constant):
-            self.dynamic.append((c, "getattr() with a computed name"))
+        if isinstance(func, ast.Call) and _last_attr(func.func) == "getattr" and len(func.args) >= 2:
+            if not isinstance(func.args[1], ast.Constant):
+                self.dynamic.append((c, "a call through getattr() with a computed name"))
         if name in SHAPE_FUNCS or attr in SHAPE_METHODS:
             if attr is not None:
                 self.expr(func, ctx)
@@ -606,21 +640,24 @@ class _FunctionInterpreter:
                 return recv | {label}
             return recv
 
-        # scoring through in-place accumulation
-        if attr == "add_" and isinstance(func, ast.Attribute):
+        # scoring through in-place accumulation (`loss_sum.add_(nll)`; `p.data.add_(g)` is a weight update)
+        if attr == "add_" and isinstance(func, ast.Attribute) and _accumulator(func.value):
             self._maybe_score(c, all_args | ng_label, ctx)
 
         # calls into the submission's own functions
         target = self.p.resolve(c, self.fi, self)
         if isinstance(target, FuncInfo):
+            self.callees.add(target.key)
             summary = self.p.summary(target)
             subst = self.p.bind(target, c, arg_labels, kw_labels, self)
             ret = substitute(summary.ret, subst)
-            self._splice(c, target, summary, subst, ctx)
+            if self._splice(c, target, summary, subst, ctx):
+                ret = ret | {f"sr:{id(c)}:{'loop' if ctx.loops else 'once'}"}
             return ret | ng_label
         if isinstance(target, ClassInfo):
             init = target.methods.get("__init__") or self.p.index.method(target.name, "__init__")
             if init is not None:
+                self.callees.add(init.key)
                 summary = self.p.summary(init)
                 subst = self.p.bind(init, c, arg_labels, kw_labels, self)
                 self._splice(c, init, summary, subst, ctx)
@@ -639,7 +676,22 @@ class _FunctionInterpreter:
                 base = _base_name(func.value)
                 if base:
                     self.state[base] = self.state.get(base, EMPTY) | all_args
+                    if attr in STATE_WRITERS:
+                        self._maybe_write(c, base, all_args, ctx)
+            if attr == "at" and c.args:  # np.add.at(table, idx, v)
+                base = _base_name(c.args[0])
+                if base:
+                    self.state[base] = self.state.get(base, EMPTY) | all_args
+                    self._maybe_write(c, base, all_args, ctx)
+        if _is_min_selection(c):
+            self._maybe_select(c, recv | all_args, ctx)
         return recv | all_args | ng_label
+
+    def _maybe_select(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
+        """`min(...)` over the results of several scoring passes (two calls, or one call made in a loop)."""
+        results = {lab for lab in labels if lab.startswith("sr:")}
+        if len(results) >= 2 or any(lab.endswith(":loop") for lab in results):
+            self._record("select", c, labels, ctx)
 
     def _record_update(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
         valish = VAL in labels or any(lab.startswith("p:") for lab in labels)
@@ -648,27 +700,56 @@ class _FunctionInterpreter:
         self._record("update", c, labels, ctx)
 
     def _splice(self, call: ast.Call, callee: FuncInfo, summary: Summary, subst: dict[str, Labels],
-                ctx: _Ctx) -> None:
+                ctx: _Ctx) -> bool:
+        """Copy the callee's events in at the call site; True when the call scores validation data."""
         base = getattr(call, "lineno", 0) * 1000 + getattr(call, "col_offset", 0)
+        added: list[Event] = []
         for i, ev in enumerate(summary.events):
             if ev.kind == "deferred":
                 bound = self.p.bound_function(callee, ev.target, call, self)
                 if bound is None:
                     continue
+                self.callees.add(bound.key)
                 inner = self.p.summary(bound)
-                args_labels = substitute(ev.labels, subst)
+                args_labels = substitute(ev.labels, subst)  # already in this function's terms
                 inner_subst = {p: args_labels for p in bound.params + [bound.vararg or "", bound.kwarg or ""]}
                 for j, iev in enumerate(inner.events):
                     if iev.kind == "deferred":
                         continue
                     nested = iev.spliced(ev.node, callee, inner_subst, ev.loops, ev.branches, ev.seq[0], False)
-                    self.events[(id(call), i * 1000 + j)] = nested.spliced(
-                        call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+                    spliced = nested.spliced(call, self.fi, {}, ctx.loops, ctx.branches, base, ctx.ng)
+                    self.events[(id(call), i * 1000 + j)] = spliced
+                    added.append(spliced)
                 continue
-            self.events[(id(call), i)] = ev.spliced(call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+            spliced = ev.spliced(call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+            self.events[(id(call), i)] = spliced
+            added.append(spliced)
         if len(self.events) > MAX_EVENTS * 2:
             keep = sorted(self.events.items(), key=lambda kv: kv[1].seq)[:MAX_EVENTS]
             self.events = dict(keep)
+        return any(ev.kind == "score" and _valish(ev.labels) for ev in added)
+
+
+def _valish(labels: Labels) -> bool:
+    """Validation content, or a parameter that a caller may bind to it."""
+    return VAL in labels or any(lab.startswith("p:") for lab in labels)
+
+
+def _is_min_selection(c: ast.Call) -> bool:
+    dotted = _dotted(c.func) or ""
+    last = dotted.rsplit(".", 1)[-1]
+    return dotted == "min" or last in ("minimum", "fmin", "nanmin", "amin") or (
+        last == "min" and isinstance(c.func, ast.Attribute) and not c.args
+    )
+
+
+def _accumulator(target: ast.AST) -> bool:
+    """A sum being accumulated (`total`, `sums[i]`, `self.total`), not a tensor's storage (`p.data`, `p.grad`)."""
+    while isinstance(target, ast.Subscript):
+        target = target.value
+    if isinstance(target, ast.Attribute):
+        return target.attr not in ("data", "grad") and isinstance(target.value, ast.Name)
+    return isinstance(target, ast.Name)
 
 
 def _base_name(node: ast.AST) -> str | None:
@@ -680,16 +761,21 @@ def _base_name(node: ast.AST) -> str | None:
 
 
 def _creates_free_tensor(value: ast.expr) -> bool:
-    for node in ast.walk(value):
-        if not isinstance(node, ast.Call):
-            continue
+    """`torch.zeros(..., requires_grad=True)`, `nn.Parameter(...)`, `t.clone().requires_grad_()` and the same
+    wrapped in method chains (`.to(device)`): the calls along the value's call chain, not its arguments."""
+    node: ast.AST = value
+    while isinstance(node, ast.Call):
         for kw in node.keywords:
             if kw.arg == "requires_grad" and isinstance(kw.value, ast.Constant) and kw.value.value is True:
                 return True
-        if _last_attr(node.func) == "Parameter":
+        last = _last_attr(node.func)
+        if last == "Parameter":
             return True
-        if _last_attr(node.func) == "requires_grad_":
+        if last == "requires_grad_":
             return not (node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value is False)
+        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
     return False
 
 
@@ -764,6 +850,18 @@ class OrderProgram:
                 break
         return result
 
+    def reachable(self, root_key: str) -> list[str]:
+        """Functions reached from `root_key` through resolved calls (including bound function arguments)."""
+        seen = [root_key]
+        todo = [root_key]
+        while todo:
+            interp = self.interpreters.get(todo.pop())
+            for key in sorted(interp.callees) if interp else ():
+                if key not in seen:
+                    seen.append(key)
+                    todo.append(key)
+        return seen
+
     def _class_bodies(self) -> None:
         """Class-level fields (`val_files = os.path.join(root, "fineweb_val_*.bin")`) taint their attribute."""
         for classes in self.index.classes.values():
@@ -780,43 +878,26 @@ class OrderProgram:
                             self.add_tainted_attr(t.id)
 
     def _compute_ng_only(self) -> None:
-        """A function is no-grad-only when decorated so, or when every call site is inside a no-grad context."""
-        sites: dict[str, list[bool]] = {}
-        decorated: set[str] = set()
+        """A function is no-grad-only when decorated so, or when every call site is inside a no-grad context
+        or inside another no-grad-only function."""
+        sites: dict[str, list[tuple[str, bool]]] = {}
+        ng_only: dict[str, bool] = {}
         for fi in self.index.funcs.values():
-            for d in getattr(fi.node, "decorator_list", []):
-                if is_no_grad_ctx(d):
-                    decorated.add(fi.key)
+            if any(is_no_grad_ctx(d) for d in getattr(fi.node, "decorator_list", [])):
+                ng_only[fi.key] = True
             for call, ng in _calls_with_ng(fi.body):
                 target = self.resolve(call, fi, None)
                 if isinstance(target, FuncInfo):
-                    sites.setdefault(target.key, []).append(ng or fi.key in decorated)
-        # propagate: callees of no-grad-only functions are called under no-grad
-        ng_only = {k: True for k in decorated}
+                    sites.setdefault(target.key, []).append((fi.key, ng))
         for _ in range(4):
             changed = False
-            for fi in self.index.funcs.values():
-                if fi.key in ng_only:
-                    continue
-                calls = self._caller_contexts(fi, ng_only)
-                if calls and all(calls):
-                    ng_only[fi.key] = True
+            for key, callers in sites.items():
+                if key not in ng_only and all(ng or ng_only.get(caller, False) for caller, ng in callers):
+                    ng_only[key] = True
                     changed = True
             if not changed:
                 break
         self.ng_only = ng_only
-
-    def _caller_contexts(self, callee: FuncInfo, ng_only: dict[str, bool]) -> list[bool]:
-        cache = getattr(self, "_call_sites", None)
-        if cache is None:
-            cache = {}
-            for fi in self.index.funcs.values():
-                for call, ng in _calls_with_ng(fi.body):
-                    target = self.resolve(call, fi, None)
-                    if isinstance(target, FuncInfo):
-                        cache.setdefault(target.key, []).append((fi.key, ng))
-            self._call_sites = cache
-        return [ng or ng_only.get(caller, False) for caller, ng in cache.get(callee.key, [])]
 
     # -- resolution and binding ---------------------------------------------------------------------------------
     def resolve(self, c: ast.Call, fi: FuncInfo, interp: _FunctionInterpreter | None) -> FuncInfo | ClassInfo | None:
@@ -906,12 +987,18 @@ def _is_main_guard(s: ast.stmt) -> bool:
     return any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts)
 
 
-def _calls_with_ng(body: list[ast.stmt]) -> Iterator[tuple[ast.Call, bool]]:
-    """Every call in a function body (not in nested defs) with whether it sits in a no-grad with-block."""
+_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop, ast.alias)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
-    def walk(node: ast.AST, ng: bool) -> Iterator[tuple[ast.Call, bool]]:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            return
+
+def _calls_with_ng(body: list[ast.stmt]) -> list[tuple[ast.Call, bool]]:
+    """Every call in a function body (not in nested defs) with whether it sits in a no-grad with-block."""
+    out: list[tuple[ast.Call, bool]] = []
+    stack: list[tuple[ast.AST, bool]] = [(s, False) for s in reversed(body)]
+    while stack:
+        node, ng = stack.pop()
+        if isinstance(node, _LEAVES) or isinstance(node, _SCOPES):
+            continue
         if isinstance(node, (ast.With, ast.AsyncWith)):
             inner = ng
             for item in node.items:
@@ -919,17 +1006,18 @@ def _calls_with_ng(body: list[ast.stmt]) -> Iterator[tuple[ast.Call, bool]]:
                     inner = True
                 elif _is_enable_grad(item.context_expr):
                     inner = False
-                yield from walk(item.context_expr, ng)
-            for s in node.body:
-                yield from walk(s, inner)
-            return
+                stack.append((item.context_expr, ng))
+            stack.extend((s, inner) for s in node.body)
+            continue
         if isinstance(node, ast.Call):
-            yield node, ng
-        for child in ast.iter_child_nodes(node):
-            yield from walk(child, ng)
-
-    for s in body:
-        yield from walk(s, False)
+            out.append((node, ng))
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                stack.extend((v, ng) for v in value if isinstance(v, ast.AST))
+            elif isinstance(value, ast.AST):
+                stack.append((value, ng))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1043,9 +1131,23 @@ def common_loops(a: Event, b: Event) -> list[ast.AST]:
 
 
 def exclusive(a: Event, b: Event) -> bool:
-    """Events on the two different arms of one `if` never both run."""
+    """Events on the two different arms of one `if` never both run; nor do events under `if c:` and `if not c:`
+    (the same flag tested twice, e.g. TTT eval in one block and the plain eval in another)."""
     arms = {(br.node_id, br.taken) for br in a.branches}
-    return any((br.node_id, not br.taken) in arms for br in b.branches)
+    if any((br.node_id, not br.taken) in arms for br in b.branches):
+        return True
+    conds = {_polarity(br.test, br.taken) for br in a.branches}
+    for br in b.branches:
+        key, positive = _polarity(br.test, br.taken)
+        if (key, not positive) in conds:
+            return True
+    return False
+
+
+def _polarity(test: ast.expr, taken: bool) -> tuple[str, bool]:
+    while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test, taken = test.operand, not taken
+    return ast.dump(test), taken
 
 
 def loop_var_guard(ev: Event, loop: ast.AST) -> ast.expr | None:
@@ -1072,14 +1174,13 @@ def classify_update(ev: Event) -> None:
             defs.setdefault(n, []).append(s)
     line = getattr(ev.node, "lineno", 0)
     step_call: ast.Call | None = None
-    for s in stmts:
-        for n in ast.walk(s):
-            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "step"
-                    and not n.args and getattr(n, "lineno", 0) >= line):
-                if step_call is None or n.lineno < step_call.lineno:
-                    recv = _base_name(n.func.value)
-                    if recv and _optimizer_params(recv, defs) is not None:
-                        step_call = n
+    for n, _ng in _calls_with_ng(fi.body):
+        if (isinstance(n.func, ast.Attribute) and n.func.attr == "step" and not n.args
+                and getattr(n, "lineno", 0) >= line):
+            if step_call is None or n.lineno < step_call.lineno:
+                recv = _base_name(n.func.value)
+                if recv and _optimizer_params(recv, defs) is not None:
+                    step_call = n
     if step_call is not None:
         ev.step = step_call
         ev.step_func = fi
@@ -1137,12 +1238,14 @@ def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], back
     if update_loop is None:
         return False
     inside = {id(n) for n in ast.walk(update_loop)}
+    parents = _parent_map(fi.node)
     for node in ast.walk(fi.node):
         if not (isinstance(node, ast.Name) and node.id == root and isinstance(node.ctx, ast.Load)):
             continue
         if id(node) in inside:
             continue
-        return False
+        if not _harmless_use(node, parents):
+            return False
     # inside the loop: allowed as a call argument or `.parameters()` receiver; never stored, returned, or
     # read for its state
     for node in ast.walk(update_loop):
@@ -1157,6 +1260,30 @@ def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], back
             if any(root in names_in(a) for a in node.args):
                 return False
     return True
+
+
+_HARMLESS_METHODS = frozenset({
+    "parameters", "named_parameters", "to", "train", "eval", "zero_grad", "cpu", "cuda", "float", "half",
+    "bfloat16", "requires_grad_",
+})
+
+
+def _parent_map(root: ast.AST) -> dict[int, ast.AST]:
+    return {id(ch): node for node in ast.walk(root) for ch in ast.iter_child_nodes(node)}
+
+
+def _harmless_use(name: ast.Name, parents: dict[int, ast.AST]) -> bool:
+    """Uses of a local model outside its update loop that cannot carry its trained state anywhere else: calling
+    it (outside a score accumulation), moving it between devices/modes, collecting its parameters, deleting it."""
+    parent = parents.get(id(name))
+    if isinstance(parent, ast.Call) and parent.func is name:
+        node: ast.AST | None = parent
+        while node is not None and not isinstance(node, ast.stmt):
+            node = parents.get(id(node))
+        return not isinstance(node, ast.AugAssign)
+    if isinstance(parent, ast.Attribute) and parent.value is name:
+        return parent.attr in _HARMLESS_METHODS
+    return isinstance(parent, ast.Delete)
 
 
 def _outermost_loop_containing(body: list[ast.stmt], target: ast.AST) -> ast.AST | None:
@@ -1210,13 +1337,21 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
     except RecursionError:
         return OrderFacts(None, [], None, problem="the code nests too deeply to analyse")
     events = list(summary.events) if summary else []
+    classified: dict[int, Event] = {}
     for ev in events:
-        if ev.kind == "update":
+        if ev.kind != "update":
+            continue
+        known = classified.get(id(ev.node))
+        if known is None:
             classify_update(ev)
+            classified[id(ev.node)] = ev
+        else:
+            ev.target, ev.throwaway, ev.step, ev.step_func = known.target, known.throwaway, known.step, known.step_func
     dynamic: list[tuple[CodeUnit, ast.AST, str]] = []
-    for interp in program.interpreters.values():
-        for node, reason in interp.dynamic:
-            dynamic.append((interp.fi.unit, node, reason))
+    for key in program.reachable(program.index.roots[entry.name].key):
+        interp = program.interpreters.get(key)
+        for node, reason in interp.dynamic if interp else ():
+            dynamic.append((interp.fi.unit, node, reason))  # type: ignore[union-attr]
     return OrderFacts(program.index.roots[entry.name], events, program, dynamic)
 
 
@@ -1365,3 +1500,85 @@ def divergence(a: Event, b: Event) -> tuple[Location, Location]:
     la = a.chain[i][1].unit.location(a.chain[i][0]) if i < len(a.chain) else a.location()
     lb = b.chain[i][1].unit.location(b.chain[i][0]) if i < len(b.chain) else b.location()
     return la, lb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Def-use closures and the positions a value is restricted to (SLOT masks, scored slices)
+# ----------------------------------------------------------------------------------------------------------------
+def def_map(fi: FuncInfo) -> dict[str, list[ast.stmt]]:
+    """Every statement that binds or mutates each name in `fi` (flow-insensitive)."""
+    defs: dict[str, list[ast.stmt]] = {}
+    for s in simple_statements(fi.body):
+        if isinstance(s, (ast.If, ast.While, ast.With, ast.AsyncWith, ast.Try)):
+            continue
+        for n in assigned_names(s):
+            defs.setdefault(n, []).append(s)
+    return defs
+
+
+def closure(defs: dict[str, list[ast.stmt]], names: set[str]) -> set[int]:
+    """Ids of the statements that (transitively) define `names`, following values, not indices."""
+    seen_names: set[str] = set()
+    out: dict[int, ast.stmt] = {}
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in seen_names:
+            continue
+        seen_names.add(n)
+        for s in defs.get(n, []):
+            if id(s) in out:
+                continue
+            out[id(s)] = s
+            reads = names_in(s.iter) if isinstance(s, (ast.For, ast.AsyncFor)) else names_in(s, skip_slices=True)
+            todo.extend(reads - seen_names)
+    return set(out)
+
+
+def statements_by_id(fi: FuncInfo) -> dict[int, ast.stmt]:
+    return {id(s): s for s in simple_statements(fi.body)}
+
+
+def position_slices(stmts: Iterable[ast.stmt]) -> set[tuple[str, str]]:
+    """The (lower, upper) bounds of the last sliced axis of every subscript in `stmts` that restricts positions
+    with a bound that is not a constant (`nll[i, s:wlen]`, `mask[i, :s] = 1`), as source text."""
+    out: set[tuple[str, str]] = set()
+    for s in stmts:
+        roots = [s.target] if isinstance(s, (ast.For, ast.AsyncFor)) else [s]
+        for root in roots:
+            for node in ast.walk(root):
+                if not isinstance(node, ast.Subscript):
+                    continue
+                sl = node.slice
+                last = sl.elts[-1] if isinstance(sl, ast.Tuple) and sl.elts else sl
+                if not isinstance(last, ast.Slice) or last.step is not None:
+                    continue
+                lo = ast.unparse(last.lower) if last.lower is not None else ""
+                hi = ast.unparse(last.upper) if last.upper is not None else ""
+                if _constant_bound(last.lower) and _constant_bound(last.upper):
+                    continue  # [:-1], [1:]: the input/target shift, not a choice of positions
+                out.add((lo, hi))
+    return out
+
+
+def _constant_bound(node: ast.expr | None) -> bool:
+    if node is None:
+        return True
+    if isinstance(node, ast.UnaryOp):
+        node = node.operand
+    return isinstance(node, ast.Constant)
+
+
+def value_names(node: ast.AST) -> set[str]:
+    """Names whose values an accumulation / backward reads (the receiver of `loss.backward()`, the right-hand
+    side of `total += v`, the arguments of `total.add_(v)`)."""
+    if isinstance(node, ast.AugAssign):
+        return names_in(node.value, skip_slices=True)
+    if isinstance(node, ast.Assign):
+        return names_in(node.value, skip_slices=True)
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
+            return names_in(node.func.value, skip_slices=True)
+        parts = [*node.args, *(k.value for k in node.keywords)]
+        return set().union(*(names_in(p, skip_slices=True) for p in parts)) if parts else set()
+    return names_in(node, skip_slices=True)

@@ -296,6 +296,7 @@ class Program:
         self._reach: dict[Func, Reach] | None = None
         self._type_cache: dict[tuple[int, str], ClassInfo | None] = {}
         self._site_index: dict[int, CallSite] | None = None
+        self.branch_gates: dict[tuple[int, str], Gate] = {}  # (id(If/IfExp node), "body"|"orelse") -> Gate
         self._build()
 
     # ----------------------------------------------------------------------------------------------- building
@@ -904,6 +905,8 @@ class _BodyWalker:
             self.visit(n.test, gates, loops)
             for branch, part in (("body", n.body), ("orelse", n.orelse)):
                 g = prog._gate(f, n.test, branch)
+                if g is not None:
+                    prog.branch_gates[(id(n), branch)] = g
                 nodes = part if isinstance(part, list) else [part]
                 if not nodes:
                     continue

@@ -38,13 +38,18 @@ _METADATA_CALLS = {"len", "numel", "size", "dim", "isinstance", "type", "id", "e
 _METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "__class__", "__name__"}
 _MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "copy_", "add_", "put", "put_",
              "index_add_", "index_copy_", "scatter_", "scatter_add_", "mul_", "sub_", "addmm_", "addmm", "baddbmm_",
-             "appendleft", "push"}
+             "appendleft", "push", "register_buffer", "register_parameter", "load_state_dict"}
 _HOOK_REGISTRARS = re.compile(r"^register_.*hook$")
 _MAX_PATH = 14
 _MAX_CONTEXTS = 4000
 _MAX_DEPTH = 40
 
 Step = tuple[object, ast.AST, str]  # (CodeUnit, node, message)
+# Step messages that mark how data was transformed (rules tell calibration from raw copies by them).
+HOOK_STEP = "forward pass over this data; registered forward hooks capture its activations"
+GRAM_STEP = "second-moment statistics (X^T X) of this data"
+FORWARD_STEP = "model forward pass over this data"
+CALIBRATION_STEPS = (HOOK_STEP, GRAM_STEP)
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ class TaintEngine:
         self._depth = 0
         self._budget_hit = False
         self.module_ctx: dict[str, Ctx] = {}
+        self.edges: dict[tuple[int, int, Func], Ctx] = {}  # (caller ctx, call node, callee) -> callee ctx
         self._run()
 
     # ----------------------------------------------------------------------------------------------- driver
@@ -248,6 +254,21 @@ class TaintEngine:
             results.append(ctx.env)
         ctx.env = _join_envs(results) if results else before
 
+    def _runs(self, node: ast.AST, branch: str) -> bool:
+        """False for a branch that is off under the defaults (and not turned on by a run command)."""
+        g = self.prog.branch_gates.get((id(node), branch))
+        return g is None or g.taken or bool(g.enabled_by)
+
+    def _scratch(self, ctx: Ctx, body: list[ast.stmt]) -> None:
+        """Analyse code that does not run by default on a throw-away state: its values can be queried (rules
+        report it as information), but nothing it computes reaches the code that does run."""
+        saved_env, saved_ret, saved_self = ctx.env, ctx.ret, ctx.self_av
+        ctx.env = dict(saved_env)
+        try:
+            self._block(ctx, body)
+        finally:
+            ctx.env, ctx.ret, ctx.self_av = saved_env, saved_ret, saved_self
+
     def _loop(self, ctx: Ctx, body: list[ast.stmt], head=None) -> None:
         """Two trips round the loop, joined with the state before it (values carried across iterations)."""
         for trip in range(2):
@@ -281,8 +302,7 @@ class TaintEngine:
             for a in list(site.node.args) + [k.value for k in site.node.keywords]:
                 av = self.eval(ctx, a).flat()
                 if av.kinds:
-                    step = (ctx.func.unit, site.node, "forward pass over this data; registered hooks capture "
-                                                      "its activations")
+                    step = (ctx.func.unit, site.node, HOOK_STEP)
                     taint = join(taint, av.with_step(step))
         if not taint.kinds:
             return
@@ -353,7 +373,9 @@ class TaintEngine:
     def _bind(self, ctx: Ctx, name: str, av: AV, node: ast.AST, strong: bool = True) -> None:
         holder = self._holder(ctx, name)
         if av.kinds:
-            av = av.with_step((ctx.func.unit, node, f"{name} = {_short(node)}"))
+            text = _short(node) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else (
+                f"{name} = {_short(node)}")
+            av = av.with_step((ctx.func.unit, node, text))
         old = holder.env.get(name)
         if holder is not ctx or holder.func.kind != "function":
             strong = False  # a global or a closure's parent local: other code may see either value
@@ -441,7 +463,11 @@ class TaintEngine:
             self._block(ctx, s.orelse)
         elif isinstance(s, ast.If):
             self.eval(ctx, s.test)
-            self._branches(ctx, s.body, s.orelse)
+            live = [b for b, name in ((s.body, "body"), (s.orelse, "orelse")) if self._runs(s, name)]
+            for b, name in ((s.body, "body"), (s.orelse, "orelse")):
+                if not self._runs(s, name) and b:
+                    self._scratch(ctx, b)
+            self._branches(ctx, *live) if live else None
         elif isinstance(s, (ast.With, ast.AsyncWith)):
             for item in s.items:
                 av = self.eval(ctx, item.context_expr)
@@ -537,7 +563,10 @@ class TaintEngine:
                     out = join(out, av.flat())
             return AV(out.kinds, tuple(sorted(fields.items())))
         if isinstance(e, ast.BinOp):
-            return join(self.eval(ctx, e.left).flat(), self.eval(ctx, e.right).flat())
+            out = join(self.eval(ctx, e.left).flat(), self.eval(ctx, e.right).flat())
+            if isinstance(e.op, ast.MatMult) and out.kinds and _is_gram(e):
+                out = out.with_step((ctx.func.unit, e, GRAM_STEP))
+            return out
         if isinstance(e, ast.UnaryOp):
             return self.eval(ctx, e.operand).flat()
         if isinstance(e, ast.BoolOp):
@@ -552,7 +581,8 @@ class TaintEngine:
             return EMPTY
         if isinstance(e, ast.IfExp):
             self.eval(ctx, e.test)
-            return join(self.eval(ctx, e.body), self.eval(ctx, e.orelse))
+            a, b = self.eval(ctx, e.body), self.eval(ctx, e.orelse)
+            return join(a if self._runs(e, "body") else EMPTY, b if self._runs(e, "orelse") else EMPTY)
         if isinstance(e, ast.Call):
             return self._call(ctx, e)
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
@@ -622,7 +652,16 @@ class TaintEngine:
             out = EMPTY
             for callee in site.callees[:4]:
                 out = join(out, self._invoke(ctx, site, callee, recv_av))
+            if site.callees[0].name in ("forward", "__call__") and everything.kinds and not isinstance(
+                    e.func, ast.Attribute):
+                out = join(out, everything).with_step((ctx.func.unit, e, FORWARD_STEP))
             return out
+        if site is not None and site.resolution == "none" and isinstance(e.func, (ast.Name, ast.Attribute)) and (
+                everything.kinds and name not in _MUTATORS and name not in _METADATA_CALLS
+                and not (isinstance(e.func, ast.Attribute) and not recv_av.empty)):
+            # calling a callable object we cannot see into (a model, a compiled module): its output depends on
+            # the data through a forward pass
+            return everything.with_step((ctx.func.unit, e, FORWARD_STEP))
         # external or unresolved: the result carries its inputs (receiver included: `t.to(dev)`, `s.take(n)`)
         if name in _METADATA_CALLS:
             return EMPTY
@@ -657,6 +696,7 @@ class TaintEngine:
             self_av = recv_av if isinstance(site.node.func, ast.Attribute) else self.eval(ctx, site.node.func)
         parent = self._lexical_parent(ctx, callee)
         c = self.context(callee, args, self_av, parent, site, ctx)
+        self.edges[(id(ctx), id(site.node), callee)] = c
         if (c.self_av is not self_av and isinstance(site.node.func, ast.Attribute)
                 and isinstance(site.node.func.value, ast.Name) and c.self_av.fields):
             # fields a method stored on the receiver are visible to the caller afterwards
@@ -688,6 +728,7 @@ class TaintEngine:
         for callee in site.callees:
             args = self._args_for(ctx, site, callee)
             c = self.context(callee, args, obj, self._lexical_parent(ctx, callee), site, ctx)
+            self.edges[(id(ctx), id(site.node), callee)] = c
             obj = join(obj, c.self_av)
         if cls.method("__init__") is None:  # dataclass-like: fields from constructor arguments
             extra = EMPTY
@@ -711,6 +752,18 @@ class TaintEngine:
     def av_in(self, ctx: Ctx, expr: ast.AST) -> AV:
         av = ctx.node_avs.get(id(expr))
         return av if av is not None else self.eval(ctx, expr)
+
+
+def _is_gram(e: ast.BinOp) -> bool:
+    """`x.T @ x`, `x.t() @ x`, `x.transpose(0, 1) @ x`: second-moment statistics (GPTQ Hessian, AWQ)."""
+    left, right = e.left, e.right
+    inner = None
+    if isinstance(left, ast.Attribute) and left.attr in ("T", "mT", "H"):
+        inner = left.value
+    elif isinstance(left, ast.Call) and isinstance(left.func, ast.Attribute) and left.func.attr in (
+            "t", "transpose", "permute"):
+        inner = left.func.value
+    return inner is not None and ast.dump(inner) == ast.dump(right)
 
 
 def _join_envs(envs: list[dict[str, AV]]) -> dict[str, AV]:

@@ -36,6 +36,8 @@ SHAPE_CALLS = frozenset({"len", "size", "numel", "dim", "nelement", "range", "ar
                          "zeros_like", "ones_like", "empty_like", "full"})
 LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# calls whose result is a score / probability / model output, not the token they were given
+_NOT_TOKEN_VALUED = LABEL_LOSSES | DIST_CALLS | LOG_CALLS | {"gather", "exp", "sigmoid", "tanh", "embedding"}
 
 
 def call_name(node: ast.AST) -> str:
@@ -215,7 +217,7 @@ class Scope:
             return [n.value]
         if isinstance(n, ast.Call):
             name = call_name(n)
-            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name == "gather":
+            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name in _NOT_TOKEN_VALUED:
                 return []
             out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
             if isinstance(n.func, ast.Attribute):

@@ -1,0 +1,90 @@
+"""Walk the call tree under entry-flow events, in taint contexts: "what runs (and with which data) from here".
+
+`walk_events(ctx, events)` yields every call site executed under the given entry events (depth-first, each
+(site, taint context) once), with the chain of call sites that leads there and the first default-off gate on the
+way. Rules use it to ask, e.g., "which network calls run during evaluation" or "which `.backward()` runs in the
+training phase on validation-derived data", and to print the call chain as a flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from auditor.findings import FlowStep
+from auditor.flow.program import CallSite, EntryEvent, Gate, program_of
+from auditor.flow.taint import Ctx, taint_engine
+
+if TYPE_CHECKING:
+    from auditor.facts import AuditContext
+
+_MAX_VISITS = 30000
+
+
+@dataclass(frozen=True)
+class Visit:
+    site: CallSite
+    ctx: Ctx | None  # taint context of the function holding the site (None: never analysed)
+    chain: tuple[CallSite, ...]  # entry event site first, this site last
+    gate: Gate | None  # first gate on the chain that is off by default (None: runs by default)
+    event: EntryEvent
+    ctx_chain: tuple[Ctx | None, ...] = ()  # taint context of each chain site's function
+
+    def chain_from(self, k: int, message: str) -> list[FlowStep]:
+        """Call-chain steps from chain[k] (inclusive) down to this site."""
+        steps = [FlowStep(s.unit.location(s.node), f"calls {_callee_text(s)}") for s in self.chain[k:-1]]
+        steps.append(FlowStep(self.site.unit.location(self.site.node), message))
+        return steps
+
+    @property
+    def live(self) -> bool:
+        return self.gate is None or bool(self.gate.enabled_by)
+
+    def chain_flow(self, message: str) -> list[FlowStep]:
+        steps = [FlowStep(s.unit.location(s.node), f"calls {_callee_text(s)}") for s in self.chain[:-1]]
+        steps.append(FlowStep(self.site.unit.location(self.site.node), message))
+        return steps
+
+
+def _callee_text(site: CallSite) -> str:
+    if site.callees:
+        return site.callees[0].qualname + "()"
+    return (site.ext or "?") + "()"
+
+
+def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
+    prog = program_of(ctx)
+    engine = taint_engine(ctx)
+    seen: set[tuple[int, int]] = set()
+    visits = 0
+    for ev in events:
+        caller_ctxs = engine.ctxs.get(ev.site.caller) or [None]
+        for cctx in caller_ctxs:
+            stack: list[tuple[CallSite, Ctx | None, tuple[CallSite, ...], Gate | None, tuple]] = [
+                (ev.site, cctx, (ev.site,), ev.gate, (cctx,))]
+            while stack:
+                site, sctx, chain, gate, cchain = stack.pop()
+                key = (id(site.node), id(sctx))
+                if key in seen:
+                    continue
+                seen.add(key)
+                visits += 1
+                if visits > _MAX_VISITS:
+                    return
+                g = gate or site.deciding_gate
+                yield Visit(site, sctx, chain, g, ev, cchain)
+                if site.constructs is None and site.callees and _is_entry_driver(prog, site, ev):
+                    continue  # an inlined driver: its body's sites are events of their own
+                for callee in site.callees[:6]:
+                    cc = engine.edges.get((id(sctx), id(site.node), callee)) if sctx is not None else None
+                    if cc is None:
+                        got = engine.ctxs.get(callee)
+                        cc = got[0] if got else None
+                    for inner in sorted(callee.calls, key=lambda s: -s.order):
+                        stack.append((inner, cc, chain + (inner,), g, cchain + (cc,)))
+
+
+def _is_entry_driver(prog, site: CallSite, ev: EntryEvent) -> bool:
+    return site is ev.site and any(e.via and e.via[-1] is site for e in prog.entry_sequence()[ev.index + 1:
+                                                                                              ev.index + 2])

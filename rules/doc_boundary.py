@@ -1,0 +1,418 @@
+"""PG303: an op that mixes position t-1 into t without a document mask, in a model whose eval isolates documents.
+
+SmearGate (`x[:, 1:] += g * x[:, :-1]`), token shift (`cat([0, x[:, :-1]])`, `F.pad(x[:, :-1], ...)`,
+`roll(x, 1)`), a left-padded causal convolution and a bigram hash of (x[t-1], x[t]) all carry the previous
+position into the current one. When the eval treats documents independently (attention segments built from BOS
+positions, per-document TTT) the last token of document N then leaks into the BOS position of document N+1: the
+scored BOS position no longer sees only its own document, the very bug fixed in PR #1851 by zeroing the gate where
+the current input token is BOS.
+
+Verdicts: masked (a comparison of the token ids, e.g. `== bos`, feeds the mixed value) -> PASS; eval does not
+isolate documents (sliding windows cross documents, legal under C1) -> PASS with an info note; unmasked with
+doc-isolated eval -> FAIL for smear/shift/conv. A bigram *hash embedding* of input ids is WARN only: the reviews
+that cleared it (PR #267 / #525) judged causality, and no ruling covers it at document boundaries. A submission
+dated before the BOS-fix ruling is WARN (the leaderboard kept the PR #1667 row that has this shape).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from auditor.facts import AuditContext
+from auditor.findings import Basis, Confidence, Finding, Location, Severity, Verdict
+from auditor.flow.targets import Scope, call_name, index_parts, reach_of, store_root, target_facts, var_key
+from rules.base import Case, Rule
+
+RULING_DATE = "2026-04-27"  # PR #1851 (BOS fix) record date; leaderboard PR #1900 followed on 2026-04-28
+_MIX_OPS = (ast.Add, ast.Sub, ast.Mult, ast.BitXor, ast.Mod, ast.BitOr, ast.BitAnd)
+_MIX_CALLS = {"bitwise_xor", "lerp", "addcmul", "add", "mul", "where", "cat", "concatenate", "stack"}
+_HASH_OPS = (ast.BitXor, ast.Mod)
+
+_DOC_EVAL = """
+import torch
+import torch.nn.functional as F
+from flash_attn_interface import flash_attn_varlen_func
+
+BOS_ID = 1
+
+class Model(torch.nn.Module):
+    def forward_logits(self, input_ids, cu_seqlens, max_seqlen):
+        x = self.tok_emb(input_ids)
+        g = self.lam * torch.sigmoid(self.gate(x[:, 1:, :12]))
+{mask}        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1]], dim=1)
+        q, k, v = self.qkv(x)
+        y = flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+                                   max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, causal=True)
+        return self.head(y)
+
+def eval_val(model, tokens):
+    x, y = tokens[:-1], tokens[1:]
+    starts = (x == BOS_ID).nonzero(as_tuple=True)[0]
+    cu = torch.cat([starts, torch.tensor([x.numel()])]).int()
+    logits = model.forward_logits(x[None], cu, 2048)
+    return F.cross_entropy(logits[0], y)
+
+if __name__ == "__main__":
+    eval_val(Model(), torch.load("val.pt"))
+"""
+
+_WINDOW_EVAL = """
+import torch
+import torch.nn.functional as F
+
+class Model(torch.nn.Module):
+    def forward(self, input_ids):
+        x = self.tok_emb(input_ids)
+        g = torch.sigmoid(self.gate)
+        x_prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+        x = (1 - g) * x + g * x_prev
+        return self.head(self.blocks(x))
+
+def eval_val(model, tokens, seq_len):
+    total = 0.0
+    for s in range(0, tokens.numel() - seq_len, seq_len):
+        chunk = tokens[s:s + seq_len + 1]
+        total += F.cross_entropy(model(chunk[None, :-1])[0], chunk[1:])
+    return total
+
+if __name__ == "__main__":
+    eval_val(Model(), torch.load("val.pt"), 1024)
+"""
+
+
+@dataclass
+class Shift:
+    node: ast.AST
+    scope: Scope
+    kind: str  # "smear" | "shift" | "conv" | "hash"
+    masked: bool
+    mask: ast.AST | None = None
+
+
+class DocBoundaryLeak(Rule):
+    id = "PG303"
+    name = "doc-boundary-leak"
+    title = "Previous-position mixing crosses document boundaries in a doc-isolated eval"
+    category = "doc_boundary"
+    severity = Severity.HIGH
+    confidence = Confidence.MEDIUM
+    rationale = (
+        "A model whose eval isolates documents must not let document N's last token reach document N+1's BOS "
+        "position. Smear gates, token shifts and causal convolutions need a BOS/document mask (PR #1851 zeroes "
+        "the gate where the current input token is BOS, in both the eval and the TTT forward)."
+    )
+    basis = Basis(
+        ref="PR #1851 (SmearGate BOS fix) and leaderboard PR #1900 (cocohearts)",
+        date="2026-04-28",
+        quote=(
+            "The smear was not masked at BOS, so the last token of document N was mixed into the BOS position "
+            "of document N+1; the fix zeroes the gate wherever the current input token is BOS."
+        ),
+        url="https://github.com/openai/parameter-golf/pull/1851",
+        section="A.11",
+    )
+    valid = (
+        Case(code=_DOC_EVAL.replace("{mask}", "        g = g.masked_fill((input_ids[:, 1:] == BOS_ID)[..., None], 0.0)\n"),
+             verdict=Verdict.PASS, note="BOS-masked smear"),
+        Case(code=_WINDOW_EVAL, verdict=Verdict.PASS, note="unmasked smear, windows cross documents"),
+    )
+    invalid = (
+        Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),
+    )
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        facts = target_facts(ctx)
+        shifts: list[Shift] = []
+        for scope in facts.scopes:
+            shifts.extend(find_shifts(scope))
+        if not shifts:
+            return
+        isolation = doc_isolation(ctx, facts.scopes)
+        date = _claimed_date(ctx)
+        for sh in shifts:
+            yield self._judge(ctx, sh, isolation, date)
+
+    def _judge(self, ctx: AuditContext, sh: Shift, isolation: list[Location], date: str | None) -> Finding:
+        unit = sh.scope.unit
+        loc = unit.location(sh.node)
+        what = {"smear": "smear (t-1 mixed into t)", "shift": "token shift", "conv": "left-padded causal conv",
+                "hash": "bigram hash of (x[t-1], x[t])"}[sh.kind]
+        head = f"in `{sh.scope.name}` a {what} `{_short(sh.node)}`"
+        if sh.masked:
+            mask_loc = [unit.location(sh.mask)] if sh.mask is not None else []
+            return self.info(f"{head} is masked at document boundaries (`{_short(sh.mask)}`)", [loc],
+                             related=mask_loc)
+        if not isolation:
+            return self.info(
+                f"{head} has no BOS/document mask, but the eval does not isolate documents (no attention segments "
+                "or per-document loop built from BOS positions): windows cross documents, which C1 allows", [loc])
+        live, why = reach_of(ctx, unit, sh.node)
+        message = (
+            f"{head} has no BOS/document mask while the eval isolates documents (BOS positions at "
+            f"{isolation[0]}): the last token of each document leaks into the next document's BOS position"
+        )
+        if not live:
+            return self.info(f"{message}. Not run by default ({why})", [loc], related=isolation)
+        if sh.kind == "hash":
+            return self.finding(
+                Verdict.WARN,
+                f"{message}. A bigram hash of input ids is causal (PR #267/#525 reviews) and no ruling covers it "
+                "at document boundaries; mask the previous id at BOS to be safe",
+                [loc], related=isolation, severity=Severity.MEDIUM, confidence=Confidence.LOW,
+            )
+        if date is not None and date < RULING_DATE:
+            return self.finding(
+                Verdict.WARN,
+                f"{message}. The submission is dated {date}, before the BOS-fix ruling ({RULING_DATE}); the "
+                "leaderboard kept the PR #1667 row of this shape, later stacks were blocked",
+                [loc], related=isolation, severity=Severity.MEDIUM,
+            )
+        return self.finding(Verdict.FAIL, message, [loc], related=isolation, evidence=ast.unparse(sh.node)[:300])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _time_slice(sub: ast.AST) -> tuple[str, int, int] | None:
+    """(base, axis, k) for `X[:, :-k]` (k < 0: previous-position view) / `X[:, k:]` (k > 0: current view) on a
+    batched tensor (time axis after a leading `:` or `...`); None otherwise."""
+    if not isinstance(sub, ast.Subscript) or not isinstance(sub.ctx, ast.Load):
+        return None
+    parts = index_parts(sub)
+    if len(parts) < 2:
+        return None
+    for axis, p in enumerate(parts):
+        if axis == 0:
+            if not (isinstance(p, ast.Slice) and p.lower is None and p.upper is None) and not (
+                isinstance(p, ast.Constant) and p.value is Ellipsis
+            ):
+                return None
+            continue
+        if not isinstance(p, ast.Slice) or p.step is not None:
+            return None
+        lo, up = p.lower, p.upper
+        if lo is None and up is None:
+            continue
+        if lo is None and isinstance(up, ast.UnaryOp) and isinstance(up.op, ast.USub) and isinstance(
+            up.operand, ast.Constant
+        ):
+            return (ast.dump(sub.value), axis, -int(up.operand.value))
+        if up is None and isinstance(lo, ast.Constant) and isinstance(lo.value, int) and lo.value > 0:
+            return (ast.dump(sub.value), axis, int(lo.value))
+        return None
+    return None
+
+
+def _parents(root: ast.AST) -> dict[int, ast.AST]:
+    out: dict[int, ast.AST] = {}
+    for n in ast.walk(root):
+        for c in ast.iter_child_nodes(n):
+            out[id(c)] = n
+    return out
+
+
+def find_shifts(scope: Scope) -> list[Shift]:
+    out: list[Shift] = []
+    seen_lines: set[int] = set()
+    for stmt in scope.nodes:
+        if not isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr)):
+            continue
+        value = stmt.value
+        if value is None:
+            continue
+        for node, kind, base in _shifts_in(value, stmt):
+            if node.lineno in seen_lines:  # type: ignore[attr-defined]
+                continue
+            seen_lines.add(node.lineno)  # type: ignore[attr-defined]
+            mask = _mask_for(scope, stmt, base)
+            if kind != "hash" and _feeds_hash(scope, stmt):
+                kind = "hash"
+            out.append(Shift(node=node, scope=scope, kind=kind, masked=mask is not None, mask=mask))
+    return out
+
+
+def _shifts_in(value: ast.AST, stmt: ast.AST) -> list[tuple[ast.AST, str, ast.AST | None]]:
+    """(node, kind, the tensor being shifted) for each previous-position mixing op in one statement."""
+    found: list[tuple[ast.AST, str, ast.AST | None]] = []
+    parents = _parents(stmt)
+    views: dict[tuple[str, int], list[tuple[ast.AST, int]]] = {}
+    for n in ast.walk(value):
+        ts = _time_slice(n)
+        if ts is not None:
+            views.setdefault((ts[0], ts[1]), []).append((n, ts[2]))
+    # S1: previous and current views of one tensor combined arithmetically
+    for vs in views.values():
+        prevs = [v for v, k in vs if k < 0]
+        curs = [v for v, k in vs if k > 0]
+        for p in prevs:
+            anc = _common_mixing_ancestor(p, curs, parents)
+            if anc is not None:
+                kind = "hash" if _is_hashy(anc, parents) else "smear"
+                found.append((anc, kind, p.value))  # type: ignore[attr-defined]
+                break
+    # S2..S4: a previous-position view padded back to full length (cat / pad), roll, left-padded conv input
+    for n in ast.walk(value):
+        if not isinstance(n, ast.Call):
+            continue
+        name = call_name(n)
+        if name in {"cat", "concatenate"} and n.args and isinstance(n.args[0], (ast.List, ast.Tuple)):
+            elts = n.args[0].elts
+            if len(elts) >= 2:
+                last = _time_slice(elts[-1])
+                firsts = [_time_slice(e) for e in elts[:-1]]
+                if last is not None and last[2] < 0 and not any(f is not None and f[2] > 0 for f in firsts):
+                    found.append((n, "shift", elts[-1].value))  # type: ignore[attr-defined]
+        elif name == "pad" and n.args:
+            arg = _time_slice(n.args[0])
+            spec = n.args[1] if len(n.args) > 1 else None
+            if arg is not None and arg[2] < 0:
+                found.append((n, "shift", n.args[0].value))  # type: ignore[attr-defined]
+            elif isinstance(spec, (ast.Tuple, ast.List)) and _left_pad_only(spec):
+                found.append((n, "conv", n.args[0]))
+        elif name == "roll" and _positive_shift(n):
+            recv = n.args[0] if isinstance(n.func, ast.Name) or (
+                isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)
+                and n.func.value.id in {"torch", "np", "numpy"}) else getattr(n.func, "value", None)
+            found.append((n, "shift", recv))
+    return found
+
+
+def _common_mixing_ancestor(p: ast.AST, curs: list[ast.AST], parents: dict[int, ast.AST]) -> ast.AST | None:
+    chain: list[ast.AST] = []
+    n: ast.AST | None = parents.get(id(p))
+    while n is not None:
+        chain.append(n)
+        n = parents.get(id(n))
+    for c in curs:
+        anc_ids = set()
+        m: ast.AST | None = parents.get(id(c))
+        while m is not None:
+            anc_ids.add(id(m))
+            m = parents.get(id(m))
+        for a in chain:
+            if id(a) in anc_ids:
+                if isinstance(a, ast.BinOp) and isinstance(a.op, _MIX_OPS):
+                    return a
+                if isinstance(a, ast.Call) and call_name(a) in _MIX_CALLS - {"cat", "concatenate", "stack"}:
+                    return a
+                break  # lowest common ancestor is a tuple / list / statement: two separate views (x, y split)
+    return None
+
+
+def _is_hashy(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
+    n: ast.AST | None = node
+    while n is not None and not isinstance(n, ast.stmt):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS):
+            return True
+        if isinstance(n, ast.Call) and call_name(n) == "bitwise_xor":
+            return True
+        n = parents.get(id(n))
+    return False
+
+
+def _feeds_hash(scope: Scope, stmt: ast.AST) -> bool:
+    """Is the shifted value (e.g. `prev_ids`) combined into a hash later in the scope?"""
+    targets = [store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None]
+    keys = {k for k in targets if k}
+    if not keys:
+        return False
+    for n in scope.nodes:
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS)) or (
+            isinstance(n, ast.Call) and call_name(n) == "bitwise_xor"
+        ):
+            if keys & scope.loaded_vars(ast.walk(n)):
+                return True
+    return False
+
+
+def _left_pad_only(spec: ast.Tuple | ast.List) -> bool:
+    """(L, 0) or (0, 0, L, 0) with L not a literal 0: padding on the left of the time axis only."""
+    e = spec.elts
+    if len(e) == 2:
+        left, right = e
+    elif len(e) == 4 and _is_zero(e[0]) and _is_zero(e[1]):
+        left, right = e[2], e[3]
+    else:
+        return False
+    return _is_zero(right) and not _is_zero(left)
+
+
+def _is_zero(n: ast.AST) -> bool:
+    return isinstance(n, ast.Constant) and n.value == 0
+
+
+def _positive_shift(call: ast.Call) -> bool:
+    shift = next((k.value for k in call.keywords if k.arg == "shifts"), None)
+    if shift is None:
+        args = call.args[1:] if isinstance(call.func, ast.Name) or (
+            isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name)
+            and call.func.value.id in {"torch", "np", "numpy"}) else call.args
+        shift = args[0] if args else None
+    return isinstance(shift, ast.Constant) and isinstance(shift.value, int) and shift.value > 0
+
+
+def _mask_for(scope: Scope, stmt: ast.AST, base: ast.AST | None) -> ast.AST | None:
+    """An equality test of token ids (`ids == bos`, `ids != BOS_ID`) that feeds the mixed value or is applied to
+    the shifted variable elsewhere in the scope."""
+    skip: set[str] = set()
+    key = var_key(base) if base is not None else None
+    if key:
+        skip.add(key)
+    nodes = list(scope.closure(stmt.value, mode="all", skip=frozenset(skip)))  # type: ignore[attr-defined]
+    targets = [store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None]
+    for k in targets:
+        if k and k not in skip:
+            for d in scope.defs.get(k, ()):
+                if d is not stmt.value:  # type: ignore[attr-defined]
+                    nodes.extend(scope.closure(d, mode="all", skip=frozenset(skip | {k})))
+    for n in nodes:
+        if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in n.ops):
+            others = [n.left, *n.comparators]
+            if any(isinstance(o, ast.Constant) and (o.value is None or isinstance(o.value, str)) for o in others):
+                continue
+            return n
+    return None
+
+
+def doc_isolation(ctx: AuditContext, scopes: list[Scope]) -> list[Location]:
+    """Where the code finds BOS positions to split the stream into documents (attention segments, per-document
+    loops), as long as that code runs by default."""
+    out: list[Location] = []
+    for scope in scopes:
+        for n in scope.nodes:
+            if _is_bos_finder(n) and reach_of(ctx, scope.unit, n)[0]:
+                out.append(scope.unit.location(n))
+    return out
+
+
+def _is_bos_finder(n: ast.AST) -> bool:
+    if not isinstance(n, ast.Call):
+        return False
+    name = call_name(n)
+    if name not in {"nonzero", "where", "flatnonzero", "argwhere"}:
+        return False
+    operands = list(n.args[:1])
+    if isinstance(n.func, ast.Attribute) and not n.args:
+        operands.append(n.func.value)
+    if name == "where" and len(n.args) != 1:
+        return False
+    for o in operands:
+        if isinstance(o, ast.Compare) and len(o.ops) == 1 and isinstance(o.ops[0], ast.Eq):
+            right = o.comparators[0]
+            if isinstance(right, ast.Constant) and not isinstance(right.value, int):
+                continue
+            return True
+    return False
+
+
+def _claimed_date(ctx: AuditContext) -> str | None:
+    claims, _ = ctx.submission.claims()
+    date = (claims or {}).get("date")
+    return str(date)[:10] if isinstance(date, str) and len(date) >= 10 else None
+
+
+def _short(node: ast.AST | None) -> str:
+    if node is None:
+        return ""
+    text = ast.unparse(node)
+    return text if len(text) <= 90 else text[:87] + "..."

@@ -1,0 +1,212 @@
+"""PG203: validation tokens scored in a second pass with state built from the whole split, or the best of
+several scoring passes reported.
+
+Issue #1017 C4: one left-to-right pass, each token scored exactly once. FAIL when a loop over validation positions
+writes lookup state (a count table, a cache, a bias) from validation content and a *later* loop, sharing no
+enclosing loop with it, scores validation tokens with a value read from that state (pass 1 builds, pass 2
+rescores: the PR #846 ... #986 family), and when a `min(...)` selects among the results of several scoring calls
+(min-over-passes). An online cache that is read for scoring and updated after, inside the same loop, is one pass
+and is not this rule's concern (target-in-key / normalisation are other rules).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from auditor.facts import AuditContext
+from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
+from auditor.flow.order import (
+    Event,
+    assigned_names,
+    analyse_order,
+    closure,
+    common_loops,
+    def_map,
+    exclusive,
+    gates,
+    is_data_loop,
+    names_in,
+    statements_by_id,
+    value_names,
+)
+from rules.base import Case, Rule
+
+_TWO_PASS = """\
+import os, torch
+
+def evaluate(model, tokens, alpha):
+    counts = torch.zeros(4096)
+    for i in range(1, tokens.numel()):
+        counts[(tokens[i - 1] * 31 + tokens[i]) % 4096] += 1
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(1, tokens.numel()):
+            p_model = torch.softmax(model(tokens[i - 1:i]), -1)[0, tokens[i]]
+            p_cache = counts[(tokens[i - 1] * 31 + tokens[i]) % 4096] / counts.sum()
+            total += -torch.log((1 - alpha) * p_model + alpha * p_cache)
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    print(evaluate(torch.nn.Linear(8, 8), tokens, 0.1))
+
+main()
+"""
+
+_ONLINE = """\
+import os, torch
+
+def evaluate(model, tokens, alpha):
+    counts = torch.ones(4096)
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(1, tokens.numel()):
+            p_model = torch.softmax(model(tokens[i - 1:i]), -1)[0]
+            p_cache = counts / counts.sum()
+            total += -torch.log((1 - alpha) * p_model[tokens[i]] + alpha * p_cache[tokens[i]])
+            counts[tokens[i]] += 1
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    print(evaluate(torch.nn.Linear(8, 8), tokens, 0.1))
+
+main()
+"""
+
+_MIN_OF_PASSES = """\
+import os, torch
+import torch.nn.functional as F
+
+def score(model, tokens, width):
+    total = torch.zeros(())
+    with torch.inference_mode():
+        for i in range(0, tokens.numel() - width, width):
+            total += F.cross_entropy(model(tokens[i:i + width]), tokens[i + 1:i + width + 1], reduction="sum")
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    first = score(model, tokens, 256)
+    second = score(model, tokens, 512)
+    print(min(first, second))
+
+main()
+"""
+
+
+class ValidationRescoredInSecondPass(Rule):
+    id = "PG203"
+    name = "multipass-rescoring"
+    title = "Validation rescored with state built from the whole split, or best of several passes reported"
+    category = "multipass"
+    severity = Severity.CRITICAL
+    confidence = Confidence.HIGH
+    rationale = (
+        "Each validation token must be scored once, left to right, from state built only from the tokens before "
+        "it. A first pass that fills a cache with the whole split lets the second pass score every token with "
+        "statistics of itself and its future; reporting the minimum of several passes selects on the answer."
+    )
+    basis = Basis(
+        ref="issue #1017 C4 and C1 (NoesisGenesis); PRs #846, #853, #869, #959 closed",
+        date="2026-03-27",
+        quote="One left-to-right pass; each token is scored exactly once. No rescoring, and no multi-pass or "
+        "min-over-passes selection.",
+        url="https://github.com/openai/parameter-golf/issues/1017",
+        section="A.2",
+    )
+    valid = (Case(code=_ONLINE, verdict=Verdict.PASS, note="online cache: read, score, then update"),)
+    invalid = (
+        Case(code=_TWO_PASS, verdict=Verdict.FAIL, line=12, note="pass 1 fills counts, pass 2 scores with them"),
+        Case(code=_MIN_OF_PASSES, verdict=Verdict.FAIL, line=16, note="min over two scoring passes"),
+    )
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        facts = analyse_order(ctx)
+        if facts.root is None:
+            yield self.skip(f"order analysis not run: {facts.problem}")
+            return
+        evaluator = gates(ctx)
+        found = False
+        for finding, event in [*self._selections(facts.events), *self._two_pass(facts.events, facts.scores)]:
+            dead = evaluator.dead_branch(event) if evaluator is not None else None
+            if dead is not None:
+                finding = self.info(
+                    f"If enabled: {finding.message} It sits behind `{ast.unparse(dead.test)}`, off by default.",
+                    finding.locations, related=finding.related, flow=finding.flow, data=finding.data,
+                )
+            found = True
+            yield finding
+        if not found:
+            yield self.finding(Verdict.PASS, "Each validation token is scored in a single pass.")
+
+    def _selections(self, events: list[Event]) -> Iterable[tuple[Finding, Event]]:
+        seen: set[int] = set()
+        for ev in events:
+            if ev.kind != "select" or id(ev.node) in seen:
+                continue
+            seen.add(id(ev.node))
+            yield self.finding(
+                Verdict.FAIL,
+                f"min(...) at line {ev.location().line} selects among the results of several scoring passes over "
+                "validation data (min-over-passes).",
+                [ev.location()], flow=ev.flow("the best of several scoring passes is taken"),
+                data={"order": "min-over-passes"},
+            ), ev
+
+    def _two_pass(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+        writes = [w for w in events if w.kind == "write" and w.is_val]
+        reported: set[int] = set()
+        for s in scores:
+            if id(s.node) in reported:
+                continue
+            for w in writes:
+                if w.seq >= s.seq or w.func is not s.func or exclusive(w, s):
+                    continue
+                if [c for c, _ in w.chain] != [c for c, _ in s.chain]:
+                    continue  # another invocation
+                shared = common_loops(w, s)
+                if len(w.loops) <= len(shared) or _own(shared, w):
+                    continue  # written inside a loop that also scores: per-window / online state
+                build_loop = w.loops[len(shared)]
+                if not is_data_loop(build_loop) or not _reads_state(s, w.target):
+                    continue
+                reported.add(id(s.node))
+                flow = w.flow("pass 1 writes lookup state from validation tokens")
+                flow.append(FlowStep(s.location(), "pass 2 scores validation tokens with that state"))
+                yield self.finding(
+                    Verdict.FAIL,
+                    f"Validation tokens are scored (line {s.location().line}) with state that an earlier pass over "
+                    f"the validation split wrote (line {w.location().line}): the second pass sees statistics of "
+                    "the tokens it scores and of their future.",
+                    [s.location()], related=[w.location(), w.func.unit.location(build_loop)], flow=flow,
+                    data={"order": "two-pass", "write_line": w.location().line, "score_line": s.location().line},
+                    confidence=Confidence.MEDIUM,
+                ), s
+                break
+
+
+def _own(loops: list[ast.AST], ev: Event) -> list[ast.AST]:
+    """The loops among `loops` written in the event's own function (not in a caller)."""
+    node = ev.func.node
+    first, last = getattr(node, "lineno", 0), getattr(node, "end_lineno", 0) or 10**9
+    return [lp for lp in loops if first <= getattr(lp, "lineno", 0) <= last]
+
+
+def _reads_state(score: Event, name: str) -> bool:
+    """Does the scored value read `name`'s contents (not only index into something with it)?"""
+    defs = def_map(score.func)
+    by_id = statements_by_id(score.func)
+    start = value_names(score.node)
+    if name in start:
+        return True
+    for sid in closure(defs, start):
+        stmt = by_id.get(sid)
+        if stmt is None or name in assigned_names(stmt):
+            continue
+        reads = stmt.iter if isinstance(stmt, (ast.For, ast.AsyncFor)) else stmt
+        if name in names_in(reads, skip_slices=True):
+            return True
+    return False
