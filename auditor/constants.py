@@ -57,6 +57,12 @@ MAX_BYTES_PER_TOKEN_MARGIN = 1.0  # slack per missing target on top of the famil
 # An unknown tokenizer (no canonical token count) is compared with the val-text byte span; relative slack for
 # normalisation differences (NFKC removes ~0.007% of bytes on FineWeb: 97 of 1,489,515 on 200 docs).
 UNKNOWN_FAMILY_RELATIVE_TOLERANCE = 5e-4
+# A denominator under this fraction of the validation text means only part of the text was scored (a dry run or a
+# cut-down val set), which is a coverage finding rather than a byte-counting one.
+PARTIAL_VAL_FRACTION = 0.9
+# With val_tokens not printed (the family's canonical count is assumed), deviations under this relative size are
+# only a warning: the eval may have scored a slightly different number of targets.
+ASSUMED_TOKENS_FAIL_RATIO = 0.01
 # Score lines need this many decimals on both val_loss and val_bpb for the implied denominator to be exact to a
 # few bytes (rules.md §0: "reproduces to ±1 byte" with 8 decimals).
 IMPLIED_MIN_DECIMALS = 8

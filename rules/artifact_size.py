@@ -116,8 +116,8 @@ class ArtifactOverCap(Rule):
         if acc.logged_total is not None and acc.logged_total > CAP:
             return self.finding(
                 Verdict.WARN,
-                f"the log's own total {acc.logged_total:,} is {acc.logged_total - CAP:,} bytes over the cap; the "
-                f"{acc.applied} convention on the shipped files gives {acc.accepted:,}",
+                f"the total stated in {acc.source} ({acc.logged_total:,}) is {acc.logged_total - CAP:,} bytes over "
+                f"the cap; the {acc.applied} convention on the shipped files gives {acc.accepted:,}",
                 loc, evidence=acc.table(), data=data, severity=Severity.HIGH,
             )
         stricter = [(name, total) for name, total in (("shipped train_gpt.py", acc.shipped),

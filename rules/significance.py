@@ -160,6 +160,10 @@ class RecordSignificance(Rule):
             f"rule (≥ {margin:.5f} {u} at p < {RECORD_P_WRITTEN}): p = {_p(rep.written_p)} "
             f"{'met' if rep.written_ok else 'NOT met'}; {tail}"
         )
+        if not rep.applied_ok:
+            need_applied = rep.seeds_needed_applied
+            text += ("; no number of seeds meets the applied rule either (no improvement)" if need_applied is None
+                     else f"; about {need_applied} seeds per side would meet the applied rule")
         if notes:
             text += " (" + "; ".join(notes) + ")"
         return text

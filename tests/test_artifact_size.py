@@ -34,10 +34,20 @@ def test_pr1809_shape_fails_on_the_log_total_line() -> None:
     assert "(1) shipped" in seed42.evidence and "(3) +aux" in seed42.evidence
 
 
-def test_compressed_convention_applied_by_the_script_passes_with_a_warning_on_shipped_bytes() -> None:
+def test_compressed_convention_applied_by_the_script() -> None:
     got = run(load_path(FIX / "time_ok_clean_twin"))
-    assert {f.verdict for f in got} == {Verdict.WARN}  # shipped 170,289-byte script would not fit
-    assert all(f.data["applied"] == "compressed" and f.data["accepted"] < 16_000_000 for f in got)
+    assert [f.verdict for f in got] == [Verdict.PASS]
+    acc = got[0].data["accounts"][0]
+    assert acc["applied"] == "compressed" and acc["compressed_code"] == 33906  # the log's own figure
+
+
+def test_shipped_bytes_over_when_only_the_compressed_convention_fits() -> None:
+    folder = load_path(FIX / "time_ok_clean_twin")
+    folder.files["train_gpt.py"].data = b"x = 1\n" * 30000  # 180,000 shipped bytes
+    folder.files["train_gpt.py"].size = 180000
+    got = run(folder)
+    assert {f.verdict for f in got} == {Verdict.WARN}
+    assert all("over counting the shipped train_gpt.py" in f.message for f in got)
 
 
 def test_estimate_matches_the_wrapper_shape() -> None:
@@ -49,7 +59,7 @@ def test_estimate_matches_the_wrapper_shape() -> None:
 
 def test_claims_fallback_when_no_log_states_a_size() -> None:
     sub = submission_from_files({"train_gpt.py": "print(1)\n",
-                                 "submission.json": '{"val_bpb": 1.2, "bytes_total": 16000500, "bytes_code": 50000}'})
+                                 "submission.json": '{"val_bpb": 1.2, "bytes_total": 16100000, "bytes_code": 9}'})
     got = run(sub)
     assert [f.verdict for f in got] == [Verdict.FAIL] and got[0].primary.path == "submission.json"
 

@@ -148,3 +148,16 @@ def test_bad_jsonl_is_a_message(tmp_path: Path) -> None:
         docs_bytes(bad)
     with pytest.raises(ByteAccountingError, match="no such tokenizer model"):
         load_sentencepiece(tmp_path / "missing.model")
+
+
+def test_command_line_reports_the_denominator(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from auditor.evidence.bytes_canonical import main
+
+    args = ["--model", str(data / "fineweb_1024_bpe.model"), "--shards", str(data / "derived_docs_sample200_sp1024.bin")]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["denominator"] == out["decoded_bytes"] == 1_489_418 and out["problems"] == []
+    assert main(["--model", str(tmp_path / "none.model"), "--shards", "x"]) == 2
+    assert "no such tokenizer model" in capsys.readouterr().err

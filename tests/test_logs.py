@@ -164,3 +164,11 @@ def test_logs_of_is_memoized_and_skips_non_run_files() -> None:
     first = logs_of(ctx)
     assert [p.path for p in first] == ["train_seed42.log"]
     assert logs_of(ctx) is first
+
+
+def test_underlined_docstring_title_does_not_end_the_embedded_source() -> None:
+    code = '"""\nTitle\n=============================================\nMore text.\n"""\n\nimport os\n\nprint(os.sep)\n'
+    text = code + "=" * 100 + "\nseed:3\nquantized val_loss:2.0 val_bpb:1.2 eval_time:10ms\n"
+    log = parse_log(text, "t.log")
+    assert log.embedded_source is not None and log.embedded_source.end_line == 9
+    assert log.seed == 3 and log.final_score is not None

@@ -26,8 +26,17 @@ VAL_TOKENS = 4 * 512 + 1
 EVAL = EvalConfig(seq_len=SEQ, stride=16, batch_seqs=16, chunk_tokens=512, ttt_epochs=2, ttt_batch_seqs=8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: OpenMP's second thread only adds contention on a shared 2-core machine (40x slower ops)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
-def run(shared_dir, tmp_path_factory):
+def run(one_thread, shared_dir, tmp_path_factory):
     torch.manual_seed(0)
     data = shared_dir / "data"
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp8192.bin"), dtype=np.int64)

@@ -35,11 +35,17 @@ def shard(shared_dir: Path) -> str:
     return str(path)
 
 
+# Loop-mechanics tests use a micro model (3 layers x 32, every feature on) on 2 x 32-token micro-batches.
+MICRO = ModelConfig.tiny(
+    num_layers=3, model_dim=32, num_heads=2, num_kv_heads=1, loop_start=1, loop_end=1, parallel_residual_start=2
+)
+
+
 def small_cfg(shard: str, **kw: object) -> TrainConfig:
     base = dict(
         train_files=shard,
-        train_batch_tokens=8 * 64,
-        train_seq_len=64,
+        train_batch_tokens=4 * 32,
+        train_seq_len=32,
         iterations=20,
         warmup_steps=0,
         max_wallclock_seconds=0.0,
@@ -121,11 +127,12 @@ def test_ema_is_an_exponential_average() -> None:
 # --- the loop ----------------------------------------------------------------------------------------------
 def test_tiny_model_learns_real_tokens(shard: str) -> None:
     torch.manual_seed(0)
-    result = train(ModelConfig.tiny(), small_cfg(shard, iterations=24), log=quiet())
+    cfg = small_cfg(shard, iterations=20, train_batch_tokens=8 * 64, train_seq_len=64)
+    result = train(ModelConfig.tiny(), cfg, log=quiet())
     losses = [loss for _, loss in result.train_losses]
-    assert len(losses) == 24 and all(np.isfinite(losses))
+    assert len(losses) == 20 and all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
-    assert result.recurrence_step == 9  # first step with step / iterations >= 0.35
+    assert result.recurrence_step == 7  # first step with step / iterations >= 0.35
     assert result.model.recurrence
 
 
@@ -144,7 +151,7 @@ def test_wallclock_cap_reserve_and_recurrence_follow_the_clock(shard: str) -> No
     loader = _TickingLoader(shard, cfg.train_seq_len, seed=cfg.seed)
     _TickingLoader.ticks = 0
     log = quiet()
-    result = train(ModelConfig.tiny(), cfg, loader=loader, log=log, clock=lambda: _TickingLoader.ticks * 0.1)
+    result = train(MICRO, cfg, loader=loader, log=log, clock=lambda: _TickingLoader.ticks * 0.1)
     assert result.stopped_early and result.steps == 10  # 10 x 100 ms = the 1000 ms left after the reserve
     assert result.recurrence_step == 4  # first step that starts at >= 35% of the 1000 ms
     assert "gptq:reserving 1s, effective=1000ms" in log.lines
@@ -156,8 +163,8 @@ def test_compile_warmup_restores_the_initial_state(shard: str) -> None:
     results = []
     for warmup in (0, 2):
         torch.manual_seed(0)
-        cfg = small_cfg(shard, iterations=3, warmup_steps=warmup)
-        results.append(train(ModelConfig.tiny(), cfg, log=quiet()))
+        cfg = small_cfg(shard, iterations=2, warmup_steps=warmup)
+        results.append(train(MICRO, cfg, log=quiet()))
     assert results[0].train_losses == results[1].train_losses
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
         assert torch.equal(a, b)
@@ -183,7 +190,8 @@ def test_logs_use_the_challenge_line_shapes_and_validation_is_untimed(shard: str
         return 5.0, 2.0
 
     log = quiet()
-    result = train(ModelConfig.tiny(), small_cfg(shard, iterations=4, val_loss_every=2), log=log, eval_fn=fake_eval)
+    cfg = small_cfg(shard, iterations=4, val_loss_every=2)
+    result = train(MICRO, cfg, log=log, eval_fn=fake_eval)
     assert log.lines[0].startswith("code_sha256:")
     for name, pattern in LINE_SHAPES.items():
         assert any(re.match(pattern, ln) for ln in log.lines), name
@@ -198,7 +206,7 @@ def test_ddp_code_path_with_gloo_world_size_one(shard: str, monkeypatch: pytest.
     monkeypatch.setenv("MASTER_PORT", str(29500 + np.random.randint(0, 2000)))
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
-        result = train(ModelConfig.tiny(), small_cfg(shard, iterations=2), log=quiet(), dist_info=DistInfo(0, 1, 0))
+        result = train(MICRO, small_cfg(shard, iterations=2), log=quiet(), dist_info=DistInfo(0, 1, 0))
     finally:
         dist.destroy_process_group()
     assert result.steps == 2 and all(np.isfinite([v for _, v in result.train_losses]))
@@ -209,8 +217,9 @@ def test_command_line_trains_and_saves(shard: str, tmp_path: Path, capsys: pytes
     rc = main([
         "--preset", "tiny", "--train-files", shard, "--out", str(out),
         "--set", "iterations=2", "--set", "warmup_steps=0", "--set", "max_wallclock_seconds=0",
-        "--set", "train_seq_len=64", "--set", "train_batch_tokens=256", "--set", "grad_accum_steps=1",
-        "--set", "num_layers=3", "--set", "loop_end=1", "--set", "matrix_lr=0.01",
+        "--set", "train_seq_len=32", "--set", "train_batch_tokens=64", "--set", "grad_accum_steps=1",
+        "--set", "num_layers=3", "--set", "model_dim=32", "--set", "num_heads=2", "--set", "num_kv_heads=1",
+        "--set", "loop_end=1", "--set", "matrix_lr=0.01",
     ])
     assert rc == 0
     text = capsys.readouterr().out

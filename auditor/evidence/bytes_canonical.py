@@ -326,3 +326,49 @@ def check_against_text(tokens: np.ndarray, sp: Any, luts: ByteLUTs | None = None
     lut_total = int(token_bytes(tokens, luts).sum())
     side = int(np.asarray(sidecar)[1 : len(tokens)].astype(np.int64).sum()) if sidecar is not None else None
     return TextAgreement(lut_total, decoded_bytes(tokens, sp), raw_bytes, side)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """`python -m auditor.evidence.bytes_canonical --model M (--shards GLOB | --docs JSONL) [--sidecar GLOB]
+    [--seq-len N]`: the canonical denominator of real data, as JSON."""
+    import argparse
+    import sys
+
+    from auditor.shards import ShardError, load_concatenated
+
+    ap = argparse.ArgumentParser(prog="python -m auditor.evidence.bytes_canonical", description=main.__doc__)
+    ap.add_argument("--model", required=True, help="SentencePiece .model")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shards", help="glob of token shards (e.g. .../fineweb_val_*.bin)")
+    src.add_argument("--docs", help='jsonl of {"text": ...} documents, tokenized as [BOS] + encode(doc)')
+    ap.add_argument("--sidecar", help="glob of per-token byte sidecar shards (CaseOps fineweb_val_bytes_*.bin)")
+    ap.add_argument("--seq-len", type=int, default=None, help="apply the ((N-1)//seq_len)*seq_len+1 truncation")
+    ap.add_argument("--vocab-size", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        sp = load_sentencepiece(args.model)
+        luts = build_luts(sp, args.vocab_size)
+        raw = None
+        if args.shards:
+            tokens = load_concatenated(args.shards)
+        else:
+            texts = list(iter_docs(args.docs))
+            raw = sum(len(t.encode("utf-8")) for t in texts)
+            tokens = encode_docs(texts, sp)
+        sidecar = load_concatenated(args.sidecar, exclude_sidecars=False) if args.sidecar else None
+        report = canonical_denominator(tokens, luts, sidecar, args.seq_len)
+        out = report.to_dict()
+        agreement = check_against_text(tokens, sp, luts, raw, sidecar)
+        out["decoded_bytes"] = agreement.decoded_bytes
+        out["raw_bytes"] = raw
+        out["problems"] = agreement.problems()
+    except (ByteAccountingError, ShardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

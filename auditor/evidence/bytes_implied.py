@@ -28,6 +28,7 @@ from auditor.constants import (
     DENOMINATOR_TAIL_TOLERANCE_BYTES,
     MAX_BYTES_PER_TOKEN_MARGIN,
     MAX_TRUNCATION_TAIL_TOKENS,
+    PARTIAL_VAL_FRACTION,
     UNKNOWN_FAMILY_RELATIVE_TOLERANCE,
     VAL_TEXT_BYTES_MAX,
     VAL_TEXT_BYTES_MIN,
@@ -122,7 +123,7 @@ _FACT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("data_path", re.compile(r"^\s*(?:data_path|datasets_dir|train_files|val_files)" + _KV + r"(?P<v>\S+)")),
     ("data_path", re.compile(r"^(?:train_loader:dataset:|val_loader:shards pattern=)(?P<v>\S+)")),
     ("train_shards", re.compile(r"^(?:train_shards: ?|train_loader:dataset:\S+ train_shards:)(?P<v>\d+)")),
-    ("val_tokens", re.compile(r"^(?:val_tokens: ?|val_loader:shards pattern=\S+ tokens:|Validation tokens: )"
+    ("val_tokens", re.compile(r"^(?:val_tokens: ?|val_loader:(?:shards pattern=\S+ | )tokens:|Validation tokens: )"
                               r"(?P<v>\d[\d,]*)")),
 )
 
@@ -261,7 +262,12 @@ def check_denominator(val_loss: float, val_bpb: float, decimals: int, family: st
     unc = implied_uncertainty(tokens, val_loss, val_bpb, decimals)
     check = DenominatorCheck("unknown", implied, unc, tokens, assumed, val_loss, val_bpb, family)
     if not rows:
-        return _against_text(check)
+        _against_text(check)
+        if check.status == "mismatch" and implied < PARTIAL_VAL_FRACTION * VAL_TEXT_BYTES_MIN:
+            # far less text than the validation set: a partial evaluation, not a miscount (PG702's finding)
+            check.status = "truncated"
+            check.corrected_bpb = None
+        return check
     canon = min(rows, key=lambda r: (abs(r.val_tokens - tokens), abs(r.denominator - implied)))
     # several canonical values share a token count (e.g. float32 accumulation differences): take the closest
     same = [r for r in rows if r.val_tokens == canon.val_tokens]

@@ -95,7 +95,7 @@ TTT_PHASED = re.compile(r"^ttt_phased: total_docs:(?P<d>\d+)")
 # Lines that say a scored evaluation pass has begun (a score line must follow them).
 EVAL_BEGIN = re.compile(r"^(?:beginning TTT eval timer|ttt_phased: |ttt_sliding:start|ttt:start|ttt_lora:docs:)")
 SEPARATOR = re.compile(r"^={20,}\s*$")
-CODE_START = re.compile(r"^(?:\"\"\"|'''|import \w|from [\w.]+ import |#!|# -\*-)")
+CODE_START = re.compile(r"^(?:[rbuRBU]?[\"']|import \w|from [\w.]+ import |#!|# -\*-)")  # docstring, imports
 # "train_seed42.log", "log_10mins_seed-1337.txt", "ternary_log_42.txt", "..._s1337.txt"; not "eggroll_3-last".
 SEED_IN_NAME = (
     re.compile(r"seed[_\-]?(\d{1,9})", re.I),
@@ -379,10 +379,20 @@ def find_embedded_source(lines: list[str]) -> EmbeddedSource | None:
 
 
 def _block_end(logical: list[str], start: int) -> int:
-    """Index (exclusive) of the separator closing a code block, or the end of the log when none closes it."""
+    """Index (exclusive) of the separator closing a code block, or the end of the log when none closes it.
+
+    A `=====` line inside a docstring (an underlined title) does not close the block: the closing separator is
+    the first one outside any triple-quoted string.
+    """
+    open_dq = open_sq = False
     for j in range(start, len(logical)):
-        if SEPARATOR.match(logical[j]):
+        line = logical[j]
+        if SEPARATOR.match(line) and not (open_dq or open_sq):
             return j
+        if line.count('"""') % 2:
+            open_dq = not open_dq
+        if line.count("'''") % 2:
+            open_sq = not open_sq
     return len(logical)
 
 

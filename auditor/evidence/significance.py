@@ -145,6 +145,7 @@ class SignificanceReport:
     written_ok: bool
     applied_ok: bool
     seeds_needed_written: int | None
+    seeds_needed_applied: int | None
     t_written: float
     t_applied: float
     df: float
@@ -170,6 +171,7 @@ def assess(candidate: list[float], reference: list[float], candidate_bpb: list[f
         written_ok=written.improvement >= margin and written.p < RECORD_P_WRITTEN,
         applied_ok=applied.improvement > 0 and applied.p < RECORD_P_APPLIED,
         seeds_needed_written=seeds_needed(candidate, reference, margin, RECORD_P_WRITTEN),
+        seeds_needed_applied=seeds_needed(candidate, reference, 0.0, RECORD_P_APPLIED),
         t_written=written.t, t_applied=applied.t, df=applied.df,
     )
 

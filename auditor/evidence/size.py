@@ -109,7 +109,8 @@ class SizeAccount:
             f"applied convention: {self.applied}",
         ]
         if self.logged_total is not None:
-            lines.append(f"the log's own total: {self.logged_total:,} (line {self.logged_total_line})")
+            where = f"line {self.logged_total_line}" if self.logged_total_line else self.source
+            lines.append(f"total stated by the submission: {self.logged_total:,} ({where})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,7 +238,7 @@ def account_from_claims(ctx: AuditContext, facts: CodeFacts) -> list[SizeAccount
             model_from=f"{where} {total:,} minus {code:,} B of code", shipped_code=facts.entry_bytes + facts.exec_bytes,
             compressed_code=facts.compressed_estimate, compressed_from=facts.compressed_how,
             aux_code=facts.aux_bytes, aux_files=facts.aux_files, exec_files=facts.exec_files,
-            applied="compressed" if facts.entry_packed else "shipped", logged_total=None,
+            applied="compressed" if facts.entry_packed else "shipped", logged_total=total,
         ))
     return out
 

@@ -54,11 +54,12 @@ SHAPE_FUNCS = frozenset({"len", "isinstance", "type", "id", "hasattr"})
 # In-place container/tensor mutators: `x.append(v)` makes x carry v's labels.
 MUTATORS = frozenset({"append", "extend", "insert", "update", "add", "setdefault", "put"})
 NO_GRAD_CALLS = frozenset({"no_grad", "inference_mode"})
-# In-place writes that build lookup state (caches, count tables): `t.index_add_(0, idx, v)`, `d.update(...)`.
-STATE_WRITERS = frozenset({
-    "index_add_", "scatter_add_", "scatter_", "index_put_", "put_", "index_copy_", "update", "setdefault",
-    "add_", "copy_", "masked_scatter_",
-})
+# In-place writes keyed by an index (lookup tables, caches) and the position of the index argument:
+# `t.index_add_(0, keys, v)`, `t.scatter_add_(0, keys, v)`, `t.index_put_((keys,), v)`, `d.update(...)`.
+KEYED_WRITERS = {
+    "index_add_": 1, "scatter_add_": 1, "scatter_": 1, "scatter_reduce_": 1, "index_copy_": 1, "index_fill_": 1,
+    "index_put_": 0, "put_": 0, "update": 0, "setdefault": 0,
+}
 MAX_EVENTS = 400
 MAX_ROUNDS = 4
 
@@ -397,7 +398,7 @@ class _FunctionInterpreter:
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
             if isinstance(s.target, ast.Subscript) and base:
-                self._maybe_write(s, base, labels | self.expr(s.target.slice, ctx), ctx)
+                self._maybe_write(s, base, self.expr(s.target.slice, ctx), ctx)
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
             inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
@@ -486,7 +487,7 @@ class _FunctionInterpreter:
             base = _base_name(target)
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
-                self._maybe_write(target, base, labels | index, ctx)
+                self._maybe_write(target, base, index, ctx)
         elif isinstance(target, ast.Starred):
             self.assign(target.value, labels, None, ctx)
 
@@ -521,7 +522,8 @@ class _FunctionInterpreter:
         self._record("score", node, labels, ctx)
 
     def _maybe_write(self, node: ast.AST, base: str, labels: Labels, ctx: _Ctx) -> None:
-        """An in-place write into a container or tensor from validation content (value or index): cache state."""
+        """An in-place write into a table at keys computed from validation content (`counts[hash(ctx, tok)] += 1`):
+        lookup state. Writes at positions (`h[i] = ...`, `buf[:, :n] = chunk`) are per-position buffers."""
         if VAL in labels or any(lab.startswith("p:") for lab in labels):
             self._record("write", node, labels, ctx, target=base)
 
@@ -676,13 +678,15 @@ class _FunctionInterpreter:
                 base = _base_name(func.value)
                 if base:
                     self.state[base] = self.state.get(base, EMPTY) | all_args
-                    if attr in STATE_WRITERS:
-                        self._maybe_write(c, base, all_args, ctx)
-            if attr == "at" and c.args:  # np.add.at(table, idx, v)
+                    if attr in KEYED_WRITERS:
+                        pos = KEYED_WRITERS[attr]
+                        keys = arg_labels[pos] if pos < len(arg_labels) else all_args
+                        self._maybe_write(c, base, keys, ctx)
+            if attr == "at" and len(c.args) >= 2:  # np.add.at(table, keys, v)
                 base = _base_name(c.args[0])
                 if base:
                     self.state[base] = self.state.get(base, EMPTY) | all_args
-                    self._maybe_write(c, base, all_args, ctx)
+                    self._maybe_write(c, base, arg_labels[1], ctx)
         if _is_min_selection(c):
             self._maybe_select(c, recv | all_args, ctx)
         return recv | all_args | ng_label
