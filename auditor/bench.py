@@ -70,8 +70,12 @@ def mirror_dir() -> Path | None:
 
 def record_folders(git_dir: Path, rev: str = "HEAD") -> list[str]:
     base = ["git", f"--git-dir={git_dir}"] if (git_dir / "HEAD").exists() else ["git", "-C", str(git_dir)]
-    listing = subprocess.run([*base, "ls-tree", "-r", "--name-only", rev, "--", "records"],
-                             capture_output=True, text=True, check=True).stdout.splitlines()
+    listing = subprocess.run(
+        [*base, "ls-tree", "-r", "--name-only", rev, "--", "records"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     return sorted({str(PurePosixPath(p).parent) for p in listing if PurePosixPath(p).name == "train_gpt.py"})
 
 
@@ -93,8 +97,15 @@ def synthetic_training_script(seed: int = 0, blocks: int = 24) -> str:
     rng = random.Random(seed)
     out = [
         '"""Synthetic training script for the benchmark (generated, deterministic)."""',
-        "import math", "import os", "import time", "", "import numpy as np", "import torch",
-        "import torch.nn as nn", "import torch.nn.functional as F", "",
+        "import math",
+        "import os",
+        "import time",
+        "",
+        "import numpy as np",
+        "import torch",
+        "import torch.nn as nn",
+        "import torch.nn.functional as F",
+        "",
         "class Hyperparameters:",
     ]
     for i in range(40):
@@ -222,8 +233,10 @@ def measure(item: BenchItem, repeat: int) -> BenchRow:
 def report(rows: Sequence[BenchRow], top: int) -> str:
     lines = [f"{'file':<64} {'lines':>6} {'KB':>6} {'L':>2} {'audit s':>8} {'libcst s':>9} {'ratio':>6}"]
     for r in rows:
-        lines.append(f"{r.name[:64]:<64} {r.lines:>6} {r.kbytes:>6.0f} {r.layers:>2} {r.audit_s:>8.3f} "
-                     f"{r.libcst_s:>9.3f} {r.ratio:>6.2f}")
+        lines.append(
+            f"{r.name[:64]:<64} {r.lines:>6} {r.kbytes:>6.0f} {r.layers:>2} {r.audit_s:>8.3f} "
+            f"{r.libcst_s:>9.3f} {r.ratio:>6.2f}"
+        )
     total_audit = sum(r.audit_s for r in rows)
     total_cst = sum(r.libcst_s for r in rows)
     worst = max(rows, key=lambda r: r.ratio)
@@ -238,9 +251,14 @@ def report(rows: Sequence[BenchRow], top: int) -> str:
         for key, seconds in r.rule_timings.items():
             summed[key] = summed.get(key, 0.0) + seconds
     if summed:
-        lines += ["", "slowest stages/rules (summed over all files, best run each; 'facts' = load+unpack+parse):"]
+        lines += [
+            "",
+            "slowest stages/rules (summed over all files, best run each; 'facts' = load+unpack+parse):",
+        ]
         for key, seconds in sorted(summed.items(), key=lambda kv: -kv[1])[:top]:
-            lines.append(f"  {key:<8} {seconds:8.3f} s  {100 * seconds / total_audit if total_audit else 0:5.1f}%")
+            lines.append(
+                f"  {key:<8} {seconds:8.3f} s  {100 * seconds / total_audit if total_audit else 0:5.1f}%"
+            )
     return "\n".join(lines)
 
 
@@ -264,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for item in items:
         rows.append(measure(item, args.repeat))
-        print(f"  {item.name}: audit {rows[-1].audit_s:.3f} s, libcst {rows[-1].libcst_s:.3f} s", file=sys.stderr)
+        print(
+            f"  {item.name}: audit {rows[-1].audit_s:.3f} s, libcst {rows[-1].libcst_s:.3f} s",
+            file=sys.stderr,
+        )
     print(report(rows, args.top))
     return 0
 

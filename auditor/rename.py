@@ -289,8 +289,9 @@ def _external_methods(module: cst.Module, imported: set[str]) -> set[str]:
     external: set[str] = set()
     for node in classes:  # definition order: a base is defined before the classes deriving from it
         bases = [a.value for a in node.bases if a.keyword is None]
-        is_external = any(not (isinstance(b, cst.Name) and b.value in plain and b.value not in imported)
-                          for b in bases)
+        is_external = any(
+            not (isinstance(b, cst.Name) and b.value in plain and b.value not in imported) for b in bases
+        )
         (external if is_external else plain).add(node.name.value)
     out: set[str] = set()
     for node in classes:

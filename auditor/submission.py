@@ -32,7 +32,7 @@ SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
 
 _STRINGS_AND_COMMENTS = re.compile(
     r'''(?:"""(?:[^"\\]|\\.|"(?!""))*+"""|\'\'\'(?:[^'\\]|\\.|'(?!\'\'))*+\'\'\''''
-    r'''|"(?:[^"\\\n]|\\.)*+"|'(?:[^'\\\n]|\\.)*+'|\#[^\n]*+)''',
+    r"""|"(?:[^"\\\n]|\\.)*+"|'(?:[^'\\\n]|\\.)*+'|\#[^\n]*+)""",
     re.S,
 )
 _WORD = re.compile(r"\w+")
@@ -54,8 +54,10 @@ def code_limit_problem(name: str, text: str) -> str | None:
     if len(text) > MAX_CODE_TOKENS:  # tokens <= characters, so only big texts need counting
         tokens = estimate_tokens(text)
         if tokens > MAX_CODE_TOKENS:
-            return (f"{name}: about {tokens:,} tokens of Python is over the {MAX_CODE_TOKENS:,}-token analysis "
-                    "limit; not analysed")
+            return (
+                f"{name}: about {tokens:,} tokens of Python is over the {MAX_CODE_TOKENS:,}-token analysis "
+                "limit; not analysed"
+            )
     return None
 
 
@@ -75,7 +77,10 @@ class SubmissionFile:
         if self.data is None:
             if self.error:
                 return None, f"{self.path}: not read ({self.error})"
-            return None, f"{self.path}: not read ({self.size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit)"
+            return (
+                None,
+                f"{self.path}: not read ({self.size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit)",
+            )
         if b"\x00" in self.data[:8192]:
             return None, f"{self.path}: binary file (NUL bytes), not analysed"
         try:
@@ -117,7 +122,9 @@ class Submission:
     def entry(self) -> str | None:
         """train_gpt.py (shallowest wins), else the single .py with a __main__ guard, else the only .py."""
         code = self.code_paths
-        named = sorted((p for p in code if PurePosixPath(p).name == "train_gpt.py"), key=lambda p: p.count("/"))
+        named = sorted(
+            (p for p in code if PurePosixPath(p).name == "train_gpt.py"), key=lambda p: p.count("/")
+        )
         if named:
             return named[0]
         mains = [p for p in code if self.files[p].data and b"__main__" in (self.files[p].data or b"")]
@@ -298,7 +305,9 @@ def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
     small = [(sha, name, size) for sha, name, size in wanted if size <= MAX_FILE_BYTES]
     blobs = _cat_blobs(base, [sha for sha, _, _ in small])
     for sha, name, size in wanted:
-        rel = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "/") else PurePosixPath(name).name
+        rel = (
+            name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "/") else PurePosixPath(name).name
+        )
         data = blobs.get(sha) if size <= MAX_FILE_BYTES else None
         sub.files[rel] = SubmissionFile(rel, data, size)
     sub.single_file = len(entries) == 1 and entries[0][1] == path

@@ -4,20 +4,28 @@ INTERFACE
     unpack_source(path, text, read_file=None) -> UnpackOutcome
       .units    all CodeUnits for this file: the shipped text first, then each decoded layer (depth-first in the
                 order the exec calls appear, so for a single chain the innermost layer is last)
-      .layers   one UnpackedLayer per decoded layer
+      .layers   one UnpackedLayer per decoded layer; `line` is the exec in the parent layer, or, for code that
+                reaches exec through a function parameter (`def install(src): exec(src)`), the call passing it
       .problems (line, message) for exec/eval calls whose argument could not be decoded (callers turn them into
                 WARN findings). `line` is in the shipped file; messages name the decoded layer when deeper.
 
 HOW: every `exec(...)` / `eval(...)` call is found in the AST and its first argument is evaluated by a tiny
-interpreter that only knows pure, bounded operations: str/bytes literals, names bound once to such values, `+`,
-`"".join([...])`, `.decode/.encode/.replace/.strip`, the whitelisted codec functions of base64/binascii/codecs/
-lzma/zlib/gzip/bz2/brotli (reached through any import alias), `compile(src, ...)`, and `open(<sibling>).read()` /
-`Path(...).read_text()` where the sibling is a file of the submission (given by `read_file`). Nothing else is
-callable, so submission code is never imported, executed or evaluated.
+interpreter that only knows pure, bounded operations: str/bytes/int literals, names bound by plain assignments
+(the binding in force at the call), `+` and `|` on literals, lists/tuples/dicts of literals, `"".join(...)`,
+`.decode/.encode/.replace/.strip`, the whitelisted decoders of base64/binascii/codecs and the decompressors of
+lzma (incl. FORMAT_RAW + filters)/zlib/gzip/bz2/brotli, reached through any import alias or from-import,
+`compile(src, ...)`, and `open(<sibling>).read()` / `Path(...).read_text()` where the sibling is a file of the
+submission (given by `read_file`). A parameter of the enclosing function is followed to the function's call
+sites in the same file. Nothing else is callable, so submission code is never imported, executed or evaluated.
 
 LIMITS (a decompression bomb must neither allocate nor hang): every decompressor runs incrementally with an
-output cap, so no single layer and no file in total may decode to more than MAX_DECODED_BYTES; layers nest at
-most MAX_DEPTH deep; one file gets TIME_BUDGET_S seconds of decoding. Anything over a limit is a problem.
+output cap, so no single layer and no file in total may decode to more than MAX_DECODED_BYTES; lzma headers may
+not ask for more than LZMA_MEMLIMIT of dictionary; layers nest at most MAX_DEPTH deep and number at most
+MAX_LAYERS per file; one file gets TIME_BUDGET_S seconds of decoding; a decoded layer over the parse limits of
+auditor.submission (bytes, tokens) is not analysed. Anything over a limit is a problem, never silence.
+
+Python 3.12 f-strings (PEP 701) that reuse their quote inside a replacement field do not parse on 3.11; such
+texts get their inner literals re-quoted (same lines and columns) so they can still be analysed.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import hashlib
 import lzma
 import posixpath
 import re
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -67,8 +76,10 @@ class ParameterNeeded(Undecodable):
     """The code is a parameter of the enclosing function: decode it at the function's call sites instead."""
 
     def __init__(self, name: str, scope: _Scope) -> None:
-        super().__init__(f"'{name}' is a parameter of {scope.func.name if scope.func else '?'}() whose call sites "
-                         "pass nothing decodable")
+        super().__init__(
+            f"'{name}' is a parameter of {scope.func.name if scope.func else '?'}() whose call sites "
+            "pass nothing decodable"
+        )
         self.name = name
         self.scope = scope
 
@@ -142,12 +153,35 @@ _B64_FUNCS = {
     "binascii.unhexlify": ("hex", binascii.unhexlify),
     "bytes.fromhex": ("hex", bytes.fromhex),
 }
-_DECOMPRESSORS = {"lzma.decompress", "zlib.decompress", "gzip.decompress", "bz2.decompress", "brotli.decompress"}
-_KNOWN_MODULES = {"base64", "binascii", "codecs", "lzma", "zlib", "gzip", "bz2", "brotli", "os", "os.path",
-                  "pathlib", "builtins", "importlib", "marshal", "pickle", "zipfile", "tarfile", "io"}
+_DECOMPRESSORS = {
+    "lzma.decompress",
+    "zlib.decompress",
+    "gzip.decompress",
+    "bz2.decompress",
+    "brotli.decompress",
+}
+_KNOWN_MODULES = {
+    "base64",
+    "binascii",
+    "codecs",
+    "lzma",
+    "zlib",
+    "gzip",
+    "bz2",
+    "brotli",
+    "os",
+    "os.path",
+    "pathlib",
+    "builtins",
+    "importlib",
+    "marshal",
+    "pickle",
+    "zipfile",
+    "tarfile",
+    "io",
+}
 _OPAQUE = {"marshal.loads": "marshal bytecode", "pickle.loads": "a pickle", "zipimport": "a zip archive"}
 _BUILTIN_NAMES = frozenset(dir(builtins))
-_BUILTIN_FUNCS = {"compile", "open", "bytes", "str", "bytearray", "__import__", "exec", "eval"}
 
 
 class _Budget:
@@ -234,7 +268,9 @@ def _check_raw_filters(filters: Any) -> None:
         raise Undecodable("lzma FORMAT_RAW needs a literal filters=[{'id': ...}] list")
     for f in filters:
         if int(f.get("dict_size", 0)) > LZMA_MEMLIMIT:
-            raise Undecodable(f"lzma filter asks for a {f['dict_size']:,}-byte dictionary (over the memory limit)")
+            raise Undecodable(
+                f"lzma filter asks for a {f['dict_size']:,}-byte dictionary (over the memory limit)"
+            )
 
 
 def decompress_bounded(codec: str, data: bytes, kwargs: dict[str, Any], limit: int, budget: _Budget) -> bytes:
@@ -272,7 +308,9 @@ class _Scope:
     """Bindings of one module or function body. A name is usable only if every binding is a plain top-level
     assignment (or import); the binding in force at an exec is the last one before it."""
 
-    def __init__(self, body: list[ast.stmt], parent: _Scope | None, func: ast.FunctionDef | None = None) -> None:
+    def __init__(
+        self, body: list[ast.stmt], parent: _Scope | None, func: ast.FunctionDef | None = None
+    ) -> None:
         is_function = func is not None
         self.parent = parent
         self.func = func  # the function whose body this is (for following a parameter to its call sites)
@@ -391,8 +429,15 @@ def _bound_names(node: ast.AST) -> list[str]:
 
 # --- the evaluator ------------------------------------------------------------------------------------------------
 class _Evaluator:
-    def __init__(self, path: str, scope: _Scope, line: Pos, read_file: ReadFile | None, budget: _Budget,
-                 params: dict[str, Decoded] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        scope: _Scope,
+        line: Pos,
+        read_file: ReadFile | None,
+        budget: _Budget,
+        params: dict[str, Decoded] | None = None,
+    ) -> None:
         self.path = path
         self.scope = scope
         self.line = line
@@ -433,14 +478,21 @@ class _Evaluator:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd | ast.Invert):
             operand = self.eval(node.operand).value
             if type(operand) is int:
-                return Decoded(-operand if isinstance(node.op, ast.USub) else
-                               ~operand if isinstance(node.op, ast.Invert) else operand)
+                return Decoded(
+                    -operand
+                    if isinstance(node.op, ast.USub)
+                    else ~operand
+                    if isinstance(node.op, ast.Invert)
+                    else operand
+                )
             raise Undecodable(f"unary operator on a {type(operand).__name__} value")
         if isinstance(node, ast.Call):
             return self._call(node)
         if isinstance(node, ast.JoinedStr):
             raise Undecodable("an f-string built at run time")
-        raise Undecodable(f"{type(node).__name__} expression ({_short(node)}) is not a literal or known codec")
+        raise Undecodable(
+            f"{type(node).__name__} expression ({_short(node)}) is not a literal or known codec"
+        )
 
     # names and attributes
     def _name(self, name: str) -> Decoded:
@@ -450,7 +502,7 @@ class _Evaluator:
             return self.params[name]
         found = self.scope.lookup(name, self.line)
         if found is None:
-            if name in _BUILTIN_FUNCS or name in _BUILTIN_NAMES:
+            if name in _BUILTIN_NAMES:
                 return Decoded(Func(name))
             raise Undecodable(f"'{name}' is not bound to a literal in this file")
         binding, scope = found
@@ -578,7 +630,9 @@ class _Evaluator:
             out += base64.b85decode(data[start : start + step])
         return bytes(out)
 
-    def _method(self, fn: BoundMethod, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+    def _method(
+        self, fn: BoundMethod, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]
+    ) -> Decoded:
         obj, name = fn.obj, fn.name
         try:
             if isinstance(obj, FileHandle | PathValue) and name in ("read", "read_text", "read_bytes"):
@@ -611,7 +665,9 @@ class _Evaluator:
             raise Undecodable(f".{name}() failed: {exc}") from exc
         raise Undecodable(f".{name}() on a {type(obj).__name__} value is not modelled")
 
-    def _codecs_decode(self, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+    def _codecs_decode(
+        self, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]
+    ) -> Decoded:
         data = _first(values, "codecs.decode")
         enc = values[1] if len(values) > 1 else kwargs.get("encoding", "utf-8")
         norm = str(enc).lower().replace("-", "_")
@@ -632,7 +688,9 @@ class _Evaluator:
             return Decoded(data.decode(norm), codecs_in)
         raise Undecodable(f"codecs.decode(..., {enc!r}) is not a codec the unpacker models")
 
-    def _convert(self, name: str, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]) -> Decoded:
+    def _convert(
+        self, name: str, values: list[Any], kwargs: dict[str, Any], codecs_in: tuple[str, ...]
+    ) -> Decoded:
         data = _first(values, name)
         enc = values[1] if len(values) > 1 else kwargs.get("encoding", "utf-8")
         if name in ("bytes", "bytearray") and isinstance(data, str):
@@ -792,6 +850,203 @@ def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
 _EXEC_HINT = re.compile(r"(?<![\w.])(?:exec|eval)\s*\(|builtins(?:__)?\s*\.\s*(?:exec|eval)\b")
 
 
+# A string literal inside a replacement field of a same-quoted f-string: legal only from Python 3.12 (PEP 701).
+_PEP701_HINT = re.compile(r"""f"[^"\n]*\{[^}"\n]*"|f'[^'\n]*\{[^}'\n]*'""", re.I)
+
+
+def pep701_compat(text: str) -> str:
+    """`text`, made parsable by Python 3.11 when it only fails on Python 3.12 f-strings that reuse their own
+    quote inside a replacement field (f"{"a" if x else "b"}", as python-minifier on 3.12 writes them). The inner
+    literals switch to the other quote, so every line and column stays where it was; unchanged otherwise."""
+    if sys.version_info >= (3, 12) or not _PEP701_HINT.search(text):
+        return text
+    try:
+        ast.parse(text)
+        return text
+    except SyntaxError as exc:
+        if "f-string" not in str(exc.msg):
+            return text
+    except (ValueError, RecursionError, MemoryError):
+        return text
+    for rewrite in (_requote_scan, _requote_libcst):  # a fast scanner first; libcst (slow, exact) if needed
+        try:
+            fixed = rewrite(text)
+            ast.parse(fixed)
+            return fixed
+        except Exception:  # the rewrite could not handle it: try the next, else keep the original
+            continue
+    return text
+
+
+def _requote_libcst(text: str) -> str:
+    import libcst
+
+    return libcst.parse_module(text).visit(_FlipNestedQuotes()).code
+
+
+def _requote_scan(text: str) -> str:
+    """Character scanner: inside each single-quoted f-string's replacement fields, re-quote string literals that
+    use the f-string's own quote. Same length, same lines."""
+    out = list(text)
+    n = len(text)
+
+    def token_at(i: int) -> tuple[int, tuple[int, str, bool] | None]:
+        """(index after the token at i, (quote start, quote, is_f) when it is a string literal). Identifiers are
+        skipped whole, so the `f` of `if'x'in y` is not taken for an f-string prefix."""
+        c = text[i]
+        j = i
+        if c.isalnum() or c == "_":
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            prefix = text[i:j].lower()
+            if not (
+                j < n
+                and text[j] in "\"'"
+                and len(prefix) <= 2
+                and set(prefix) <= set("rbuf")
+                and len(set(prefix)) == len(prefix)
+                and not ("b" in prefix and "f" in prefix)
+            ):
+                return j, None
+        elif c not in "\"'":
+            return i + 1, None
+        quote = text[j] * 3 if text.startswith(text[j] * 3, j) else text[j]
+        return j, (j, quote, "f" in text[i:j].lower())
+
+    def skip_plain(j: int, quote: str) -> int:
+        """Index just past the literal whose opening quote starts at j."""
+        k = j + len(quote)
+        while k < n:
+            if text[k] == "\\":
+                k += 2
+                continue
+            if text.startswith(quote, k):
+                return k + len(quote)
+            if len(quote) == 1 and text[k] == "\n":
+                raise ValueError("unterminated string")
+            k += 1
+        raise ValueError("unterminated string")
+
+    def scan_fstring(j: int, quote: str) -> int:
+        k = j + len(quote)
+        while k < n:
+            c = text[k]
+            if c == "\\":
+                k += 2
+            elif text.startswith(quote, k):
+                return k + len(quote)
+            elif c == "{" and text.startswith("{{", k):
+                k += 2
+            elif c == "{":
+                k = scan_field(k + 1, quote)
+            else:
+                k += 1
+        raise ValueError("unterminated f-string")
+
+    def scan_field(k: int, outer: str) -> int:
+        """From just inside `{` to just past its `}`; re-quotes literals that collide with `outer`."""
+        depth = 0
+        while k < n:
+            c = text[k]
+            after, found = token_at(k)
+            if found is not None:
+                j, quote, is_f = found
+                end = scan_fstring(j, quote) if is_f else skip_plain(j, quote)
+                if len(outer) == 1 and quote == outer:
+                    other = "'" if outer == '"' else '"'
+                    body = text[j + 1 : end - 1]
+                    if other in body or "\\" in body:
+                        raise ValueError("cannot re-quote")
+                    out[j] = out[end - 1] = other
+                k = end
+                continue
+            if after > k + 1:  # an identifier or number
+                k = after
+                continue
+            if c in "([{":
+                depth += 1
+            elif c in ")]":
+                depth -= 1
+            elif c == "}":
+                if depth == 0:
+                    return k + 1
+                depth -= 1
+            elif c == ":" and depth == 0 and not text.startswith(":=", k):
+                return scan_spec(k + 1, outer)
+            k += 1
+        raise ValueError("unterminated replacement field")
+
+    def scan_spec(k: int, outer: str) -> int:
+        while k < n:
+            if text[k] == "{":
+                k = scan_field(k + 1, outer)
+            elif text[k] == "}":
+                return k + 1
+            else:
+                k += 1
+        raise ValueError("unterminated format spec")
+
+    i = 0
+    while i < n:
+        c = text[i]
+        if c == "#":
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        after, found = token_at(i)
+        if found is None:
+            i = after
+            continue
+        j, quote, is_f = found
+        i = scan_fstring(j, quote) if is_f else skip_plain(j, quote)
+    return "".join(out)
+
+
+def _flip_quotes(literal: str, outer: str) -> str | None:
+    """The literal with `outer` quotes swapped for the other kind, or None if its body needs them."""
+    prefix_len = len(literal) - len(literal.lstrip("rRbBuUfF"))
+    prefix, rest = literal[:prefix_len], literal[prefix_len:]
+    if rest[:3] in ('"""', "'''") or not rest.startswith(outer):
+        return None
+    other = "'" if outer == '"' else '"'
+    body = rest[1:-1]
+    if other in body or "\\" in body:
+        return None
+    return f"{prefix}{other}{body}{other}"
+
+
+class _FlipNestedQuotes:
+    """libcst transformer (built lazily so importing this module does not import libcst)."""
+
+    def __new__(cls):  # type: ignore[misc]
+        import libcst as cst
+
+        class Flip(cst.CSTTransformer):
+            def __init__(self) -> None:
+                self.quotes: list[str] = []
+
+            def visit_FormattedString(self, node: cst.FormattedString) -> None:
+                self.quotes.append(node.end)
+
+            def leave_FormattedString(self, original_node, updated_node):  # noqa: ANN001, ANN202
+                self.quotes.pop()
+                if self.quotes and self.quotes[-1] == updated_node.end and len(updated_node.end) == 1:
+                    other = "'" if updated_node.end == '"' else '"'
+                    raw = cst.Module(body=[]).code_for_node(updated_node)
+                    if other not in raw[len(updated_node.start) : -1]:
+                        return updated_node.with_changes(start=updated_node.start[:-1] + other, end=other)
+                return updated_node
+
+            def leave_SimpleString(self, original_node, updated_node):  # noqa: ANN001, ANN202
+                if self.quotes and len(self.quotes[-1]) == 1:
+                    flipped = _flip_quotes(updated_node.value, self.quotes[-1])
+                    if flipped is not None:
+                        return updated_node.with_changes(value=flipped)
+                return updated_node
+
+        return Flip()
+
+
 def _parse(text: str) -> ast.Module | None:
     import warnings
 
@@ -826,13 +1081,22 @@ class _Unpacker:
             if site.call.args:
                 self.site(name, site, sites, depth, root_line, seen)
 
-    def site(self, name: str, site: _ExecSite, sites: _Sites, depth: int, root_line: int | None,
-             seen: frozenset[str]) -> None:
+    def site(
+        self,
+        name: str,
+        site: _ExecSite,
+        sites: _Sites,
+        depth: int,
+        root_line: int | None,
+        seen: frozenset[str],
+    ) -> None:
         line = site.call.lineno
         pos = (line, site.call.col_offset)
         try:
             try:
-                decoded = _Evaluator(self.path, site.scope, pos, self.read_file, self.budget).eval(site.call.args[0])
+                decoded = _Evaluator(self.path, site.scope, pos, self.read_file, self.budget).eval(
+                    site.call.args[0]
+                )
                 self.add_layer(name, decoded, line, depth, root_line, seen)
             except ParameterNeeded as need:
                 if need.scope is not site.scope or site.scope.func is None:
@@ -843,8 +1107,16 @@ class _Unpacker:
         except RecursionError:
             self.problem(name, line, root_line, site.kind, "expression nests too deeply")
 
-    def through_calls(self, name: str, site: _ExecSite, sites: _Sites, need: ParameterNeeded, depth: int,
-                      root_line: int | None, seen: frozenset[str]) -> None:
+    def through_calls(
+        self,
+        name: str,
+        site: _ExecSite,
+        sites: _Sites,
+        need: ParameterNeeded,
+        depth: int,
+        root_line: int | None,
+        seen: frozenset[str],
+    ) -> None:
         """`def install(src): exec(src)` called as `install("...")`: decode what each call site passes."""
         func = site.scope.func
         assert func is not None
@@ -859,20 +1131,38 @@ class _Unpacker:
                     raise Undecodable(f"the call of {func.name}() passes no '{need.name}'")
                 call_pos = (call.lineno, call.col_offset)
                 value = _Evaluator(self.path, scope, call_pos, self.read_file, self.budget).eval(arg)
-                evaluator = _Evaluator(self.path, site.scope, (site.call.lineno, site.call.col_offset),
-                                       self.read_file, self.budget, params={need.name: value})
+                evaluator = _Evaluator(
+                    self.path,
+                    site.scope,
+                    (site.call.lineno, site.call.col_offset),
+                    self.read_file,
+                    self.budget,
+                    params={need.name: value},
+                )
                 decoded = evaluator.eval(site.call.args[0])
                 self.add_layer(name, decoded, call.lineno, depth, root_line, seen)
             except ParameterNeeded as exc:
-                self.problem(name, call.lineno, root_line, site.kind,
-                             f"{func.name}() passes on parameter '{exc.name}', which is not followed further")
+                self.problem(
+                    name,
+                    call.lineno,
+                    root_line,
+                    site.kind,
+                    f"{func.name}() passes on parameter '{exc.name}', which is not followed further",
+                )
             except Undecodable as exc:
                 self.problem(name, call.lineno, root_line, site.kind, f"via {func.name}(): {exc}")
             if self.stopped:
                 return
 
-    def add_layer(self, parent: str, decoded: Decoded, line: int, depth: int, root_line: int | None,
-                  seen: frozenset[str]) -> None:
+    def add_layer(
+        self,
+        parent: str,
+        decoded: Decoded,
+        line: int,
+        depth: int,
+        root_line: int | None,
+        seen: frozenset[str],
+    ) -> None:
         if len(self.outcome.layers) >= MAX_LAYERS:
             self.stopped = True
             raise Undecodable(f"more than {MAX_LAYERS} decoded layers in one file")
@@ -894,10 +1184,18 @@ class _Unpacker:
             raise Undecodable("the decoded code is one of its own enclosing layers (it executes itself)")
         layer_name = f"{self.path}#L{len(self.outcome.layers) + 1}"
         codec_chain = tuple(reversed(decoded.codecs)) if decoded.codecs else ("literal",)
-        layer = UnpackedLayer(path=self.path, name=layer_name, codecs=codec_chain, line=line,
-                              decoded_bytes=len(data), sha256=digest)
+        layer = UnpackedLayer(
+            path=self.path,
+            name=layer_name,
+            codecs=codec_chain,
+            line=line,
+            decoded_bytes=len(data),
+            sha256=digest,
+        )
         self.outcome.layers.append(layer)
-        self.outcome.units.append(CodeUnit(path=self.path, name=layer_name, text=source, layer=layer))
+        self.outcome.units.append(
+            CodeUnit(path=self.path, name=layer_name, text=pep701_compat(source), layer=layer)
+        )
         shipped_line = root_line if root_line is not None else line
         self.layer(layer_name, source, depth + 1, shipped_line, seen | {digest})
 
@@ -926,7 +1224,7 @@ def unpack_source(path: str, text: str, read_file: ReadFile | None = None) -> Un
     `read_file(relpath)` returns the text of another file of the submission (for `exec(open(...).read())`).
     """
     unpacker = _Unpacker(path, read_file)
-    unpacker.outcome.units.append(CodeUnit(path=path, name=path, text=text))
+    unpacker.outcome.units.append(CodeUnit(path=path, name=path, text=pep701_compat(text)))
     digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
     unpacker.layer(path, text, 0, None, frozenset({digest}))
     return unpacker.outcome
@@ -939,7 +1237,9 @@ def _as_source(value: Any) -> str:
         try:
             text = bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise Undecodable(f"decoded bytes are not UTF-8 text (byte {exc.start}); not Python source") from exc
+            raise Undecodable(
+                f"decoded bytes are not UTF-8 text (byte {exc.start}); not Python source"
+            ) from exc
     else:
         raise Undecodable(f"the argument is a {type(value).__name__}, not source text")
     return text.removeprefix("\ufeff")

@@ -71,7 +71,12 @@ def sdpa_backend(order: str) -> Iterator[None]:
     A process-wide switch (not `torch.nn.attention.sdpa_kernel`) so that compiled graphs see it too.
     """
     b = torch.backends.cuda
-    saved = (b.flash_sdp_enabled(), b.cudnn_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+    saved = (
+        b.flash_sdp_enabled(),
+        b.cudnn_sdp_enabled(),
+        b.mem_efficient_sdp_enabled(),
+        b.math_sdp_enabled(),
+    )
     names = set(order.split(",")) if order != "default" else {"flash", "cudnn", "efficient", "math"}
     unknown = names - {"flash", "cudnn", "efficient", "math"}
     if unknown:

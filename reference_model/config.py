@@ -54,7 +54,9 @@ class ModelConfig:
         if self.model_dim % self.num_heads:
             raise ValueError(f"model_dim {self.model_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
         if self.rope_dims < 0 or self.rope_dims > self.head_dim or self.rope_dims % 2:
@@ -64,7 +66,9 @@ class ModelConfig:
         if self.num_loops < 0:
             raise ValueError("num_loops must be >= 0")
         if self.num_loops and not 0 <= self.loop_start <= self.loop_end < self.num_layers:
-            raise ValueError(f"loop segment [{self.loop_start}, {self.loop_end}] is outside 0..{self.num_layers - 1}")
+            raise ValueError(
+                f"loop segment [{self.loop_start}, {self.loop_end}] is outside 0..{self.num_layers - 1}"
+            )
 
     # --- derived -----------------------------------------------------------------------------------------
     @property

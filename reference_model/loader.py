@@ -86,7 +86,9 @@ class TokenLoader:
             out[sel] = self.shards[si][rows[sel, 1][:, None] + window]
         return torch.from_numpy(out)
 
-    def next_step(self, batch_tokens: int, grad_accum_steps: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def next_step(
+        self, batch_tokens: int, grad_accum_steps: int = 1
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's micro-batches [(x, y)] * grad_accum_steps for the next global batch of batch_tokens."""
         global_seqs = batch_tokens // self.seq_len
         per_micro = global_seqs // (self.world_size * grad_accum_steps)

@@ -105,12 +105,20 @@ class CausalSelfAttention(nn.Module):
         self.use_xsa = use_xsa
         self.rotary = Rotary(cfg.rope_dims if cfg.rope_dims else hd, cfg.rope_base, cfg.rope_train_seq_len)
         self.backend = "sdpa"  # set by GPT.set_attention_backend
+        self.fused_qkv = False  # a speed switch (GPT.set_fused_qkv), not architecture
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
-        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim)
-        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim)
-        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim)
+        if self.fused_qkv:  # one GEMM over the concatenated weights; same parameters, same result
+            w = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight))
+            q, k, v = F.linear(x, w).split(
+                (self.c_q.out_features, self.c_k.out_features, self.c_v.out_features), -1
+            )
+        else:
+            q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        q = q.view(b, t, self.num_heads, self.head_dim)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = rms_norm(q), rms_norm(k)
         q, k = self.rotary(q), self.rotary(k)
@@ -182,7 +190,9 @@ class GPT(nn.Module):
         self.out_proj = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         n_skip = cfg.num_skip_weights
         self.skip_weights = nn.Parameter(torch.ones(n_skip, cfg.model_dim)) if n_skip else None
-        self.skip_gates = nn.Parameter(torch.zeros(n_skip, cfg.model_dim)) if n_skip and cfg.skip_gates else None
+        self.skip_gates = (
+            nn.Parameter(torch.zeros(n_skip, cfg.model_dim)) if n_skip and cfg.skip_gates else None
+        )
         self.recurrence = False
         self.attention_backend = "sdpa"
         self.reset_parameters()
@@ -221,6 +231,11 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.backend = resolved
         return resolved
+
+    def set_fused_qkv(self, enabled: bool) -> None:
+        """Compute q, k, v with one matmul (training speed); `capture_inputs` turns it off while hooking."""
+        for block in self.blocks:
+            block.attn.fused_qkv = bool(enabled)
 
     def layer_schedule(self) -> tuple[list[int], list[int]]:
         return self.cfg.layer_schedule(self.recurrence)
@@ -301,7 +316,9 @@ class GPT(nn.Module):
         themselves; the tied embedding maps to the head (input = final-normed hidden state). Under depth
         recurrence a looped block's hooks fire once per repetition, as in the record's Hessian collection.
         """
-        layers: dict[str, nn.Module] = {f"{n}.weight": m for n, m in self.named_modules() if isinstance(m, nn.Linear)}
+        layers: dict[str, nn.Module] = {
+            f"{n}.weight": m for n, m in self.named_modules() if isinstance(m, nn.Linear)
+        }
         if self.out_proj is None:
             layers["tok_emb.weight"] = self.lm_head
         else:
@@ -320,12 +337,16 @@ class GPT(nn.Module):
 
             return hook
 
+        fused = [block.attn.fused_qkv for block in self.blocks]
+        self.set_fused_qkv(False)  # the c_q / c_k / c_v modules must run for their hooks to fire
         handles = [m.register_forward_hook(make_hook(n)) for n, m in self.gptq_layers().items()]
         try:
             yield
         finally:
             for h in handles:
                 h.remove()
+            for block, was in zip(self.blocks, fused):
+                block.attn.fused_qkv = was
 
 
 def count_params(model: nn.Module) -> int:

@@ -62,7 +62,9 @@ class TrainConfig:
     grad_accum_steps: int = 0  # 0 = 8 // world_size, as the record
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | sdpa
-    sdpa_order: str = "cudnn,flash"  # which SDPA kernels CUDA may use when FA3 is absent (attention.sdpa_backend)
+    sdpa_order: str = (
+        "cudnn,flash"  # which SDPA kernels CUDA may use when FA3 is absent (attention.sdpa_backend)
+    )
     log_file: str = ""
 
     def accum_steps(self, world_size: int) -> int:
@@ -140,7 +142,9 @@ def init_distributed(device_type: str) -> DistInfo:
     """torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK) -> process group (NCCL on CUDA, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    info = DistInfo(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    )
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
@@ -183,6 +187,46 @@ def build_model(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) 
     if device.type == "cuda":
         model.to_mixed_precision(torch.bfloat16)
     model.set_attention_backend(train_cfg.attention)
+    model.set_fused_qkv(train_cfg.fused_qkv)
+    return model
+
+
+def make_step_fn(
+    model: nn.Module,
+    opt: ReferenceOptimizer,
+    loader: TokenLoader,
+    batch_tokens: int,
+    accum: int,
+    device: torch.device,
+    distributed: bool,
+) -> Callable[[int, float], torch.Tensor]:
+    """One optimizer step over `accum` micro-batches; returns the mean loss as a device tensor (no sync)."""
+    cuda = device.type == "cuda"
+
+    def step_fn(step: int, lr_scale: float) -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for m, (x, y) in enumerate(loader.next_step(batch_tokens, accum)):
+            skip_sync = distributed and m < accum - 1  # DDP all-reduces on the last micro-batch only
+            ctx = model.no_sync() if skip_sync else contextlib.nullcontext()  # type: ignore[operator]
+            with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = model(x, y)
+                (loss / accum).backward()
+            total += loss.detach()
+        opt.set_schedule(step, lr_scale)
+        opt.clip_grads()
+        opt.step()
+        return total / accum
+
+    return step_fn
+
+
+def compile_model(base: GPT, info: DistInfo, device: torch.device, use_compile: bool) -> nn.Module:
+    model: nn.Module = torch.compile(base, dynamic=False, fullgraph=True) if use_compile else base
+    if info.distributed:
+        torch._dynamo.config.optimize_ddp = False  # one graph per rank; DDP buckets the grads (as the record)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
     return model
 
 
@@ -217,14 +261,20 @@ def train(
     base = build_model(model_cfg, cfg, device)
     if loader is None:
         loader = TokenLoader(
-            cfg.train_files, cfg.train_seq_len, rank=info.rank, world_size=info.world_size, seed=cfg.seed,
+            cfg.train_files,
+            cfg.train_seq_len,
+            rank=info.rank,
+            world_size=info.world_size,
+            seed=cfg.seed,
             device=device,
         )
 
     log(f"code_sha256:{code_hash()}")
     log(f"Running PyTorch {torch.__version__}")
     log("Hyperparameters:")
-    for k, v in sorted({**dataclasses.asdict(model_cfg), **dataclasses.asdict(optim_cfg), **dataclasses.asdict(cfg)}.items()):
+    for k, v in sorted(
+        {**dataclasses.asdict(model_cfg), **dataclasses.asdict(optim_cfg), **dataclasses.asdict(cfg)}.items()
+    ):
         log(f"  {k}: {v}")
     log(f"seed:{cfg.seed}")
     log(f"world_size:{info.world_size} grad_accum_steps:{accum}")
@@ -236,30 +286,13 @@ def train(
     log(f"attention_backend:{base.attention_backend}" + (f" sdpa:{cfg.sdpa_order}" if cuda else ""))
     log(f"model_params:{count_params(base)}")
 
-    model: nn.Module = torch.compile(base, dynamic=False, fullgraph=True) if cfg.compile else base
-    if info.distributed:
-        torch._dynamo.config.optimize_ddp = False  # one graph per rank; DDP buckets the grads (as the record)
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if cuda else None, broadcast_buffers=False
-        )
+    model = compile_model(base, info, device, cfg.compile)
     opt = ReferenceOptimizer(base, optim_cfg)
     cap_ms = cfg.cap_ms
     if cap_ms is not None:
         log(f"gptq:reserving {cfg.gptq_reserve_seconds:.0f}s, effective={cap_ms:.0f}ms")
 
-    def step_fn(step: int, lr_scale: float) -> torch.Tensor:
-        total = torch.zeros((), device=device)
-        for m, (x, y) in enumerate(loader.next_step(cfg.train_batch_tokens, accum)):
-            no_sync = info.distributed and m < accum - 1
-            ctx = model.no_sync() if no_sync else contextlib.nullcontext()  # type: ignore[operator]
-            with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = model(x, y)
-                (loss / accum).backward()
-            total += loss.detach()
-        opt.set_schedule(step, lr_scale)
-        opt.clip_grads()
-        opt.step()
-        return total / accum
+    step_fn = make_step_fn(model, opt, loader, cfg.train_batch_tokens, accum, device, info.distributed)
 
     # Compile warmup outside the timed region, then restore the initial state.
     if cfg.warmup_steps > 0:
@@ -317,7 +350,9 @@ def train(
         ema.update()
         step += 1
         elapsed = train_ms + 1000.0 * (clock() - t0)
-        if cfg.train_log_every > 0 and (step <= 5 or step % cfg.train_log_every == 0 or stop_after is not None):
+        if cfg.train_log_every > 0 and (
+            step <= 5 or step % cfg.train_log_every == 0 or stop_after is not None
+        ):
             value = float(loss.item())
             result.train_losses.append((step, value))
             log(
@@ -368,8 +403,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m reference_model.train", description=__doc__.split("\n")[0])
     ap.add_argument("--train-files", default=TrainConfig.train_files, help="glob of training shards")
     ap.add_argument("--preset", choices=("record", "tiny"), default="record", help="model configuration")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any ModelConfig / TrainConfig / OptimConfig field (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any ModelConfig / TrainConfig / OptimConfig field (repeatable)",
+    )
     ap.add_argument("--out", default="", help="save the EMA weights (state_dict + config) here")
     ap.add_argument("--summary", default="", help="write the JSON summary here as well as printing it")
     return ap.parse_args(argv)
@@ -417,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if info.is_main:
         if args.out:
-            torch.save({"model_config": dataclasses.asdict(model_cfg), "state_dict": result.model.state_dict()}, args.out)
+            torch.save(
+                {"model_config": dataclasses.asdict(model_cfg), "state_dict": result.model.state_dict()},
+                args.out,
+            )
             summary["out"] = args.out
         text = json.dumps(summary, indent=2)
         print(text)

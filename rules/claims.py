@@ -12,11 +12,13 @@ Tolerances are the rounding of the printed precision of both numbers compared: 1
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import itertools
 import re
 import statistics
+import warnings
 from collections.abc import Iterable
 
 from auditor.evidence.claims import Claims, Number, claims_of, readme_bpb_numbers
@@ -337,11 +339,12 @@ class ReadmeScoresUnsupportedByLogs(Rule):
         claims = claims_of(ctx)
         means = _mean_candidates(logs, claims)
         lines = text.splitlines()
-        found = 0
+        found = warned = 0
         title_no = next((i for i, ln in enumerate(lines, 1) if ln.startswith("#")), 0)
         for _, num in readme_bpb_numbers(lines[title_no - 1] if title_no else ""):
             found += 1
             if not any(mean_agrees(num, m, d) for m, d in means):
+                warned += 1
                 yield self.finding(
                     Verdict.WARN,
                     f"README headline val_bpb {num.value} is neither a logged score nor the mean of the seeds' "
@@ -372,6 +375,7 @@ class ReadmeScoresUnsupportedByLogs(Rule):
                 continue
             i, line, nums = seed_rows[0]
             final = scored[0]
+            warned += 1
             yield self.finding(
                 Verdict.WARN,
                 f"README rows for seed {seed} (lines {', '.join(str(r[0]) for r in seed_rows)}) do not show the "
@@ -382,6 +386,8 @@ class ReadmeScoresUnsupportedByLogs(Rule):
             )
         if not found:
             yield self.skip("README states no headline or per-seed numbers to check")
+        elif not warned:
+            yield self.finding(Verdict.PASS, f"{found} README headline/per-seed number(s) agree with the logs")
 
 
 CASE_SCRIPT = """\
@@ -450,6 +456,9 @@ class LoggedCodeDiffersFromShipped(Rule):
                 continue
             match = next((name for name, text in shipped if text == code), None)
             if match is None:
+                match = _same_program(src.text, [u for u in ctx.units if u.path == entry])
+            if match is None and len(shipped) > 1:
+                # Only a packed script can hold the minified form of the logged code; minifying costs ~1 s.
                 minified = _minify(src.text)
                 match = next((f"{name} (after minification)" for name, text in shipped
                               if minified is not None and text == _norm(minified)), None)
@@ -467,6 +476,20 @@ class LoggedCodeDiffersFromShipped(Rule):
                 data={"log_source_sha": digest, "compared_with": name},
             )
             yield seen[digest]
+
+
+def _same_program(code: str, units: list) -> str | None:
+    """The unit whose syntax tree equals that of `code` (they differ only in comments or formatting)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dumped = ast.dump(ast.parse(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    for unit in units:
+        if unit.tree is not None and ast.dump(unit.tree) == dumped:
+            return f"{unit.name} (same syntax tree; differs only in comments or formatting)"
+    return None
 
 
 def _norm(text: str) -> str:
@@ -539,12 +562,22 @@ class IncompleteRunLog(Rule):
         if not logs:
             yield self.skip("no run logs")
             return
+        seed_table_of(ctx)  # the per-seed table goes into the report whichever log rules are selected
         claims = claims_of(ctx)
         claimed = set(claims.seed_list)
         for lg in logs:
             if not lg.truncated:
                 continue
             line = lg.eval_begin_line or (lg.stop.line_no if lg.stop else (lg.steps[-1].line_no if lg.steps else 0))
+            # Split runs (a train log that stops after serialising, an eval log that scores the artifact) are
+            # complete evidence together: another log of the same seed carrying the final score completes it.
+            completed_by = next((o for o in logs if o is not lg and o.final_score is not None and lg.seed is not None
+                                 and o.answers_to_seed(lg.seed)), None)
+            if completed_by is not None:
+                yield self.info(f"{lg.path} {lg.truncation_reason}; the score of seed {lg.seed} is in "
+                                f"{completed_by.path} (line {completed_by.final_score.line_no})",  # type: ignore[union-attr]
+                                [lg.location(line)])
+                continue
             unclaimed = claimed and lg.seed is not None and lg.seed not in claimed \
                 and lg.filename_seed not in claimed
             yield self.finding(

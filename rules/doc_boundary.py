@@ -234,16 +234,23 @@ def find_shifts(scope: Scope) -> list[Shift]:
 def _shifts_in(value: ast.AST, stmt: ast.AST) -> list[tuple[ast.AST, str, ast.AST | None]]:
     """(node, kind, the tensor being shifted) for each previous-position mixing op in one statement."""
     found: list[tuple[ast.AST, str, ast.AST | None]] = []
-    parents = _parents(stmt)
     views: dict[tuple[str, int], list[tuple[ast.AST, int]]] = {}
+    calls: list[ast.Call] = []
     for n in ast.walk(value):
-        ts = _time_slice(n)
-        if ts is not None:
-            views.setdefault((ts[0], ts[1]), []).append((n, ts[2]))
+        if isinstance(n, ast.Subscript):
+            ts = _time_slice(n)
+            if ts is not None:
+                views.setdefault((ts[0], ts[1]), []).append((n, ts[2]))
+        elif isinstance(n, ast.Call) and call_name(n) in {"cat", "concatenate", "pad", "roll"}:
+            calls.append(n)
     # S1: previous and current views of one tensor combined arithmetically
+    parents: dict[int, ast.AST] | None = None
     for vs in views.values():
         prevs = [v for v, k in vs if k < 0]
         curs = [v for v, k in vs if k > 0]
+        if not prevs or not curs:
+            continue
+        parents = parents if parents is not None else _parents(stmt)
         for p in prevs:
             anc = _common_mixing_ancestor(p, curs, parents)
             if anc is not None:
@@ -251,9 +258,7 @@ def _shifts_in(value: ast.AST, stmt: ast.AST) -> list[tuple[ast.AST, str, ast.AS
                 found.append((anc, kind, p.value))  # type: ignore[attr-defined]
                 break
     # S2..S4: a previous-position view padded back to full length (cat / pad), roll, left-padded conv input
-    for n in ast.walk(value):
-        if not isinstance(n, ast.Call):
-            continue
+    for n in calls:
         name = call_name(n)
         if name in {"cat", "concatenate"} and n.args and isinstance(n.args[0], (ast.List, ast.Tuple)):
             elts = n.args[0].elts

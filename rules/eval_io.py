@@ -195,7 +195,8 @@ class EvalTimeNetworkIO(Rule):
     rationale = (
         "The artifact must be self-contained: evaluation may not download data, tables, tokenizers or weights, "
         "or open network connections. Downloads during setup (before training starts) are not evaluation, and "
-        "local subprocesses (lrzip, g++, pyminify) are allowed."
+        "local subprocesses (lrzip, g++, pyminify) are allowed. Code behind a flag that is off by default is "
+        "information; when a README/*.sh run command turns that flag on, the finding is a WARN naming both."
     )
     basis = Basis(
         ref="openai/parameter-golf README (FAQ: what counts toward the artifact)",
@@ -214,8 +215,9 @@ class EvalTimeNetworkIO(Rule):
         Case(code=_NET_EVAL, verdict=Verdict.FAIL, line=line_of(_NET_EVAL, "= hf_hub_download("),
              note="hf_hub_download reached from the evaluation"),
         Case(code=_CURL_EVAL, verdict=Verdict.FAIL, line=line_of(_CURL_EVAL, 'subprocess.run(["curl"')),
-        Case(code=_FLAG_OFF, files=_FLAG_ON_BY_README, verdict=Verdict.FAIL,
-             line=line_of(_FLAG_OFF, "requests.get("), note="default-off flag turned on by the README command"),
+        Case(code=_FLAG_OFF, files=_FLAG_ON_BY_README, verdict=Verdict.WARN,
+             line=line_of(_FLAG_OFF, "requests.get("),
+             note="default-off flag turned on by the README command: WARN (the default decides; both reported)"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -235,7 +237,7 @@ class EvalTimeNetworkIO(Rule):
                                 flow=v.chain_flow(reason))
                 continue
             via = f" ({v.gate.describe()})" if v.gate is not None else ""
-            verdict = Verdict.FAIL if ph.confident else Verdict.WARN
+            verdict = Verdict.FAIL if ph.confident and not v.by_command else Verdict.WARN
             extra = "" if ph.confident else " (the training/evaluation split of this script is not certain)"
             yield self.finding(verdict, f"{reason} during evaluation{via}{extra}", [loc],
                                related=[v.event.site.unit.location(v.event.site.node)],
@@ -351,6 +353,8 @@ class EvalTimeTrainData(Rule):
                 continue
             reported.add(id(node))
             k, entry, tainted = _first_tainted(tt, v)
+            if id(entry.node) in reported:
+                continue  # one finding per place where evaluation asks for training data
             reported.add(id(entry.node))
             loc = entry.unit.location(entry.node)
             read_loc = v.site.unit.location(node)
@@ -359,9 +363,10 @@ class EvalTimeTrainData(Rule):
                 yield self.info(f"training shards would be read during evaluation, but {v.gate.describe()}",
                                 [loc], related=[read_loc], flow=flow)
                 continue
-            verdict = Verdict.FAIL if ph.confident else Verdict.WARN
+            verdict = Verdict.FAIL if ph.confident and not v.by_command else Verdict.WARN
+            via = f"; {v.gate.describe()}" if v.by_command else ""
             yield self.finding(verdict, "training shards are read during evaluation"
-                               + ("" if entry is v.site else f" (the read is at {read_loc})"),
+                               + ("" if entry is v.site else f" (the read is at {read_loc})") + via,
                                [loc], related=[read_loc] if entry is not v.site else [], flow=flow)
         if tt.incomplete:
             yield self.finding(Verdict.WARN, "data-flow analysis hit its budget; training-data reads during "

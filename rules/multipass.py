@@ -18,13 +18,13 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.order import (
     Event,
-    assigned_names,
     analyse_order,
+    assigned_names,
     closure,
     common_loops,
     def_map,
     exclusive,
-    gates,
+    gate_off,
     is_data_loop,
     names_in,
     statements_by_id,
@@ -128,14 +128,14 @@ class ValidationRescoredInSecondPass(Rule):
         if facts.root is None:
             yield self.skip(f"order analysis not run: {facts.problem}")
             return
-        evaluator = gates(ctx)
         found = False
         for finding, event in [*self._selections(facts.events), *self._two_pass(facts.events, facts.scores)]:
-            dead = evaluator.dead_branch(event) if evaluator is not None else None
+            dead = gate_off(ctx, event)
             if dead is not None:
                 finding = self.info(
-                    f"If enabled: {finding.message} It sits behind `{ast.unparse(dead.test)}`, off by default.",
-                    finding.locations, related=finding.related, flow=finding.flow, data=finding.data,
+                    f"If enabled: {finding.message} Gate: {dead.reason}.",
+                    finding.locations, related=finding.related, flow=finding.flow,
+                    data=finding.data | {"gate": dead.test},
                 )
             found = True
             yield finding

@@ -138,7 +138,7 @@ class UnnormalizedScoring(Rule):
         seen: set[tuple[str, int]] = set()
         for scope in facts.scopes:
             module = module_scope(facts, scope.unit)
-            for kind, node, detail, sink in _violations(scope, module):
+            for kind, node, detail, sink in _violations(scope, module, facts.own_funcs):
                 where = (scope.unit.name, node.lineno)  # type: ignore[attr-defined]
                 if where in seen:
                     continue
@@ -173,10 +173,11 @@ class UnnormalizedScoring(Rule):
                             flow=steps, evidence=ast.unparse(node)[:300])
 
 
-def _violations(scope: Scope, module: Scope | None) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
+def _violations(scope: Scope, module: Scope | None,
+                own: frozenset[str]) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
     out: list[tuple[str, ast.AST, ast.AST, ast.AST]] = []
     done: set[int] = set()
-    for call, arg in score_sinks(scope, module):
+    for call, arg in score_sinks(scope, module, own):
         nodes = scope.closure(arg)
         for sp in byte_spreads(scope, nodes):
             if id(sp.node) not in done:

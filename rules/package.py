@@ -68,8 +68,7 @@ class RecordPackageIncomplete(Rule):
     invalid = (
         Case(code="print('train')\n", files={k: v for k, v in _FULL.items() if not k.endswith(".log")},
              verdict=Verdict.FAIL, note="no train log: the claimed score has no evidence"),
-        Case(code="print('train')\n", files={k: v for k, v in _FULL.items() if k != "submission.json"},
-             verdict=Verdict.FAIL),
+        Case(files=dict(_FULL), verdict=Verdict.FAIL, note="no code at all"),
         Case(code="print('train')\n", files={k: v for k, v in _FULL.items() if k != "README.md"},
              verdict=Verdict.WARN),
     )
@@ -78,6 +77,10 @@ class RecordPackageIncomplete(Rule):
         sub = ctx.submission
         if sub.single_file:
             yield self.skip("a single script, not a record folder")
+            return
+        if sub.claims_path is None and not _is_record_folder(ctx):
+            # No submission.json and not a records/ folder: a working directory audited as code, not a claim.
+            yield self.skip("no submission.json and not a records/ folder: audited as code only")
             return
         findings: list[Finding] = []
         top = [p for p in sub.files if "/" not in p]

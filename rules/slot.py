@@ -25,7 +25,7 @@ from auditor.flow.order import (
     common_loops,
     def_map,
     exclusive,
-    gates,
+    gate_off,
     is_data_loop,
     position_slices,
     statements_by_id,
@@ -117,7 +117,6 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         if facts.root is None:
             yield self.skip(f"order analysis not run: {facts.problem}")
             return
-        evaluator = gates(ctx)
         seen: set[int] = set()
         for upd in facts.updates:
             if upd.target != "free_tensor" or id(upd.node) in seen:
@@ -127,12 +126,12 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                 continue
             seen.add(id(upd.node))
             finding = self._judge(upd, users)
-            dead = evaluator.dead_branch(upd) if evaluator is not None else None
+            dead = gate_off(ctx, upd)
             if dead is not None and finding.verdict is not Verdict.PASS:
                 finding = self.info(
-                    f"If enabled: {finding.message} It sits behind `{_unparse(dead.test)}`, which is off by default.",
+                    f"If enabled: {finding.message} Gate: {dead.reason}.",
                     finding.locations, related=finding.related, flow=finding.flow,
-                    data=finding.data | {"gate": _unparse(dead.test)},
+                    data=finding.data | {"gate": dead.test},
                 )
             yield finding
         if not seen:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from auditor.constants import EVAL_LIMIT_MS, HESSIANS_IN_TRAIN_BUDGET_FROM, TRAIN_LIMIT_MS
 from auditor.evidence.claims import claims_of, submission_date, track_of
 from auditor.evidence.logs import ParsedLog, logs_of
+from auditor.evidence.table import seed_table_of
 from auditor.evidence.timing import STEP_TOLERANCE, eval_timing, train_timing
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, EvidenceLevel, Finding, Location, Severity, Verdict
@@ -94,8 +95,8 @@ class TrainTimeOverLimit(Rule):
              verdict=Verdict.FAIL, line=4, path="train_seed42.log", note="PR #1945 seed 42 at 3f49b5e2"),
         Case(code="print(1)\n", files={"train_seed42.log": _log(
             "stopping_early: wallclock_cap train_time: 599623ms step: 4915/20000", steps=_NEW_STEPS,
-            extra="GPTQ:collected 67 Hessians in 3.5s\n")},
-             verdict=Verdict.FAIL, line=5, path="train_seed42.log",
+            extra="gptq:reserving 0.5s, effective=599500ms\nGPTQ:collected 67 Hessians in 3.5s\n")},
+             verdict=Verdict.FAIL, line=6, path="train_seed42.log",
              note="0.5 s reserve, 3.5 s of Hessians: training data read until 603.1 s"),
         Case(code="print(1)\n", files={"train_seed42.log": "seed:42\n" + _OLD_STEPS
                                        + "final_int6_sliding_window_exact val_loss:1.93 val_bpb:1.1443\n",
@@ -108,6 +109,7 @@ class TrainTimeOverLimit(Rule):
         if not logs:
             yield self.skip("no log shows training time")
             return
+        seed_table_of(ctx)  # the per-seed table goes into the report whichever log rules are selected
         non_record = _is_non_record(ctx)
         forced = _forced_step_settings(ctx)
         date = submission_date(ctx.submission, claims_of(ctx))

@@ -22,11 +22,13 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.order import (
     Event,
+    GateOff,
     analyse_order,
     common_loops,
+    defeated_on_path,
     divergence,
     exclusive,
-    gates,
+    gate_off,
     is_data_loop,
     loop_var_guard,
 )
@@ -161,7 +163,6 @@ class ValidationTrainedBeforeScored(Rule):
             yield self.skip(f"order analysis not run: {facts.problem}")
             return
         scores = facts.scores
-        evaluator = gates(ctx)
         seen: set[int] = set()
         legal: list[tuple[Event, Event]] = []
         for upd in facts.updates:
@@ -176,21 +177,18 @@ class ValidationTrainedBeforeScored(Rule):
             if id(upd.node) in seen:
                 continue
             seen.add(id(upd.node))
-            yield self._finding(upd, verdict, evaluator)
+            yield self._finding(upd, verdict, gate_off(ctx, upd))
         if not seen:
             yield self._pass(facts.updates, legal, bool(scores))
-        for unit, node, reason in facts.dynamic:
-            if scores or facts.updates:
-                yield self.finding(
-                    Verdict.WARN,
-                    f"{reason} on the path that runs: the order of scoring and updates cannot be fully checked",
-                    [unit.location(node)],
-                    confidence=Confidence.LOW,
-                )
-                break
+        for location, reason in defeated_on_path(ctx, facts.events)[:1]:
+            yield self.finding(
+                Verdict.WARN,
+                f"{reason}: on the path to scoring or updates, so their order cannot be fully checked",
+                [location], confidence=Confidence.LOW,
+            )
 
     # ------------------------------------------------------------------------------------------------------------
-    def _finding(self, upd: Event, verdict: tuple[str, Event, object], evaluator: object) -> Finding:
+    def _finding(self, upd: Event, verdict: tuple[str, Event, object], dead: GateOff | None) -> Finding:
         kind, score, detail = verdict
         upd_site, score_site = divergence(upd, score)
         order = {
@@ -216,12 +214,11 @@ class ValidationTrainedBeforeScored(Rule):
             "score_site": str(score_site),
         }
         related = [score.location(), upd_site, score_site]
-        dead = evaluator.dead_branch(upd) if evaluator is not None else None  # type: ignore[attr-defined]
         if dead is not None:
             return self.info(
                 f"If enabled, this would train on validation tokens before scoring them. {message} "
-                f"It sits behind `{_unparse(dead.test)}`, which is off by default.",
-                [upd.location()], related=related, flow=flow, data=data | {"gate": _unparse(dead.test)},
+                f"Gate: {dead.reason}.",
+                [upd.location()], related=related, flow=flow, data=data | {"gate": dead.test},
             )
         if upd.throwaway and kind == "after":
             return self.finding(

@@ -158,7 +158,9 @@ class TrainOnVal(Rule):
             if not v.live:
                 yield self.info(f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow)
                 continue
-            yield self.finding(Verdict.FAIL, "training-phase update computed from validation data "
+            via = f"; {v.gate.describe()}" if v.by_command else ""
+            yield self.finding(Verdict.WARN if v.by_command else Verdict.FAIL,
+                               f"training-phase update computed from validation data{via} "
                                f"(`{ast.unparse(expr)[:60]}` derives from validation shards)", [loc], flow=flow,
                                related=[v.event.site.unit.location(v.event.site.node)])
 
@@ -180,8 +182,10 @@ class TrainOnVal(Rule):
                         yield self.info(f"validation tokens would be written into the artifact, but {r.reason}",
                                         [loc], flow=flow)
                     else:
-                        yield self.finding(Verdict.FAIL, "validation tokens are written into the artifact "
-                                                         "('paid prefix')", [loc], flow=flow)
+                        by_command = r.gate is not None and not r.gate.taken and bool(r.gate.enabled_by)
+                        yield self.finding(Verdict.WARN if by_command else Verdict.FAIL,
+                                           "validation tokens are written into the artifact ('paid prefix')"
+                                           + (f" ({r.reason})" if by_command else ""), [loc], flow=flow)
                     break
 
     def _not_running(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
@@ -313,8 +317,8 @@ class CalibOnVal(Rule):
         Case(code=_CALIB_VAL, verdict=Verdict.FAIL, line=line_of(_CALIB_VAL, "hessians = collect_hessians("),
              note="Hessians from validation tokens"),
         Case(code=_CALIB_VAL_FLAG, files={"run.sh": "CALIB_SOURCE=val torchrun --nproc_per_node=8 train_gpt.py\n"},
-             verdict=Verdict.FAIL, line=line_of(_CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
-             note="the run script selects validation calibration"),
+             verdict=Verdict.WARN, line=line_of(_CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
+             note="off by default, but the run script selects validation calibration: WARN naming both"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -345,9 +349,11 @@ class CalibOnVal(Rule):
                         yield self.info(f"quantization calibration on validation data, but it does not run: "
                                         f"{r.reason}", [loc], flow=flow)
                     else:
-                        enabled = f" ({r.reason})" if r.gate is not None else ""
-                        yield self.finding(Verdict.FAIL, "quantization calibration statistics are computed from "
-                                                         f"validation data{enabled}", [loc], flow=flow,
+                        by_command = r.gate is not None and not r.gate.taken and bool(r.gate.enabled_by)
+                        enabled = f" ({r.reason})" if by_command else ""
+                        yield self.finding(Verdict.WARN if by_command else Verdict.FAIL,
+                                           "quantization calibration statistics are computed from "
+                                           f"validation data{enabled}", [loc], flow=flow,
                                            related=[site.unit.location(site.node)])
                     break
         if vt.incomplete:

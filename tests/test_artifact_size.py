@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from auditor.engine import audit
 from auditor.evidence.size import WRAPPER_HEAD, WRAPPER_TAIL, compressed_code_size
 from auditor.findings import Verdict
@@ -67,3 +69,17 @@ def test_claims_fallback_when_no_log_states_a_size() -> None:
 def test_no_size_anywhere_warns() -> None:
     sub = submission_from_files({"train_gpt.py": "print(1)\n", "submission.json": '{"val_bpb": 1.2}'})
     assert [f.verdict for f in run(sub)] == [Verdict.WARN]
+
+
+MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
+
+
+@pytest.mark.skipif(not MIRROR.exists(), reason="needs the openai/parameter-golf mirror")
+def test_dev010_pr1809() -> None:
+    from auditor.submission import load_git
+
+    sub = load_git(MIRROR, "54084248c7ea221eadf0de7312c7cb522dc1a9b5",
+                   "records/track_10min_16mb/2026-04-24_SP8192_GramNS_PolarExpress_3LayerRecur_ParResid_QK525_LegalTTT")
+    fails = [f for f in run(sub) if f.verdict is Verdict.FAIL]
+    seed42 = next(f for f in fails if f.primary.path == "train_seed42.log")
+    assert seed42.primary.snippet == "Total submission size quantized+brotli: 16024793 bytes"

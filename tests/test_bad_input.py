@@ -49,7 +49,9 @@ def make(folder: Path, files: dict[str, str | bytes]) -> Path:
 # --- nothing to audit: exit 2 with one line --------------------------------------------------------------------
 def test_nonexistent_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     rc, out, err = run_cli(capsys, str(tmp_path / "nope"))
-    assert rc == ERROR and out == "" and "no such file or folder" in err and len(err.strip().splitlines()) == 1
+    assert (
+        rc == ERROR and out == "" and "no such file or folder" in err and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_empty_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -73,8 +75,13 @@ def test_single_file_that_is_not_python(capsys: pytest.CaptureFixture[str], tmp_
 @pytest.fixture()
 def tiny_repo(tmp_path: Path) -> Path:
     repo = make(tmp_path / "repo", {"records/r1/train_gpt.py": CLEAN, "records/r1/README.md": "# r1\n"})
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "r1"]):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env, capture_output=True)
     return repo
@@ -91,15 +98,18 @@ def test_git_rev_that_looks_like_an_option(capsys: pytest.CaptureFixture[str], t
 
 
 def test_missing_git_dir_and_missing_path(capsys: pytest.CaptureFixture[str], tiny_repo: Path) -> None:
-    rc, _, err = run_cli(capsys, "--git-dir", str(tiny_repo / "nope"), "--rev", "HEAD", "--path", "records/r1")
+    rc, _, err = run_cli(
+        capsys, "--git-dir", str(tiny_repo / "nope"), "--rev", "HEAD", "--path", "records/r1"
+    )
     assert rc == ERROR and "no such git repository" in err
     rc, _, err = run_cli(capsys, "--git-dir", str(tiny_repo), "--rev", "HEAD", "--path", "records/absent")
     assert rc == ERROR and "nothing at HEAD:records/absent" in err
 
 
 def test_good_git_input_still_audits(capsys: pytest.CaptureFixture[str], tiny_repo: Path) -> None:
-    rc, out, _ = run_cli(capsys, "--git-dir", str(tiny_repo), "--rev", "HEAD", "--path", "records/r1",
-                         "--format", "json")
+    rc, out, _ = run_cli(
+        capsys, "--git-dir", str(tiny_repo), "--rev", "HEAD", "--path", "records/r1", "--format", "json"
+    )
     assert rc in (0, 1) and json.loads(out)["submission"]["entry"] == "train_gpt.py"
 
 
@@ -124,8 +134,12 @@ def test_binary_file_named_py(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert "binary file" in pg001(report)[0]["message"]
 
 
-def test_logs_without_code_are_audited_with_a_warning(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    folder = make(tmp_path / "r", {"train.log": "step:10/10 val_loss:2.0 val_bpb:1.2\n", "README.md": "# x\n"})
+def test_logs_without_code_are_audited_with_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = make(
+        tmp_path / "r", {"train.log": "step:10/10 val_loss:2.0 val_bpb:1.2\n", "README.md": "# x\n"}
+    )
     _, report = audit_json(capsys, folder)
     assert report["submission"]["entry"] is None
     assert any("no Python code" in f["message"] and f["verdict"] == "WARN" for f in pg001(report))
@@ -145,10 +159,14 @@ def test_decompression_bomb_is_a_warn_and_fast(capsys: pytest.CaptureFixture[str
     _, report = audit_json(capsys, make(tmp_path / "r", {"train_gpt.py": shim}))
     assert time.perf_counter() - t0 < 30
     [finding] = pg001(report)
-    assert finding["verdict"] == "WARN" and "bomb" in finding["message"] and finding["locations"][0]["line"] == 2
+    assert (
+        finding["verdict"] == "WARN" and "bomb" in finding["message"] and finding["locations"][0]["line"] == 2
+    )
 
 
-def test_ten_megabyte_single_line_file_does_not_hang(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_ten_megabyte_single_line_file_does_not_hang(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     folder = make(tmp_path / "r", {"train_gpt.py": "x = [" + "1," * (5 << 20) + "]\n"})
     t0 = time.perf_counter()
     _, report = audit_json(capsys, folder)
@@ -173,8 +191,9 @@ def test_large_string_literal_is_still_analysed(tmp_path: Path) -> None:
     assert submission_module.code_limit_problem("train_gpt.py", text) is None
 
 
-def test_unreadable_file_is_reported(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                     tmp_path: Path) -> None:
+def test_unreadable_file_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     folder = make(tmp_path / "r", {"train_gpt.py": CLEAN, "secret.py": "x = 1\n"})
     real = Path.read_bytes
 
@@ -188,7 +207,9 @@ def test_unreadable_file_is_reported(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert any("secret.py" in f["message"] and "Permission denied" in f["message"] for f in pg001(report))
 
 
-def test_symlink_loop_and_special_files_are_skipped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_symlink_loop_and_special_files_are_skipped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     folder = make(tmp_path / "r", {"train_gpt.py": CLEAN})
     (folder / "loop").symlink_to(folder, target_is_directory=True)
     os.mkfifo(folder / "pipe")
@@ -197,8 +218,9 @@ def test_symlink_loop_and_special_files_are_skipped(capsys: pytest.CaptureFixtur
     assert time.perf_counter() - t0 < 20 and report["submission"]["entry"] == "train_gpt.py"
 
 
-def test_file_limit_stops_reading(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                  tmp_path: Path) -> None:
+def test_file_limit_stops_reading(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     monkeypatch.setattr(submission_module, "MAX_FILES", 3)
     folder = make(tmp_path / "r", {"train_gpt.py": CLEAN, **{f"data/{i}.txt": "x\n" for i in range(10)}})
     _, report = audit_json(capsys, folder)

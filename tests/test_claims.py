@@ -82,3 +82,33 @@ def test_readme_numbers_and_date(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "train_gpt.py").write_text("print(1)\n")
     assert submission_date(load_path(folder), parse_claims({})) == "2026-03-25"
+
+
+def test_split_train_and_eval_logs_are_complete_together() -> None:
+    from auditor.testing import submission_from_files
+
+    train = "seed:1337\nstopping_early: wallclock_cap train_time: 599478ms step: 6371/20000\n" \
+            "Total submission size quantized+brotli: 15919227 bytes\n"
+    evaluation = "quantized val_loss:2.81379763 val_bpb:1.08949971 eval_time:101404ms\n"
+    sub = submission_from_files({"train_seed1337.log": train, "eval_seed1337.log": evaluation})
+    report = audit(sub, [get_rule("PG614")])
+    got = [f for f in report.findings if f.rule_id == "PG614"]
+    assert got and all(not f.gating for f in got) and "eval_seed1337.log" in got[0].message
+    alone = audit(submission_from_files({"train_seed1337.log": train}), [get_rule("PG614")])
+    assert [f.verdict for f in alone.findings] == [Verdict.FAIL]
+
+
+def test_logged_code_differing_only_in_comments_is_the_same_program() -> None:
+    from auditor.testing import submission_from_files
+
+    code = "import os\n\n\ndef main():\n    # comment A\n    print(os.sep)\n\n\nmain()\n"
+    logged = code.replace("# comment A", "# a different comment")
+    log = logged + "=" * 100 + "\nseed:1\nquantized val_loss:2.0 val_bpb:1.2 eval_time:10ms\n"
+    report = audit(submission_from_files({"train_gpt.py": code, "train.log": log}), [get_rule("PG613")])
+    got = [f for f in report.findings if f.rule_id == "PG613"]
+    assert [f.verdict for f in got] == [Verdict.PASS] and "comments or formatting" in got[0].message
+    changed = log.replace("# a different comment", "# comment A").replace("print(os.sep)", "print(os.getcwd())")
+    report = audit(submission_from_files({"train_gpt.py": code, "train.log": changed}), [get_rule("PG613")])
+    warn = [f for f in report.findings if f.rule_id == "PG613"]
+    assert [f.verdict for f in warn] == [Verdict.WARN] and warn[0].primary.line == 6
+    assert "+    print(os.getcwd())" in warn[0].evidence

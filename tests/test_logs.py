@@ -172,3 +172,11 @@ def test_underlined_docstring_title_does_not_end_the_embedded_source() -> None:
     log = parse_log(text, "t.log")
     assert log.embedded_source is not None and log.embedded_source.end_line == 9
     assert log.seed == 3 and log.final_score is not None
+
+
+def test_log_with_invalid_utf8_is_still_read() -> None:
+    from auditor.evidence.logs import logs_of
+
+    sub = submission_from_files({"train.log": b"seed:1\n\xff\xfe progress\nquantized val_loss:2.0 val_bpb:1.2 eval_time:1ms\n"})
+    logs = logs_of(build_context(sub))
+    assert len(logs) == 1 and logs[0].final_score.line_no == 3

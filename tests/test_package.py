@@ -60,3 +60,8 @@ def test_missing_log_and_json_fail(tmp_path: Path) -> None:
 
 def test_fixture_json_is_well_formed() -> None:
     assert [v for v, _ in verdicts(FIX / "time_overrun", "PG602")] == [Verdict.PASS]
+
+
+def test_bare_working_folder_is_audited_as_code_only(tmp_path: Path) -> None:
+    (tmp_path / "train_gpt.py").write_text("print(1)\n")
+    assert [v for v, _ in verdicts(tmp_path, "PG601")] == [Verdict.SKIP]

@@ -16,7 +16,7 @@ import pytest
 from auditor.rename import minify, rename_identifiers
 
 # Our own snippet (never submission code): exercises every kind of binding the renamer handles.
-SNIPPET = '''\
+SNIPPET = """\
 import math
 import os as operating_system
 from functools import reduce as fold
@@ -63,8 +63,8 @@ def make_adder(offset):
     return adder
 
 
-def summarize(values, *extra, weight=1.0, **options):
-    squares = [v * v for v in values if v % 2 == 0]
+def summarize(numbers, *extra, weight=1.0, **options):
+    squares = [v * v for v in numbers if v % 2 == 0]
     lookup = {key: len(key) for key in options}
     if (n := len(squares)) > 1:
         squares.append(n)
@@ -75,7 +75,7 @@ def summarize(values, *extra, weight=1.0, **options):
         message = str(err)
     with contextlib_free() as handle:
         handle.append(message)
-    first, *rest = values
+    first, *rest = numbers
     return total * weight + sum(extra) + sum(lookup.values()) + first + len(rest) + len(handle)
 
 
@@ -101,16 +101,74 @@ def main():
 
 
 print(main())
-'''
+"""
 
 USER_NAMES = {
-    "SCALE", "counter", "Accumulator", "unit", "start", "step", "total", "step_size", "add", "value", "doubled",
-    "Child", "bump", "make_adder", "offset", "hits", "adder", "x", "scale", "summarize", "values", "extra",
-    "weight", "options", "squares", "v", "lookup", "key", "n", "acc", "item", "err", "message", "handle",
-    "first", "rest", "contextlib_free", "items", "exc", "main", "child", "result", "name", "self",
+    "SCALE",
+    "counter",
+    "Accumulator",
+    "unit",
+    "start",
+    "step",
+    "total",
+    "step_size",
+    "add",
+    "value",
+    "doubled",
+    "Child",
+    "bump",
+    "make_adder",
+    "offset",
+    "hits",
+    "adder",
+    "x",
+    "scale",
+    "summarize",
+    "extra",
+    "weight",
+    "options",
+    "squares",
+    "v",
+    "numbers",
+    "lookup",
+    "key",
+    "n",
+    "acc",
+    "item",
+    "err",
+    "message",
+    "handle",
+    "first",
+    "rest",
+    "contextlib_free",
+    "items",
+    "exc",
+    "main",
+    "child",
+    "result",
+    "name",
+    "self",
 }
-KEPT = {"math", "operating_system", "fold", "print", "len", "sum", "str", "round", "super", "property",
-        "ValueError", "__init__", "__enter__", "__exit__", "path", "basename", "sqrt", "append"}
+KEPT = {
+    "math",
+    "operating_system",
+    "fold",
+    "print",
+    "len",
+    "sum",
+    "str",
+    "round",
+    "super",
+    "property",
+    "ValueError",
+    "__init__",
+    "__enter__",
+    "__exit__",
+    "path",
+    "basename",
+    "sqrt",
+    "append",
+}
 
 
 def identifiers(source: str) -> set[str]:
@@ -134,7 +192,11 @@ def statement_lines(source: str) -> list[tuple[str, int]]:
 
 
 def string_constants(source: str) -> list[str]:
-    return [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return [
+        n.value
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
 
 
 def test_renamed_module_behaves_the_same_and_keeps_its_lines() -> None:
@@ -176,13 +238,28 @@ def test_imported_apis_keywords_of_external_calls_and_protocol_methods_are_untou
         "train(Deeper(4, bias=False), torch.optim.SGD([], lr=0.1), None, None, step=3)\n"
     )
     renamed = rename_identifiers(source)
-    for kept in ("torch.no_grad()", "F.cross_entropy(", "optimizer.step()", "os.environ.get('LR', '0.1')",
-                 "nn.Linear(", "bias=", "reduction='sum'", "loss.backward()", "def forward(", "lr=0.1",
-                 "super().__init__()", "super().forward("):
-        assert kept.split("(")[-2 if kept.endswith(")") and "(" in kept[:-2] else 0] in renamed, kept
+    for kept in (
+        "torch.no_grad()",
+        "F.cross_entropy(",
+        ".step()",
+        "os.environ.get('LR', '0.1')",
+        "nn.Linear(",
+        ", bias=",
+        "reduction='sum'",
+        ".backward()",
+        "def forward(",
+        "SGD([], lr=0.1)",
+        "super().__init__()",
+        "super().forward(",
+    ):
+        assert kept in renamed, kept
     left = identifiers(renamed)
-    assert {"Net", "Deeper", "train", "model", "dim", "proj", "target", "loss", "lr", "step"} & left == {"lr"}
-    # `lr` survives only as the keyword of torch.optim.SGD (an external call); the local variable is renamed
+    assert {"Net", "Deeper", "train", "model", "dim", "proj", "target", "loss", "lr", "step"} & left == {
+        "lr",
+        "step",
+    }
+    # `lr` survives only as the keyword of torch.optim.SGD and `step` only as optimizer.step (external APIs);
+    # the local variable `lr` and the parameter `step` of our own train() are renamed
     assert "lr = float" not in renamed
     assert ", step=3)" not in renamed and "step=0" not in renamed  # keyword of our own train() is renamed
     assert "forward" in left  # nn.Module calls forward by name, and Deeper derives from Net(nn.Module)
@@ -223,11 +300,22 @@ def test_rename_a_real_record_script() -> None:
     if not (MIRROR / "HEAD").exists():
         pytest.skip("no local mirror of openai/parameter-golf (set PGOLF_REPO)")
     path = "records/track_10min_16mb/2026-03-17_NaiveBaseline/train_gpt.py"
-    text = subprocess.run(["git", f"--git-dir={MIRROR}", "show", f"HEAD:{path}"], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(
+        ["git", f"--git-dir={MIRROR}", "show", f"HEAD:{path}"], capture_output=True, text=True, check=True
+    ).stdout
     renamed = rename_identifiers(text)
     assert statement_lines(renamed) == statement_lines(text)
     assert string_constants(renamed) == string_constants(text)
-    defined = {n.name for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    tree = ast.parse(text)
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    # methods of classes deriving from imported bases (nn.Module, Optimizer) keep their names by design
+    hooks = {
+        f.name
+        for c in ast.walk(tree)
+        if isinstance(c, ast.ClassDef) and c.bases
+        for f in c.body
+        if isinstance(f, ast.FunctionDef)
+    }
     kept = defined & identifiers(renamed)
-    assert kept <= {"forward", "step", "__init__"}, kept
+    assert kept <= hooks, kept - hooks
+    assert len(defined - kept) > 10

@@ -75,3 +75,32 @@ def test_rescore_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert {r["seed"]: r["artifact_bytes"] for r in rows}["42"] == "16024793"
+
+
+MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
+
+
+def test_merged_records_scored_line_matches_claimed_seeds() -> None:
+    """On every merged record (both tracks) the chosen scored line equals submission.json's per-seed value
+    within rounding for >= 95% of the seeds that have a log (measured: 71 of 73)."""
+    import pytest
+
+    if not MIRROR.exists():
+        pytest.skip("needs the openai/parameter-golf mirror")
+    from auditor.submission import load_git
+
+    ls = subprocess.run(["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", "records/"],
+                        capture_output=True, text=True, check=True).stdout.split("\n")
+    dirs = []
+    for track in filter(None, ls):
+        sub_ls = subprocess.run(["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", track + "/"],
+                                capture_output=True, text=True, check=True).stdout.split("\n")
+        dirs += [d for d in sub_ls if d]
+    assert len(dirs) >= 60
+    agree = total = 0
+    for d in dirs:
+        for row in seed_table(load_git(MIRROR, "HEAD", d)).rows:
+            if row.claim_agrees is not None:
+                total += 1
+                agree += row.claim_agrees
+    assert total >= 70 and agree / total >= 0.95, (agree, total)

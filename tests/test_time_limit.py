@@ -75,3 +75,24 @@ def test_hessian_spill_after_the_ruling_fails_and_before_warns() -> None:
     early = submission_from_files({"train_seed42.log": text, "submission.json": '{"date": "2026-04-09"}'})
     assert [f.verdict for f in run(late, "PG631")] == [Verdict.FAIL]
     assert [f.verdict for f in run(early, "PG631")] == [Verdict.WARN]
+
+
+MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
+PR1945 = "records/track_10min_16mb/2026-04-30_V19_PR1908_AsymLogit_WD2"
+
+
+@pytest.mark.skipif(not MIRROR.exists(), reason="needs the openai/parameter-golf mirror")
+@pytest.mark.parametrize(("dev_id", "rev", "expected"), [
+    ("DEV-011", "3f49b5e2ee409a9beb007ae2b4b40a32a3cb6d84", Verdict.FAIL),
+    ("DEV-018", "7006753424886886bc27a17f839f6afd01962a08", Verdict.PASS),
+])
+def test_dev_labels_pr1945(dev_id: str, rev: str, expected: Verdict) -> None:
+    from auditor.submission import load_git
+
+    report = audit(load_git(MIRROR, rev, PR1945), [get_rule("PG631"), get_rule("PG632"), get_rule("PG633")])
+    verdicts = {rv.rule_id: rv.gating_verdict for rv in report.per_rule()}
+    assert verdicts["PG631"] is expected, dev_id
+    assert verdicts["PG632"] is Verdict.PASS and verdicts["PG633"] is Verdict.PASS
+    if expected is Verdict.FAIL:
+        f = next(f for f in report.findings if f.verdict is Verdict.FAIL)
+        assert f.primary.snippet == "stopping_early: wallclock_cap train_time: 602048ms step: 4920/20000"

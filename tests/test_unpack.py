@@ -84,7 +84,11 @@ def test_layer_metadata_names_codecs_outermost_first_and_the_exec_line() -> None
     out = one_layer("# packed\n" + CODEC_SHIMS["lzma+b85"])
     layer = out.layers[0]
     assert (layer.name, layer.codecs, layer.line, layer.decoded_bytes) == (
-        "train_gpt.py#L1", ("base85", "lzma"), 3, len(B))
+        "train_gpt.py#L1",
+        ("base85", "lzma"),
+        3,
+        len(B),
+    )
     assert [u.name for u in out.units] == ["train_gpt.py", "train_gpt.py#L1"]
     assert out.units[1].layer is layer
 
@@ -145,7 +149,7 @@ def test_blob_with_newlines_replaced_and_implicit_concatenation() -> None:
     wrapped = "\n".join(blob[i : i + 40] for i in range(0, len(blob), 40))
     text = f'import lzma,base64\n_b=b"""\n{wrapped}\n"""\nexec(lzma.decompress(base64.b85decode(_b.replace(b"\\n",b""))).decode("utf-8"))\n'
     assert decoded_text(text) == SOURCE
-    pieces = " ".join(f'"{blob[i:i + 30]}"' for i in range(0, len(blob), 30))
+    pieces = " ".join(f'"{blob[i : i + 30]}"' for i in range(0, len(blob), 30))
     assert decoded_text(f"import lzma as L,base64 as B;exec(L.decompress(B.b85decode({pieces})))\n") == SOURCE
 
 
@@ -190,7 +194,10 @@ def test_nested_layers_are_numbered_innermost_last() -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ('import lzma as L,base64 as B,os\nexec(L.decompress(B.b85decode(os.environ["PAYLOAD"])))\n', "payload"),
+        (
+            'import lzma as L,base64 as B,os\nexec(L.decompress(B.b85decode(os.environ["PAYLOAD"])))\n',
+            "payload",
+        ),
         ("import sys\nexec(sys.stdin.read())\n", "sys.stdin.read"),
         ("def run(code):\n    exec(code)\n", "never called"),
         ("src = input()\nexec(src)\n", "input()"),
@@ -363,7 +370,9 @@ def test_fixture_generator_is_deterministic(fixtures_dir: Path, tmp_path: Path) 
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # our own generator script, not submission code
     for name, (pack, source, _) in module.FIXTURES.items():
-        assert pack(source) == (fixtures_dir / name / "train_gpt.py").read_text(), f"rerun make_packed.py ({name})"
+        assert pack(source) == (fixtures_dir / name / "train_gpt.py").read_text(), (
+            f"rerun make_packed.py ({name})"
+        )
 
 
 # --- the merged records ---------------------------------------------------------------------------------------------
@@ -375,13 +384,19 @@ def test_every_exec_shim_in_the_merged_records_decodes() -> None:
     if not (MIRROR / "HEAD").exists() and not (MIRROR / ".git").exists():
         pytest.skip("no local mirror of openai/parameter-golf (set PGOLF_REPO)")
     git = ["git", f"--git-dir={MIRROR}"] if (MIRROR / "HEAD").exists() else ["git", "-C", str(MIRROR)]
-    listed = subprocess.run([*git, "grep", "-l", "-P", r"(?<![\w.])exec\s*\(", "HEAD", "--", "records/*.py"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        [*git, "grep", "-l", "-P", r"(?<![\w.])exec\s*\(", "HEAD", "--", "records/*.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     decoded = 0
     for hit in listed:
         path = hit.split(":", 1)[1]
         folder, name = path.rsplit("/", 1)
-        text = subprocess.run([*git, "show", f"HEAD:{path}"], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            [*git, "show", f"HEAD:{path}"], capture_output=True, text=True, check=True
+        ).stdout
 
         def read(rel: str, folder: str = folder) -> str | None:
             proc = subprocess.run([*git, "show", f"HEAD:{folder}/{rel}"], capture_output=True, text=True)
@@ -389,6 +404,9 @@ def test_every_exec_shim_in_the_merged_records_decodes() -> None:
 
         out = unpack_source(name, text, read_file=read)
         assert out.problems == [], (path, out.problems)
+        for unit in out.units:  # decoded layers parse too (several use Python 3.12 f-strings)
+            parse_unit(unit)
+            assert unit.parse_error is None, unit.parse_error
         decoded += len(out.layers)
     assert decoded >= 8  # the seven wrapped records of rules.md §F plus the train_gpt_decode.py redirect
 
@@ -396,3 +414,42 @@ def test_every_exec_shim_in_the_merged_records_decodes() -> None:
 def test_binascii_import_is_used() -> None:
     # keeps the hex shim honest: the expected layer must equal what binascii itself decodes
     assert binascii.unhexlify(lzma.compress(B).hex()) == lzma.compress(B)
+
+
+# --- Python 3.12 f-strings on an older interpreter ------------------------------------------------------------------
+PEP701 = 'mode = f"start={"physical" if flag else "virtual"} key={d["k"]!r:>{w}}"\nother = f"{x}"\n'
+
+
+@pytest.mark.skipif(__import__("sys").version_info >= (3, 12), reason="3.12 parses PEP 701 f-strings itself")
+def test_pep701_fstrings_are_made_parsable_keeping_lines_and_columns() -> None:
+    with pytest.raises(SyntaxError):
+        ast.parse(PEP701)
+    fixed = unpack.pep701_compat(PEP701)
+    tree = ast.parse(fixed)
+    assert [len(line) for line in fixed.splitlines()] == [len(line) for line in PEP701.splitlines()]
+    assert fixed.replace("'", '"') == PEP701
+    assert [n.lineno for n in tree.body] == [1, 2]
+
+
+def test_decoded_pep701_layer_parses() -> None:
+    text = f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{b85(lzma.compress(PEP701.encode()))}")))\n'
+    out = one_layer(text)
+    unit = out.units[-1]
+    parse_unit(unit)
+    assert unit.parse_error is None and unit.tree is not None
+
+
+def test_pep701_compat_leaves_other_syntax_errors_alone() -> None:
+    broken = 'x = f"{"a"}"\ndef f(:\n'
+    assert unpack.pep701_compat(broken) == broken
+
+
+def test_fast_requote_scanner_agrees_with_libcst() -> None:
+    samples = [
+        PEP701,
+        'x = f"a {f"{y!r}" + "z"}"\nif\'.attn.\'in name:pass\n',
+        'a = "it\'s"  # f"{"\nb = rb"\\\\" + f"{c:{d}}" + f\'{e["k"]}\' + """x"y"""\nc = f"{ {"a": 1}["a"] }"\n',
+        "s = f'{x!r:>{w}} {y!=z} {d['a']}'\n",
+    ]
+    for text in samples:
+        assert unpack._requote_scan(text) == unpack._requote_libcst(text), text

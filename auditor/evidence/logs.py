@@ -698,7 +698,15 @@ def parse_submission_logs(paths: Iterable[str], read: object) -> list[ParsedLog]
     return out
 
 
+def read_log_text(sub: object, path: str) -> str | None:
+    """A log's text; bytes that are not UTF-8 (progress bars, a stray byte) are replaced, not fatal."""
+    f = sub.files.get(path)  # type: ignore[attr-defined]
+    if f is None or f.data is None:
+        return None
+    return f.data.decode("utf-8", errors="replace")
+
+
 def logs_of(ctx: AuditContext) -> list[ParsedLog]:
     """Every run log of the submission, parsed once per audit (files that show no run output are left out)."""
     sub = ctx.submission
-    return ctx.memo("parsed_logs", lambda: parse_submission_logs(sub.log_paths, sub.read_text))
+    return ctx.memo("parsed_logs", lambda: parse_submission_logs(sub.log_paths, lambda p: read_log_text(sub, p)))

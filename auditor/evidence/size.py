@@ -204,14 +204,18 @@ def account_for_log(log: ParsedLog, facts: CodeFacts) -> SizeAccount | None:
         line = total.line_no
     else:
         return None
-    if logged_compressed is not None:
-        comp, comp_from = logged_compressed.bytes, f"log line {logged_compressed.line_no}: Code size (compressed)"
-    else:
-        comp, comp_from = facts.compressed_estimate, facts.compressed_how
     applied = "compressed" if (logged_compressed is not None or facts.entry_packed) else "shipped"
     shipped_code = facts.entry_bytes + facts.exec_bytes
     if facts.entry is None and raw_code is not None:
         shipped_code = raw_code.bytes  # no train_gpt.py shipped: the code size the run logged is all we have
+    if logged_compressed is not None:
+        comp, comp_from = logged_compressed.bytes, f"log line {logged_compressed.line_no}: Code size (compressed)"
+    elif (m_bytes + shipped_code + facts.aux_bytes <= ARTIFACT_CAP_BYTES
+          and (total is None or total.bytes <= ARTIFACT_CAP_BYTES)):
+        # Every convention fits already; the ~1 s minifier estimate could not change anything.
+        comp, comp_from = None, "not estimated: the shipped bytes already fit"
+    else:
+        comp, comp_from = facts.compressed_estimate, facts.compressed_how
     return SizeAccount(
         source=log.path, line=line, model_bytes=m_bytes, model_from=m_from,
         shipped_code=shipped_code, compressed_code=comp, compressed_from=comp_from,

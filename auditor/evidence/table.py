@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from auditor.evidence.claims import Claims, claims_of, claims_of_submission
-from auditor.evidence.logs import ParsedLog, logs_of, parse_submission_logs
+from auditor.evidence.logs import ParsedLog, logs_of, parse_submission_logs, read_log_text
 
 if TYPE_CHECKING:
     from auditor.facts import AuditContext
@@ -188,7 +188,8 @@ def _with_claim(row: SeedRow, claims: Claims, seed: int) -> SeedRow:
 
 def seed_table(sub: Submission) -> SeedTable:
     """The per-seed table of a loaded submission (the `rescore` subcommand)."""
-    return build_seed_table(parse_submission_logs(sub.log_paths, sub.read_text), claims_of_submission(sub))
+    logs = parse_submission_logs(sub.log_paths, lambda p: read_log_text(sub, p))
+    return build_seed_table(logs, claims_of_submission(sub))
 
 
 def seed_table_of(ctx: AuditContext) -> SeedTable:

@@ -35,6 +35,7 @@ UNKNOWN: Any = _Unknown()
 
 _ENV_GETTERS = {"os.environ.get", "os.getenv", "environ.get", "getenv"}
 _MAX_DEPTH = 24
+_CONVERTERS = {"int": int, "float": float, "bool": bool, "str": str}
 # Set by the launcher (torchrun / SLURM), not by the submission: their "defaults" say nothing about a real run.
 RUNTIME_ENV = frozenset({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                          "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "CUDA_VISIBLE_DEVICES"})
@@ -97,14 +98,37 @@ class ConstEval:
     prog: Program
     env: dict[str, str] | None = None
     env_used: set[str] = field(default_factory=set)
+    _frames: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # inlined helper calls
 
     def value(self, unit_name: str, expr: ast.AST, func: Func | None, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             return UNKNOWN
+        # memo per (expression, scope): folding Hyperparameters-style classes revisits the same attributes
+        # many times; shared across evaluators with the same environment (see Program._const_memo)
+        if self._frames:  # inside an inlined helper: values depend on its arguments, no memo
+            try:
+                return self._value(unit_name, expr, func, depth + 1)
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, KeyError,
+                    IndexError):
+                return UNKNOWN
+        key = (id(expr), id(func), unit_name)
+        memo = self.prog.const_memo(self.env)
+        if key in memo:
+            got, used = memo[key]
+            self.env_used |= used
+            return got
+        memo[key] = (UNKNOWN, frozenset())  # a cycle reads as UNKNOWN
+        outer_used = self.env_used
+        self.env_used = set()
         try:
-            return self._value(unit_name, expr, func, depth + 1)
+            got = self._value(unit_name, expr, func, depth + 1)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, KeyError, IndexError):
-            return UNKNOWN
+            got = UNKNOWN
+        finally:
+            used = frozenset(self.env_used)
+            self.env_used = outer_used | used
+        memo[key] = (got, used)
+        return got
 
     # ----------------------------------------------------------------------------------------------------------
     def _env(self, key: Any, default: Any) -> Any:
@@ -220,11 +244,21 @@ class ConstEval:
                 if kw.arg == "default":
                     default = self.value(un, kw.value, func, d)
             return self._env(key, default)
-        if name in ("int", "float", "bool", "str") and len(args) == 1 and not e.keywords:
+        conv = name if name in _CONVERTERS else None
+        if conv is None and isinstance(e.func, ast.Name) and self._frames and self._frames[-1][0] is func:
+            held = self._frames[-1][1].get(e.func.id)  # `t(v)` with a converter passed as an argument
+            conv = next((k for k, v in _CONVERTERS.items() if v is held), None)
+        if conv is not None and len(args) == 1 and not e.keywords:
             x = self.value(un, args[0], func, d)
             if x is UNKNOWN:
                 return UNKNOWN
-            return {"int": int, "float": float, "bool": bool, "str": str}[name](x)
+            return _CONVERTERS[conv](x)
+        if isinstance(e.func, ast.Name) and func is not None:
+            target = self.prog.lookup_name(func, e.func.id)
+            from auditor.flow.program import Func as _Func
+
+            if isinstance(target, _Func) and len(self._frames) < 4:
+                return self._inline(un, target, e, func, d)
         if name in ("os.path.join",):
             parts = [self.value(un, a, func, d) for a in args]
             if any(p is UNKNOWN or not isinstance(p, str) for p in parts):
@@ -239,9 +273,61 @@ class ConstEval:
             return UNKNOWN
         return UNKNOWN
 
+    def _inline(self, un: str, callee: Any, call: ast.Call, func: Func | None, d: int) -> Any:
+        """Fold a small helper (`def _e(k, d, t=str): v = os.environ.get(k, str(d)); return t(v)`) for these
+        arguments: straight-line assignments, ifs and returns only."""
+        node = callee.node
+        if not isinstance(node, (ast.FunctionDef,)) or len(node.body) > 10 or any(
+                not isinstance(x, (ast.Assign, ast.If, ast.Return, ast.Expr)) for x in node.body):
+            return UNKNOWN
+        a = node.args
+        params = [p.arg for p in a.posonlyargs + a.args]
+        defaults = dict(zip(params[len(params) - len(a.defaults):], a.defaults))
+        frame: dict[str, Any] = {}
+        for i, p in enumerate(params):
+            if i < len(call.args):
+                frame[p] = self.value(un, call.args[i], func, d)
+            elif any(k.arg == p for k in call.keywords):
+                frame[p] = self.value(un, next(k.value for k in call.keywords if k.arg == p), func, d)
+            elif p in defaults:
+                frame[p] = self.value(callee.unit.name, defaults[p], None, d)
+            else:
+                return UNKNOWN
+        self._frames.append((callee, frame))
+        try:
+            got = self._exec(callee, node.body, d)
+        finally:
+            self._frames.pop()
+        return got[1] if got is not None else UNKNOWN
+
+    def _exec(self, callee: Any, body: list[ast.stmt], d: int) -> tuple[str, Any] | None:
+        frame = self._frames[-1][1]
+        un = callee.unit.name
+        for s in body:
+            if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant):
+                continue
+            if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name):
+                frame[s.targets[0].id] = self.value(un, s.value, callee, d)
+            elif isinstance(s, ast.If):
+                t = self.value(un, s.test, callee, d)
+                if t is UNKNOWN:
+                    return ("return", UNKNOWN)
+                got = self._exec(callee, s.body if t else s.orelse, d)
+                if got is not None:
+                    return got
+            elif isinstance(s, ast.Return):
+                return ("return", self.value(un, s.value, callee, d) if s.value is not None else None)
+            else:
+                return ("return", UNKNOWN)
+        return None
+
     def _name(self, un: str, name: str, func: Func | None, d: int) -> Any:
+        if self._frames and self._frames[-1][0] is func and name in self._frames[-1][1]:
+            return self._frames[-1][1][name]
         if name in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[name]
+        if name in _CONVERTERS:
+            return _CONVERTERS[name]
         if name == "__name__" and func is not None and func.kind == "module":
             entry = self.prog.entry_module
             return "__main__" if entry is not None and entry.unit.name == un else func.module.name

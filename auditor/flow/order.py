@@ -30,6 +30,7 @@ The rules in ``rules/ttt_order.py``, ``rules/slot.py`` and ``rules/multipass.py`
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ KEYED_WRITERS = {
     "index_add_": 1, "scatter_add_": 1, "scatter_": 1, "scatter_reduce_": 1, "index_copy_": 1, "index_fill_": 1,
     "index_put_": 0, "put_": 0, "update": 0, "setdefault": 0,
 }
+_BUILTIN_NAMES = frozenset(dir(builtins))
 MAX_EVENTS = 400
 MAX_ROUNDS = 4
 
@@ -333,7 +335,6 @@ class Summary:
     ret: Labels = EMPTY
     events: list[Event] = field(default_factory=list)
     # names bound to optimizers / free tensors, for the rules' evidence
-    dynamic: list[tuple[ast.AST, str]] = field(default_factory=list)  # (node, reason) analysis-defeating calls
 
 
 @dataclass
@@ -352,10 +353,8 @@ class _FunctionInterpreter:
         self.state: dict[str, Labels] = {}
         self.events: dict[tuple[int, int], Event] = {}
         self.ret: set[str] = set()
-        self.dynamic: list[tuple[ast.AST, str]] = []
         self.rg_names: set[str] = set()
         self.aliases: dict[str, ast.expr] = {}  # local name -> expression it was last bound to (for call binding)
-        self.callees: set[str] = set()
         for param in fi.params:
             self.state[param] = frozenset({f"p:{param}"})
         for param in (fi.vararg, fi.kwarg):
@@ -370,7 +369,7 @@ class _FunctionInterpreter:
         ctx = _Ctx(ng=self.ng_only)
         self.block(self.fi.body, ctx)
         events = sorted(self.events.values(), key=lambda e: e.seq)[:MAX_EVENTS]
-        return Summary(ret=frozenset(self.ret), events=events, dynamic=self.dynamic)
+        return Summary(ret=frozenset(self.ret), events=events)
 
     def block(self, stmts: Iterable[ast.stmt], ctx: _Ctx) -> None:
         for stmt in stmts:
@@ -493,7 +492,7 @@ class _FunctionInterpreter:
 
     def _requires_grad_labels(self, value: ast.expr, targets: list[ast.expr], labels: Labels) -> Labels:
         """A free tensor created with requires_grad=True (or nn.Parameter / .requires_grad_()) gets its own label."""
-        if not _creates_free_tensor(value):
+        if not _creates_free_tensor(value, self.p.constants(self.fi.unit)):
             return labels
         names = [t.id for t in targets if isinstance(t, ast.Name)]
         for n in names:
@@ -565,11 +564,15 @@ class _FunctionInterpreter:
                 out = out | self.expr(elt, ctx)
             return out
         if isinstance(e, ast.JoinedStr):
-            # formatted text (log lines, paths): only a val file pattern written into it is a source
+            # formatted text (log lines, paths): only a val file pattern written into it is a source; the
+            # formatted expressions still run (`print(f"{evaluate(model, val):.4f}")` scores)
+            out = EMPTY
             for part in e.values:
                 if isinstance(part, ast.Constant) and isinstance(part.value, str) and VAL_PATTERN.search(part.value):
-                    return frozenset({VAL})
-            return EMPTY
+                    out = frozenset({VAL})
+                elif isinstance(part, ast.FormattedValue):
+                    self.expr(part.value, ctx)
+            return out
         if isinstance(e, ast.Subscript):
             base = self.expr(e.value, ctx)
             self.expr(e.slice, ctx)  # index values select positions; they do not carry content
@@ -612,13 +615,10 @@ class _FunctionInterpreter:
         all_args = frozenset().union(*arg_labels, *kw_labels.values()) if (arg_labels or kw_labels) else EMPTY
         ng_label = frozenset({NG}) if ctx.ng else EMPTY
         name = func.id if isinstance(func, ast.Name) else None
+        if name is not None and name not in self.state:
+            name = self.p.builtin_alias(self.fi.unit, name)  # `R=len` hoisted by minifiers
         attr = func.attr if isinstance(func, ast.Attribute) else None
 
-        if name in ("exec", "eval") and c.args and not isinstance(c.args[0], ast.Constant):
-            self.dynamic.append((c, f"{name}() of generated code"))
-        if isinstance(func, ast.Call) and _last_attr(func.func) == "getattr" and len(func.args) >= 2:
-            if not isinstance(func.args[1], ast.Constant):
-                self.dynamic.append((c, "a call through getattr() with a computed name"))
         if name in SHAPE_FUNCS or attr in SHAPE_METHODS:
             if attr is not None:
                 self.expr(func, ctx)
@@ -649,7 +649,6 @@ class _FunctionInterpreter:
         # calls into the submission's own functions
         target = self.p.resolve(c, self.fi, self)
         if isinstance(target, FuncInfo):
-            self.callees.add(target.key)
             summary = self.p.summary(target)
             subst = self.p.bind(target, c, arg_labels, kw_labels, self)
             ret = substitute(summary.ret, subst)
@@ -659,7 +658,6 @@ class _FunctionInterpreter:
         if isinstance(target, ClassInfo):
             init = target.methods.get("__init__") or self.p.index.method(target.name, "__init__")
             if init is not None:
-                self.callees.add(init.key)
                 summary = self.p.summary(init)
                 subst = self.p.bind(init, c, arg_labels, kw_labels, self)
                 self._splice(c, init, summary, subst, ctx)
@@ -713,7 +711,6 @@ class _FunctionInterpreter:
                 bound = self.p.bound_function(callee, ev.target, call, self)
                 if bound is None:
                     continue
-                self.callees.add(bound.key)
                 inner = self.p.summary(bound)
                 args_labels = substitute(ev.labels, subst)  # already in this function's terms
                 inner_subst = {p: args_labels for p in bound.params + [bound.vararg or "", bound.kwarg or ""]}
@@ -764,19 +761,46 @@ def _base_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _creates_free_tensor(value: ast.expr) -> bool:
+def _constant(node: ast.AST | None, consts: dict[str, object]) -> object:
+    """A literal, or a module-level name bound once to a literal (minifiers hoist `True` into `F=True`)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in consts:
+        return consts[node.id]
+    return _UNSET
+
+
+_UNSET = object()
+
+
+def module_constants(tree: ast.Module, kind: type = ast.Constant) -> dict[str, object]:
+    """Module-scope names bound exactly once to a literal (or, with kind=ast.Name, to another name: `S=bool`)."""
+    counts: dict[str, int] = {}
+    values: dict[str, object] = {}
+    for stmt in simple_statements(tree.body):
+        for n in assigned_names(stmt):
+            counts[n] = counts.get(n, 0) + 1
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, kind):
+            for t in stmt.targets:
+                if isinstance(t, ast.Name):
+                    values[t.id] = stmt.value.value if isinstance(stmt.value, ast.Constant) else stmt.value.id  # type: ignore[attr-defined]
+    return {k: v for k, v in values.items() if counts.get(k) == 1}
+
+
+def _creates_free_tensor(value: ast.expr, consts: dict[str, object] | None = None) -> bool:
     """`torch.zeros(..., requires_grad=True)`, `nn.Parameter(...)`, `t.clone().requires_grad_()` and the same
     wrapped in method chains (`.to(device)`): the calls along the value's call chain, not its arguments."""
+    consts = consts or {}
     node: ast.AST = value
     while isinstance(node, ast.Call):
         for kw in node.keywords:
-            if kw.arg == "requires_grad" and isinstance(kw.value, ast.Constant) and kw.value.value is True:
+            if kw.arg == "requires_grad" and _constant(kw.value, consts) is True:
                 return True
         last = _last_attr(node.func)
         if last == "Parameter":
             return True
         if last == "requires_grad_":
-            return not (node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value is False)
+            return not (node.args and _constant(node.args[0], consts) is False)
         node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
@@ -796,6 +820,19 @@ class OrderProgram:
         self.ng_only: dict[str, bool] = {}
         self.module_state: dict[str, dict[str, Labels]] = {}
         self.interpreters: dict[str, _FunctionInterpreter] = {}
+        self._constants: dict[object, dict[str, object]] = {}
+
+    def constants(self, unit: CodeUnit) -> dict[str, object]:
+        if unit.name not in self._constants:
+            self._constants[unit.name] = module_constants(unit.tree) if unit.tree is not None else {}
+        return self._constants[unit.name]
+
+    def builtin_alias(self, unit: CodeUnit, name: str) -> str:
+        key = ("alias", unit.name)
+        if key not in self._constants:
+            self._constants[key] = module_constants(unit.tree, ast.Name) if unit.tree is not None else {}  # type: ignore[index]
+        target = self._constants[key].get(name)  # type: ignore[index]
+        return target if isinstance(target, str) and target in _BUILTIN_NAMES else name
 
     def add_tainted_attr(self, attr: str) -> bool:
         if attr not in self.tainted_attrs:
@@ -853,18 +890,6 @@ class OrderProgram:
             if not self._attrs_changed:
                 break
         return result
-
-    def reachable(self, root_key: str) -> list[str]:
-        """Functions reached from `root_key` through resolved calls (including bound function arguments)."""
-        seen = [root_key]
-        todo = [root_key]
-        while todo:
-            interp = self.interpreters.get(todo.pop())
-            for key in sorted(interp.callees) if interp else ():
-                if key not in seen:
-                    seen.append(key)
-                    todo.append(key)
-        return seen
 
     def _class_bodies(self) -> None:
         """Class-level fields (`val_files = os.path.join(root, "fineweb_val_*.bin")`) taint their attribute."""
@@ -1191,7 +1216,8 @@ def classify_update(ev: Event) -> None:
         recv = _base_name(step_call.func.value)  # type: ignore[union-attr]
         params = _optimizer_params(recv or "", defs)
         roots = _param_roots(params, defs) if params is not None else set()
-        if roots and all(_is_free_tensor_def(r, defs) for r in roots):
+        consts = module_constants(fi.unit.tree) if fi.unit.tree is not None else {}
+        if roots and all(_is_free_tensor_def(r, defs, consts) for r in roots):
             ev.target = "free_tensor"
         ev.throwaway = bool(roots) and all(_is_throwaway(r, fi, defs, ev.node) for r in roots)
     elif ev.rg:
@@ -1226,9 +1252,9 @@ def _param_roots(params: ast.expr, defs: dict[str, list[ast.stmt]], depth: int =
     return roots
 
 
-def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]]) -> bool:
+def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]], consts: dict[str, object]) -> bool:
     own = [s for s in defs.get(name, []) if isinstance(s, (ast.Assign, ast.AnnAssign))]
-    return bool(own) and all(s.value is not None and _creates_free_tensor(s.value) for s in own)
+    return bool(own) and all(s.value is not None and _creates_free_tensor(s.value, consts) for s in own)
 
 
 def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], backward: ast.AST) -> bool:
@@ -1306,7 +1332,6 @@ class OrderFacts:
     root: FuncInfo | None
     events: list[Event]
     program: OrderProgram | None
-    dynamic: list[tuple[CodeUnit, ast.AST, str]] = field(default_factory=list)
     problem: str = ""
 
     @property
@@ -1351,149 +1376,63 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
             classified[id(ev.node)] = ev
         else:
             ev.target, ev.throwaway, ev.step, ev.step_func = known.target, known.throwaway, known.step, known.step_func
-    dynamic: list[tuple[CodeUnit, ast.AST, str]] = []
-    for key in program.reachable(program.index.roots[entry.name].key):
-        interp = program.interpreters.get(key)
-        for node, reason in interp.dynamic if interp else ():
-            dynamic.append((interp.fi.unit, node, reason))  # type: ignore[union-attr]
-    return OrderFacts(program.index.roots[entry.name], events, program, dynamic)
+    return OrderFacts(program.index.roots[entry.name], events, program)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Feature gates: is an event on a branch that the defaults (environment variables unset) never take?
+# Feature gates and defeated analysis, from the shared flow layer (auditor.flow.program)
 # ----------------------------------------------------------------------------------------------------------------
-_UNKNOWN = object()
+@dataclass(frozen=True)
+class GateOff:
+    """Why an event does not run under the defaults: the deciding `if` and its description."""
+
+    test: str
+    reason: str
 
 
-class GateEvaluator:
-    """Evaluates `if` tests under default settings: `os.environ.get("X", "0")` reads as its default, hyperparameter
-    fields are looked up where they are assigned (class bodies, `self.x = ...`, module constants)."""
-
-    def __init__(self, index: ProgramIndex) -> None:
-        self.index = index
-        self.attr_values: dict[str, list[ast.expr]] = {k: [v for v, _ in vs] for k, vs in index.class_attr_values.items()}
-        self.local_defs: dict[str, dict[str, list[ast.expr]]] = {}
-        for fi in index.funcs.values():
-            defs: dict[str, list[ast.expr]] = {}
-            for s in simple_statements(fi.body):
-                if isinstance(s, ast.Assign):
-                    for t in s.targets:
-                        if isinstance(t, ast.Name):
-                            defs.setdefault(t.id, []).append(s.value)
-                        elif isinstance(t, ast.Attribute) and fi.is_method and fi.params:
-                            if isinstance(t.value, ast.Name) and t.value.id == fi.params[0]:
-                                self.attr_values.setdefault(t.attr, []).append(s.value)
-                elif isinstance(s, (ast.AugAssign, ast.For)):
-                    for n in assigned_names(s):
-                        defs.setdefault(n, []).append(ast.Constant(value=_UNKNOWN))
-            self.local_defs[fi.key] = defs
-
-    def branch_is_dead(self, br: Branch) -> bool:
-        fi = self.index.funcs.get(br.func)
-        value = self.eval(br.test, fi, 0)
-        if value is _UNKNOWN:
-            return False
-        return bool(value) != br.taken
-
-    def dead_branch(self, ev: Event) -> Branch | None:
-        for br in ev.branches:
-            if self.branch_is_dead(br):
-                return br
+def gate_off(ctx: AuditContext, ev: Event) -> GateOff | None:
+    """The default-off gate on the path to `ev`: a hop of its call chain or its own statement that the shared flow
+    layer decides is off under the defaults (and that no README/*.sh run command turns on), else None."""
+    prog = _program(ctx)
+    if prog is None:
         return None
-
-    def eval(self, e: ast.AST, fi: FuncInfo | None, depth: int) -> object:  # noqa: C901 - small interpreter
-        if depth > 8:
-            return _UNKNOWN
-        if isinstance(e, ast.Constant):
-            return e.value
-        if isinstance(e, ast.Name):
-            scope = fi
-            while scope is not None:
-                values = self.local_defs.get(scope.key, {}).get(e.id)
-                if values:
-                    return self._single(values, scope, depth)
-                scope = scope.parent
-            if fi is not None:
-                root = self.index.roots.get(fi.unit.name)
-                values = self.local_defs.get(root.key, {}).get(e.id) if root else None
-                if values:
-                    return self._single(values, root, depth)
-            return _UNKNOWN
-        if isinstance(e, ast.Attribute):
-            values = self.attr_values.get(e.attr)
-            if values:
-                return self._single(values, None, depth)
-            return _UNKNOWN
-        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-            v = self.eval(e.operand, fi, depth + 1)
-            return _UNKNOWN if v is _UNKNOWN else (not v)
-        if isinstance(e, ast.BoolOp):
-            vals = [self.eval(v, fi, depth + 1) for v in e.values]
-            if isinstance(e.op, ast.And):
-                if any(v is not _UNKNOWN and not v for v in vals):
-                    return False
-                return _UNKNOWN if any(v is _UNKNOWN for v in vals) else True
-            if any(v is not _UNKNOWN and v for v in vals):
-                return True
-            return _UNKNOWN if any(v is _UNKNOWN for v in vals) else False
-        if isinstance(e, ast.Compare) and len(e.ops) == 1:
-            left = self.eval(e.left, fi, depth + 1)
-            right = self.eval(e.comparators[0], fi, depth + 1)
-            if left is _UNKNOWN or right is _UNKNOWN:
-                return _UNKNOWN
-            try:
-                return _compare(e.ops[0], left, right)
-            except TypeError:
-                return _UNKNOWN
-        if isinstance(e, ast.Call):
-            dotted = _dotted(e.func) or ""
-            if dotted.endswith(("environ.get", "getenv")):
-                return self.eval(e.args[1], fi, depth + 1) if len(e.args) > 1 else None
-            if dotted in ("int", "float", "bool", "str") and len(e.args) == 1:
-                v = self.eval(e.args[0], fi, depth + 1)
-                if v is _UNKNOWN:
-                    return _UNKNOWN
-                try:
-                    return {"int": int, "float": float, "bool": bool, "str": str}[dotted](v)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    return _UNKNOWN
-            if isinstance(e.func, ast.Attribute) and e.func.attr in ("lower", "strip") and not e.args:
-                v = self.eval(e.func.value, fi, depth + 1)
-                return v.lower().strip() if isinstance(v, str) else _UNKNOWN
-        return _UNKNOWN
-
-    def _single(self, values: list[ast.expr], fi: FuncInfo | None, depth: int) -> object:
-        results = {repr(self.eval(v, fi, depth + 1)) for v in values}
-        if len(results) != 1:
-            return _UNKNOWN
-        return self.eval(values[0], fi, depth + 1)
+    reaches = []
+    for call, _caller in ev.chain:
+        site = prog.site_of(call) if isinstance(call, ast.Call) else None
+        if site is not None:
+            reaches.append(prog.site_reach(site))
+    reaches.append(prog.reach(ev.func.unit, ev.node))
+    for r in reaches:
+        if r.status == "gated_off":
+            test = ast.unparse(r.gate.test) if r.gate is not None else ""
+            return GateOff(test=test, reason=r.reason)
+    return None
 
 
-def _compare(op: ast.cmpop, a: object, b: object) -> object:
-    if isinstance(op, ast.Eq):
-        return a == b
-    if isinstance(op, ast.NotEq):
-        return a != b
-    if isinstance(op, ast.Gt):
-        return a > b  # type: ignore[operator]
-    if isinstance(op, ast.GtE):
-        return a >= b  # type: ignore[operator]
-    if isinstance(op, ast.Lt):
-        return a < b  # type: ignore[operator]
-    if isinstance(op, ast.LtE):
-        return a <= b  # type: ignore[operator]
-    if isinstance(op, ast.Is):
-        return a is b
-    if isinstance(op, ast.IsNot):
-        return a is not b
-    return _UNKNOWN
+def defeated_on_path(ctx: AuditContext, events: list[Event]) -> list[tuple[Location, str]]:
+    """Dynamic dispatch / exec of generated code in a live function that leads to scoring or to an update."""
+    prog = _program(ctx)
+    if prog is None:
+        return []
+    on_path: set[int] = set()
+    for ev in events:
+        if ev.kind in ("score", "update") and ev.is_val:
+            on_path.add(id(ev.func.node))
+            on_path.update(id(fi.node) for _, fi in ev.chain)
+    out: list[tuple[Location, str]] = []
+    for loc, reason, func in prog.defeated:
+        if id(func.node) in on_path and prog.func_reach(func).live:
+            out.append((loc, reason))
+    return out
 
 
-def gates(ctx: AuditContext) -> GateEvaluator | None:
-    facts = analyse_order(ctx)
-    if facts.program is None:
+def _program(ctx: AuditContext):  # noqa: ANN202 - auditor.flow.program.Program, imported lazily
+    try:
+        from auditor.flow import program_of
+
+        return program_of(ctx)
+    except Exception:  # the shared layer failing must not take the order rules down: gates read as "on"
         return None
-    return ctx.memo("flow.order.gates", lambda: GateEvaluator(facts.program.index))  # type: ignore[union-attr]
 
 
 def divergence(a: Event, b: Event) -> tuple[Location, Location]:

@@ -57,6 +57,14 @@ def is_serializer(site: CallSite) -> bool:
     return False
 
 
+def is_deserializer(site: CallSite) -> bool:
+    """Reading an artifact back: `torch.load`, `pickle.load`, a codec `decompress`."""
+    ext = site.ext or ""
+    if ext in ("torch.load", "pickle.load", "pickle.loads", "numpy.load", "safetensors.torch.load_file"):
+        return True
+    return ext.split(".")[0] in _COMPRESS_MODULES and ext.endswith("decompress")
+
+
 def _writes_bytes(site: CallSite) -> bool:
     """`f.write(blob)` where f comes from `open(..., "wb")` in the same function, or `Path(..).write_bytes`."""
     if site.attr == "write_bytes":
@@ -138,12 +146,19 @@ def _compute(ctx: AuditContext) -> Phases:
             return True
         return any(is_update(s) for f in reach_of(ev) for s in f.calls)
 
+    engine = tt.engine
+
     def consumes(ev: EntryEvent, view) -> bool:
+        """The call takes or yields the data itself: an argument or its result carries it directly. A config
+        object that merely holds a shard pattern among its fields does not count."""
         node = ev.site.node
-        exprs = list(node.args) + [k.value for k in node.keywords]
-        if isinstance(node.func, ast.Attribute):
-            exprs.append(node.func.value)
-        return any(view.is_tainted(ev.site.unit, x, ev.site.caller) for x in exprs)
+        exprs = [node, *node.args, *[k.value for k in node.keywords]]
+        for c in engine.ctxs.get(ev.site.caller, []):
+            for x in exprs:
+                av = c.node_avs.get(id(x))
+                if av is not None and view.kind in av.kind_set:
+                    return True
+        return False
 
     # 1. the training loop: the first loop holding updates and train-data consumption
     loops_seen: list[ast.AST] = []
@@ -177,12 +192,16 @@ def _compute(ctx: AuditContext) -> Phases:
             if drives_updates(e) and consumes(e, tt):
                 ph.training_start = e.index
                 break
-    # 2. serialization: the last artifact write after training and before the last val-consuming event
+    # 2. serialization: the last artifact write after training and before the artifact is read back (or, when
+    # it never is, before the last val-consuming event)
     after = ph.training_end
+    first_load = next((e.index for e in events if e.index > after and (is_deserializer(e.site) or any(
+        is_deserializer(s) for f in reach_of(e) for s in f.calls))), None)
     last_val = max((e.index for e in events if e.index > after and (consumes(e, vt) or any(
         vt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:50]))), default=len(events))
+    stop = first_load if first_load is not None else last_val
     for e in events:
-        if e.index <= after or e.index >= last_val:
+        if e.index <= after or e.index >= stop:
             continue
         if is_serializer(e.site) or any(is_serializer(s) for f in reach_of(e) for s in f.calls):
             ph.serialization_end = e.index

@@ -292,11 +292,11 @@ class Program:
         self.defeated: list[tuple[Any, str, Func]] = []  # (Location, reason, function holding it)
         self.run_commands: list[RunCommand] = parse_run_commands(_run_files(ctx))
         self.entry_module: Module | None = None
-        self._consts = ConstEval(self)
         self._reach: dict[Func, Reach] | None = None
         self._type_cache: dict[tuple[int, str], ClassInfo | None] = {}
         self._site_index: dict[int, CallSite] | None = None
         self.branch_gates: dict[tuple[int, str], Gate] = {}  # (id(If/IfExp node), "body"|"orelse") -> Gate
+        self._const_memos: dict[tuple | None, dict] = {}  # folded constants per environment
         self._build()
 
     # ----------------------------------------------------------------------------------------------- building
@@ -680,6 +680,13 @@ class Program:
                     disabled.append(cmd)
         return Gate(func.unit, test, branch, taken, default, tuple(sorted(ev.env_used)), tuple(enabled),
                     tuple(disabled))
+
+    def const_memo(self, env: dict[str, str] | None) -> dict:
+        key = tuple(sorted(env.items())) if env is not None else None
+        got = self._const_memos.get(key)
+        if got is None:
+            got = self._const_memos[key] = {}
+        return got
 
     # ------------------------------------------------------------------------------------------- queries
     def func(self, unit_name: str, qualname: str) -> Func | None:

@@ -238,6 +238,9 @@ class TaintEngine:
             if ctx.sticky:  # second pass: what the hooks captured is visible wherever those locals are read
                 ctx.env = dict(start)
                 self._block(ctx, body)
+        f = ctx.func
+        if f.cls is not None and f.params and not f.is_static and f.params[0] in ctx.env:
+            ctx.self_av = join(ctx.self_av, ctx.env[f.params[0]])  # fields set here or by helper methods
         ctx.done = True
 
     def _block(self, ctx: Ctx, body: list[ast.stmt]) -> None:
@@ -532,7 +535,17 @@ class TaintEngine:
                 got = self._class_attr(cls, e.attr)
                 if got is not None:
                     return join(got, AV(base.kinds))
+                if cls.method(e.attr) is not None:
+                    return AV(base.flat().kinds)  # a bound method carries its object's data (executor.submit)
                 return AV(base.kinds)
+            if base.empty:
+                # receiver of unknown class (e.g. a parameter of code nobody calls): field-based fallback on the
+                # one class whose body defines this attribute (Hyperparameters-style configs)
+                owners = [c for c in self.prog.classes_defining(e.attr) if e.attr in c.body.assigned]
+                if len(owners) == 1:
+                    got = self._class_attr(owners[0], e.attr)
+                    if got is not None:
+                        return got
             return AV(base.flat().kinds)
         if isinstance(e, ast.Subscript):
             base = self.eval(ctx, e.value)
@@ -632,6 +645,11 @@ class TaintEngine:
         return ctx
 
     def _call(self, ctx: Ctx, e: ast.Call) -> AV:  # noqa: C901 - call dispatch
+        if (isinstance(e.func, ast.Name) and e.func.id == "getattr" and len(e.args) >= 2
+                and isinstance(e.args[1], ast.Constant) and isinstance(e.args[1].value, str)):
+            # getattr(obj, "name", default) reads one field, like obj.name
+            got = self.eval(ctx, ast.Attribute(value=e.args[0], attr=e.args[1].value, ctx=ast.Load()))
+            return join(got, self.eval(ctx, e.args[2])) if len(e.args) > 2 else got
         site = self._site(ctx, e)
         arg_avs = [self.eval(ctx, a) for a in e.args]
         kw_avs = {k.arg: self.eval(ctx, k.value) for k in e.keywords}

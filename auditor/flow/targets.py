@@ -120,12 +120,16 @@ class Scope:
     params: list[str] = field(default_factory=list)
     is_method: bool = False
     defs: dict[str, list[ast.AST]] = field(default_factory=dict)
+    index_defs: dict[str, list[ast.AST]] = field(default_factory=dict)  # `x[mask] = v` -> mask selects x's value
     nodes: list[ast.AST] = field(default_factory=list)
     target_vars: set[str] = field(default_factory=set)  # variables holding the target token(s)
     target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
-    _closure_memo: dict[str, frozenset[int]] = field(default_factory=dict)
-    _by_id: dict[int, ast.AST] = field(default_factory=dict)
+    # variables whose value is target-valued / a distribution / a realized-token loss (fixed points, cached)
+    _sets: dict[str, set[str]] = field(default_factory=dict)
+
+    def invalidate(self) -> None:
+        self._sets.clear()
 
     def add_def(self, key: str | None, value: ast.AST) -> None:
         if key is not None:
@@ -150,6 +154,8 @@ class Scope:
             if key is not None and key not in seen_vars:
                 seen_vars.add(key)
                 stack.extend(self.defs.get(key, ()))
+                if mode == "all":
+                    stack.extend(self.index_defs.get(key, ()))
             stack.extend(_value_children(n, mode))
         return list(out.values())
 
@@ -166,7 +172,54 @@ class Scope:
     def is_target_valued(self, expr: ast.AST) -> bool:
         """Is `expr` the target token or computed from it by token-preserving steps (arithmetic, hashing, casts,
         reshapes, slicing the target itself)? Comparisons, shapes and values read *out of* a table stop the walk."""
-        return self.target_witness(expr) is not None
+        return self._expr_in(expr, self._fixpoint("target"), "target")
+
+    def _fixpoint(self, kind: str) -> set[str]:
+        """The variables holding a `kind` value: seeds, then any variable with a definition that reads one."""
+        got = self._sets.get(kind)
+        if got is not None:
+            return got
+        have: set[str] = set(self.target_vars) if kind == "target" else set(self.nll_params) if kind == "loss" else set()
+        self._sets[kind] = have  # visible (partial) while computing: recursion reads the current approximation
+        changed = True
+        while changed:
+            changed = False
+            for key, values in self.defs.items():
+                if key not in have and any(self._expr_in(v, have, kind) for v in values):
+                    have.add(key)
+                    changed = True
+        return have
+
+    def _expr_in(self, expr: ast.AST, have: set[str], kind: str) -> bool:
+        """Does `expr` (without following variable definitions) read a `kind` variable or produce one itself?"""
+        stack = [expr]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load):
+                key = var_key(n)
+                if key is not None and key in have:
+                    return True
+                if isinstance(n, ast.Name) or (key is not None and key in self.defs):
+                    continue
+            if kind == "target":
+                if id(n) in self.target_nodes:
+                    return True
+                stack.extend(self._token_children(n, None))
+                continue
+            if isinstance(n, ast.Call):
+                name = call_name(n)
+                if kind == "dist" and name in DIST_CALLS:
+                    return True
+                if kind == "loss":
+                    if name in LABEL_LOSSES:
+                        return True
+                    if name == "gather" and isinstance(n.func, ast.Attribute) and self.is_distribution(n.func.value):
+                        return True
+            if kind == "dist" and isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Sub)):
+                if _has_normalizer(n.right):
+                    return True
+            stack.extend(_value_children(n, "value"))
+        return False
 
     def target_witness(self, expr: ast.AST) -> list[ast.AST] | None:
         """The chain of expressions from `expr` back to the target, or None."""
@@ -196,19 +249,22 @@ class Scope:
                 stack.append(child)
         return None
 
-    def _token_children(self, n: ast.AST, seen_vars: set[str]) -> list[ast.AST]:
+    def _token_children(self, n: ast.AST, seen_vars: set[str] | None) -> list[ast.AST]:
+        """Token-preserving steps back from `n`; with seen_vars None variables are not followed."""
         if isinstance(n, (ast.Compare, ast.BoolOp, ast.Lambda, *_FUNCS)):
             return []
         if isinstance(n, ast.Attribute):
             if n.attr in SHAPE_ATTRS:
                 return []
             key = var_key(n) if isinstance(n.ctx, ast.Load) else None
-            if key is not None and key in self.defs and key not in seen_vars:
+            if key is not None and key in self.defs:
+                if seen_vars is None or key in seen_vars:
+                    return []
                 seen_vars.add(key)
                 return list(self.defs[key])
             return [n.value]
         if isinstance(n, ast.Name):
-            if isinstance(n.ctx, ast.Load) and n.id not in seen_vars:
+            if seen_vars is not None and isinstance(n.ctx, ast.Load) and n.id not in seen_vars:
                 seen_vars.add(n.id)
                 return list(self.defs.get(n.id, ()))
             return []
@@ -230,25 +286,12 @@ class Scope:
     # -- probability distributions ------------------------------------------------------------------------------
     def is_distribution(self, expr: ast.AST) -> bool:
         """Computed from a softmax/log-softmax, or divided by its own sum: a full-vocabulary distribution."""
-        for n in self.closure(expr):
-            if isinstance(n, ast.Call) and call_name(n) in DIST_CALLS:
-                return True
-            if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Sub)) and _has_normalizer(n.right):
-                return True
-        return False
+        return self._expr_in(expr, self._fixpoint("dist"), "dist")
 
     def is_realized_loss(self, expr: ast.AST) -> bool:
         """Computed from a label loss (`cross_entropy(..., y)`), a log-prob gathered at the target, or a parameter
         bound to such a value by a caller."""
-        for n in self.closure(expr):
-            if isinstance(n, ast.Call) and call_name(n) in LABEL_LOSSES:
-                return True
-            if isinstance(n, ast.Call) and call_name(n) == "gather" and isinstance(n.func, ast.Attribute):
-                if self.is_distribution(n.func.value):
-                    return True
-            if isinstance(n, ast.Name) and n.id in self.nll_params:
-                return True
-        return False
+        return self._expr_in(expr, self._fixpoint("loss"), "loss")
 
 
 def _value_children(n: ast.AST, mode: str) -> list[ast.AST]:
@@ -288,14 +331,6 @@ class _DefCollector:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    def run(self, body: list[ast.stmt]) -> None:
-        for stmt in body:
-            if isinstance(stmt, (*_FUNCS, ast.ClassDef)):
-                continue  # their own scopes
-            for n in _walk_no_scopes(stmt):
-                self.scope.nodes.append(n)
-                self.visit(n)
-
     def visit(self, n: ast.AST) -> None:
         s = self.scope
         if isinstance(n, ast.Assign):
@@ -327,6 +362,10 @@ class _DefCollector:
                 self.bind(elt, parts[i] if parts is not None else value)
             return
         s.add_def(store_root(tgt), value)
+        if isinstance(tgt, ast.Subscript):
+            key = store_root(tgt)
+            if key is not None:
+                s.index_defs.setdefault(key, []).append(tgt.slice)
 
     def bind_iter(self, tgt: ast.AST, it: ast.AST) -> None:
         # for a, b in zip(X, Y) -> a<-X, b<-Y; for i, x in enumerate(X) -> x<-X
@@ -367,35 +406,30 @@ def _params(fn: ast.AST) -> list[str]:
 
 
 def build_scopes(unit: CodeUnit) -> list[Scope]:
+    """One Scope per function/method plus one for the module's top level, in one pass over the tree."""
     assert unit.tree is not None
-    scopes: list[Scope] = []
     mod = Scope(unit=unit, node=unit.tree, name="<module>")
-    _DefCollector(mod).run(unit.tree.body)
-    scopes.append(mod)
-
-    def visit(body: list[ast.stmt], in_class: bool) -> None:
-        for stmt in body:
-            for n in _walk_defs(stmt):
-                if isinstance(n, _FUNCS):
-                    sc = Scope(unit=unit, node=n, name=n.name, params=_params(n), is_method=in_class and n is stmt)
-                    _DefCollector(sc).run(n.body)
-                    scopes.append(sc)
-                    visit(n.body, False)
-                elif isinstance(n, ast.ClassDef):
-                    visit(n.body, True)
-
-    visit(unit.tree.body, False)
+    scopes: list[Scope] = [mod]
+    collectors = {id(mod): _DefCollector(mod)}
+    # (node, owning scope; None for class-level statements, whether the parent is a class body)
+    stack: list[tuple[ast.AST, Scope | None, bool]] = [(c, mod, False) for c in reversed(unit.tree.body)]
+    while stack:
+        n, scope, in_class = stack.pop()
+        if isinstance(n, _FUNCS):
+            sc = Scope(unit=unit, node=n, name=n.name, params=_params(n), is_method=in_class)
+            scopes.append(sc)
+            collectors[id(sc)] = _DefCollector(sc)
+            stack.extend((c, sc, False) for c in reversed(n.body))
+            continue
+        if isinstance(n, ast.ClassDef):
+            stack.extend((c, None, True) for c in reversed(n.body))
+            continue
+        if isinstance(n, ast.Lambda) or scope is None:
+            continue  # lambda bodies and class-level statements are not analysed
+        scope.nodes.append(n)
+        collectors[id(scope)].visit(n)
+        stack.extend((c, scope, False) for c in reversed(list(ast.iter_child_nodes(n))))
     return scopes
-
-
-def _walk_defs(stmt: ast.stmt) -> Iterator[ast.AST]:
-    """Function and class definitions at this level (also inside if/try/with blocks), not nested in functions."""
-    if isinstance(stmt, (*_FUNCS, ast.ClassDef)):
-        yield stmt
-        return
-    for child in ast.iter_child_nodes(stmt):
-        if isinstance(child, ast.stmt):
-            yield from _walk_defs(child)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -468,6 +502,7 @@ def find_targets(scope: Scope) -> None:
                 continue
             if any(a is not b and _slice_pair_target(a, b) for a in subs):
                 scope.target_nodes.add(id(b))
+    scope.invalidate()
 
 
 def roots(expr: ast.AST) -> set[str]:
@@ -502,6 +537,10 @@ class TargetFacts:
 
     scopes: list[Scope]
     by_name: dict[str, list[Scope]]
+
+    @property
+    def own_funcs(self) -> frozenset[str]:
+        return frozenset(self.by_name)
 
     def scopes_of(self, unit: CodeUnit) -> list[Scope]:
         return [s for s in self.scopes if s.unit is unit]
@@ -555,9 +594,11 @@ def _compute(ctx: AuditContext) -> TargetFacts:
                 for param, arg in _bind(callee, call):
                     if param not in callee.target_vars and s.is_target_valued(arg):
                         callee.target_vars.add(param)
+                        callee.invalidate()
                         changed = True
                     if param not in callee.nll_params and param not in callee.target_vars and s.is_realized_loss(arg):
                         callee.nll_params.add(param)
+                        callee.invalidate()
                         changed = True
         if not changed:
             break
@@ -590,8 +631,10 @@ def log_aliases(scope: Scope, module: Scope | None) -> set[str]:
     return out
 
 
-def score_sinks(scope: Scope, module: Scope | None = None) -> list[tuple[ast.Call, ast.AST]]:
-    """(call, argument) pairs where a probability becomes a score in this scope."""
+def score_sinks(scope: Scope, module: Scope | None = None,
+                own_funcs: frozenset[str] = frozenset()) -> list[tuple[ast.Call, ast.AST]]:
+    """(call, argument) pairs where a probability becomes a score in this scope. `own_funcs`: names of functions
+    the submission defines (a bare `log(...)` calling one of them is a logging helper)."""
     aliases = log_aliases(scope, module)
     out: list[tuple[ast.Call, ast.AST]] = []
     for n in scope.nodes:
@@ -599,6 +642,8 @@ def score_sinks(scope: Scope, module: Scope | None = None) -> list[tuple[ast.Cal
             continue
         name = call_name(n)
         is_alias = isinstance(n.func, ast.Name) and n.func.id in aliases
+        if (name in LOG_CALLS or is_alias) and _is_message_log(n, own_funcs):
+            continue  # `log(f"... bpb={x}")`: a logging helper, not the logarithm
         if name in LOG_CALLS or is_alias:
             if isinstance(n.func, ast.Attribute) and not n.args and name in LOG_CALLS:
                 out.append((n, n.func.value))  # p.log()
@@ -607,6 +652,13 @@ def score_sinks(scope: Scope, module: Scope | None = None) -> list[tuple[ast.Cal
         elif name in LABEL_LOSSES and n.args:
             out.append((n, n.args[0]))
     return out
+
+
+def _is_message_log(call: ast.Call, own_funcs: frozenset[str]) -> bool:
+    if isinstance(call.func, ast.Name) and call.func.id in own_funcs:
+        return True
+    return any(isinstance(a, ast.JoinedStr) or (isinstance(a, ast.Constant) and isinstance(a.value, str))
+               for a in call.args)
 
 
 def module_scope(facts: TargetFacts, unit: CodeUnit) -> Scope | None:
@@ -619,10 +671,59 @@ def reach_of(ctx: AuditContext, unit: CodeUnit, node: ast.AST) -> tuple[bool, st
     try:
         from auditor.flow.program import program_of
 
-        r = program_of(ctx).reach(unit, node)
+        prog = program_of(ctx)
+        r = prog.reach(unit, node)
+        if r.status in ("dead", "gated_off"):
+            return False, r.reason
+        off = _self_flag_off(prog, unit, node)
+        if off is not None:
+            return False, off
     except Exception as exc:  # the shared layer failing must never turn a finding into a PASS
         return True, f"reachability unknown ({type(exc).__name__})"
-    return r.status not in ("dead", "gated_off"), r.reason
+    return True, r.reason
+
+
+def _self_flag_off(prog: object, unit: CodeUnit, node: ast.AST) -> str | None:
+    """`if self.flag:` around `node` where every assignment of `self.flag` folds to false under the defaults and
+    under every run command of the folder (e.g. `self.on = h.smear_enabled`, env default "0")."""
+    from auditor.flow.consts import UNKNOWN
+
+    func = prog.enclosing_func(unit, node)  # type: ignore[attr-defined]
+    if func is None or func.cls is None:
+        return None
+    for test in _enclosing_if_tests(func.node, node):
+        if not (isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) and func.params
+                and test.value.id == func.params[0]):
+            continue
+        exprs = func.cls.attr_exprs(test.attr)
+        if not exprs:
+            continue
+        envs: list[dict[str, str] | None] = [None] + [c.env_dict for c in prog.run_commands]  # type: ignore[attr-defined]
+        values = [prog.eval_const(unit, e, f, env=env) for e, f in exprs for env in envs]  # type: ignore[attr-defined]
+        if values and all(v is not UNKNOWN and not v for v in values):
+            return f"`if {ast.unparse(test)}` is off by default and under every run command of the folder"
+    return None
+
+
+def _enclosing_if_tests(fn: ast.AST, node: ast.AST) -> list[ast.AST]:
+    """Tests of the `if` statements whose body (not else) contains `node`, inside function `fn`."""
+    out: list[ast.AST] = []
+
+    def visit(n: ast.AST) -> bool:
+        for child in ast.iter_child_nodes(n):
+            if child is node:
+                return True
+            if getattr(child, "lineno", 0) <= node.lineno <= (getattr(child, "end_lineno", 0) or 0) or not hasattr(
+                child, "lineno"
+            ):
+                if visit(child):
+                    if isinstance(n, ast.If) and child in n.body:
+                        out.append(n.test)
+                    return True
+        return False
+
+    visit(fn)
+    return out
 
 
 def lookup_index(node: ast.AST) -> ast.AST | None:

@@ -41,6 +41,11 @@ class Visit:
     def live(self) -> bool:
         return self.gate is None or bool(self.gate.enabled_by)
 
+    @property
+    def by_command(self) -> bool:
+        """Runs only because a README / *.sh run command turns a default-off flag on."""
+        return self.gate is not None and not self.gate.taken and bool(self.gate.enabled_by)
+
     def chain_flow(self, message: str) -> list[FlowStep]:
         steps = [FlowStep(s.unit.location(s.node), f"calls {_callee_text(s)}") for s in self.chain[:-1]]
         steps.append(FlowStep(self.site.unit.location(self.site.node), message))

@@ -1,0 +1,317 @@
+"""GPU training-throughput benchmark: this package vs the record's own train_gpt.py, same conditions.
+
+Both sides: one GPU, 786,432 tokens per optimizer step (8 micro-batches of 48 x 2048, as the record on one GPU),
+bf16 autocast, torch.compile(fullgraph) of the whole model, the record's optimizer step; compile warmup first
+(`--warmup` steps with recurrence off, then on), then `--steps` timed steps with recurrence off and `--steps` with
+it on, each timed between two device synchronisations.
+
+    python -m reference_model.bench_train --impl ours --data '.bench/data/*.bin' --out bench.jsonl
+    python -m reference_model.bench_train --impl record --record .bench/record/train_gpt.py --data ... --out ...
+    python -m reference_model.bench_train --report bench.jsonl
+    python -m reference_model.bench_train --attn-micro          # SDPA kernels vs FA3 on the model's shapes
+    python -m reference_model.bench_train --compare a.log b.log  # train_loss curves of two train.py logs
+
+`--impl record` imports a LOCAL decoded copy of the record's train_gpt.py (never committed to this repository);
+without FlashAttention 3 installed, put a `flash_attn_interface.py` beside it that maps `flash_attn_func` onto
+PyTorch SDPA (the record calls it as flash_attn_func(q, k, v, causal=True) on [B, T, H, D]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BATCH_TOKENS = 786_432
+SEQ_LEN = 2048
+
+
+def _timed(step_fn: Callable[[int], Any], first: int, n: int) -> float:
+    """Seconds for n steps (device-synchronised at both ends)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(n):
+        step_fn(first + i)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def _measure(
+    set_recurrence: Callable[[bool], None],
+    step_fn: Callable[[int], Any],
+    warmup: int,
+    steps: int,
+    batch_tokens: int,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    for recurrent in (False, True):
+        set_recurrence(recurrent)
+        out[f"warmup_s_{'loop' if recurrent else 'plain'}"] = _timed(step_fn, 0, warmup)
+    out["compile_warmup_s"] = time.perf_counter() - t_start
+    for recurrent in (False, True):
+        set_recurrence(recurrent)
+        sec = _timed(step_fn, warmup, steps)
+        key = "loop" if recurrent else "plain"
+        out[f"ms_per_step_{key}"] = 1000.0 * sec / steps
+        out[f"tokens_per_s_{key}"] = batch_tokens * steps / sec
+    out["peak_mem_mib"] = torch.cuda.max_memory_allocated() // (1024 * 1024)
+    return out
+
+
+def bench_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from reference_model.attention import set_sdpa_backend
+    from reference_model.config import ModelConfig
+    from reference_model.loader import TokenLoader
+    from reference_model.optim import ReferenceOptimizer
+    from reference_model.train import DistInfo, TrainConfig, build_model, compile_model, make_step_fn
+
+    device = torch.device("cuda", 0)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    set_sdpa_backend(args.sdpa)
+    torch.manual_seed(0)
+    cfg = TrainConfig(
+        attention=args.attention, train_batch_tokens=args.batch_tokens, fused_qkv=bool(args.fused_qkv)
+    )
+    base = build_model(ModelConfig(), cfg, device)
+    model = compile_model(base, DistInfo(), device, use_compile=True)
+    opt = ReferenceOptimizer(base)
+    loader = TokenLoader(args.data, SEQ_LEN, device=device, seed=0)
+    step = make_step_fn(model, opt, loader, args.batch_tokens, args.accum, device, distributed=False)
+    res = _measure(base.set_recurrence, lambda i: step(i, 1.0), args.warmup, args.steps, args.batch_tokens)
+    res.update(
+        impl="ours", attention=f"{base.attention_backend}({args.sdpa}) qkv{args.fused_qkv}", sdpa=args.sdpa
+    )
+    return res
+
+
+def load_record_module(path: str) -> Any:
+    """Import the record's script as a module (its main() only runs under __main__)."""
+    os.environ.setdefault("QK_GAIN_INIT", "5.25")  # the record's run command sets this
+    sys.path.insert(0, str(Path(path).resolve().parent))  # for the flash_attn_interface shim
+    spec = importlib.util.spec_from_file_location("record_train_gpt", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_record(args: argparse.Namespace) -> dict[str, Any]:
+    R = load_record_module(args.record)
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)
+    # The record's main(): tf32 on, SDPA restricted to the flash kernel (its FA3 stand-in here).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    torch.backends.cuda.enable_flash_sdp(True)
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
+    torch.backends.cuda.enable_math_sdp(False)
+    h = R.Hyperparameters()
+    h.train_files = args.data
+    h.train_batch_tokens = args.batch_tokens
+    h.grad_accum_steps = args.accum
+    torch.manual_seed(0)
+    base = R.GPT(h).to(device).bfloat16()
+    R.restore_fp32_params(base)
+    model = torch.compile(base, dynamic=False, fullgraph=True)
+    opts = R.Optimizers(h, base)
+    loader = R.ShuffledSequenceLoader(h, device)
+
+    def step_fn(step: int) -> torch.Tensor:  # the record's train_model.step_fn, line for line in behaviour
+        opts.zero_grad_all()
+        total = torch.zeros((), device=device)
+        for _ in range(h.grad_accum_steps):
+            x, y = loader.next_batch(h.train_batch_tokens, h.grad_accum_steps)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=True):
+                loss = model(x, y)
+            total += loss.detach()
+            (loss / h.grad_accum_steps).backward()
+        frac = min(step / h.muon_momentum_warmup_steps, 1.0)
+        for group in opts.optimizer_muon.param_groups:
+            group["momentum"] = (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"]
+        torch.nn.utils.clip_grad_norm_(base.parameters(), h.grad_clip_norm)
+        opts.step()
+        return total / h.grad_accum_steps
+
+    def set_loop(on: bool) -> None:
+        base.looping_active = on
+
+    res = _measure(set_loop, step_fn, args.warmup, args.steps, args.batch_tokens)
+    res.update(impl="record", attention="sdpa(flash) via shim", sdpa="flash")
+    return res
+
+
+def attn_micro(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """fwd+bwd time of causal GQA attention on one micro-batch of the model (48 x 2048, 8/4 heads, d 64)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from reference_model.attention import fa3_attention, fa3_available
+
+    b, t, h, hkv, d = 48, 2048, 8, 4, 64
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def mk(heads: int) -> torch.Tensor:
+        return torch.randn(
+            b, t, heads, d, device="cuda", dtype=torch.bfloat16, generator=gen
+        ).requires_grad_()
+
+    q, k, v = mk(h), mk(hkv), mk(hkv)
+    grad = torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+    flops = 4 * b * h * t * t * d / 2 * 3.5  # causal fwd (2 matmuls) + bwd (2.5x)
+    variants: dict[str, Callable[[], torch.Tensor]] = {}
+
+    def sdpa(backend: SDPBackend, expand: bool) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            kk, vv = (k.repeat_interleave(2, 2), v.repeat_interleave(2, 2)) if expand else (k, v)
+            with sdpa_kernel([backend]):
+                y = torch.nn.functional.scaled_dot_product_attention(
+                    q.transpose(1, 2),
+                    kk.transpose(1, 2),
+                    vv.transpose(1, 2),
+                    is_causal=True,
+                    enable_gqa=not expand,
+                )
+            return y.transpose(1, 2)
+
+        return run
+
+    for name, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+    ):
+        variants[f"sdpa_{name}_gqa"] = sdpa(backend, expand=False)
+        variants[f"sdpa_{name}_expand"] = sdpa(backend, expand=True)
+    if fa3_available():
+        variants["fa3"] = lambda: fa3_attention(q, k, v)
+    rows = []
+    ref = variants["sdpa_flash_gqa"]().float()
+    for name, fn in variants.items():
+        try:
+            out = fn()
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            for _ in range(3):
+                fn().backward(grad)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(10):
+                fn().backward(grad)
+            torch.cuda.synchronize()
+            ms = (time.perf_counter() - t0) * 100
+            rows.append(
+                {
+                    "variant": name,
+                    "ms_fwd_bwd": round(ms, 3),
+                    "tflops": round(flops / ms / 1e9, 1),
+                    "rel_err_vs_flash": err,
+                }
+            )
+        except Exception as exc:  # a kernel that does not support these inputs
+            rows.append({"variant": name, "error": str(exc).splitlines()[0][:120]})
+        q.grad = k.grad = v.grad = None
+    return rows
+
+
+TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) ", re.M)
+
+
+def compare_curves(a: str, b: str) -> dict[str, Any]:
+    ca = {int(s): float(v) for s, v in TRAIN_LINE.findall(Path(a).read_text())}
+    cb = {int(s): float(v) for s, v in TRAIN_LINE.findall(Path(b).read_text())}
+    common = sorted(set(ca) & set(cb))
+    diffs = [abs(ca[s] - cb[s]) for s in common]
+    return {
+        "steps_compared": len(common),
+        "max_abs_diff": max(diffs) if diffs else None,
+        "mean_abs_diff": sum(diffs) / len(diffs) if diffs else None,
+        "first": {"step": common[0], "a": ca[common[0]], "b": cb[common[0]]} if common else None,
+        "last": {"step": common[-1], "a": ca[common[-1]], "b": cb[common[-1]]} if common else None,
+    }
+
+
+def report(path: str) -> str:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = [
+        f"GPU: {rows[0].get('gpu', '?')}" if rows else "no rows",
+        f"{'impl':8} {'attention':22} {'tok/s plain':>12} {'ms/step':>9} {'tok/s loop':>12} {'ms/step':>9} "
+        f"{'warmup s':>9} {'peak MiB':>9}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['impl']:8} {r['attention'][:22]:22} {r['tokens_per_s_plain']:12.0f} {r['ms_per_step_plain']:9.1f} "
+            f"{r['tokens_per_s_loop']:12.0f} {r['ms_per_step_loop']:9.1f} {r['compile_warmup_s']:9.1f} "
+            f"{r['peak_mem_mib']:9d}"
+        )
+    by = {r["impl"]: r for r in rows}
+    if "ours" in by and "record" in by:
+        for key in ("plain", "loop"):
+            ratio = by["ours"][f"tokens_per_s_{key}"] / by["record"][f"tokens_per_s_{key}"]
+            lines.append(f"speedup ours/record ({key}): {ratio:.3f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m reference_model.bench_train", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--impl", choices=("ours", "record"))
+    ap.add_argument("--record", default=".bench/record/train_gpt.py")
+    ap.add_argument("--data", default=".bench/data/*.bin")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch-tokens", type=int, default=BATCH_TOKENS)
+    ap.add_argument("--accum", type=int, default=8)
+    ap.add_argument("--attention", default="auto")
+    ap.add_argument("--sdpa", default="cudnn,flash")
+    ap.add_argument("--fused-qkv", type=int, default=1)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--report")
+    ap.add_argument("--attn-micro", action="store_true")
+    ap.add_argument("--compare", nargs=2)
+    args = ap.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
+    if args.compare:
+        print(json.dumps(compare_curves(*args.compare), indent=2))
+        return 0
+    if args.attn_micro:
+        for row in attn_micro(args):
+            print(json.dumps(row))
+        return 0
+    if not args.impl:
+        ap.error("one of --impl, --report, --attn-micro, --compare is required")
+    res = bench_ours(args) if args.impl == "ours" else bench_record(args)
+    res.update(
+        gpu=torch.cuda.get_device_name(0),
+        torch=torch.__version__,
+        batch_tokens=args.batch_tokens,
+        accum=args.accum,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    line = json.dumps(res)
+    print(line, flush=True)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

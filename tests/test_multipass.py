@@ -1,0 +1,78 @@
+"""PG203 multipass-rescoring: two-pass caches and min-over-passes fail; online state and per-window buffers pass."""
+
+from __future__ import annotations
+
+import pytest
+from test_order_support import audit_fixture, audit_source, fixture_source, marker_line, outcome
+
+from auditor.findings import Verdict
+from auditor.rename import minify, rename_identifiers
+
+RULE = "PG203"
+
+
+def test_two_pass_cache_fails_at_the_scoring_line() -> None:
+    verdict, finding = outcome(audit_fixture("multipass_rescore", RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == marker_line("multipass_rescore", "score")
+    assert finding.data["write_line"] == marker_line("multipass_rescore", "write")
+
+
+def test_online_cache_passes() -> None:
+    # the same table, updated after each chunk is scored, inside the scoring loop: one pass
+    src = fixture_source("multipass_rescore")
+    src = src.replace(
+        "    for i in range(1, tokens.numel()):\n        table[(tokens[i - 1] * 1009 + tokens[i]) % buckets] += 1"
+        "  # MARK:write\n", "")
+    src = src.replace(
+        "            count += seq_len\n",
+        "            count += seq_len\n            table[(x * 1009 + y) % buckets] += 1\n")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+@pytest.mark.parametrize("name", ["ttt_score_first_legal", "slot_standard", "ttt_phased_legal",
+                                  "ttt_lora_per_doc_legal", "ttt_train_all_then_score"])
+def test_single_pass_fixtures_pass(name: str) -> None:
+    # per-window input buffers (x_batch[i] = chunk), doc boundaries and sliding windows are not rescoring state
+    assert outcome(audit_fixture(name, RULE), RULE)[0] is Verdict.PASS
+
+
+_MIN_IN_LOOP = """\
+import os, torch
+import torch.nn.functional as F
+
+def score(model, tokens, width):
+    total = torch.zeros(())
+    with torch.inference_mode():
+        for i in range(0, tokens.numel() - width, width):
+            total += F.cross_entropy(model(tokens[i:i + width]), tokens[i + 1:i + width + 1], reduction="sum")
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    results = []
+    for width in (128, 256, 512):
+        results.append(score(model, tokens, width))
+    best = min(results)
+    print(best)
+
+main()
+"""
+
+
+def test_min_over_passes_in_a_loop_fails() -> None:
+    verdict, finding = outcome(audit_source(_MIN_IN_LOOP, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 17
+
+
+def test_single_result_min_is_fine() -> None:
+    src = _MIN_IN_LOOP.replace("    for width in (128, 256, 512):\n        results.append(score(model, tokens, width))\n",
+                               "    results.append(score(model, tokens, 256))\n")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+@pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
+def test_verdict_survives_renaming(transform) -> None:
+    assert outcome(audit_source(transform(fixture_source("multipass_rescore")), RULE), RULE)[0] is Verdict.FAIL

@@ -1,0 +1,84 @@
+"""PG202 slot-optimizes-scored-targets: standard SLOT fails, context-only SLOT and ETLB-like biases warn."""
+
+from __future__ import annotations
+
+import pytest
+from test_order_support import audit_fixture, audit_source, fixture_source, marker_line, outcome
+
+from auditor.findings import Severity, Verdict
+from auditor.rename import minify, rename_identifiers
+
+RULE = "PG202"
+CASES = [("slot_standard", Verdict.FAIL), ("slot_causal_context_only", Verdict.WARN)]
+
+
+@pytest.mark.parametrize(("name", "expected"), CASES)
+def test_fixture_verdict_and_line(name: str, expected: Verdict) -> None:
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is expected
+    assert finding is not None and finding.primary is not None
+    assert finding.primary.line == marker_line(name, "update")
+    assert finding.related[0].line == marker_line(name, "score")
+
+
+def test_positions_evidence() -> None:
+    _, std = outcome(audit_fixture("slot_standard", RULE), RULE)
+    _, ctx = outcome(audit_fixture("slot_causal_context_only", RULE), RULE)
+    assert std is not None and std.data["positions"] == "same"
+    assert ctx is not None and ctx.data["positions"] == "context" and "#1336" in ctx.message
+
+
+def test_unmasked_optimization_fails() -> None:
+    # no mask at all: the delta is fitted on every target of the window, the scored ones included
+    src = fixture_source("slot_causal_context_only").replace(
+        "((nll * mask).sum() / mask.sum()).backward()", "nll.mean().backward()")
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.data["positions"] == "all"
+
+
+def test_default_off_slot_is_info() -> None:
+    src = fixture_source("slot_standard").replace('"SLOT_ENABLED", "1"', '"SLOT_ENABLED", "0"')
+    report = audit_source(src, RULE)
+    assert outcome(report, RULE)[0] is Verdict.PASS
+    assert any(f.severity is Severity.INFO and "If enabled" in f.message for f in report.findings)
+
+
+_ONLINE_BIAS = """\
+import os, torch
+import torch.nn.functional as F
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 1024)
+    bias = torch.zeros(1024, requires_grad=True)
+    opt = torch.optim.SGD([bias], lr=0.1)
+    total = torch.zeros(())
+    for i in range(0, tokens.numel() - 65, 64):
+        x, y = tokens[i:i + 64], tokens[i + 1:i + 65]
+        with torch.no_grad():
+            total += F.cross_entropy(model(x) + bias, y, reduction="sum")
+        opt.zero_grad()
+        F.cross_entropy(model(x) + bias, y).backward()
+        opt.step()
+    print(total)
+
+main()
+"""
+
+
+def test_bias_updated_after_scoring_warns() -> None:
+    verdict, finding = outcome(audit_source(_ONLINE_BIAS, RULE), RULE)
+    assert verdict is Verdict.WARN and finding is not None
+    assert finding.data["order"] == "score-then-update" and finding.primary is not None
+    assert finding.primary.line == 15
+
+
+def test_model_weights_are_not_slot() -> None:
+    # score-first TTT of module parameters belongs to PG201, not PG202
+    assert outcome(audit_fixture("ttt_score_first_legal", RULE), RULE)[0] is Verdict.PASS
+
+
+@pytest.mark.parametrize(("name", "expected"), CASES)
+@pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
+def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> None:
+    assert outcome(audit_source(transform(fixture_source(name)), RULE), RULE)[0] is expected

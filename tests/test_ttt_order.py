@@ -1,0 +1,147 @@
+"""PG201 ttt-val-before-score: fixtures modelled on real record shapes, exact lines, gates, renaming."""
+
+from __future__ import annotations
+
+import pytest
+from test_order_support import audit_fixture, audit_source, fixture_source, marker_line, outcome
+
+from auditor.findings import Severity, Verdict
+from auditor.rename import minify, rename_identifiers
+
+RULE = "PG201"
+
+CASES = [
+    ("ttt_prequant_on_val", Verdict.FAIL),
+    ("ttt_train_all_then_score", Verdict.FAIL),
+    ("ttt_last_epoch_scored", Verdict.FAIL),
+    ("ttt_compile_warmup_val", Verdict.WARN),
+    ("ttt_score_first_legal", Verdict.PASS),
+    ("ttt_lora_per_doc_legal", Verdict.PASS),
+    ("ttt_phased_legal", Verdict.PASS),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), CASES)
+def test_fixture_verdict_and_line(name: str, expected: Verdict) -> None:
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is expected
+    if expected is not Verdict.PASS:
+        assert finding is not None and finding.primary is not None
+        assert finding.primary.line == marker_line(name, "update")
+
+
+def test_fail_reports_order_evidence_and_flow() -> None:
+    _, finding = outcome(audit_fixture("ttt_prequant_on_val", RULE), RULE)
+    assert finding is not None
+    assert finding.data["update_line"] == marker_line("ttt_prequant_on_val", "update")
+    # the order evidence is the pair of call sites in main(): adapt_weights(...) before eval_val(...)
+    assert finding.data["update_site"].startswith("train_gpt.py:")
+    assert finding.data["score_site"] == f"train_gpt.py:{marker_line('ttt_prequant_on_val', 'score')}:16"
+    messages = [step.message for step in finding.flow]
+    assert messages[0] == "calls main()"
+    assert any("backward()" in m for m in messages)
+    assert any("optimizer step" in m for m in messages)
+    assert messages[-1].startswith("then: scored")
+
+
+def test_last_epoch_names_the_guard() -> None:
+    _, finding = outcome(audit_fixture("ttt_last_epoch_scored", RULE), RULE)
+    assert finding is not None and finding.data["order"] == "re-pass"
+    assert "epoch == epochs - 1" in finding.message
+
+
+def test_warmup_on_val_is_warn_with_the_ruling() -> None:
+    _, finding = outcome(audit_fixture("ttt_compile_warmup_val", RULE), RULE)
+    assert finding is not None and finding.verdict is Verdict.WARN
+    assert finding.data.get("throwaway") is True
+    assert "PR #1530" in finding.message
+
+
+def test_warmup_whose_adapter_is_kept_fails() -> None:
+    # the same warm-up, but the trained adapter is handed to the scoring: its state feeds the scored predictions
+    src = fixture_source("ttt_compile_warmup_val")
+    src = src.replace("        del warm, warm_opt\n", "    kept = warm\n")
+    src = src.replace("eval_chunks(model, val_tokens, args)", "eval_chunks(model, val_tokens, args, kept)")
+    src = src.replace("def eval_chunks(model, tokens, args):\n    adapter = Adapter(64, 1024, args.lora_rank)",
+                      "def eval_chunks(model, tokens, args, adapter):")
+    verdict, _ = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL
+
+
+def test_default_off_is_info_not_fail() -> None:
+    src = fixture_source("ttt_prequant_on_val").replace('"ADAPT_ENABLED", "1"', '"ADAPT_ENABLED", "0"')
+    report = audit_source(src, RULE)
+    verdict, _ = outcome(report, RULE)
+    assert verdict is Verdict.PASS
+    infos = [f for f in report.findings if f.rule_id == RULE and f.severity is Severity.INFO and f.locations]
+    assert infos and "If enabled" in infos[0].message and "off by default" in infos[0].message
+    assert infos[0].data["gate"] == "args.adapt_enabled"
+
+
+_SHARED_HELPER = """\
+import os, torch
+import torch.nn.functional as F
+
+def step(model, opt, x, y):
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+def score(model, tokens):
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(0, tokens.numel() - 65, 64):
+            total += F.cross_entropy(model(tokens[i:i + 64]), tokens[i + 1:i + 65], reduction="sum")
+    return total
+
+def main():
+    train = torch.load(os.path.join("data", "fineweb_train_*.bin"))
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(0, 6400, 64):
+        step(model, opt, train[i:i + 64], train[i + 1:i + 65])
+    {EXTRA}
+    print(score(model, val))
+
+main()
+"""
+
+
+def test_shared_helper_is_judged_per_call_site() -> None:
+    # the same backward helper trains on train data (fine) and, in the second variant, on val before scoring
+    clean = _SHARED_HELPER.replace("{EXTRA}", "pass")
+    assert outcome(audit_source(clean, RULE), RULE)[0] is Verdict.PASS
+    dirty = _SHARED_HELPER.replace("{EXTRA}", "step(model, opt, val[:64], val[1:65])")
+    verdict, finding = outcome(audit_source(dirty, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 7  # the backward inside the shared helper
+    assert finding.flow[1].location.line == 24  # ...reached through the val call site in main()
+
+
+def test_mutually_exclusive_branches_do_not_order() -> None:
+    src = fixture_source("ttt_score_first_legal").replace(
+        "    if args.ttt_enabled:\n",
+        "    if not args.ttt_enabled:\n        print(eval_val(model, val_tokens, args.seq_len))\n    if args.ttt_enabled:\n",
+    )
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+def test_diagnostic_after_legal_ttt_is_flagged() -> None:
+    # re-scoring the TTT-adapted model afterwards scores positions it was trained on
+    src = fixture_source("ttt_score_first_legal").replace(
+        '        print(f"legal_ttt val_loss:{loss:.6f}")\n',
+        '        print(f"legal_ttt val_loss:{loss:.6f}")\n        print(eval_val(model, val_tokens, args.seq_len))\n',
+    )
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.FAIL
+
+
+@pytest.mark.parametrize(("name", "expected"), CASES)
+@pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
+def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> None:
+    verdict, finding = outcome(audit_source(transform(fixture_source(name)), RULE), RULE)
+    assert verdict is expected
+    if transform is rename_identifiers and expected is not Verdict.PASS:
+        assert finding is not None and finding.primary is not None
+        assert finding.primary.line == marker_line(name, "update")  # renaming keeps every line in place
