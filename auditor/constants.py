@@ -67,6 +67,3 @@ ASSUMED_TOKENS_FAIL_RATIO = 0.01
 # few bytes (rules.md §0: "reproduces to ±1 byte" with 8 decimals).
 IMPLIED_MIN_DECIMALS = 8
 HESSIANS_IN_TRAIN_BUDGET_FROM = "2026-04-29"  # GPTQ Hessians on train data inside the 600 s (PR #1868 rerun; §A.13)
-# From the PR #1809 ruling (regina-openai, 2026-04-26) the log's raw-code total decides the cap; merged records dated
-# earlier were accepted on the compressed-code convention (e.g. 2026-04-06 HessianSDClip, PR #1412 comment; rules.md §F).
-SHIPPED_CODE_CONVENTION_FROM = "2026-04-26"

@@ -211,7 +211,8 @@ def train_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 class _Scorer:
     """Scores batches of windows into three float64 accumulators [Σ nll, targets, bytes] on the device."""
 
-    def __init__(self, model: nn.Module, stream: ValStream, cfg: EvalConfig, coverage: bool):
+    def __init__(self, model: nn.Module, stream: ValStream, cfg: EvalConfig, coverage: bool,
+                 compile_full: bool = False):
         self.model = model
         self.stream = stream
         self.cfg = cfg
@@ -221,8 +222,11 @@ class _Scorer:
         self.tail_fn: Callable[[Tensor, Tensor], Tensor] = lambda x, y: window_nll(model, x, y, cfg.stride)
         self.full_fn: Callable[[Tensor, Tensor], Tensor] = lambda x, y: window_nll(model, x, y, None)
         if use_compile:
+            # Fixed shapes (batches are padded), so one graph each. The full-logits graph is only worth compiling
+            # for the plain eval; sliding/TTT use it for the single first window.
             self.tail_fn = torch.compile(self.tail_fn, dynamic=False, fullgraph=True)
-            self.full_fn = torch.compile(self.full_fn, dynamic=False, fullgraph=True)
+            if compile_full:
+                self.full_fn = torch.compile(self.full_fn, dynamic=False, fullgraph=True)
         self.acc = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.offsets = torch.arange(cfg.seq_len + 1, device=self.device)
         self.counts = torch.zeros(stream.num_targets, dtype=torch.int32, device=self.device) if coverage else None
@@ -232,10 +236,13 @@ class _Scorer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def windows(self, starts: Tensor) -> tuple[Tensor, Tensor]:
-        n = self.stream.tokens.numel()
+    def windows(self, starts: Tensor, tokens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Inputs and targets of the windows starting at `starts` (the warmup passes random `tokens`, so its
+        tensors have exactly the layout of the real ones and the compiled graph is reused, not rebuilt)."""
+        tokens = self.stream.tokens if tokens is None else tokens
+        n = tokens.numel()
         idx = (starts[:, None] + self.offsets[None, :]).clamp_(max=n - 1)  # past the end: padding, never scored
-        win = self.stream.tokens[idx]
+        win = tokens[idx]
         return win[:, :-1], win[:, 1:]
 
     def score(self, starts: Tensor, live: Tensor, first_pos: int, full: bool) -> None:
@@ -264,23 +271,31 @@ class _Scorer:
         for b in range(0, len(starts), bs):
             chunk = all_starts[b : b + bs]
             live = torch.ones(bs, dtype=torch.bool, device=self.device)
-            if chunk.numel() < bs:
-                live[chunk.numel() :] = False
-                chunk = torch.cat([chunk, chunk[-1:].expand(bs - chunk.numel())])
+            if b + bs > len(starts):
+                live[len(starts) - b :] = False
+                chunk = torch.cat([chunk, chunk[-1:].expand(b + bs - len(starts))])
+            n_live = min(bs, len(starts) - b)
             self.score(chunk, live, first_pos, full)
             if progress is not None:
-                progress(int(live.sum()))
+                progress(n_live)  # a Python count: no device sync per batch
+
+    def random_tokens(self, n: int, seed: int) -> Tensor:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        vocab = int(_head_weight(self.model).size(0))
+        return torch.randint(0, vocab, (n,), generator=g).to(self.device)
 
     def warmup(self, full_batch: int | None, tail: bool) -> None:
         """Compile the scoring graphs on random tokens (outside the eval clock, as the challenge counts it)."""
-        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
-        vocab = int(_head_weight(self.model).size(0))
-        x = torch.randint(0, vocab, (self.cfg.batch_seqs, self.cfg.seq_len), generator=g).to(self.device)
+        bs, seq = self.cfg.batch_seqs, self.cfg.seq_len
+        tokens = self.random_tokens(bs * seq + 1, self.cfg.seed)
+        starts = torch.arange(bs, device=self.device) * seq
+        x, y = self.windows(starts, tokens)
         with torch.no_grad(), self.autocast():
             if tail:
-                self.tail_fn(x, x)
+                self.tail_fn(x, y)
             if full_batch:
-                self.full_fn(x[:full_batch], x[:full_batch])
+                self.full_fn(x[:full_batch], y[:full_batch])
+        _sync(self.device)
 
     def reduce(self, ranks: Ranks) -> None:
         """Sum the accumulators over ranks (inside the timed region, as the record's eval does)."""
@@ -320,7 +335,7 @@ def eval_plain(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig
                progress: Callable[[int], None] | None = None) -> EvalResult:
     """Non-overlapping seq_len windows, every position scored."""
     ranks = ranks or Ranks.current()
-    scorer = _Scorer(model, stream, cfg, coverage)
+    scorer = _Scorer(model, stream, cfg, coverage, compile_full=True)
     w0 = time.perf_counter()
     if warmup:
         scorer.warmup(full_batch=cfg.batch_seqs, tail=False)
@@ -341,7 +356,7 @@ def eval_sliding(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConf
     scorer = _Scorer(model, stream, cfg, coverage)
     w0 = time.perf_counter()
     if warmup:
-        scorer.warmup(full_batch=1, tail=True)
+        scorer.warmup(full_batch=None, tail=True)
     warmup_ms = 1e3 * (time.perf_counter() - w0)
     starts = sliding_window_starts(stream.num_targets, cfg.seq_len, cfg.stride)
     rest = starts[1:]
@@ -416,34 +431,36 @@ class ScoreFirstTTT:
         for _epoch in range(cfg.ttt_epochs):
             for b in range(s, e, cfg.ttt_batch_seqs):
                 be = min(b + cfg.ttt_batch_seqs, e)
-                lo, hi = start + b * cfg.seq_len, start + be * cfg.seq_len + 1
-                local = self.stream.tokens[lo:hi]
-                x = local[:-1].view(-1, cfg.seq_len)
-                y = local[1:].view(-1, cfg.seq_len)
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.scorer.autocast():
-                    loss = self.loss_fn(x, y)
-                loss.backward()
-                if self.ranks.world > 1:
-                    for p in self.params:
-                        if p.grad is not None:
-                            dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.ttt_grad_clip)
-                self.optimizer.step()
+                self.sgd_step(self.stream.tokens, start + b * cfg.seq_len, start + be * cfg.seq_len)
+
+    def sgd_step(self, tokens: Tensor, lo: int, hi: int, apply: bool = True) -> None:
+        """One SGD step on the sequences of targets [lo, hi) (inputs tokens[lo:hi], targets tokens[lo+1:hi+1])."""
+        local = tokens[lo : hi + 1]
+        x = local[:-1].view(-1, self.cfg.seq_len)
+        y = local[1:].view(-1, self.cfg.seq_len)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.scorer.autocast():
+            loss = self.loss_fn(x, y)
+        loss.backward()
+        if not apply:  # compile warmup: graphs built, parameters untouched
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        if self.ranks.world > 1:
+            for p in self.params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.ttt_grad_clip)
+        self.optimizer.step()
 
     def warmup(self) -> float:
         """Compile scoring and the training step on random tokens; no parameter changes (grads are dropped)."""
         w0 = time.perf_counter()
-        self.scorer.warmup(full_batch=1, tail=True)
-        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 1)
-        vocab = int(_head_weight(self.model).size(0))
-        n_seqs = min(self.cfg.ttt_batch_seqs, max(1, (self.cfg.chunk_tokens // self.cfg.seq_len)
-                                                   // self.ranks.world))
-        x = torch.randint(0, vocab, (n_seqs, self.cfg.seq_len), generator=g).to(self.scorer.device)
-        with self.scorer.autocast():
-            loss = self.loss_fn(x, x)
-        loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.scorer.warmup(full_batch=None, tail=True)
+        seqs_per_chunk = self.cfg.chunk_tokens // self.cfg.seq_len
+        s, e = self.ranks.share(seqs_per_chunk)
+        n_seqs = min(self.cfg.ttt_batch_seqs, max(e - s, 1))
+        tokens = self.scorer.random_tokens(n_seqs * self.cfg.seq_len + 1, self.cfg.seed + 1)
+        self.sgd_step(tokens, 0, n_seqs * self.cfg.seq_len, apply=False)
         _sync(self.scorer.device)
         return 1e3 * (time.perf_counter() - w0)
 

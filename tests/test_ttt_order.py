@@ -145,3 +145,14 @@ def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> N
     if transform is rename_identifiers and expected is not Verdict.PASS:
         assert finding is not None and finding.primary is not None
         assert finding.primary.line == marker_line(name, "update")  # renaming keeps every line in place
+
+
+def test_default_off_turned_on_by_the_readme_run_command_fails() -> None:
+    from auditor.engine import audit
+    from auditor.testing import submission_from_files
+    from rules import get_rule
+
+    src = fixture_source("ttt_prequant_on_val").replace('"ADAPT_ENABLED", "1"', '"ADAPT_ENABLED", "0"')
+    readme = "# Run\n\n```bash\nADAPT_ENABLED=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+    report = audit(submission_from_files({"train_gpt.py": src, "README.md": readme}), [get_rule(RULE)])
+    assert outcome(report, RULE)[0] is Verdict.FAIL

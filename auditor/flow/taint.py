@@ -568,12 +568,13 @@ class TaintEngine:
             for k, v in zip(e.keys, e.values):
                 av = self.eval(ctx, v)
                 if isinstance(k, ast.Constant) and isinstance(k.value, str):
-                    if not av.empty:
-                        fields[k.value] = av
+                    fields[k.value] = av  # known keys read back exactly, clean ones included
                 else:
                     if k is not None:
                         self.eval(ctx, k)
                     out = join(out, av.flat())
+            if not out.kinds and all(v.empty for v in fields.values()):
+                return EMPTY
             return AV(out.kinds, tuple(sorted(fields.items())))
         if isinstance(e, ast.BinOp):
             out = join(self.eval(ctx, e.left).flat(), self.eval(ctx, e.right).flat())
