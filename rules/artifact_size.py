@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from auditor.constants import ARTIFACT_CAP_BYTES
+from auditor.evidence.claims import claims_of, track_of
 from auditor.evidence.logs import logs_of
 from auditor.evidence.size import SizeAccount, size_accounts
 from auditor.evidence.table import seed_table_of
@@ -75,6 +76,10 @@ class ArtifactOverCap(Rule):
                                   "kernels/fused.cpp": "// " + "x" * 4000 + "\n"},
              verdict=Verdict.WARN, line=6, path="train_seed42.log",
              note="fits, but not once the auxiliary kernel source is counted"),
+        Case(code=_SCRIPT, files={"train_seed42.log": _log(16_019_227, 15_990_000, f"Code size: {len(_SCRIPT)} bytes"),
+                                  "submission.json": '{"track": "non-record-16mb", "val_bpb": 1.07}'},
+             verdict=Verdict.WARN, line=6, path="train_seed42.log",
+             note="non-record entry over the cap (the author assumed 16 MiB): cannot be a record"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -119,6 +124,15 @@ class ArtifactOverCap(Rule):
             if acc.applied == "shipped" and acc.compressed is not None and acc.compressed <= CAP:
                 fits = (f"; it would fit under the compressed-code convention ({acc.compressed:,}), which this "
                         "submission does not apply")
+            if track_of(ctx.submission, claims_of(ctx)) == "non-record":
+                # Non-record entries are accepted "if interesting" (README); over the cap they cannot be records.
+                return self.finding(
+                    Verdict.WARN,
+                    f"non-record submission: artifact {acc.accepted:,} bytes under the {acc.applied} convention is "
+                    f"{acc.accepted - CAP:,} bytes over the {CAP:,}-byte cap ({acc.source}){fits}; it could not "
+                    "qualify as a record",
+                    loc, evidence=acc.table(), data=data, severity=Severity.HIGH,
+                )
             return self.finding(
                 Verdict.FAIL,
                 f"artifact {acc.accepted:,} bytes under the {acc.applied} convention is {acc.accepted - CAP:,} bytes "

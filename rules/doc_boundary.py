@@ -220,7 +220,7 @@ def find_shifts(scope: Scope) -> list[Shift]:
         value = stmt.value
         if value is None:
             continue
-        for node, kind, base in _shifts_in(value, stmt):
+        for node, kind, base in _shifts_in(value, stmt, scope):
             if node.lineno in seen_lines:  # type: ignore[attr-defined]
                 continue
             seen_lines.add(node.lineno)  # type: ignore[attr-defined]
@@ -231,7 +231,7 @@ def find_shifts(scope: Scope) -> list[Shift]:
     return out
 
 
-def _shifts_in(value: ast.AST, stmt: ast.AST) -> list[tuple[ast.AST, str, ast.AST | None]]:
+def _shifts_in(value: ast.AST, stmt: ast.AST, scope: Scope) -> list[tuple[ast.AST, str, ast.AST | None]]:
     """(node, kind, the tensor being shifted) for each previous-position mixing op in one statement."""
     found: list[tuple[ast.AST, str, ast.AST | None]] = []
     views: dict[tuple[str, int], list[tuple[ast.AST, int]]] = {}
@@ -272,7 +272,7 @@ def _shifts_in(value: ast.AST, stmt: ast.AST) -> list[tuple[ast.AST, str, ast.AS
             spec = n.args[1] if len(n.args) > 1 else None
             if arg is not None and arg[2] < 0:
                 found.append((n, "shift", n.args[0].value))  # type: ignore[attr-defined]
-            elif isinstance(spec, (ast.Tuple, ast.List)) and _left_pad_only(spec):
+            elif isinstance(spec, (ast.Tuple, ast.List)) and _left_pad_only(spec) and not _hashed(scope, n.args[0]):
                 found.append((n, "conv", n.args[0]))
         elif name == "roll" and _positive_shift(n):
             recv = n.args[0] if isinstance(n.func, ast.Name) or (
@@ -313,6 +313,13 @@ def _is_hashy(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
             return True
         n = parents.get(id(n))
     return False
+
+
+def _hashed(scope: Scope, expr: ast.AST) -> bool:
+    """Is `expr` an already-hashed id tensor? Re-padding a bigram hash back to full length is part of the hash,
+    not a separate shift."""
+    return any((isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS)) or (
+        isinstance(n, ast.Call) and call_name(n) == "bitwise_xor") for n in scope.closure(expr))
 
 
 def _feeds_hash(scope: Scope, stmt: ast.AST) -> bool:

@@ -26,7 +26,7 @@ def test_unmasked_smear_with_doc_isolated_eval_fails() -> None:
     assert verdict is Verdict.FAIL
     first = gating(findings, Verdict.FAIL)[0]
     assert first.primary is not None and first.primary.line == 37
-    assert any(loc.line == 53 for loc in first.related)  # where the eval finds BOS positions
+    assert any(loc.line == 57 for loc in first.related)  # where the eval finds BOS positions
 
 
 def test_bos_masked_smear_passes() -> None:
@@ -81,15 +81,15 @@ def test_bigram_hash_with_doc_isolated_eval_is_warn() -> None:
 
 def test_smear_in_uncalled_method_is_info() -> None:
     def dead(src: str) -> str:
-        return src.replace("def forward_logits(self, input_ids, cu_seqlens, max_seqlen):",
-                           "def forward_unused(self, input_ids, cu_seqlens, max_seqlen):", 1).replace(
-            "logits = model.forward_logits(", "logits = model.head(model.tok_emb(")[:None]
+        src = src.replace("def forward_logits(self, input_ids, cu_seqlens, max_seqlen):",
+                          "def forward_unused(self, input_ids, cu_seqlens, max_seqlen):")
+        return src.replace("model.forward_logits(x[None], cu_seqlens, h.eval_seq_len)",
+                           "model.head(model.tok_emb(x[None]))")
 
-    src_fn = dead
-    verdict, findings = run_fixture("smear_no_bos_mask", RULE, lambda s: src_fn(s).replace(
-        "x[None], cu_seqlens, h.eval_seq_len)", "x[None]))"))
+    verdict, findings = run_fixture("smear_no_bos_mask", RULE, dead)
     assert verdict is Verdict.PASS, [f.message for f in findings]
     assert findings and not any(f.gating for f in findings)
+    assert "Not run by default" in findings[0].message
 
 
 @pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=7), minify], ids=["rename", "minify"])

@@ -600,13 +600,25 @@ class TaintEngine:
         if isinstance(e, ast.Call):
             return self._call(ctx, e)
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            for gen in e.generators:
-                self._assign(ctx, gen.target, _element(self.eval(ctx, gen.iter)), gen.iter)
-                for cond in gen.ifs:
-                    self.eval(ctx, cond)
-            if isinstance(e, ast.DictComp):
-                return join(self.eval(ctx, e.key).flat(), self.eval(ctx, e.value).flat())
-            return AV(self.eval(ctx, e.elt).flat().kinds)
+            # comprehension variables live in their own scope: bind them, evaluate, then restore the outer names
+            names = {n.id for gen in e.generators for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
+            saved = {n: ctx.env[n] for n in names if n in ctx.env}
+            for n in names:
+                ctx.env[n] = EMPTY  # binds here, never in an enclosing or module scope
+            try:
+                for gen in e.generators:
+                    self._assign(ctx, gen.target, _element(self.eval(ctx, gen.iter)), gen.iter)
+                    for cond in gen.ifs:
+                        self.eval(ctx, cond)
+                if isinstance(e, ast.DictComp):
+                    return join(self.eval(ctx, e.key).flat(), self.eval(ctx, e.value).flat())
+                return AV(self.eval(ctx, e.elt).flat().kinds)
+            finally:
+                for n in names:
+                    if n in saved:
+                        ctx.env[n] = saved[n]
+                    else:
+                        ctx.env.pop(n, None)
         if isinstance(e, (ast.Starred, ast.Await, ast.YieldFrom)):
             return self.eval(ctx, e.value)
         if isinstance(e, ast.Yield):
