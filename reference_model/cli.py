@@ -209,6 +209,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                "total_eval_time_ms": round(total_ms)}
     if ranks.rank == 0:
         _emit(summary, args.json)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 

@@ -490,3 +490,52 @@ class ScoreFirstTTT:
 def eval_ttt(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), **kwargs: Any) -> EvalResult:
     """Score-first TTT eval (trains `model` in place: pass a fresh copy)."""
     return ScoreFirstTTT(model, stream, cfg, **kwargs).run()
+
+
+class ScoreFirstCheck:
+    """Observer proving the score-first order from the parameters themselves.
+
+    It fingerprints the parameters when built (the initial model), before and after scoring each chunk, and after
+    each chunk's update. A score-first run satisfies, for every chunk c: the parameters scoring c are the initial
+    ones (c = first) or those left by chunk c-1's update, and scoring changes nothing. Any run that updates on a
+    chunk before scoring it breaks the first condition. Fingerprints copy every parameter to the host: meant for
+    tests and audits of small models.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.initial = self.fingerprint(model)
+        self.before: dict[int, str] = {}
+        self.after: dict[int, str] = {}
+        self.trained: dict[int, str] = {}
+
+    @staticmethod
+    def fingerprint(model: nn.Module) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def before_score(self, chunk: int, model: nn.Module) -> None:
+        self.before[chunk] = self.fingerprint(model)
+
+    def after_score(self, chunk: int, model: nn.Module) -> None:
+        self.after[chunk] = self.fingerprint(model)
+
+    def after_train(self, chunk: int, model: nn.Module) -> None:
+        self.trained[chunk] = self.fingerprint(model)
+
+    def violations(self) -> list[str]:
+        out = []
+        chunks = sorted(self.before)
+        for i, c in enumerate(chunks):
+            prev = chunks[i - 1] if i else None
+            expected = self.initial if prev is None else self.trained.get(prev, self.after.get(prev))
+            if self.before[c] != expected:
+                out.append(f"chunk {c} was scored with parameters that differ from "
+                           + ("the initial ones" if prev is None else f"those after chunk {prev}'s update"))
+            if self.after.get(c) != self.before[c]:
+                out.append(f"parameters changed while chunk {c} was being scored")
+        return out

@@ -23,6 +23,7 @@ model restored from the file both go through it, which is what makes the round t
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -95,28 +96,44 @@ def collect_hessians(
     sites: Mapping[str, tuple[nn.Module, str]],
     forward: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """H[name] = mean over batches of Σ xᵀx of the activations feeding each weight (float32, on CPU)."""
+    """H[name] = mean over batches of Σ xᵀx of the activations feeding each weight (float32, on CPU).
+
+    A model with `capture_inputs(callback)` (the reference GPT) is observed through it, so that speed paths that
+    bypass the hooked modules (its fused QKV) are switched off while calibrating; otherwise forward hooks are
+    placed at `sites`.
+    """
     hessians: dict[str, torch.Tensor] = {}
+
+    def accumulate(name: str, x: torch.Tensor) -> None:
+        if name not in sites:
+            return
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if name not in hessians:
+            hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+        hessians[name].addmm_(x.T, x)
 
     def hook_for(name: str, where: str) -> Callable[..., None]:
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = (inputs[0] if where == "input" else output).detach()
-            x = x.reshape(-1, x.shape[-1]).float()
-            if name not in hessians:
-                hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-            hessians[name].addmm_(x.T, x)
+            accumulate(name, inputs[0] if where == "input" else output)
 
         return hook
 
-    handles = [module.register_forward_hook(hook_for(name, where)) for name, (module, where) in sites.items()]
+    capture = getattr(model, "capture_inputs", None)
+    handles = []
+    if callable(capture):
+        context: Any = capture(accumulate)
+    else:
+        context = contextlib.nullcontext()
+        handles = [module.register_forward_hook(hook_for(name, where)) for name, (module, where) in sites.items()]
     was_training = model.training
     model.eval()
     run = forward or model
     n = 0
     try:
-        for x in batches:
-            run(x)
-            n += 1
+        with context:
+            for x in batches:
+                run(x)
+                n += 1
     finally:
         for h in handles:
             h.remove()

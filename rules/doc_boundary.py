@@ -104,7 +104,7 @@ class DocBoundaryLeak(Rule):
         "the gate where the current input token is BOS, in both the eval and the TTT forward)."
     )
     basis = Basis(
-        ref="PR #1851 (SmearGate BOS fix) and leaderboard PR #1900 (cocohearts)",
+        ref="PR #1851 README (SmearGate BOS fix) and leaderboard PR #1900 (cocohearts), as summarized in rules.md",
         date="2026-04-28",
         quote=(
             "The smear was not masked at BOS, so the last token of document N was mixed into the BOS position "
@@ -138,7 +138,7 @@ class DocBoundaryLeak(Rule):
         unit = sh.scope.unit
         loc = unit.location(sh.node)
         what = {"smear": "smear (t-1 mixed into t)", "shift": "token shift", "conv": "left-padded causal conv",
-                "hash": "bigram hash of (x[t-1], x[t])"}[sh.kind]
+                "hash": "bigram/n-gram hash of input ids (x[t-1], x[t])"}[sh.kind]
         head = f"in `{sh.scope.name}` a {what} `{_short(sh.node)}`"
         if sh.masked:
             mask_loc = [unit.location(sh.mask)] if sh.mask is not None else []

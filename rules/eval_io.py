@@ -113,29 +113,12 @@ def _entry_phase(ph: Phases, prog: Program, site: CallSite) -> str:
         return direct
     phases = set()
     for ev in ph.events:
-        if site.caller in _under(prog, ev.site):
+        if site.caller in prog.called_under(ev.site, include_gated=True):
             phases.add(ph.phase_of(ev))
     for p in ("evaluation", "serialization", "training", "setup"):
         if p in phases:
             return p
     return "unreached"
-
-
-_UNDER_CACHE: dict[int, set] = {}
-
-
-def _under(prog: Program, site: CallSite) -> set:
-    key = id(site.node)
-    got = _UNDER_CACHE.get(key)
-    if got is None or getattr(got, "_prog", None) is not prog:
-        got = _Reached(prog.reachable_from(list(site.callees), include_gated=True))
-        got._prog = prog
-        _UNDER_CACHE[key] = got
-    return got
-
-
-class _Reached(set):
-    _prog: object = None
 
 
 def _eval_visits(ctx: AuditContext) -> Iterator[Visit]:
@@ -223,6 +206,7 @@ class EvalTimeNetworkIO(Rule):
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         prog = program_of(ctx)
         if prog.entry is None:
+            yield self.skip("no entry script could be parsed; nothing to follow")
             return
         ph = phases_of(ctx)
         reported: set[int] = set()
@@ -338,9 +322,10 @@ class EvalTimeTrainData(Rule):
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         prog = program_of(ctx)
         if prog.entry is None:
+            yield self.skip("no entry script could be parsed; nothing to follow")
             return
         ph = phases_of(ctx)
-        tt = train_taint(ctx)
+        tt = train_taint(ctx, names=True)  # opening training shards by name counts, not only their content
         reported: set[int] = set()
         for v in _eval_visits(ctx):
             if not is_read(v.site) or id(v.site.node) in reported:
@@ -351,11 +336,11 @@ class EvalTimeTrainData(Rule):
                 args.append(node.func.value)
             if v.ctx is None or not any(tt.tainted_in(v.ctx, a) for a in args):
                 continue
-            reported.add(id(node))
             k, entry, tainted = _first_tainted(tt, v)
-            if id(entry.node) in reported:
+            if entry is not v.site and id(entry.node) in reported:
+                reported.add(id(node))
                 continue  # one finding per place where evaluation asks for training data
-            reported.add(id(entry.node))
+            reported.update((id(node), id(entry.node)))
             loc = entry.unit.location(entry.node)
             read_loc = v.site.unit.location(node)
             flow = tt.path_in(v.ctx_chain[k], tainted) + v.chain_from(k, "reads training-shard data here")
@@ -379,7 +364,7 @@ class EvalTimeTrainData(Rule):
                 sr = prog.site_reach(site)
                 if sr.status not in ("dead", "gated_off"):
                     continue
-                if not (is_read(site) or any(is_read(s) for g in _under(prog, site) for s in g.calls)):
+                if not (is_read(site) or any(is_read(s) for g in prog.called_under(site, True) for s in g.calls)):
                     continue
                 args = list(site.node.args) + [k.value for k in site.node.keywords]
                 if any(tt.tainted_in(c, a) for c in ctxs for a in args):

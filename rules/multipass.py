@@ -110,7 +110,7 @@ class ValidationRescoredInSecondPass(Rule):
         "statistics of itself and its future; reporting the minimum of several passes selects on the answer."
     )
     basis = Basis(
-        ref="issue #1017 C4 and C1 (NoesisGenesis); PRs #846, #853, #869, #959 closed",
+        ref="issue #1017 C4 and C1 (NoesisGenesis; C4 as paraphrased in rules.md A.2); PRs #846-#986 closed",
         date="2026-03-27",
         quote="One left-to-right pass; each token is scored exactly once. No rescoring, and no multi-pass or "
         "min-over-passes selection.",
@@ -129,7 +129,9 @@ class ValidationRescoredInSecondPass(Rule):
             yield self.skip(f"order analysis not run: {facts.problem}")
             return
         found = False
-        for finding, event in [*self._selections(facts.events), *self._two_pass(facts.events, facts.scores)]:
+        passes = [*self._selections(facts.events), *self._two_pass(facts.events, facts.scores),
+                  *self._state_passes(facts.events, facts.scores)]
+        for finding, event in passes:
             dead = gate_off(ctx, event)
             if dead is not None:
                 finding = self.info(
@@ -156,8 +158,47 @@ class ValidationRescoredInSecondPass(Rule):
                 data={"order": "min-over-passes"},
             ), ev
 
+    def _state_passes(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+        """A scoring call over validation fills an object (a cache) that a *later* scoring call receives: the
+        second call rescores with state built from everything the first one saw (two-pass / full rescore)."""
+        writes = [w for w in events if w.kind == "write" and w.is_val and w.names]
+        reported: set[int] = set()
+        for w in writes:
+            for s2 in scores:
+                if s2.seq <= w.seq or exclusive(w, s2):
+                    continue
+                d = _divergence_depth(w, s2)
+                if d >= len(w.chain) or d >= len(s2.chain) or d >= len(w.names) or not w.names[d]:
+                    continue
+                first_call, second_call = w.chain[d][0], s2.chain[d][0]
+                callee = s2.chain[d + 1][1] if d + 1 < len(s2.chain) else s2.func
+                if id(second_call) in reported or not (
+                    _passes_name(second_call, w.names[d]) or _closure_reads(callee, w.chain[d][1], w.names[d])
+                ):
+                    continue
+                s1 = _first(s for s in scores if len(s.chain) > d and s.chain[d][0] is first_call)
+                if s1 is None:
+                    continue  # the first call only prepares state (not a scoring pass)
+                reported.add(id(second_call))
+                caller = w.chain[d][1]
+                flow = w.flow(f"pass 1 writes `{w.names[d]}` from validation tokens while scoring them")
+                flow.extend(FlowStep(st.location, f"then: {st.message}")
+                            for st in s2.flow("pass 2 scores validation tokens again with that state")[d:])
+                yield self.finding(
+                    Verdict.FAIL,
+                    f"A second scoring pass over validation (line {caller.unit.location(second_call).line}) "
+                    f"receives `{w.names[d]}`, which the first scoring pass (line "
+                    f"{caller.unit.location(first_call).line}) filled from the validation tokens: the tokens it "
+                    "rescores are predicted with statistics of themselves and of their future.",
+                    [caller.unit.location(second_call)],
+                    related=[caller.unit.location(first_call), w.location(), s2.location()], flow=flow,
+                    data={"order": "rescore-with-pass1-state", "state": w.names[d],
+                          "first_pass_line": caller.unit.location(first_call).line},
+                    confidence=Confidence.MEDIUM,
+                ), s2
+
     def _two_pass(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
-        writes = [w for w in events if w.kind == "write" and w.is_val]
+        writes = [w for w in events if w.kind == "write" and w.is_val and w.keyed]
         reported: set[int] = set()
         for s in scores:
             if id(s.node) in reported:
@@ -188,11 +229,39 @@ class ValidationRescoredInSecondPass(Rule):
                 break
 
 
+def _divergence_depth(a: Event, b: Event) -> int:
+    d = 0
+    while d < min(len(a.chain), len(b.chain)) and a.chain[d][0] is b.chain[d][0]:
+        d += 1
+    return d
+
+
+def _passes_name(call: ast.AST, name: str) -> bool:
+    """Does the call hand `name` to its callee (as an argument or as the receiver of a method call)?"""
+    if not isinstance(call, ast.Call):
+        return False
+    parts = [*call.args, *(k.value for k in call.keywords)]
+    if isinstance(call.func, ast.Attribute):
+        parts.append(call.func.value)
+    return any(isinstance(p, ast.Name) and p.id == name for p in parts)
+
+
+def _closure_reads(callee: object, caller: object, name: str) -> bool:
+    """A nested function reading its enclosing function's `name` receives it without an argument."""
+    if getattr(callee, "parent", None) is not caller or name in getattr(callee, "params", ()):
+        return False
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(callee.node))  # type: ignore[attr-defined]
+
+
 def _own(loops: list[ast.AST], ev: Event) -> list[ast.AST]:
     """The loops among `loops` written in the event's own function (not in a caller)."""
     node = ev.func.node
     first, last = getattr(node, "lineno", 0), getattr(node, "end_lineno", 0) or 10**9
     return [lp for lp in loops if first <= getattr(lp, "lineno", 0) <= last]
+
+
+def _first(items: Iterable[Event]) -> Event | None:
+    return next(iter(items), None)
 
 
 def _reads_state(score: Event, name: str) -> bool:

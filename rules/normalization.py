@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.targets import (
+    LOG_CALLS,
     NORMALIZERS,
     Scope,
     byte_spreads,
@@ -104,13 +105,13 @@ class UnnormalizedScoring(Rule):
         "a code length; PR #886 shows the hashed version sums to ~277 and a 1-bucket table gives BPB 0."
     )
     basis = Basis(
-        ref="PR #978 (AnirudhRahul) on PR #972; issue #1872 on PPM byte mixtures",
+        ref="valerio-oai on PR #982 (also PR #978's rerun of PR #972; issue #1872 on byte mixtures)",
         date="2026-03-27",
         quote=(
-            "An honest rerun of PR #972 with the summed vocabulary mass (pair_c.sum(dim=1)+beta) as denominator "
-            "gives 1.513 BPB, worse than the neural model alone."
+            "hashed n-gram caches, which do not renormalize correctly / correctly reweight the LM's token "
+            "distribution, look ahead to the target token to mix probabilities and therefore leak eval tokens"
         ),
-        url="https://github.com/openai/parameter-golf/pull/978",
+        url="https://github.com/openai/parameter-golf/pull/982",
         section="A.4, A.7",
     )
     valid = (
@@ -129,6 +130,19 @@ class UnnormalizedScoring(Rule):
         ),
     )
     invalid = (
+        Case(
+            code="""
+            import torch.nn.functional as F
+            def tilt(logits, y, hint, beta):
+                nll = F.cross_entropy(logits, y, reduction="none")
+                return nll - beta * (y == hint).double()
+            if __name__ == "__main__":
+                tilt(*load_inputs())
+            """,
+            verdict=Verdict.FAIL,
+            line=4,
+            note="tilt without the log Z renormalizer",
+        ),
         Case(code=_GOLD_OVER_CONTEXT, verdict=Verdict.FAIL, line=10),
         Case(code=_BYTE_SPREAD, verdict=Verdict.FAIL, line=8),
     )
@@ -158,13 +172,21 @@ class UnnormalizedScoring(Rule):
             )
             steps = [FlowStep(unit.location(detail), "realized-token value from an unnormalized table"),
                      FlowStep(unit.location(node), "divided by a non-vocabulary denominator")]
+        elif kind == "boost":
+            message = (
+                f"in `{scope.name}` the realized token's loss is shifted by an indicator of the target "
+                f"(`{ast.unparse(detail)[:60]}`) in `{text}` with no log-normalizer term: a boost of the hinted "
+                "token that is not renormalized over the vocabulary (the legal tilt adds log Z, Z = 1 + p(h)(e^b - 1))"
+            )
+            steps = [FlowStep(unit.location(detail), "indicator of the realized token")]
         else:
             message = (
                 f"in `{scope.name}` the realized token's log-prob is spread over its bytes (`{text}`) and scored "
                 "per byte: a byte-level mixture is not a distribution over the token alphabet (C2, issue #1872)"
             )
             steps = [FlowStep(unit.location(node), "token log-prob spread over the token's bytes")]
-        steps.append(FlowStep(unit.location(sink), "scored here"))
+        if sink is not node:
+            steps.append(FlowStep(unit.location(sink), "scored here"))
         live, why = reach_of(ctx, unit, node)
         if not live:
             return self.info(f"{message}. Not run by default ({why})", [unit.location(node)],
@@ -196,7 +218,39 @@ def _violations(scope: Scope, module: Scope | None,
                 continue
             done.add(id(n))
             out.append(("ratio", n, read, call))
+    out.extend(_unnormalized_boosts(scope))
     return out
+
+
+def _unnormalized_boosts(scope: Scope) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
+    """`nll - beta * (tgt == hint)`: a realized-token loss shifted by an indicator of the target, with no log
+    normalizer (log Z) in the shift. The closed-form tilt adds `log Z - beta * 1[tgt == hint]` and passes."""
+    out: list[tuple[str, ast.AST, ast.AST, ast.AST]] = []
+    for n in scope.nodes:
+        if not isinstance(n, ast.BinOp) or not isinstance(n.op, (ast.Add, ast.Sub)):
+            continue
+        for loss_side, shift in ((n.left, n.right), (n.right, n.left)):
+            if any(isinstance(x, ast.Call) and call_name(x) in LOG_CALLS for x in ast.walk(loss_side)):
+                continue  # `log Z - beta * 1[...]` is the normalizer pair of a tilt, not the loss being shifted
+            indicator = _target_indicator(scope, shift)
+            if indicator is None or not scope.is_realized_loss(loss_side) or _has_log(scope, shift):
+                continue
+            out.append(("boost", n, indicator, n))
+            break
+    return out
+
+
+def _target_indicator(scope: Scope, expr: ast.AST) -> ast.AST | None:
+    for n in scope.closure(expr):
+        if isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], ast.Eq):
+            sides = [n.left, n.comparators[0]]
+            if sum(scope.is_target_valued(x) for x in sides) == 1:
+                return n
+    return None
+
+
+def _has_log(scope: Scope, expr: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and call_name(n) in LOG_CALLS | {"logsumexp"} for n in scope.closure(expr))
 
 
 def _unnormalized_realized_read(scope: Scope, numerator: ast.AST) -> ast.AST | None:

@@ -27,9 +27,10 @@ from auditor.flow.order import (
     exclusive,
     gate_off,
     is_data_loop,
+    names_in,
     position_slices,
+    source_path,
     statements_by_id,
-    value_names,
 )
 from rules.base import Case, Rule
 
@@ -126,6 +127,7 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                 continue
             seen.add(id(upd.node))
             finding = self._judge(upd, users)
+            finding.flow[:0] = source_path(ctx, upd)
             dead = gate_off(ctx, upd)
             if dead is not None and finding.verdict is not Verdict.PASS:
                 finding = self.info(
@@ -198,26 +200,41 @@ def _positions(upd: Event, score: Event) -> tuple[str, str]:
 
     Statements feeding both (window slicing, hidden states) cancel out; what is left on each side is the mask or
     slice that only the optimization or only the scoring applies."""
-    if upd.func is not score.func:
+    if upd.func is not score.func and upd.func.parent is not score.func:
         return "unknown", "optimization and scoring are in different functions"
-    defs = def_map(upd.func)
-    by_id = statements_by_id(upd.func)
-    opt_ids = closure(defs, value_names(upd.node))
-    score_ids = closure(defs, value_names(score.node))
+    # a closure handed to the optimizer (`lbfgs.step(closure)`) reads the enclosing function's names
+    defs = def_map(score.func)
+    by_id = statements_by_id(score.func)
+    if upd.func is not score.func:
+        for name, stmts in def_map(upd.func).items():
+            defs.setdefault(name, []).extend(stmts)
+        by_id.update(statements_by_id(upd.func))
+    opt_ids = closure(defs, _position_names(upd.node), follow_indices=True)
+    score_ids = closure(defs, _position_names(score.node), follow_indices=True)
     opt_slices = position_slices(by_id[i] for i in opt_ids - score_ids if i in by_id)
     scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
     score_slices = position_slices([*(by_id[i] for i in score_ids - opt_ids if i in by_id), *scored_stmt])
-    if not opt_slices:
-        return "all", "no position restriction on the optimized loss"
     same = opt_slices & score_slices
     if same:
         lo, hi = sorted(same)[0]
         return "same", f"[{lo}:{hi}]"
+    if not opt_slices:
+        return "all", "no position restriction on the optimized loss"
     lowers = {lo for lo, _ in score_slices if lo}
-    if all(lo in ("", "0") and hi in lowers for lo, hi in opt_slices):
-        lo, hi = sorted(opt_slices)[0]
+    ending = sorted((lo, hi) for lo, hi in opt_slices if hi and hi in lowers)
+    if ending:
+        lo, hi = ending[0]
         return "context", f"optimized [{lo}:{hi}], scored from [{hi}:]"
     return "unknown", f"optimized {sorted(opt_slices)}, scored {sorted(score_slices)}"
+
+
+def _position_names(node: ast.AST) -> set[str]:
+    """Names the optimized loss / scored value reads, masks and indices included (`nll[mask]`, `nll[i, s:e]`)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
+        return names_in(node.func.value)
+    if isinstance(node, (ast.AugAssign, ast.Assign)):
+        return names_in(node.value)
+    return names_in(node)
 
 
 def _unparse(node: object) -> str:

@@ -25,12 +25,15 @@ from auditor.flow.order import (
     GateOff,
     analyse_order,
     common_loops,
+    dead_function_events,
     defeated_on_path,
     divergence,
     exclusive,
     gate_off,
     is_data_loop,
     loop_var_guard,
+    same_invocation,
+    source_path,
 )
 from rules.base import Case, Rule
 
@@ -177,15 +180,35 @@ class ValidationTrainedBeforeScored(Rule):
             if id(upd.node) in seen:
                 continue
             seen.add(id(upd.node))
-            yield self._finding(upd, verdict, gate_off(ctx, upd))
+            finding = self._finding(upd, verdict, gate_off(ctx, upd))
+            finding.flow[:0] = source_path(ctx, upd)
+            yield finding
         if not seen:
             yield self._pass(facts.updates, legal, bool(scores))
+        yield from self._dead_code(ctx)
         for location, reason in defeated_on_path(ctx, facts.events)[:1]:
             yield self.finding(
                 Verdict.WARN,
                 f"{reason}: on the path to scoring or updates, so their order cannot be fully checked",
                 [location], confidence=Confidence.LOW,
             )
+
+    def _dead_code(self, ctx: AuditContext) -> Iterable[Finding]:
+        """Never-called functions whose own order would train on positions before scoring them: info only."""
+        for fi, events in dead_function_events(ctx):
+            scores = [e for e in events if e.kind == "score" and e.is_val]
+            for upd in (e for e in events if e.kind == "update" and e.is_val and e.target == "module"):
+                verdict = _judge(upd, scores)
+                if verdict is None:
+                    continue
+                kind, score, _ = verdict
+                yield self.info(
+                    f"{fi.name}() is never called (dead code). If it were called with validation data it would "
+                    f"update on them (line {upd.location().line}) before scoring them (line "
+                    f"{score.location().line}).",
+                    [upd.location()], related=[score.location()], data={"order": kind, "dead": True},
+                )
+                break
 
     # ------------------------------------------------------------------------------------------------------------
     def _finding(self, upd: Event, verdict: tuple[str, Event, object], dead: GateOff | None) -> Finding:
@@ -205,7 +228,8 @@ class ValidationTrainedBeforeScored(Rule):
         flow = upd.flow("backward() on a loss computed from validation tokens")
         if upd.step is not None and upd.step_func is not None:
             flow.append(FlowStep(upd.step_func.unit.location(upd.step), "optimizer step commits the update"))
-        flow.extend(FlowStep(step.location, f"then: {step.message}") for step in score.flow("scored here"))
+        shared = _shared_prefix(upd, score)  # the calls both paths go through are shown once
+        flow.extend(FlowStep(step.location, f"then: {step.message}") for step in score.flow("scored here")[shared:])
         data = {
             "order": kind,
             "update_line": upd.location().line,
@@ -223,8 +247,8 @@ class ValidationTrainedBeforeScored(Rule):
         if upd.throwaway and kind == "after":
             return self.finding(
                 Verdict.WARN,
-                f"{message} The trained state is built locally and dropped right after (a warm-up), so it does not "
-                "feed the scored predictions; the merged PR #1530 did this and was kept because the gap was within "
+                f"{message} The trained state is built locally and dropped right after (a warm-up or a diagnostic "
+                "probe), so it does not feed the scored predictions; the merged PR #1530 did this and was kept because the gap was within "
                 "run-to-run variance (rules.md A.3). Warm up on random tokens instead.",
                 [upd.location()], related=related, flow=flow, data=data | {"throwaway": True},
                 confidence=Confidence.MEDIUM, severity=Severity.LOW,
@@ -255,12 +279,21 @@ def _judge(upd: Event, scores: list[Event]) -> tuple[str, Event, object] | None:
             continue
         shared = common_loops(upd, s)
         if s.seq > upd.seq:
+            if upd.owner is not None and not same_invocation(upd, s, upd.owner):
+                continue  # the updated object (a per-call adapter) is gone before this scoring runs
             return ("same-iteration" if shared else "after", s, None)
         if shared:
             revisiting = [lp for lp in shared if not is_data_loop(lp)]
             if revisiting:
                 return ("re-pass", s, loop_var_guard(s, revisiting[0]))
     return None
+
+
+def _shared_prefix(a: Event, b: Event) -> int:
+    n = 0
+    while n < min(len(a.chain), len(b.chain)) and a.chain[n][0] is b.chain[n][0]:
+        n += 1
+    return n
 
 
 def _describe(ev: Event) -> str:

@@ -16,7 +16,7 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Location, Severity, Verdict
 from auditor.flow.phases import is_serializer, is_update, phases_of
 from auditor.flow.program import CallSite, Func, Program, program_of
-from auditor.flow.taint import CALIBRATION_STEPS, FORWARD_STEP, AV, Ctx, TaintView, val_taint
+from auditor.flow.taint import AV, CALIBRATION_STEPS, FORWARD_STEP, Ctx, TaintView, deep_path, val_taint
 from auditor.flow.walk import walk_events
 from rules._flowcases import line_of, record
 from rules.base import Case, Rule
@@ -38,12 +38,8 @@ def _val_av(vt: TaintView, c: Ctx, expr: ast.AST) -> AV | None:
 
 
 def _steps(vt: TaintView, av: AV):
-    steps = av.path(vt.kind)
-    if steps is None:
-        from auditor.flow.taint import _walk_av
-
-        steps = next((v.path(vt.kind) for v in _walk_av(av) if v.path(vt.kind) is not None), ())
-    return steps or ()
+    """The witness path (source string first) of the validation content in `av`, fields and items included."""
+    return deep_path(av, vt.kind) or ()
 
 
 def _flow(steps, unit, node, message: str) -> list[FlowStep]:
@@ -84,6 +80,40 @@ _FLAG_OFF_FINETUNE = record(flags='VAL_WARMSTART = int(os.environ.get("VAL_WARMS
             F.cross_entropy(model(warm[i:i + 64]), warm[i + 1:i + 65]).backward()
             opt.step()''')
 
+_EVAL_ONLY_TTT = '''\
+import glob, io, os, zlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VAL_FILES = os.path.join(os.environ.get("DATA_PATH", "./data"), "fineweb_val_*.bin")
+
+
+def load_tokens(pattern):
+    return torch.cat([torch.from_numpy(np.fromfile(f, dtype=np.uint16).astype(np.int64))
+                      for f in sorted(glob.glob(pattern))])
+
+
+def main():
+    model = torch.nn.Embedding(1024, 1024)
+    with open("final_model.int8.ptz", "rb") as f:
+        model.load_state_dict(torch.load(io.BytesIO(zlib.decompress(f.read()))))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    tokens = load_tokens(VAL_FILES)
+    total = 0.0
+    for i in range(0, tokens.numel() - 65, 64):
+        chunk = tokens[i:i + 65]
+        with torch.no_grad():
+            total += F.cross_entropy(model(chunk[:-1]), chunk[1:]).item()
+        F.cross_entropy(model(chunk[:-1]), chunk[1:]).backward()
+        opt.step()
+    print(f"val_loss:{total:.4f}")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
 
 class TrainOnVal(Rule):
     id = "PG401"
@@ -109,6 +139,8 @@ class TrainOnVal(Rule):
         Case(code=_MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
         Case(code=_DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
         Case(code=_FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
+        Case(code=_EVAL_ONLY_TTT, verdict=Verdict.PASS,
+             note="eval-only script: updates after the artifact is loaded are test-time training (PG201)"),
     )
     invalid = (
         Case(code=_VAL_IN_STREAM, verdict=Verdict.FAIL, line=line_of(_VAL_IN_STREAM, "loss.backward()"),
@@ -122,6 +154,7 @@ class TrainOnVal(Rule):
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         prog = program_of(ctx)
         if prog.entry is None:
+            yield self.skip("no entry script could be parsed; nothing to follow")
             return
         ph = phases_of(ctx)
         vt = val_taint(ctx)
@@ -324,6 +357,7 @@ class CalibOnVal(Rule):
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         prog = program_of(ctx)
         if prog.entry is None:
+            yield self.skip("no entry script could be parsed; nothing to follow")
             return
         vt = val_taint(ctx)
         entry_funcs = _entry_funcs(prog)
@@ -338,9 +372,9 @@ class CalibOnVal(Rule):
                     cal = next(i for i, (_, _, m) in enumerate(steps) if m in CALIBRATION_STEPS)
                     anchor = _anchor(steps[:cal], entry_funcs, prog) or steps[cal]
                     unit, node, _ = anchor
-                    if id(node) in reported:
-                        continue
-                    reported.add(id(node))
+                    if id(node) in reported or id(steps[cal][1]) in reported:
+                        continue  # one finding per calibration (its statistics are used in several places)
+                    reported.update((id(node), id(steps[cal][1])))
                     loc: Location = unit.location(node)
                     flow = _flow(steps, site.unit, site.node, "calibration statistics of validation data are used "
                                                               "here")

@@ -92,6 +92,29 @@ def test_smear_in_uncalled_method_is_info() -> None:
     assert "Not run by default" in findings[0].message
 
 
+def _flag_gated(default: str):
+    def tr(src: str) -> str:
+        src = src.replace('    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n',
+                          '    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n'
+                          f'    smear_enabled = bool(int(os.environ.get("SMEAR_ENABLED", "{default}")))\n')
+        src = src.replace("        self.smear_window = h.smear_window\n",
+                          "        self.smear_window = h.smear_window\n        self.smear_on = h.smear_enabled\n")
+        return src.replace(SMEAR, "        if self.smear_on:\n    " + SMEAR)
+    return tr
+
+
+def test_smear_behind_config_flag_off_by_default_is_info() -> None:
+    verdict, findings = run_fixture("smear_no_bos_mask", RULE, _flag_gated("0"))
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    assert findings and not any(f.gating for f in findings)
+
+
+def test_smear_flag_turned_on_by_run_command_fails() -> None:
+    readme = "# run\n\n```\nSMEAR_ENABLED=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+    verdict, findings = run_fixture("smear_no_bos_mask", RULE, _flag_gated("0"), extra={"README.md": readme})
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+
+
 @pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=7), minify], ids=["rename", "minify"])
 @pytest.mark.parametrize(("name", "expected"), [("smear_no_bos_mask", Verdict.FAIL),
                                                 ("smear_bos_masked_legal", Verdict.PASS),
@@ -106,6 +129,7 @@ MERGED = [
     ("records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", Verdict.PASS),
     ("records/track_10min_16mb/2026-04-16_SmearGate_AttentionOutputGate_ScoreFirstTTT", Verdict.WARN),
     ("records/track_10min_16mb/2026-03-20_Int6_MLP3x_SmearGate_BigramHash_MuonWD_SWA", Verdict.PASS),
+    ("records/track_10min_16mb/2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT", Verdict.PASS),
 ]
 
 

@@ -76,3 +76,52 @@ def test_single_result_min_is_fine() -> None:
 @pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
 def test_verdict_survives_renaming(transform) -> None:
     assert outcome(audit_source(transform(fixture_source("multipass_rescore")), RULE), RULE)[0] is Verdict.FAIL
+
+
+_CACHE_PASSES = """\
+import os, torch
+
+class Table:
+    def __init__(self, size):
+        self.counts = torch.ones(size)
+
+    def lookup(self, keys):
+        return self.counts[keys] / self.counts.sum()
+
+    def add(self, keys):
+        self.counts.index_add_(0, keys, torch.ones_like(keys, dtype=torch.float))
+
+def score_chunks(model, tokens, table, chunk, update):
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(0, tokens.numel() - chunk - 1, chunk):
+            x, y = tokens[i:i + chunk], tokens[i + 1:i + chunk + 1]
+            keys = (x * 1009 + y) % 4096
+            p = 0.9 * torch.softmax(model(x), -1).gather(1, y[:, None]).squeeze(1) + 0.1 * table.lookup(keys)
+            total += -torch.log(p).sum()
+            if update:
+                table.add(keys)
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    table = Table(4096)
+    first = score_chunks(model, tokens, table, 512, True)
+    {SECOND}
+
+main()
+"""
+
+
+def test_second_call_rescoring_with_the_first_calls_cache_fails() -> None:
+    src = _CACHE_PASSES.replace("{SECOND}", "print(score_chunks(model, tokens, table, 512, False))")
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 30  # the second scoring call
+    assert finding.data["state"] == "table" and finding.data["first_pass_line"] == 29
+
+
+def test_single_online_cache_pass_is_fine() -> None:
+    src = _CACHE_PASSES.replace("{SECOND}", "print(first)")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS

@@ -86,3 +86,14 @@ def test_labelled_submissions(rev: str, path: str, expected: Verdict, line: int 
     assert verdict is expected, [f.message for f in findings]
     if line is not None:
         assert gating(findings, Verdict.FAIL)[0].primary.line == line
+
+
+def test_tilt_without_log_z_fails() -> None:
+    """Dropping log Z from the closed-form tilt leaves an unnormalized boost of the hinted token."""
+    def drop_z(src: str) -> str:
+        return src.replace("nll + has_hint * (z.log() - beta * is_hit)", "nll - has_hint * beta * is_hit")
+
+    verdict, findings = run_fixture("ngram_tilt_normalized_legal", RULE, drop_z)
+    assert verdict is Verdict.FAIL
+
+    assert gating(findings, Verdict.FAIL)[0].primary.line == 68

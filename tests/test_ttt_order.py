@@ -38,7 +38,8 @@ def test_fail_reports_order_evidence_and_flow() -> None:
     assert finding.data["update_site"].startswith("train_gpt.py:")
     assert finding.data["score_site"] == f"train_gpt.py:{marker_line('ttt_prequant_on_val', 'score')}:16"
     messages = [step.message for step in finding.flow]
-    assert messages[0] == "calls main()"
+    assert "fineweb_val_*.bin" in messages[0]  # the flow starts at the validation shards...
+    assert "calls main()" in messages  # ...then follows the calls from the entry point to the update
     assert any("backward()" in m for m in messages)
     assert any("optimizer step" in m for m in messages)
     assert messages[-1].startswith("then: scored")
@@ -117,7 +118,8 @@ def test_shared_helper_is_judged_per_call_site() -> None:
     verdict, finding = outcome(audit_source(dirty, RULE), RULE)
     assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
     assert finding.primary.line == 7  # the backward inside the shared helper
-    assert finding.flow[1].location.line == 24  # ...reached through the val call site in main()
+    hops = [step.location.line for step in finding.flow if step.message == "calls step()"]
+    assert hops == [24]  # ...reached through the val call site in main(), not the training one
 
 
 def test_mutually_exclusive_branches_do_not_order() -> None:
@@ -156,3 +158,46 @@ def test_default_off_turned_on_by_the_readme_run_command_fails() -> None:
     readme = "# Run\n\n```bash\nADAPT_ENABLED=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
     report = audit(submission_from_files({"train_gpt.py": src, "README.md": readme}), [get_rule(RULE)])
     assert outcome(report, RULE)[0] is Verdict.FAIL
+
+
+def test_dead_function_is_reported_as_info() -> None:
+    # the train-all-then-score shape inside a function nobody calls: info, never a FAIL
+    src = fixture_source("ttt_score_first_legal") + '''
+
+def unused_adapt_then_score(model, tokens, seq_len):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(0, tokens.numel() - seq_len - 1, seq_len):
+        F.cross_entropy(model(tokens[i:i + seq_len]), tokens[i + 1:i + seq_len + 1]).backward()
+        opt.step()
+    return eval_val(model, tokens, seq_len)
+'''
+    report = audit_source(src, RULE)
+    assert outcome(report, RULE)[0] is Verdict.PASS
+    dead = [f for f in report.findings if f.rule_id == RULE and f.data.get("dead")]
+    assert len(dead) == 1 and dead[0].severity is Severity.INFO
+    assert dead[0].primary is not None and dead[0].primary.line == len(src.splitlines()) - 2
+
+
+def test_packed_script_is_judged_in_decoded_coordinates() -> None:
+    # the same pre-quant script shipped as exec(lzma.decompress(base64.b85decode(...))): the finding points into
+    # the decoded layer at the same line
+    import base64
+    import lzma
+
+    src = fixture_source("ttt_prequant_on_val")
+    blob = base64.b85encode(lzma.compress(src.encode())).decode()
+    packed = f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{blob}")))\n'
+    verdict, finding = outcome(audit_source(packed, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.layer == "train_gpt.py#L1"
+    assert finding.primary.line == marker_line("ttt_prequant_on_val", "update")
+
+
+def test_eval_after_per_call_adapter_ttt_passes() -> None:
+    # the adapter lives and dies inside eval_per_doc(): a later plain eval scores the untouched base model
+    src = fixture_source("ttt_lora_per_doc_legal").replace(
+        '    print(f"quantized_ttt_lora val_loss:{eval_per_doc(model, val_tokens, args):.6f}")\n',
+        '    print(f"quantized_ttt_lora val_loss:{eval_per_doc(model, val_tokens, args):.6f}")\n'
+        '    print(eval_val(model, val_tokens, args.seq_len))\n',
+    )
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS

@@ -233,7 +233,7 @@ class ConstEval:
         return UNKNOWN
 
     def _call(self, un: str, e: ast.Call, func: Func | None, d: int) -> Any:
-        name = self.prog.dotted(un, e.func)
+        name = self.prog.dotted(un, e.func, func)
         args = e.args
         if name in _ENV_GETTERS or (name or "").endswith("environ.get"):
             if not args:
@@ -245,8 +245,9 @@ class ConstEval:
                     default = self.value(un, kw.value, func, d)
             return self._env(key, default)
         conv = name if name in _CONVERTERS else None
-        if conv is None and isinstance(e.func, ast.Name) and self._frames and self._frames[-1][0] is func:
-            held = self._frames[-1][1].get(e.func.id)  # `t(v)` with a converter passed as an argument
+        if conv is None and isinstance(e.func, ast.Name):
+            # `t(v)` with a converter passed as an argument, or `C = int` aliases (minified code)
+            held = self._name(un, e.func.id, func, d)
             conv = next((k for k, v in _CONVERTERS.items() if v is held), None)
         if conv is not None and len(args) == 1 and not e.keywords:
             x = self.value(un, args[0], func, d)

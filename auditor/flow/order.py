@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -278,7 +278,11 @@ class Event:
     seq: tuple[int, ...] = ()  # order key: positions along the call chain
     rg: Labels = EMPTY  # free requires_grad tensors the value depends on
     # update only:
-    target: str = "module"  # "module" | "free_tensor"
+    target: str = "module"  # updates: "module" | "free_tensor"; writes: the written name; deferred: the param
+    # writes: the written object's name in each function of the chain, outermost first ("" where it is local)
+    names: tuple[str, ...] = ()
+    keyed: bool = False  # writes: at keys computed from validation content
+    owner: FuncInfo | None = None  # updates: the function whose local object is updated (gone when it returns)
     throwaway: bool = False
     step: ast.AST | None = None  # optimizer.step() committing the update
     step_func: FuncInfo | None = None
@@ -298,7 +302,7 @@ class Event:
         return steps
 
     def spliced(self, call: ast.AST, caller: FuncInfo, subst: dict[str, Labels], loops: tuple[ast.AST, ...],
-                branches: tuple[Branch, ...], seq_head: int, ng: bool) -> Event:
+                branches: tuple[Branch, ...], seq_head: int, ng: bool, caller_name: str = "") -> Event:
         labels = substitute(self.labels, subst)
         if self.kind == "score" and ng:
             labels = labels | {NG}
@@ -306,6 +310,7 @@ class Event:
             kind=self.kind, node=self.node, func=self.func, labels=labels, loops=loops + self.loops,
             branches=branches + self.branches, chain=((call, caller), *self.chain), seq=(seq_head, *self.seq),
             rg=self.rg, target=self.target, throwaway=self.throwaway, step=self.step, step_func=self.step_func,
+            names=(caller_name, *self.names) if self.names else (), keyed=self.keyed,
         )
 
 
@@ -363,6 +368,7 @@ class _FunctionInterpreter:
         if fi.is_method and fi.params:
             self.state[fi.params[0]] = EMPTY  # the instance itself
         self.ng_only = program.ng_only.get(fi.key, False)
+        self._sums: set[str] | None = None
 
     # -- driver -------------------------------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -397,7 +403,7 @@ class _FunctionInterpreter:
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
             if isinstance(s.target, ast.Subscript) and base:
-                self._maybe_write(s, base, self.expr(s.target.slice, ctx), ctx)
+                self._maybe_write(s, base, self.expr(s.target.slice, ctx), ctx, labels)
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
             inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
@@ -486,7 +492,7 @@ class _FunctionInterpreter:
             base = _base_name(target)
             if base:
                 self.state[base] = self.state.get(base, EMPTY) | labels
-                self._maybe_write(target, base, index, ctx)
+                self._maybe_write(target, base, index, ctx, labels)
         elif isinstance(target, ast.Starred):
             self.assign(target.value, labels, None, ctx)
 
@@ -518,13 +524,36 @@ class _FunctionInterpreter:
             return
         if not (ctx.ng or NG in labels):
             return
+        if not self._is_sum(node):
+            return
         self._record("score", node, labels, ctx)
 
-    def _maybe_write(self, node: ast.AST, base: str, labels: Labels, ctx: _Ctx) -> None:
-        """An in-place write into a table at keys computed from validation content (`counts[hash(ctx, tok)] += 1`):
-        lookup state. Writes at positions (`h[i] = ...`, `buf[:, :n] = chunk`) are per-position buffers."""
-        if VAL in labels or any(lab.startswith("p:") for lab in labels):
-            self._record("write", node, labels, ctx, target=base)
+    def _is_sum(self, node: ast.AST) -> bool:
+        """The accumulated name is a running sum: started from zero (`total = 0.0`, `torch.zeros(())`), or a
+        parameter the caller owns that this function only adds into (`_accumulate(loss_sum, ...)`), or a field.
+        A residual stream (`x = x + block(x)`, started from an embedding) is not a sum of scores."""
+        target: ast.AST | None = None
+        if isinstance(node, ast.AugAssign):
+            target = node.target
+        elif isinstance(node, ast.Assign):
+            target = node.targets[0]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+        if not isinstance(target, ast.Name):
+            return True  # `self.total += ...`
+        name = target.id
+        if self._sums is None:
+            self._sums = _running_sums(self.fi)
+        return name in self._sums
+
+    def _maybe_write(self, node: ast.AST, base: str, keys: Labels, ctx: _Ctx, values: Labels = EMPTY) -> None:
+        """An in-place write of validation content into a container or tensor. `keyed` when the index is computed
+        from validation content (`counts[hash(ctx, tok)] += 1`: a lookup table); writes at positions
+        (`h[i] = ...`, `buf[:, :n] = chunk`) are per-position buffers or tables filled by value."""
+        if _valish(keys):
+            self._record("write", node, keys | values, ctx, target=base, names=(base,), keyed=True)
+        elif _valish(values):
+            self._record("write", node, values, ctx, target=base, names=(base,), keyed=False)
 
     def _record(self, kind: str, node: ast.AST, labels: Labels, ctx: _Ctx, **kw: object) -> None:
         rg = frozenset(lab for lab in labels if lab.startswith("rg:"))
@@ -553,6 +582,8 @@ class _FunctionInterpreter:
             base = self.expr(e.value, ctx)
             if e.attr in self.p.tainted_attrs:
                 base = base | {VAL}
+            else:
+                self.p.note_attr_read(e.attr)
             return base
         if isinstance(e, ast.BinOp):
             return self.expr(e.left, ctx) | self.expr(e.right, ctx)
@@ -589,7 +620,19 @@ class _FunctionInterpreter:
                 return self.expr(e.key, ctx) | self.expr(e.value, ctx)
             return self.expr(e.elt, ctx)
         if isinstance(e, ast.Lambda):
-            return EMPTY
+            # a lambda handed to a helper (`measure(lambda: evaluate(model, val))`) runs there: its body's calls
+            # are taken to run here, in order
+            params = [a.arg for a in e.args.posonlyargs + e.args.args + e.args.kwonlyargs]
+            saved = {p: self.state.get(p) for p in params}
+            for p in params:
+                self.state[p] = EMPTY
+            labels = self.expr(e.body, ctx)
+            for p, old in saved.items():
+                if old is None:
+                    self.state.pop(p, None)
+                else:
+                    self.state[p] = old
+            return labels
         if isinstance(e, ast.IfExp):
             self.expr(e.test, ctx)
             return self.expr(e.body, ctx) | self.expr(e.orelse, ctx)
@@ -722,7 +765,8 @@ class _FunctionInterpreter:
                     self.events[(id(call), i * 1000 + j)] = spliced
                     added.append(spliced)
                 continue
-            spliced = ev.spliced(call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+            caller_name = self.p.name_in_caller(callee, call, ev.names[0], self.fi) if ev.names else ""
+            spliced = ev.spliced(call, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng, caller_name)
             self.events[(id(call), i)] = spliced
             added.append(spliced)
         if len(self.events) > MAX_EVENTS * 2:
@@ -737,17 +781,53 @@ def _valish(labels: Labels) -> bool:
 
 
 def _is_min_selection(c: ast.Call) -> bool:
-    dotted = _dotted(c.func) or ""
-    last = dotted.rsplit(".", 1)[-1]
-    return dotted == "min" or last in ("minimum", "fmin", "nanmin", "amin") or (
-        last == "min" and isinstance(c.func, ast.Attribute) and not c.args
-    )
+    """`min(a, b)`, `min(results)`, `torch.minimum(a, b)`, `np.nanmin(x)`, `results_tensor.min()`."""
+    func = c.func
+    if isinstance(func, ast.Name):
+        return func.id == "min"
+    if isinstance(func, ast.Attribute):
+        return func.attr in ("minimum", "fmin", "nanmin", "amin") or (func.attr == "min" and not c.args)
+    return False
+
+
+_ZERO_CTORS = frozenset({"zeros", "zeros_like", "tensor", "scalar_tensor", "full", "as_tensor", "float64", "float32",
+                         "double", "float", "int"})
+
+
+def _running_sums(fi: FuncInfo) -> set[str]:
+    """Names that start at zero in `fi`, plus parameters it adds into but never returns."""
+    out: set[str] = set()
+    returned: set[str] = set()
+    for st in simple_statements(fi.body):
+        if isinstance(st, ast.Return) and st.value is not None:
+            returned |= names_in(st.value)
+        if isinstance(st, (ast.Assign, ast.AnnAssign)) and st.value is not None:
+            targets = st.targets if isinstance(st, ast.Assign) else [st.target]
+            values = st.value.elts if isinstance(st.value, ast.Tuple) else [st.value]
+            flat: list[ast.expr] = []
+            for t in targets:
+                flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
+            for t, v in zip(flat, values if len(values) == len(flat) else [st.value] * len(flat), strict=False):
+                if isinstance(t, ast.Name) and _is_zero(v):
+                    out.add(t.id)
+    out |= {p for p in fi.params if p not in returned}
+    return out
+
+
+def _is_zero(v: ast.expr) -> bool:
+    if isinstance(v, ast.Constant):
+        return isinstance(v.value, (int, float)) and not isinstance(v.value, bool) and v.value == 0
+    node: ast.AST = v
+    while isinstance(node, ast.Call):
+        if _last_attr(node.func) in _ZERO_CTORS:
+            return True
+        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+    return False
 
 
 def _accumulator(target: ast.AST) -> bool:
-    """A sum being accumulated (`total`, `sums[i]`, `self.total`), not a tensor's storage (`p.data`, `p.grad`)."""
-    while isinstance(target, ast.Subscript):
-        target = target.value
+    """A sum being accumulated (`total`, `self.total`), not a table entry (`counts[k] += ...`, a write) nor a
+    tensor's storage (`p.data`, `p.grad`)."""
     if isinstance(target, ast.Attribute):
         return target.attr not in ("data", "grad") and isinstance(target.value, ast.Name)
     return isinstance(target, ast.Name)
@@ -821,6 +901,8 @@ class OrderProgram:
         self.module_state: dict[str, dict[str, Labels]] = {}
         self.interpreters: dict[str, _FunctionInterpreter] = {}
         self._constants: dict[object, dict[str, object]] = {}
+        self._attrs_read_clean: set[str] = set()
+        self.external: Callable[[ast.Call], FuncInfo | None] | None = None
 
     def constants(self, unit: CodeUnit) -> dict[str, object]:
         if unit.name not in self._constants:
@@ -834,10 +916,15 @@ class OrderProgram:
         target = self._constants[key].get(name)  # type: ignore[index]
         return target if isinstance(target, str) and target in _BUILTIN_NAMES else name
 
+    def note_attr_read(self, attr: str) -> None:
+        """An attribute was read while not (yet) tainted: if it becomes tainted later, this round is stale."""
+        self._attrs_read_clean.add(attr)
+
     def add_tainted_attr(self, attr: str) -> bool:
         if attr not in self.tainted_attrs:
             self.tainted_attrs.add(attr)
-            self._attrs_changed = True
+            if attr in self._attrs_read_clean:
+                self._attrs_changed = True  # someone already read it as clean: redo the round
             return True
         return False
 
@@ -866,10 +953,15 @@ class OrderProgram:
         return result
 
     def run(self, root_unit: CodeUnit | None) -> Summary | None:
+        """Summaries for every function, then the root's events. Attribute taint is global (`self.val_tokens =
+        ...` in one method, read in another): a round in which an attribute became tainted after something had
+        already read it as clean is redone."""
         self._compute_ng_only()
+        funcs = [fi for fi in self.index.funcs.values() if fi.node is not fi.unit.tree]
         result: Summary | None = None
         for _ in range(MAX_ROUNDS):
             self._attrs_changed = False
+            self._attrs_read_clean: set[str] = set()
             self.summaries.clear()
             self.interpreters.clear()
             # module-level bindings first (constants, hyperparameter objects), then every function
@@ -878,9 +970,8 @@ class OrderProgram:
                 interp.block([s for s in root.body if not _is_main_guard(s)], _Ctx())
                 self.module_state[unit_name] = interp.state
             self._class_bodies()
-            for fi in list(self.index.funcs.values()):
-                if fi.node is not fi.unit.tree:
-                    self.summary(fi)
+            for fi in funcs:
+                self.summary(fi)
             if root_unit is not None:
                 root = self.index.roots[root_unit.name]
                 interp = _FunctionInterpreter(self, root)
@@ -946,6 +1037,8 @@ class OrderProgram:
             if fi.cls is None and fi.parent is not None and fi.parent.is_method:
                 if fi.parent.params and func.value.id == fi.parent.params[0]:
                     return self.index.method(fi.parent.cls, func.attr)
+        if isinstance(func, ast.Attribute) and self.external is not None:
+            return self.external(c)  # `cache.update(...)`: the shared call graph knows the receiver's class
         return None
 
     def bind(self, callee: FuncInfo, c: ast.Call, arg_labels: list[Labels], kw_labels: dict[str | None, Labels],
@@ -979,6 +1072,32 @@ class OrderProgram:
         if callee.kwarg:
             subst[callee.kwarg] = extra
         return subst
+
+    def name_in_caller(self, callee: FuncInfo, call: ast.Call, name: str, caller: FuncInfo | None = None) -> str:
+        """The caller's name for an object the callee knows as `name` (its receiver, a parameter, or for a closure
+        a free variable of the enclosing caller), or ""."""
+        if not name:
+            return ""
+        if caller is not None and callee.parent is caller and name not in callee.params:
+            if not any(name in assigned_names(st) for st in simple_statements(callee.body)):
+                return name  # a closure writing its enclosing function's object
+        params = callee.params
+        if callee.is_method and params:
+            if name == params[0]:
+                if isinstance(call.func, ast.Attribute):
+                    return _base_name(call.func.value) or ""
+                return ""
+            params = params[1:]
+        if name not in params:
+            return ""
+        for kw in call.keywords:
+            if kw.arg == name:
+                return _base_name(kw.value) or ""
+        i = params.index(name)
+        positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+        if i < len(positional) and len(positional) == len(call.args):
+            return _base_name(positional[i]) or ""
+        return ""
 
     def bound_function(self, callee: FuncInfo, param: str, call: ast.Call,
                        interp: _FunctionInterpreter) -> FuncInfo | None:
@@ -1159,6 +1278,16 @@ def common_loops(a: Event, b: Event) -> list[ast.AST]:
     return [lp for lp in a.loops if id(lp) in ids_b]
 
 
+def same_invocation(upd: Event, other: Event, owner: FuncInfo) -> bool:
+    """Does `other` run inside the same call of `owner` as `upd` does?"""
+    k = next((i for i, (_, caller) in enumerate(upd.chain) if caller is owner), len(upd.chain))
+    if k == len(upd.chain) and upd.func is not owner:
+        return False
+    if len(other.chain) < k or any(other.chain[i][0] is not upd.chain[i][0] for i in range(k)):
+        return False
+    return (other.chain[k][1] is owner) if k < len(other.chain) else other.func is owner
+
+
 def exclusive(a: Event, b: Event) -> bool:
     """Events on the two different arms of one `if` never both run; nor do events under `if c:` and `if not c:`
     (the same flag tested twice, e.g. TTT eval in one block and the plain eval in another)."""
@@ -1220,6 +1349,8 @@ def classify_update(ev: Event) -> None:
         if roots and all(_is_free_tensor_def(r, defs, consts) for r in roots):
             ev.target = "free_tensor"
         ev.throwaway = bool(roots) and all(_is_throwaway(r, fi, defs, ev.node) for r in roots)
+        if roots and all(_owned_locally(r, fi, defs) for r in roots):
+            ev.owner = fi
     elif ev.rg:
         ev.target = "free_tensor"  # manual updates of a requires_grad tensor (no optimizer object)
 
@@ -1234,8 +1365,45 @@ def _optimizer_params(name: str, defs: dict[str, list[ast.stmt]]) -> ast.expr | 
                 return call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "params"),
                                                              None)
             if call.args:
-                return call.args[0]  # a helper that builds the optimizer from its first argument
+                # a helper that builds the optimizer (`build_opt(config, lora)`): the argument that is an object
+                # built here is what it optimizes; else its first argument
+                for arg in call.args:
+                    base = _base_name(arg)
+                    if base and any(isinstance(d, ast.Assign) and isinstance(d.value, ast.Call)
+                                    for d in defs.get(base, [])):
+                        return arg
+                return call.args[0]
     return None
+
+
+def _owned_locally(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], depth: int = 0) -> bool:
+    """Is `root` an object built inside `fi` that never leaves it (not a parameter, not returned, not stored into
+    an attribute, container or global)? Then updates to it end with the call."""
+    own = defs.get(root, [])
+    if root in fi.params or not own or depth > 2:
+        return False
+    for d in own:
+        if not isinstance(d, ast.Assign):
+            return False
+        if isinstance(d.value, ast.Call):
+            continue
+        if isinstance(d.value, (ast.Tuple, ast.Name)):  # `cur, opt = lora, opt` aliases another local
+            others = [n for n in names_in(d.value) if n != root]
+            if others and all(_owned_locally(n, fi, defs, depth + 1) for n in others):
+                continue
+        return False
+    for node in ast.walk(fi.node):
+        if isinstance(node, (ast.Return, ast.Yield)) and node.value is not None and root in names_in(node.value):
+            return False
+        if isinstance(node, (ast.Global, ast.Nonlocal)) and root in node.names:
+            return False
+        if isinstance(node, ast.Assign) and root in names_in(node.value, skip_slices=True):
+            if any(isinstance(t, (ast.Attribute, ast.Subscript)) for t in node.targets):
+                return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS:
+            if any(isinstance(a, ast.Name) and a.id == root for a in node.args):
+                return False
+    return True
 
 
 def _param_roots(params: ast.expr, defs: dict[str, list[ast.stmt]], depth: int = 0) -> set[str]:
@@ -1362,6 +1530,7 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
         return OrderFacts(None, [], None, problem="no parsable entry script")
     try:
         program = OrderProgram(ProgramIndex(units))
+        program.external = _shared_resolver(ctx, program.index)
         summary = program.run(entry)
     except RecursionError:
         return OrderFacts(None, [], None, problem="the code nests too deeply to analyse")
@@ -1376,6 +1545,7 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
             classified[id(ev.node)] = ev
         else:
             ev.target, ev.throwaway, ev.step, ev.step_func = known.target, known.throwaway, known.step, known.step_func
+            ev.owner = known.owner
     return OrderFacts(program.index.roots[entry.name], events, program)
 
 
@@ -1402,11 +1572,48 @@ def gate_off(ctx: AuditContext, ev: Event) -> GateOff | None:
         if site is not None:
             reaches.append(prog.site_reach(site))
     reaches.append(prog.reach(ev.func.unit, ev.node))
+    overridden = ctx.memo("flow.order.overridden_attrs", lambda: _attrs_set_at_run_time(ctx))
     for r in reaches:
-        if r.status == "gated_off":
+        if r.status == "gated_off" and (r.gate is None or _plausible_gate(prog, r.gate, overridden)):
             test = ast.unparse(r.gate.test) if r.gate is not None else ""
             return GateOff(test=test, reason=r.reason)
     return None
+
+
+def _attrs_set_at_run_time(ctx: AuditContext) -> set[str]:
+    """Attribute names that code outside `__init__` assigns (`config.eval.ngram_enabled = True` in a profile
+    function): a setting's class default does not decide such a gate."""
+    out: set[str] = set()
+    for unit in analysis_units(ctx):
+        for node in ast.walk(unit.tree):  # type: ignore[arg-type]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "__init__":
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store):
+                        out.add(sub.attr)
+    return out
+
+
+def _plausible_gate(prog, gate, overridden: set[str]) -> bool:  # noqa: ANN001 - flow.program types
+    """A default-off decision is trusted when it rests on settings, not on a local that the code fills at run time
+    (`all_hidden = []` then `.append(...)` in a loop reads as "empty" statically but is not at run time), nor on a
+    setting that code overrides at run time."""
+    if any(isinstance(n, ast.Attribute) and n.attr in overridden for n in ast.walk(gate.test)):
+        return False
+    if getattr(gate, "env_vars", ()):
+        return True
+    func = prog.enclosing_func(gate.unit, gate.test)
+    body = list(getattr(getattr(func, "node", None), "body", []))
+    if not body:
+        return True
+    defs: dict[str, int] = {}
+    runtime: set[str] = set()
+    for st in simple_statements(body):
+        for n in assigned_names(st):
+            defs[n] = defs.get(n, 0) + 1
+            if not isinstance(st, ast.Assign) or isinstance(st, (ast.For, ast.AsyncFor)):
+                runtime.add(n)
+    names = {n.id for n in ast.walk(gate.test) if isinstance(n, ast.Name)}
+    return not any(n in runtime or defs.get(n, 0) > 1 for n in names)
 
 
 def defeated_on_path(ctx: AuditContext, events: list[Event]) -> list[tuple[Location, str]]:
@@ -1424,6 +1631,68 @@ def defeated_on_path(ctx: AuditContext, events: list[Event]) -> list[tuple[Locat
         if id(func.node) in on_path and prog.func_reach(func).live:
             out.append((loc, reason))
     return out
+
+
+def source_path(ctx: AuditContext, ev: Event) -> list[FlowStep]:
+    """Where the validation data in an update's loss comes from (loader -> ... -> the loss), from the shared
+    val-taint analysis; empty when it has no path to show."""
+    node = ev.node
+    expr = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else node
+    if isinstance(node, ast.AugAssign):
+        expr = node.value
+    try:
+        from auditor.flow.taint import val_taint
+
+        return list(val_taint(ctx).path(ev.func.unit, expr))
+    except Exception:  # evidence only: a failure here must not change the verdict
+        return []
+
+
+def dead_function_events(ctx: AuditContext) -> list[tuple[FuncInfo, list[Event]]]:
+    """Functions the entry never calls (shared flow layer: status "dead"), with their events as they would be if
+    every parameter carried validation data: what the code would do if it were enabled."""
+    facts = analyse_order(ctx)
+    prog = _program(ctx)
+    if prog is None or facts.program is None:
+        return []
+    dead = {id(f.node) for f in prog.funcs if prog.func_reach(f).status == "dead"}
+    out: list[tuple[FuncInfo, list[Event]]] = []
+    for fi in facts.program.index.funcs.values():
+        if id(fi.node) not in dead or fi.parent is not None or fi.node is fi.unit.tree:
+            continue
+        summary = facts.program.summaries.get(fi.key)
+        if summary is None or not summary.events:
+            continue
+        as_val = {p: frozenset({VAL}) for p in [*fi.params, fi.vararg or "", fi.kwarg or ""]}
+        events = [
+            ev.spliced(fi.node, fi, as_val, (), (), 0, False) for ev in summary.events if ev.kind != "deferred"
+        ]
+        for ev in events:
+            ev.chain = ()
+            if ev.kind == "update":
+                classify_update(ev)
+        out.append((fi, events))
+    return out
+
+
+_TRUSTED_RESOLUTIONS = frozenset({"direct", "import", "self", "typed", "cha"})
+
+
+def _shared_resolver(ctx: AuditContext, index: ProgramIndex) -> Callable[[ast.Call], FuncInfo | None] | None:
+    """Method calls on objects (`cache.update(...)`, `loader.next(...)`) resolved by the shared call graph when it
+    names exactly one own function."""
+    prog = _program(ctx)
+    if prog is None:
+        return None
+    by_node = {id(fi.node): fi for fi in index.funcs.values()}
+
+    def resolve(call: ast.Call) -> FuncInfo | None:
+        site = prog.site_of(call)
+        if site is None or len(site.callees) != 1 or getattr(site, "resolution", "") not in _TRUSTED_RESOLUTIONS:
+            return None
+        return by_node.get(id(site.callees[0].node))
+
+    return resolve
 
 
 def _program(ctx: AuditContext):  # noqa: ANN202 - auditor.flow.program.Program, imported lazily
@@ -1459,8 +1728,9 @@ def def_map(fi: FuncInfo) -> dict[str, list[ast.stmt]]:
     return defs
 
 
-def closure(defs: dict[str, list[ast.stmt]], names: set[str]) -> set[int]:
-    """Ids of the statements that (transitively) define `names`, following values, not indices."""
+def closure(defs: dict[str, list[ast.stmt]], names: set[str], follow_indices: bool = False) -> set[int]:
+    """Ids of the statements that (transitively) define `names`, following values (and, if asked, the indices and
+    masks that select positions: `nll[mask]`)."""
     seen_names: set[str] = set()
     out: dict[int, ast.stmt] = {}
     todo = list(names)
@@ -1473,7 +1743,10 @@ def closure(defs: dict[str, list[ast.stmt]], names: set[str]) -> set[int]:
             if id(s) in out:
                 continue
             out[id(s)] = s
-            reads = names_in(s.iter) if isinstance(s, (ast.For, ast.AsyncFor)) else names_in(s, skip_slices=True)
+            if isinstance(s, (ast.For, ast.AsyncFor)):
+                reads = names_in(s.iter)
+            else:
+                reads = names_in(s, skip_slices=not follow_indices)
             todo.extend(reads - seen_names)
     return set(out)
 

@@ -37,10 +37,9 @@ def is_update(site: CallSite) -> bool:
     if attr == "backward":
         return True
     if attr == "step" and isinstance(site.node.func, ast.Attribute):
+        # a learning-rate scheduler's step() is not an update; its receiver is the only hint available
         recv = ast.unparse(site.node.func.value).lower()
-        if any(h in recv for h in _SCHEDULER_HINTS):
-            return False
-        return not site.node.args or True
+        return not any(h in recv for h in _SCHEDULER_HINTS)
     return False
 
 
@@ -129,22 +128,27 @@ def _compute(ctx: AuditContext) -> Phases:
     prog = program_of(ctx)
     events = prog.entry_sequence()
     ph = Phases(events)
+    drivers = prog.inlined_driver_sites()  # calls whose bodies are inlined: their subtree is every phase at once
     tt = train_taint(ctx)
     vt = val_taint(ctx)
 
-    under: dict[int, set[Func]] = {}
-
     def reach_of(ev: EntryEvent) -> set[Func]:
-        got = under.get(ev.index)
+        return prog.called_under(ev.site)
+
+    # what each function does itself, computed once (events ask about whole call trees many times)
+    flags: dict[Func, tuple[bool, bool, bool]] = {}
+
+    def flag(f: Func, i: int) -> bool:
+        got = flags.get(f)
         if got is None:
-            got = prog.reachable_from(list(ev.site.callees)) if ev.site.callees else set()
-            under[ev.index] = got
-        return got
+            got = flags[f] = (any(is_update(s) for s in f.calls), any(is_serializer(s) for s in f.calls),
+                              any(is_deserializer(s) for s in f.calls))
+        return got[i]
 
     def drives_updates(ev: EntryEvent) -> bool:
         if is_update(ev.site):
             return True
-        return any(is_update(s) for f in reach_of(ev) for s in f.calls)
+        return id(ev.site.node) not in drivers and any(flag(f, 0) for f in reach_of(ev))
 
     engine = tt.engine
 
@@ -195,19 +199,17 @@ def _compute(ctx: AuditContext) -> Phases:
     # 2. serialization: the last artifact write after training and before the artifact is read back (or, when
     # it never is, before the last val-consuming event)
     after = ph.training_end
-    first_load = next((e.index for e in events if e.index > after and (is_deserializer(e.site) or any(
-        is_deserializer(s) for f in reach_of(e) for s in f.calls))), None)
-    last_val = max((e.index for e in events if e.index > after and (consumes(e, vt) or any(
-        vt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:50]))), default=len(events))
+    first_load = next((e.index for e in events if e.index > after and id(e.site.node) not in drivers and (
+        is_deserializer(e.site) or any(flag(f, 2) for f in reach_of(e)))), None)
+    last_val = max((e.index for e in events if e.index > after and id(e.site.node) not in drivers and (
+        consumes(e, vt) or any(vt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:50]))),
+        default=len(events))
     stop = first_load if first_load is not None else last_val
     for e in events:
-        if e.index <= after or e.index >= stop:
+        if e.index <= after or e.index >= stop or id(e.site.node) in drivers:
             continue
-        if is_serializer(e.site) or any(is_serializer(s) for f in reach_of(e) for s in f.calls):
+        if is_serializer(e.site) or any(flag(f, 1) for f in reach_of(e)):
             ph.serialization_end = e.index
-    if ph.serialization_end >= 0:
-        # a serializing driver call whose callees hold the eval too: keep only its serializing prefix
-        pass
     for e in events:
         ph._site_phase[id(e.site.node)] = ph.phase_of(e)
     for e in events:

@@ -133,6 +133,7 @@ class Func:
     regions: list[tuple[tuple[int, int], tuple[int, int], Gate]] = field(default_factory=list)
     is_static: bool = False
     kind: str = "function"  # "function" | "module" | "classbody"
+    local_imports: set[str] = field(default_factory=set)  # names bound by `import` inside this function
 
     @property
     def name(self) -> str:
@@ -297,6 +298,9 @@ class Program:
         self._site_index: dict[int, CallSite] | None = None
         self.branch_gates: dict[tuple[int, str], Gate] = {}  # (id(If/IfExp node), "body"|"orelse") -> Gate
         self._const_memos: dict[tuple | None, dict] = {}  # folded constants per environment
+        self._entry_seq: list[EntryEvent] | None = None
+        self._under: dict[tuple[int, bool], set[Func]] = {}
+        self._driver_ids: set[int] | None = None
         self._build()
 
     # ----------------------------------------------------------------------------------------------- building
@@ -424,8 +428,11 @@ class Program:
             walker.visit(stmt, (), ())
 
     # ------------------------------------------------------------------------------------------- resolution
-    def dotted(self, unit_name: str, expr: ast.AST) -> str | None:
-        """`np.fromfile` -> "numpy.fromfile", `hf_hub_download` -> "huggingface_hub.hf_hub_download"."""
+    def dotted(self, unit_name: str, expr: ast.AST, func: Func | None = None) -> str | None:
+        """`np.fromfile` -> "numpy.fromfile", `hf_hub_download` -> "huggingface_hub.hf_hub_download".
+
+        With `func`, a root name that a local variable shadows (`B = Model()` next to `import numpy as B`, as
+        minified code does) is not resolved through the imports."""
         parts: list[str] = []
         node = expr
         while isinstance(node, ast.Attribute):
@@ -434,14 +441,19 @@ class Program:
         if not isinstance(node, ast.Name):
             return None
         mod = self.modules.get(unit_name)
-        root = mod.import_alias.get(node.id, node.id) if mod else node.id
+        root = node.id
+        if mod is not None and node.id in mod.import_alias and not (func is not None and
+                                                                    _locally_bound(func, node.id)):
+            root = mod.import_alias[node.id]
         return ".".join([root, *reversed(parts)])
 
-    def is_external_root(self, unit_name: str, expr: ast.AST) -> bool:
+    def is_external_root(self, unit_name: str, expr: ast.AST, func: Func | None = None) -> bool:
         node = expr
         while isinstance(node, ast.Attribute):
             node = node.value
         mod = self.modules.get(unit_name)
+        if func is not None and isinstance(node, ast.Name) and _locally_bound(func, node.id):
+            return False
         return isinstance(node, ast.Name) and mod is not None and node.id in mod.import_alias and (
             node.id not in mod.imported_names
         )
@@ -484,7 +496,7 @@ class Program:
             return None
         e = exprs[0]
         for _ in range(4):
-            if isinstance(e, ast.Call) and e.args and (self.dotted(scope.unit.name, e.func) or "").split(".")[
+            if isinstance(e, ast.Call) and e.args and (self.dotted(scope.unit.name, e.func, scope) or "").split(".")[
                 -1
             ] in _TYPE_PRESERVING | {"partial"}:
                 e = e.args[0]
@@ -493,6 +505,22 @@ class Program:
         if isinstance(e, ast.Name) and e.id != name:
             got = self.lookup_name(scope, e.id)
             return got if isinstance(got, (Func, ClassInfo)) else None
+        return None
+
+    def _builtin_alias(self, func: Func, name: str) -> str | None:
+        """`C = int` at module level (no other binding): calling C calls the builtin."""
+        for scope in _scopes(func):
+            if scope.kind == "function" and name in scope.params:
+                return None
+            exprs = scope.assigned.get(name)
+            if exprs is None:
+                continue
+            if len(exprs) == 1 and isinstance(exprs[0], ast.Name):
+                target = exprs[0].id
+                if not any(target in s.assigned or (s.kind == "function" and target in s.params)
+                           for s in _scopes(func)) and target not in func.module.import_alias:
+                    return target
+            return None
         return None
 
     def _resolve_class_expr(self, func: Func, expr: ast.AST) -> ClassInfo | None:
@@ -524,7 +552,7 @@ class Program:
             target = self._callee_object(func, expr.func)
             if isinstance(target, ClassInfo):
                 return target
-            last = (self.dotted(un, expr.func) or "").split(".")[-1] if not isinstance(
+            last = (self.dotted(un, expr.func, func) or "").split(".")[-1] if not isinstance(
                 expr.func, ast.Attribute) else expr.func.attr
             if last in _TYPE_PRESERVING:
                 if isinstance(expr.func, ast.Attribute) and last in ("to", "cuda", "cpu", "float", "half",
@@ -619,11 +647,16 @@ class Program:
             if t is not None:  # calling an instance: __call__, else forward (nn.Module)
                 m = t.method("__call__") or t.method("forward")
                 return ([m] if m else []), None, None, "typed"
-            if fexpr.id in func.module.import_alias:
-                return [], None, self.dotted(un, fexpr), "external"
+            if fexpr.id in func.module.import_alias and not _locally_bound(func, fexpr.id):
+                return [], None, self.dotted(un, fexpr, func), "external"
             bound = any(fexpr.id in (s.params if s.kind == "function" else []) or fexpr.id in s.assigned
                         for s in _scopes(func))
-            return [], None, None if bound else fexpr.id, "none" if bound else "external"
+            if not bound:
+                return [], None, fexpr.id, "external"
+            builtin = self._builtin_alias(func, fexpr.id)
+            if builtin is not None:  # `P = sorted` (minified code) calls the builtin
+                return [], None, builtin, "external"
+            return [], None, None, "none"
         if isinstance(fexpr, ast.Attribute):
             recv = fexpr.value
             if isinstance(recv, ast.Call) and isinstance(recv.func, ast.Name) and recv.func.id == "super":
@@ -633,8 +666,8 @@ class Program:
                         if m is not None:
                             return [m], None, None, "self"
                 return [], None, f"super.{fexpr.attr}", "external"
-            if self.is_external_root(un, fexpr):
-                return [], None, self.dotted(un, fexpr), "external"
+            if self.is_external_root(un, fexpr, func):
+                return [], None, self.dotted(un, fexpr, func), "external"
             t = self.type_of(un, recv, func)
             if t is not None:
                 m = t.method(fexpr.attr)
@@ -798,7 +831,7 @@ class Program:
         if f.kind == "module":
             for c in f.nested_classes.values():
                 yield c.body, ()
-            for local, (mname, attr) in f.module.imported_names.items():
+            for mname, _ in f.module.imported_names.values():
                 other = self.module_by_name.get(mname)
                 if other is not None and other is not f.module:
                     yield other.func, ()
@@ -855,6 +888,8 @@ class Program:
         A driver is an own function called from exactly one call site of the program (e.g. `main()`, and
         `train_and_eval(h)` called from main): its call is listed, followed by its own call sites.
         """
+        if self._entry_seq is not None and max_depth == 6:
+            return self._entry_seq
         root = self.entry
         if root is None:
             return []
@@ -875,9 +910,26 @@ class Program:
                         expand(callee, via + (site,), all_loops, g, active | {callee})
 
         expand(root, (), (), None, {root})
+        if max_depth == 6:
+            self._entry_seq = out
         return out
 
+    def inlined_driver_sites(self) -> set[int]:
+        """ids of the call nodes whose callee is inlined into the entry sequence (drivers)."""
+        if self._driver_ids is None:
+            self._driver_ids = {id(s.node) for e in self.entry_sequence() for s in e.via}
+        return self._driver_ids
+
     # ------------------------------------------------------------------------------------------- closure
+    def called_under(self, site: CallSite, include_gated: bool = False) -> set[Func]:
+        """Functions that run when `site` runs (its callees and everything they call); cached per site."""
+        key = (id(site.node), include_gated)
+        got = self._under.get(key)
+        if got is None:
+            got = self._under[key] = self.reachable_from(list(site.callees), include_gated) if site.callees \
+                else set()
+        return got
+
     def reachable_from(self, funcs: list[Func], include_gated: bool = False) -> set[Func]:
         """Functions transitively called from `funcs` (edges through default-off gates only if asked)."""
         seen: set[Func] = set(funcs)
@@ -974,7 +1026,7 @@ class _BodyWalker:
         reason = None
         if (isinstance(fexpr, ast.Call) and isinstance(fexpr.func, ast.Name) and fexpr.func.id == "getattr"
                 and len(fexpr.args) >= 2 and not isinstance(fexpr.args[1], ast.Constant)
-                and not self.prog.is_external_root(self.f.unit.name, fexpr.args[0])):
+                and not self.prog.is_external_root(self.f.unit.name, fexpr.args[0], self.f)):
             reason = "call through getattr with a computed attribute name"
         elif ext in ("exec", "eval", "builtins.exec", "builtins.eval"):
             reason = f"{ext}() of code that is not decoded statically"
@@ -988,6 +1040,17 @@ class _BodyWalker:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def _locally_bound(func: Func, name: str) -> bool:
+    """Is `name` a parameter, local or nested definition of `func` or an enclosing function?"""
+    scope: Func | None = func
+    while scope is not None:
+        if scope.kind == "function" and (name in scope.params or name in scope.nested or name in scope.nested_classes
+                                         or (name in scope.assigned and name not in scope.local_imports)):
+            return True
+        scope = scope.parent
+    return False
+
+
 def _scopes(func: Func) -> Iterator[Func]:
     scope: Func | None = func
     while scope is not None:
@@ -1074,7 +1137,9 @@ def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
                             f.assigned.setdefault(leaf.id, []).append(_OPAQUE)
         elif isinstance(n, (ast.Import, ast.ImportFrom)) and f.kind == "function":
             for a in n.names:
-                f.assigned.setdefault(a.asname or a.name.split(".")[0], []).append(_OPAQUE)
+                local = a.asname or a.name.split(".")[0]
+                f.assigned.setdefault(local, []).append(_OPAQUE)
+                f.local_imports.add(local)
         elif isinstance(n, ast.ExceptHandler) and n.name:
             f.assigned.setdefault(n.name, []).append(_OPAQUE)
         elif isinstance(n, (ast.If, ast.While)) and isinstance(n.test, ast.NamedExpr):

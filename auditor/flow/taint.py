@@ -25,7 +25,15 @@ from auditor.flow.program import ClassInfo, Func, Program, program_of
 if TYPE_CHECKING:
     from auditor.facts import AuditContext
 
-VAL, TRAIN = "val", "train"
+VAL, TRAIN = "val", "train"  # shard *content* (what a reader returned, and everything derived from it)
+VAL_PATH, TRAIN_PATH = "val-path", "train-path"  # shard *names* (patterns, file lists) before anything is read
+_PATH_OF = {VAL: VAL_PATH, TRAIN: TRAIN_PATH}
+_DATA_OF = {VAL_PATH: VAL, TRAIN_PATH: TRAIN}
+# Calls that turn a shard name into shard content.
+_READERS = {"open", "io.open", "builtins.open", "numpy.fromfile", "numpy.memmap", "numpy.load", "numpy.loadtxt",
+            "torch.load", "torch.from_file", "mmap.mmap", "datasets.load_dataset", "datasets.load_from_disk",
+            "pandas.read_parquet", "pandas.read_csv", "pyarrow.parquet.read_table", "safetensors.torch.load_file"}
+_READER_ATTRS = {"read_bytes", "read_text", "fromfile", "memmap", "read", "readlines", "read_parquet"}
 # Shard and split names as the challenge's data pipeline writes them (rules.md section C).
 SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {
     VAL: re.compile(r"fineweb_val|(?:^|[/_\-.*])val(?:idation)?_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])val(?:idation)?\.bin",
@@ -40,7 +48,7 @@ _MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "copy_
              "index_add_", "index_copy_", "scatter_", "scatter_add_", "mul_", "sub_", "addmm_", "addmm", "baddbmm_",
              "appendleft", "push", "register_buffer", "register_parameter", "load_state_dict"}
 _HOOK_REGISTRARS = re.compile(r"^register_.*hook$")
-_MAX_PATH = 14
+_MAX_PATH = 20
 _MAX_CONTEXTS = 4000
 _MAX_DEPTH = 40
 
@@ -50,6 +58,7 @@ HOOK_STEP = "forward pass over this data; registered forward hooks capture its a
 GRAM_STEP = "second-moment statistics (X^T X) of this data"
 FORWARD_STEP = "model forward pass over this data"
 CALIBRATION_STEPS = (HOOK_STEP, GRAM_STEP)
+_MARKERS = frozenset((HOOK_STEP, GRAM_STEP, FORWARD_STEP))
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class AV:
     def with_step(self, step: Step) -> AV:
         if not self.kinds:
             return self
-        kinds = tuple((k, p + (step,) if len(p) < _MAX_PATH else p) for k, p in self.kinds)
+        kinds = tuple((k, _trim(p) + (step,)) for k, p in self.kinds)
         return AV(kinds, self.fields, self.items, self.cls)
 
     def flat(self) -> AV:
@@ -117,6 +126,16 @@ class AV:
 
 
 EMPTY = AV()
+
+
+def _trim(path: tuple[Step, ...]) -> tuple[Step, ...]:
+    """Bound a witness path: keep the source end and the recent steps, and every marker step (calibration,
+    forward pass) in between, because rules read those."""
+    if len(path) < _MAX_PATH:
+        return path
+    head, middle, tail = path[:3], path[3:-(_MAX_PATH // 2)], path[-(_MAX_PATH // 2):]
+    markers = tuple(s for s in middle if s[2] in _MARKERS)[-3:]
+    return head + markers + tail
 
 
 def join(a: AV, b: AV) -> AV:
@@ -603,11 +622,13 @@ class TaintEngine:
             # comprehension variables live in their own scope: bind them, evaluate, then restore the outer names
             names = {n.id for gen in e.generators for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
             saved = {n: ctx.env[n] for n in names if n in ctx.env}
+            first_iter = self.eval(ctx, e.generators[0].iter)  # evaluated in the enclosing scope
             for n in names:
                 ctx.env[n] = EMPTY  # binds here, never in an enclosing or module scope
             try:
-                for gen in e.generators:
-                    self._assign(ctx, gen.target, _element(self.eval(ctx, gen.iter)), gen.iter)
+                for k, gen in enumerate(e.generators):
+                    it = first_iter if k == 0 else self.eval(ctx, gen.iter)
+                    self._assign(ctx, gen.target, _element(it), gen.iter)
                     for cond in gen.ifs:
                         self.eval(ctx, cond)
                 if isinstance(e, ast.DictComp):
@@ -698,6 +719,8 @@ class TaintEngine:
             return EMPTY
         if isinstance(e.func, ast.Attribute) and name in _MUTATORS:
             self._mutate(ctx, e.func.value, everything, e)
+        if _is_reader(site, name) and (everything.kinds or recv_av.kinds):
+            return _read(join(everything, recv_av.flat()), ctx.func.unit, e)
         if site is not None and site.resolution == "cha" and site.callees:
             out = join(everything, recv_av.flat())
             for callee in site.callees[:4]:
@@ -715,9 +738,7 @@ class TaintEngine:
         for pname, expr in callee.bind(site.node, bound_self=site.is_bound_call(callee)).items():
             av = self.eval(ctx, expr)
             if not av.empty:
-                if av.kinds:
-                    av = av.with_step((ctx.func.unit, expr, f"passed to {callee.qualname}() as `{pname}`"))
-                out[pname] = av
+                out[pname] = _with_step_deep(av, (ctx.func.unit, expr, f"passed to {callee.qualname}() as `{pname}`"))
         return out
 
     def _invoke(self, ctx: Ctx, site, callee: Func, recv_av: AV) -> AV:
@@ -733,8 +754,8 @@ class TaintEngine:
             # fields a method stored on the receiver are visible to the caller afterwards
             name = site.node.func.value.id
             holder = self._holder(ctx, name)
-            holder.env[name] = join(holder.env.get(name, EMPTY), c.self_av)
-        return c.ret
+            holder.env[name] = join(holder.env.get(name, EMPTY), _reroot(c.self_av, callee.qualname, args))
+        return _reroot(c.ret, callee.qualname, args)
 
     def _lexical_parent(self, ctx: Ctx, callee: Func) -> Ctx | None:
         if callee.parent is None:
@@ -760,7 +781,7 @@ class TaintEngine:
             args = self._args_for(ctx, site, callee)
             c = self.context(callee, args, obj, self._lexical_parent(ctx, callee), site, ctx)
             self.edges[(id(ctx), id(site.node), callee)] = c
-            obj = join(obj, c.self_av)
+            obj = join(obj, _reroot(c.self_av, callee.qualname, args))
         if cls.method("__init__") is None:  # dataclass-like: fields from constructor arguments
             extra = EMPTY
             for av in arg_avs + list(kw_avs.values()):
@@ -783,6 +804,54 @@ class TaintEngine:
     def av_in(self, ctx: Ctx, expr: ast.AST) -> AV:
         av = ctx.node_avs.get(id(expr))
         return av if av is not None else self.eval(ctx, expr)
+
+
+def _with_step_deep(av: AV, step: Step, depth: int = 3) -> AV:
+    """Append a step to every path in the value, fields and items included (objects passed as arguments)."""
+    if av.empty:
+        return av
+    kinds = tuple((k, _trim(p) + (step,)) for k, p in av.kinds)
+    if depth <= 0:
+        return AV(kinds, av.fields, av.items, av.cls)
+    fields = tuple((k, _with_step_deep(v, step, depth - 1)) for k, v in av.fields)
+    items = tuple(_with_step_deep(v, step, depth - 1) for v in av.items) if av.items is not None else None
+    return AV(kinds, fields, items, av.cls)
+
+
+def deep_path(av: AV, kind: str) -> tuple[Step, ...] | None:
+    for v in _walk_av(av):
+        p = v.path(kind)
+        if p is not None:
+            return p
+    return None
+
+
+def _reroot(av: AV, callee: str, args: dict[str, AV], depth: int = 3) -> AV:
+    """A context is shared by every call with the same argument taint, so the witness paths it returns may start
+    at another call site; replace everything up to "passed to callee() as `p`" with this call's own path."""
+    if av.empty or not args:
+        return av
+    prefix = f"passed to {callee}() as `"
+
+    def fix(kind: str, path: tuple[Step, ...]) -> tuple[Step, ...]:
+        for i in range(len(path) - 1, -1, -1):
+            msg = path[i][2]
+            if msg.startswith(prefix):
+                arg = args.get(msg[len(prefix):].rstrip("`"))
+                mine = None
+                if arg is not None:  # content read inside the callee starts from the name it was given
+                    mine = deep_path(arg, kind) or (deep_path(arg, _PATH_OF[kind]) if kind in _PATH_OF else None)
+                if mine is None or mine == path[: i + 1]:
+                    return path
+                return _trim(mine + path[i + 1:])
+        return path
+
+    kinds = tuple((k, fix(k, p)) for k, p in av.kinds)
+    if depth <= 0:
+        return AV(kinds, av.fields, av.items, av.cls)
+    fields = tuple((k, _reroot(v, callee, args, depth - 1)) for k, v in av.fields)
+    items = tuple(_reroot(v, callee, args, depth - 1) for v in av.items) if av.items is not None else None
+    return AV(kinds, fields, items, av.cls)
 
 
 def _is_gram(e: ast.BinOp) -> bool:
@@ -815,12 +884,27 @@ def _element(av: AV) -> AV:
     return AV(av.flat().kinds)
 
 
+def _is_reader(site, name: str) -> bool:
+    ext = getattr(site, "ext", None) or ""
+    return ext in _READERS or (name in _READER_ATTRS and ext.split(".")[0] not in ("os", "re", "json"))
+
+
+def _read(av: AV, unit, node: ast.AST) -> AV:
+    """A reader applied to shard names yields shard content."""
+    kinds = dict(av.kinds)
+    for k, p in av.kinds:
+        data = _DATA_OF.get(k)
+        if data is not None and data not in kinds:
+            kinds[data] = _trim(p) + ((unit, node, f"reads {data} shard data"),)
+    return AV(tuple(sorted(kinds.items())), av.fields, av.items, av.cls)
+
+
 def _source(ctx: Ctx, node: ast.AST, text: str) -> AV:
     kinds = []
     for kind, pat in SOURCE_PATTERNS.items():
         if len(text) < 400 and pat.search(text):
-            step = (ctx.func.unit, node, f"{kind} data: the string {text[:80]!r} names {kind} shards")
-            kinds.append((kind, (step,)))
+            step = (ctx.func.unit, node, f"the string {text[:80]!r} names {kind} shards")
+            kinds.append((_PATH_OF[kind], (step,)))
     return AV(tuple(kinds)) if kinds else EMPTY
 
 
@@ -834,10 +918,15 @@ def _short(node: ast.AST) -> str:
 
 
 class TaintView:
-    """Queries for one kind of data (val or train). Function arguments accept a Func or a qualname."""
+    """Queries for one kind of data (val or train). Function arguments accept a Func or a qualname.
 
-    def __init__(self, engine: TaintEngine, kind: str):
+    By default only shard *content* counts (what a reader returned and everything derived from it); with
+    `names=True` the shard names (patterns, file lists) count too, e.g. to ask "is this read opening val shards".
+    """
+
+    def __init__(self, engine: TaintEngine, kind: str, names: bool = False):
         self.engine, self.kind = engine, kind
+        self.kinds = (kind, _PATH_OF[kind]) if names else (kind,)
         self.prog = engine.prog
 
     @property
@@ -865,10 +954,13 @@ class TaintView:
         return out
 
     def is_tainted(self, unit, expr: ast.AST, func=None) -> bool:
-        return self.kind in self.av(unit, expr, func).deep_kinds()
+        return not self.av(unit, expr, func).deep_kinds().isdisjoint(self.kinds)
 
     def tainted_in(self, ctx: Ctx, expr: ast.AST) -> bool:
-        return self.kind in self.engine.av_in(ctx, expr).deep_kinds()
+        return not self.engine.av_in(ctx, expr).deep_kinds().isdisjoint(self.kinds)
+
+    def holds(self, av: AV) -> bool:
+        return not av.deep_kinds().isdisjoint(self.kinds)
 
     def contexts(self, func) -> list[Ctx]:
         f = func if isinstance(func, Func) else None
@@ -882,9 +974,11 @@ class TaintView:
         return self.path_of(self.engine.av_in(ctx, expr), ctx.func.unit, expr, sink_message)
 
     def path_of(self, av: AV, unit, expr: ast.AST, sink_message: str = "") -> list[FlowStep]:
-        steps = av.path(self.kind)
-        if steps is None:
-            steps = next((v.path(self.kind) for v in _walk_av(av) if v.path(self.kind) is not None), None)
+        steps = None
+        for kind in self.kinds:
+            steps = deep_path(av, kind)
+            if steps is not None:
+                break
         out = [FlowStep(u.location(n), msg) for u, n, msg in (steps or ())]  # type: ignore[attr-defined]
         if sink_message and not isinstance(unit, str):
             out.append(FlowStep(unit.location(expr), sink_message))
@@ -904,9 +998,9 @@ def taint_engine(ctx: AuditContext) -> TaintEngine:
     return ctx.memo(("flow", "taint"), lambda: TaintEngine(program_of(ctx)))
 
 
-def val_taint(ctx: AuditContext) -> TaintView:
-    return TaintView(taint_engine(ctx), VAL)
+def val_taint(ctx: AuditContext, names: bool = False) -> TaintView:
+    return TaintView(taint_engine(ctx), VAL, names)
 
 
-def train_taint(ctx: AuditContext) -> TaintView:
-    return TaintView(taint_engine(ctx), TRAIN)
+def train_taint(ctx: AuditContext, names: bool = False) -> TaintView:
+    return TaintView(taint_engine(ctx), TRAIN, names)

@@ -36,6 +36,8 @@ SHAPE_CALLS = frozenset({"len", "size", "numel", "dim", "nelement", "range", "ar
                          "zeros_like", "ones_like", "empty_like", "full"})
 LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# operator / context singletons: never interesting on their own, skipped to keep the walk small
+_LEAF_KINDS = (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
 # calls whose result is a score / probability / model output, not the token they were given
 _NOT_TOKEN_VALUED = LABEL_LOSSES | DIST_CALLS | LOG_CALLS | {"gather", "exp", "sigmoid", "tanh", "embedding"}
 
@@ -125,6 +127,7 @@ class Scope:
     target_vars: set[str] = field(default_factory=set)  # variables holding the target token(s)
     target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
+    own_calls: frozenset[str] = frozenset()  # names of the submission's own functions: their results are opaque
     # variables whose value is target-valued / a distribution / a realized-token loss (fixed points, cached)
     _sets: dict[str, set[str]] = field(default_factory=dict)
 
@@ -273,8 +276,8 @@ class Scope:
             return [n.value]
         if isinstance(n, ast.Call):
             name = call_name(n)
-            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name in _NOT_TOKEN_VALUED:
-                return []
+            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name in _NOT_TOKEN_VALUED or name in self.own_calls:
+                return []  # own functions: a loss or model output computed from the target is not the token
             out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
             if isinstance(n.func, ast.Attribute):
                 out.append(n.func.value)
@@ -428,7 +431,9 @@ def build_scopes(unit: CodeUnit) -> list[Scope]:
             continue  # lambda bodies and class-level statements are not analysed
         scope.nodes.append(n)
         collectors[id(scope)].visit(n)
-        stack.extend((c, scope, False) for c in reversed(list(ast.iter_child_nodes(n))))
+        children = [c for c in ast.iter_child_nodes(n) if not isinstance(c, _LEAF_KINDS)]
+        children.reverse()
+        stack.extend((c, scope, False) for c in children)
     return scopes
 
 
@@ -583,7 +588,9 @@ def _compute(ctx: AuditContext) -> TargetFacts:
         if s.name != "<module>":
             by_name.setdefault(s.name, []).append(s)
     facts = TargetFacts(scopes=scopes, by_name=by_name)
+    own = frozenset(by_name)
     for s in scopes:
+        s.own_calls = own
         find_targets(s)
     # callers' targets / realized losses flow into callees' parameters
     calls = [(s, n) for s in scopes for n in s.nodes if isinstance(n, ast.Call)]
@@ -699,7 +706,17 @@ def _self_flag_off(prog: object, unit: CodeUnit, node: ast.AST) -> str | None:
         if not exprs:
             continue
         envs: list[dict[str, str] | None] = [None] + [c.env_dict for c in prog.run_commands]  # type: ignore[attr-defined]
-        values = [prog.eval_const(unit, e, f, env=env) for e, f in exprs for env in envs]  # type: ignore[attr-defined]
+        values = []
+        for e, f in exprs:
+            sources = [(e, f)]
+            if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id in f.params:
+                # `self.on = h.flag` with `h` a parameter: the config classes that define `flag`
+                sources += [(x, g) for c in prog.classes_defining(e.attr)  # type: ignore[attr-defined]
+                            if c is not func.cls for x, g in c.attr_exprs(e.attr)]
+            for env in envs:
+                folded = [prog.eval_const(unit, x, g, env=env) for x, g in sources]  # type: ignore[attr-defined]
+                known = [v for v in folded if v is not UNKNOWN]
+                values.append(known[0] if known else UNKNOWN)
         if values and all(v is not UNKNOWN and not v for v in values):
             return f"`if {ast.unparse(test)}` is off by default and under every run command of the folder"
     return None

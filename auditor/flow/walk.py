@@ -63,6 +63,7 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
     engine = taint_engine(ctx)
     seen: set[tuple[int, int]] = set()
     visits = 0
+    drivers = prog.inlined_driver_sites()
     for ev in events:
         caller_ctxs = engine.ctxs.get(ev.site.caller) or [None]
         for cctx in caller_ctxs:
@@ -79,7 +80,7 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
                     return
                 g = gate or site.deciding_gate
                 yield Visit(site, sctx, chain, g, ev, cchain)
-                if site.constructs is None and site.callees and _is_entry_driver(prog, site, ev):
+                if site is ev.site and id(site.node) in drivers:
                     continue  # an inlined driver: its body's sites are events of their own
                 for callee in site.callees[:6]:
                     cc = engine.edges.get((id(sctx), id(site.node), callee)) if sctx is not None else None
@@ -88,8 +89,3 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
                         cc = got[0] if got else None
                     for inner in sorted(callee.calls, key=lambda s: -s.order):
                         stack.append((inner, cc, chain + (inner,), g, cchain + (cc,)))
-
-
-def _is_entry_driver(prog, site: CallSite, ev: EntryEvent) -> bool:
-    return site is ev.site and any(e.via and e.via[-1] is site for e in prog.entry_sequence()[ev.index + 1:
-                                                                                              ev.index + 2])
