@@ -35,6 +35,7 @@ class CodeUnit:
     tree: ast.Module | None = None
     parse_error: str | None = None
     lines: list[str] = field(default_factory=list)
+    parse_error_line: int = 0
 
     @property
     def is_decoded(self) -> bool:
@@ -72,8 +73,22 @@ def parse_unit(unit: CodeUnit) -> None:
             unit.tree = ast.parse(unit.text, filename=unit.name)
     except SyntaxError as exc:
         unit.parse_error = f"{unit.name}:{exc.lineno or 0}:{exc.offset or 0}: cannot parse: {exc.msg}"
+        unit.parse_error_line = exc.lineno or 0
     except (ValueError, RecursionError, MemoryError) as exc:
         unit.parse_error = f"{unit.name}: cannot parse: {type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file or layer the auditor could not read, decode or parse (PG001 reports each as a WARN)."""
+
+    path: str  # shipped file ("" for submission-wide problems)
+    line: int
+    message: str
+    layer: str | None = None  # decoded layer the line refers to
+
+    def location(self) -> Location | None:
+        return Location(path=self.path, line=self.line, layer=self.layer) if self.path else None
 
 
 @dataclass
@@ -81,8 +96,7 @@ class AuditContext:
     submission: Submission
     units: list[CodeUnit] = field(default_factory=list)
     layers: list[UnpackedLayer] = field(default_factory=list)
-    # (path, line, message) for files that could not be read/decoded/parsed: rules turn these into WARNs
-    problems: list[tuple[str, int, str]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     _memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -117,19 +131,29 @@ def build_context(submission: Submission) -> AuditContext:
 
     ctx = AuditContext(submission=submission)
     for problem in submission.load_problems:
-        ctx.problems.append(("", 0, problem))
+        ctx.problems.append(Problem("", 0, problem))
     for path in submission.code_paths:
         text, problem = submission.files[path].text()
         if text is None:
-            ctx.problems.append((path, 0, problem or f"{path}: unreadable"))
+            ctx.problems.append(Problem(path, 0, problem or f"{path}: unreadable"))
             continue
         outcome = unpack_source(path, text, read_file=submission.read_text)
         for unit in outcome.units:
             parse_unit(unit)
             if unit.parse_error:
-                ctx.problems.append((unit.path, 0, unit.parse_error))
+                ctx.problems.append(Problem(unit.path, unit.parse_error_line, unit.parse_error,
+                                            unit.name if unit.is_decoded else None))
             ctx.units.append(unit)
         ctx.layers.extend(outcome.layers)
         for line, message in outcome.problems:
-            ctx.problems.append((path, line, message))
+            ctx.problems.append(Problem(path, line, message))
+    _drop_files_included_by_exec(ctx)
     return ctx
+
+
+def _drop_files_included_by_exec(ctx: AuditContext) -> None:
+    """A sibling file run through `exec(open(...).read())` is analysed as a layer of the file that runs it (so the
+    call graph starts at the entry); its standalone copy would report every finding twice."""
+    included = {u.text for u in ctx.units if u.layer is not None and any(c.startswith("file:") for c in u.layer.codecs)}
+    if included:
+        ctx.units = [u for u in ctx.units if u.layer is not None or u.text not in included]

@@ -64,34 +64,33 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> 
     return attention_fn(resolve_backend(backend, q.device))(q, k, v)
 
 
+_SDPA_NAMES = {
+    "cudnn": "CUDNN_ATTENTION",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "math": "MATH",
+}
+
+
 @contextlib.contextmanager
 def sdpa_backend(order: str) -> Iterator[None]:
-    """Restrict SDPA's CUDA kernels process-wide: 'flash' (the record's setting), 'cudnn', 'cudnn,flash', 'default'.
+    """Enable exactly these SDPA kernels, in this priority order: 'flash' (the record's setting), 'cudnn',
+    'cudnn,flash' (cuDNN where it supports the inputs, else flash), or 'default' (PyTorch's own choice).
 
-    A process-wide switch (not `torch.nn.attention.sdpa_kernel`) so that compiled graphs see it too.
+    PyTorch's default priority is flash > efficient > math > cudnn, so merely enabling cuDNN never selects it;
+    the priority must be set. The setting is read when a graph is traced, so it also governs compiled models.
     """
-    b = torch.backends.cuda
-    saved = (
-        b.flash_sdp_enabled(),
-        b.cudnn_sdp_enabled(),
-        b.mem_efficient_sdp_enabled(),
-        b.math_sdp_enabled(),
-    )
-    names = set(order.split(",")) if order != "default" else {"flash", "cudnn", "efficient", "math"}
-    unknown = names - {"flash", "cudnn", "efficient", "math"}
-    if unknown:
-        raise ValueError(f"unknown SDPA backends {sorted(unknown)}")
-    b.enable_flash_sdp("flash" in names)
-    b.enable_cudnn_sdp("cudnn" in names)
-    b.enable_mem_efficient_sdp("efficient" in names)
-    b.enable_math_sdp("math" in names or order == "default")
-    try:
+    if order == "default":
         yield
-    finally:
-        b.enable_flash_sdp(saved[0])
-        b.enable_cudnn_sdp(saved[1])
-        b.enable_mem_efficient_sdp(saved[2])
-        b.enable_math_sdp(saved[3])
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    names = [n.strip() for n in order.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _SDPA_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown SDPA backends {unknown}; use a comma list of {sorted(_SDPA_NAMES)}")
+    with sdpa_kernel([getattr(SDPBackend, _SDPA_NAMES[n]) for n in names], set_priority=True):
+        yield
 
 
 def set_sdpa_backend(order: str) -> None:

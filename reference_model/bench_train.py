@@ -89,10 +89,25 @@ def bench_ours(args: argparse.Namespace) -> dict[str, Any]:
     loader = TokenLoader(args.data, SEQ_LEN, device=device, seed=0)
     step = make_step_fn(model, opt, loader, args.batch_tokens, args.accum, device, distributed=False)
     res = _measure(base.set_recurrence, lambda i: step(i, 1.0), args.warmup, args.steps, args.batch_tokens)
+    if args.profile:
+        res["profile"] = profile_step(lambda: step(0, 1.0), args.profile)
     res.update(
         impl="ours", attention=f"{base.attention_backend}({args.sdpa}) qkv{args.fused_qkv}", sdpa=args.sdpa
     )
     return res
+
+
+def profile_step(run: Callable[[], Any], path: str) -> str:
+    """One step under the profiler; the 30 costliest CUDA kernels go to `path`, the top 8 into the result."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    Path(path).write_text(table)
+    return "\n".join(table.splitlines()[:12])
 
 
 def load_record_module(path: str) -> Any:
@@ -151,9 +166,41 @@ def bench_record(args: argparse.Namespace) -> dict[str, Any]:
     def set_loop(on: bool) -> None:
         base.looping_active = on
 
+    parity = record_parity(R, h, device)
     res = _measure(set_loop, step_fn, args.warmup, args.steps, args.batch_tokens)
-    res.update(impl="record", attention="sdpa(flash) via shim", sdpa="flash")
+    res.update(impl="record", attention="sdpa(flash) via shim", sdpa="flash", **parity)
     return res
+
+
+def record_parity(R: Any, h: Any, device: torch.device) -> dict[str, float]:
+    """Load perturbed record weights into our GPT and compare eager bf16 forwards on this GPU."""
+    from reference_model.config import ModelConfig
+    from reference_model.model import GPT
+
+    torch.manual_seed(1)
+    theirs = R.GPT(h).to(device).bfloat16()
+    R.restore_fp32_params(theirs)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ours = GPT(ModelConfig()).to(device).to_mixed_precision()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    ours.set_fused_qkv(True)
+    x = torch.randint(0, 8192, (4, 2048), device=device)
+    y = torch.randint(0, 8192, (4, 2048), device=device)
+    out: dict[str, float] = {}
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for loop in (False, True):
+            theirs.looping_active = loop
+            ours.set_recurrence(loop)
+            a, b = theirs.forward_logits(x).float(), ours(x)
+            key = "loop" if loop else "plain"
+            out[f"parity_max_abs_logit_diff_{key}"] = (a - b).abs().max().item()
+            out[f"parity_loss_record_{key}"] = theirs(x, y).item()
+            out[f"parity_loss_ours_{key}"] = ours.loss(x, y).item()
+    del theirs, ours
+    torch.cuda.empty_cache()
+    return out
 
 
 def attn_micro(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -283,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report")
     ap.add_argument("--attn-micro", action="store_true")
     ap.add_argument("--compare", nargs=2)
+    ap.add_argument("--profile", default="", help="(--impl ours) write a one-step kernel profile here")
+    ap.add_argument("--parity", action="store_true", help="only compare ours vs the record's forward on GPU")
     args = ap.parse_args(argv)
     if args.report:
         print(report(args.report))
@@ -293,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.attn_micro:
         for row in attn_micro(args):
             print(json.dumps(row))
+        return 0
+    if args.parity:
+        R = load_record_module(args.record)
+        print(json.dumps(record_parity(R, R.Hyperparameters(), torch.device("cuda", 0))))
         return 0
     if not args.impl:
         ap.error("one of --impl, --report, --attn-micro, --compare is required")

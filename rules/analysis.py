@@ -6,11 +6,18 @@ When analysis is defeated the honest verdict is WARN, never PASS: an unparsable 
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Iterable
 
 from auditor.facts import AuditContext
-from auditor.findings import Basis, Confidence, Finding, Location, Severity, Verdict
+from auditor.findings import Basis, Confidence, Finding, Severity, Verdict
 from rules.base import Case, Rule
+
+
+# A packed script whose decoded layer does not parse: the WARN must point at the decoded line, in the layer.
+_BROKEN_LAYER = base64.b64encode(zlib.compress(b"x = 1\n\ndef f(:\n    pass\n")).decode()
+_PACKED_BROKEN = f'import zlib, base64\nexec(zlib.decompress(base64.b64decode("{_BROKEN_LAYER}")))\n'
 
 
 class AnalysisDefeated(Rule):
@@ -34,14 +41,11 @@ class AnalysisDefeated(Rule):
     invalid = (
         Case(code="def f(:\n    pass\n", verdict=Verdict.WARN, line=1),
         Case(files={"helper.py": b"x = '\xff\xfe'\n"}, code="print(1)\n", verdict=Verdict.WARN, path="helper.py"),
+        Case(code=_PACKED_BROKEN, verdict=Verdict.WARN, line=3, path="train_gpt.py#L1",
+             note="decoded layer that does not parse: reported in decoded coordinates"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
-        for path, line, message in ctx.problems:
-            if line == 0 and ":" in message:
-                # parse errors carry "name:line:col: message"
-                parts = message.split(":")
-                if len(parts) > 2 and parts[1].isdigit():
-                    line = int(parts[1])
-            loc = [Location(path=path, line=line)] if path else []
-            yield self.finding(Verdict.WARN, message, loc)
+        for problem in ctx.problems:
+            loc = problem.location()
+            yield self.finding(Verdict.WARN, problem.message, [loc] if loc else [])

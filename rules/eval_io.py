@@ -97,7 +97,7 @@ def _subprocess_program(prog: Program, site: CallSite) -> str | None:
 
 # --------------------------------------------------------------------------------------------------- read sinks
 _READ_CALLS = {"open", "io.open", "numpy.fromfile", "numpy.memmap", "numpy.load", "torch.load", "torch.from_file",
-               "pathlib.Path.read_bytes", "pathlib.Path.read_text", "builtins.open", "mmap.mmap", "np.fromfile"}
+               "pathlib.Path.read_bytes", "pathlib.Path.read_text", "builtins.open", "mmap.mmap"}
 _READ_ATTRS = {"read_bytes", "read_text", "fromfile", "memmap", "load_file"}
 
 
@@ -107,13 +107,15 @@ def is_read(site: CallSite) -> bool:
 
 
 def _entry_phase(ph: Phases, prog: Program, site: CallSite) -> str:
-    """Phase of a sink: the earliest entry event whose call tree contains its function, else 'unreached'."""
+    """Phase of a sink: its own entry event's, else the latest phase among the entry events whose call trees
+    contain its function (evaluation, then serialization, training, setup), else 'unreached'."""
     direct = ph.phase_of_site(site)
     if direct is not None:
         return direct
+    drivers = prog.inlined_driver_sites()
     phases = set()
     for ev in ph.events:
-        if site.caller in prog.called_under(ev.site, include_gated=True):
+        if id(ev.site.node) not in drivers and site.caller in prog.called_under(ev.site, include_gated=True):
             phases.add(ph.phase_of(ev))
     for p in ("evaluation", "serialization", "training", "setup"):
         if p in phases:

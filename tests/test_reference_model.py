@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from reference_model.attention import fa3_attention, fa3_available, sdpa_attention  # noqa: E402
+from reference_model.attention import fa3_attention, fa3_available, sdpa_attention, sdpa_backend  # noqa: E402
 from reference_model.config import RECORD_PARAM_COUNT, ModelConfig  # noqa: E402
 from reference_model.model import GPT, Rotary, build_on_meta, count_params, exclusive_self_attention  # noqa: E402
 from reference_model.optim import MuonEqR, ReferenceOptimizer, newton_schulz5  # noqa: E402
@@ -158,6 +158,18 @@ def _naive_attention(q, k, v):  # noqa: ANN001, ANN202
     return torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v)
 
 
+def test_sdpa_priority_is_set_and_restored() -> None:
+    before = torch._C._get_sdp_priority_order()
+    with sdpa_backend("cudnn,flash"):
+        order = torch._C._get_sdp_priority_order()
+        assert order[:2] == [3, 1]  # SDPBackend.CUDNN_ATTENTION, FLASH_ATTENTION
+        assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch._C._get_sdp_priority_order() == before
+    with pytest.raises(ValueError):
+        with sdpa_backend("warp-drive"):
+            pass
+
+
 def test_sdpa_attention_is_causal_gqa() -> None:
     q, k, v = torch.randn(2, 9, 4, 8), torch.randn(2, 9, 2, 8), torch.randn(2, 9, 2, 8)
     assert torch.allclose(sdpa_attention(q, k, v), _naive_attention(q, k, v), atol=1e-5)
@@ -181,8 +193,9 @@ def test_full_model_forward_backward_on_gpu() -> None:
     model = GPT(ModelConfig()).cuda().to_mixed_precision()
     model.set_attention_backend("auto")
     x = torch.randint(0, 8192, (2, 256), device="cuda")
+    y = torch.randint(0, 8192, (2, 256), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = model.loss(x, x)
+        loss = model.loss(x, y)
     loss.backward()
     assert torch.isfinite(loss) and abs(loss.item() - 9.0) < 0.5  # ~ln(8192) at init
 

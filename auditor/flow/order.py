@@ -692,6 +692,8 @@ class _FunctionInterpreter:
         # calls into the submission's own functions
         target = self.p.resolve(c, self.fi, self)
         if isinstance(target, FuncInfo):
+            if isinstance(func, ast.Attribute) and not _is_self_receiver(func, self.fi):
+                self._splice_callbacks(c, all_args, ctx)  # the receiver's class is a guess: keep callbacks too
             summary = self.p.summary(target)
             subst = self.p.bind(target, c, arg_labels, kw_labels, self)
             ret = substitute(summary.ret, subst)
@@ -712,6 +714,7 @@ class _FunctionInterpreter:
             self.events[(id(c), 0)].target = func.id
             return all_args | ng_label
 
+        self._splice_callbacks(c, all_args, ctx)
         recv = EMPTY
         if isinstance(func, ast.Attribute):
             recv = self.expr(func.value, ctx)
@@ -737,6 +740,29 @@ class _FunctionInterpreter:
         results = {lab for lab in labels if lab.startswith("sr:")}
         if len(results) >= 2 or any(lab.endswith(":loop") for lab in results):
             self._record("select", c, labels, ctx)
+
+    def _splice_callbacks(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
+        """A function of the submission handed to a library call (`lbfgs.step(closure)`, `hook(fn)`) runs there:
+        its events are spliced in at the call, its parameters bound to the call's other arguments."""
+        for arg in [*c.args, *(k.value for k in c.keywords)]:
+            if not isinstance(arg, ast.Name) or arg.id in self.fi.params:
+                continue
+            name = arg.id
+            alias = self.aliases.get(name)
+            if isinstance(alias, ast.Name):
+                name = alias.id
+            elif alias is not None and name not in self.fi.nested:
+                continue  # a local bound to something else
+            found = self.p.index.lookup_name(name, self.fi, self.fi.unit)
+            if not isinstance(found, FuncInfo) or found is self.fi:
+                continue
+            summary = self.p.summary(found)
+            subst = {p: labels for p in [*found.params, found.vararg or "", found.kwarg or ""]}
+            base = getattr(c, "lineno", 0) * 1000 + getattr(c, "col_offset", 0)
+            for i, ev in enumerate(summary.events):
+                if ev.kind != "deferred":
+                    self.events[(id(c), 10**6 + id(found.node) % 10**5 * 100 + i)] = ev.spliced(
+                        c, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
 
     def _record_update(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
         valish = VAL in labels or any(lab.startswith("p:") for lab in labels)
@@ -773,6 +799,10 @@ class _FunctionInterpreter:
             keep = sorted(self.events.items(), key=lambda kv: kv[1].seq)[:MAX_EVENTS]
             self.events = dict(keep)
         return any(ev.kind == "score" and _valish(ev.labels) for ev in added)
+
+
+def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:
+    return isinstance(func.value, ast.Name) and fi.is_method and bool(fi.params) and func.value.id == fi.params[0]
 
 
 def _valish(labels: Labels) -> bool:
