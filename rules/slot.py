@@ -202,14 +202,15 @@ def _positions(upd: Event, score: Event) -> tuple[str, str]:
     slice that only the optimization or only the scoring applies."""
     if upd.func is not score.func and upd.func.parent is not score.func:
         return "unknown", "optimization and scoring are in different functions"
-    # a closure handed to the optimizer (`lbfgs.step(closure)`) reads the enclosing function's names
+    # a closure handed to the optimizer (`lbfgs.step(closure)`) reads the enclosing function's names, except
+    # those it binds itself
     defs = def_map(score.func)
     by_id = statements_by_id(score.func)
+    opt_defs = defs
     if upd.func is not score.func:
-        for name, stmts in def_map(upd.func).items():
-            defs.setdefault(name, []).extend(stmts)
+        opt_defs = {**defs, **def_map(upd.func)}
         by_id.update(statements_by_id(upd.func))
-    opt_ids = closure(defs, _position_names(upd.node), follow_indices=True)
+    opt_ids = closure(opt_defs, _position_names(upd.node), follow_indices=True)
     score_ids = closure(defs, _position_names(score.node), follow_indices=True)
     opt_slices = position_slices(by_id[i] for i in opt_ids - score_ids if i in by_id)
     scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []

@@ -101,3 +101,14 @@ def test_local_subprocess_is_not_network() -> None:
     reasons = {s.line: network_reason(prog, s) for s in prog.all_sites()}
     assert reasons[2] is None and reasons[3] is None
     assert "wget" in reasons[4] and "pip" in reasons[5]
+
+
+def test_packed_script_is_analysed_in_its_decoded_layer() -> None:
+    """fixtures/packed_eval_download (lzma+base85 exec shim, from the unpacking work): the download sits in the
+    decoded code and is reported there, in decoded coordinates."""
+    if not (FIXTURES / "packed_eval_download").exists():
+        pytest.skip("packed fixture not present")
+    verdict, findings = run("packed_eval_download")["PG101"]
+    assert verdict is Verdict.FAIL
+    fail = next(f for f in findings if f.verdict is Verdict.FAIL)
+    assert fail.primary.layer == "train_gpt.py#L1" and "urlopen" in fail.primary.snippet
