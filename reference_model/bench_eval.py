@@ -256,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare-record":
         print(prepare_record(Path(args.packed), Path(args.out)))
         return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_eval run: needs a CUDA device", file=sys.stderr)
+        return 2
     result = run(args)
     print(format_table(result))
     text = json.dumps(result, indent=2)

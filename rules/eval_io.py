@@ -222,8 +222,9 @@ class EvalTimeNetworkIO(Rule):
                 yield self.info(f"{reason}; it is reachable from the evaluation but {v.gate.describe()}", [loc],
                                 flow=v.chain_flow(reason))
                 continue
-            via = f" ({v.gate.describe()})" if v.gate is not None else ""
-            verdict = Verdict.FAIL if ph.confident and not v.by_command else Verdict.WARN
+            disagree = v.command_disagrees
+            via = f" ({disagree.describe()})" if disagree is not None else ""
+            verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
             extra = "" if ph.confident else " (the training/evaluation split of this script is not certain)"
             yield self.finding(verdict, f"{reason} during evaluation{via}{extra}", [loc],
                                related=[v.event.site.unit.location(v.event.site.node)],
@@ -350,8 +351,9 @@ class EvalTimeTrainData(Rule):
                 yield self.info(f"training shards would be read during evaluation, but {v.gate.describe()}",
                                 [loc], related=[read_loc], flow=flow)
                 continue
-            verdict = Verdict.FAIL if ph.confident and not v.by_command else Verdict.WARN
-            via = f"; {v.gate.describe()}" if v.by_command else ""
+            disagree = v.command_disagrees
+            verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
+            via = f"; {disagree.describe()}" if disagree is not None else ""
             yield self.finding(verdict, "training shards are read during evaluation"
                                + ("" if entry is v.site else f" (the read is at {read_loc})") + via,
                                [loc], related=[read_loc] if entry is not v.site else [], flow=flow)

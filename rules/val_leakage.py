@@ -191,8 +191,9 @@ class TrainOnVal(Rule):
             if not v.live:
                 yield self.info(f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow)
                 continue
-            via = f"; {v.gate.describe()}" if v.by_command else ""
-            yield self.finding(Verdict.WARN if v.by_command else Verdict.FAIL,
+            disagree = v.command_disagrees
+            via = f"; {disagree.describe()}" if disagree is not None else ""
+            yield self.finding(Verdict.WARN if disagree is not None else Verdict.FAIL,
                                f"training-phase update computed from validation data{via} "
                                f"(`{ast.unparse(expr)[:60]}` derives from validation shards)", [loc], flow=flow,
                                related=[v.event.site.unit.location(v.event.site.node)])
@@ -215,10 +216,10 @@ class TrainOnVal(Rule):
                         yield self.info(f"validation tokens would be written into the artifact, but {r.reason}",
                                         [loc], flow=flow)
                     else:
-                        by_command = r.gate is not None and not r.gate.taken and bool(r.gate.enabled_by)
-                        yield self.finding(Verdict.WARN if by_command else Verdict.FAIL,
+                        disagree = _command_disagrees(prog, c, site, r)
+                        yield self.finding(Verdict.WARN if disagree else Verdict.FAIL,
                                            "validation tokens are written into the artifact ('paid prefix')"
-                                           + (f" ({r.reason})" if by_command else ""), [loc], flow=flow)
+                                           + (f" ({disagree})" if disagree else ""), [loc], flow=flow)
                     break
 
     def _not_running(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
@@ -383,12 +384,11 @@ class CalibOnVal(Rule):
                         yield self.info(f"quantization calibration on validation data, but it does not run: "
                                         f"{r.reason}", [loc], flow=flow)
                     else:
-                        by_command = r.gate is not None and not r.gate.taken and bool(r.gate.enabled_by)
-                        enabled = f" ({r.reason})" if by_command else ""
-                        yield self.finding(Verdict.WARN if by_command else Verdict.FAIL,
+                        disagree = _command_disagrees(prog, c, site, r)
+                        yield self.finding(Verdict.WARN if disagree else Verdict.FAIL,
                                            "quantization calibration statistics are computed from "
-                                           f"validation data{enabled}", [loc], flow=flow,
-                                           related=[site.unit.location(site.node)])
+                                           f"validation data{f' ({disagree})' if disagree else ''}", [loc],
+                                           flow=flow, related=[site.unit.location(site.node)])
                     break
         if vt.incomplete:
             yield self.finding(Verdict.WARN, "data-flow analysis hit its budget; calibration on validation data "
@@ -422,6 +422,16 @@ def _chain_reach(prog: Program, c: Ctx, site: CallSite):
         elif link.func.kind == "function" and not prog.func_reach(link.func).live:
             return prog.func_reach(link.func)
     return r
+
+
+def _command_disagrees(prog: Program, c: Ctx, site: CallSite, r) -> str:
+    """Non-empty when the defaults and a documented run command disagree about whether `site` runs: a default-off
+    gate a command turns on, or a default-on gate a command turns off (on the site or its caller chain)."""
+    if r.gate is not None and not r.gate.taken and r.gate.enabled_by:
+        return r.reason
+    sites = [site] + [link.site for link in c.chain() if link.site is not None]
+    off = next((g for s in sites for g in s.gates if g.taken and g.disabled_by), None)
+    return off.describe() if off is not None else ""
 
 
 def _anchor(steps, entry_funcs: set[Func], prog: Program):

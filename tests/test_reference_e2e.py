@@ -160,3 +160,12 @@ def test_cli_quantize_then_eval(run, capsys):
     assert parsed.val_tokens == VAL_TOKENS - 1
     artifact = [z for z in parsed.sizes if z.is_artifact]
     assert artifact and artifact[0].bytes == quant["total_bytes"]
+
+
+def test_cli_eval_bad_artifact_is_a_message_not_a_traceback(run, capsys):
+    tmp, data = run["tmp"], run["data"]
+    (tmp / "junk.ptz").write_bytes(b"junk")
+    rc = cli_main(["eval", str(tmp / "junk.ptz"), "--val", str(tmp / "fineweb_val_*.bin"), "--tokenizer",
+                   str(data / "fineweb_8192_bpe.model"), "--device", "cpu", "--no-progress"])
+    assert rc == 2
+    assert "not brotli data" in capsys.readouterr().err

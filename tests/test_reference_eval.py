@@ -221,7 +221,8 @@ def _ranked_worker(rank: int, world: int, port: int, toks: np.ndarray, per: np.n
         dist.destroy_process_group()
 
 
-def test_two_ranks_compute_the_same_eval(stream):
+def test_three_ranks_compute_the_same_eval(stream):
+    """Uneven shares on purpose: 3 ranks split 4 training sequences per chunk 1/1/2 and the windows unevenly."""
     import socket
 
     import torch.multiprocessing as mp
@@ -233,7 +234,7 @@ def test_two_ranks_compute_the_same_eval(stream):
         port = s.getsockname()[1]
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_ranked_worker, args=(2, port, toks, per, out), nprocs=2, join=True)
+    mp.spawn(_ranked_worker, args=(3, port, toks, per, out), nprocs=3, join=True)
     one_sliding = eval_sliding(tiny_model(), stream, CFG)
     one_ttt = eval_ttt(tiny_model(), stream, CFG)
     loss, tokens, nbytes, covered = out["sliding"]
@@ -241,7 +242,7 @@ def test_two_ranks_compute_the_same_eval(stream):
     assert loss == pytest.approx(one_sliding.val_loss, abs=1e-6)
     loss, tokens, nbytes, covered = out["ttt"]
     assert (tokens, nbytes, covered) == (one_ttt.tokens, one_ttt.bytes, True)
-    assert loss == pytest.approx(one_ttt.val_loss, abs=1e-4)  # averaged gradients: same updates up to rounding
+    assert loss == pytest.approx(one_ttt.val_loss, abs=1e-5)  # share-weighted gradients: same updates
 
 
 @pytest.mark.gpu

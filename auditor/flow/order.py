@@ -62,7 +62,7 @@ KEYED_WRITERS = {
     "index_put_": 0, "put_": 0, "update": 0, "setdefault": 0,
 }
 _BUILTIN_NAMES = frozenset(dir(builtins))
-MAX_EVENTS = 400
+MAX_EVENTS = 5000
 MAX_ROUNDS = 4
 
 
@@ -323,9 +323,11 @@ def _call_name(call: ast.AST) -> str:
 
 
 def substitute(labels: Labels, subst: dict[str, Labels]) -> Labels:
+    """Replace the callee's parameter labels by the caller's argument labels. `p:` labels that are not the
+    callee's parameters belong to an enclosing function (a closure's free variables) and are kept."""
     if not any(lab.startswith("p:") for lab in labels):
         return labels
-    out = {lab for lab in labels if not lab.startswith("p:")}
+    out = {lab for lab in labels if not lab.startswith("p:") or lab[2:] not in subst}
     for lab in labels:
         if lab.startswith("p:"):
             out |= subst.get(lab[2:], EMPTY)
@@ -987,7 +989,8 @@ class OrderProgram:
         ...` in one method, read in another): a round in which an attribute became tainted after something had
         already read it as clean is redone."""
         self._compute_ng_only()
-        funcs = [fi for fi in self.index.funcs.values() if fi.node is not fi.unit.tree]
+        # nested functions are analysed when their enclosing function reaches them, with its names in scope
+        funcs = [fi for fi in self.index.funcs.values() if fi.node is not fi.unit.tree and fi.parent is None]
         result: Summary | None = None
         for _ in range(MAX_ROUNDS):
             self._attrs_changed = False
@@ -1094,9 +1097,8 @@ class OrderProgram:
                 subst[k] = labels
             else:
                 extra |= labels
-        if star or extra:
-            for p in params:
-                subst.setdefault(p, star | extra)
+        for p in params:
+            subst.setdefault(p, star | extra)  # unbound parameters take their defaults (or **kwargs)
         if callee.vararg:
             subst[callee.vararg] = star | subst.get(callee.vararg, EMPTY)
         if callee.kwarg:
@@ -1108,6 +1110,7 @@ class OrderProgram:
         a free variable of the enclosing caller), or ""."""
         if not name:
             return ""
+        name = self._unalias(callee, name)
         if caller is not None and callee.parent is caller and name not in callee.params:
             if not any(name in assigned_names(st) for st in simple_statements(callee.body)):
                 return name  # a closure writing its enclosing function's object
@@ -1128,6 +1131,28 @@ class OrderProgram:
         if i < len(positional) and len(positional) == len(call.args):
             return _base_name(positional[i]) or ""
         return ""
+
+    def _unalias(self, fi: FuncInfo, name: str) -> str:
+        """`N = cache` (minifiers alias parameters): the name a local alias stands for."""
+        key = ("aliases", fi.key)
+        if key not in self._constants:
+            counts: dict[str, int] = {}
+            values: dict[str, str] = {}
+            for st in simple_statements(fi.body):
+                for n in assigned_names(st):
+                    counts[n] = counts.get(n, 0) + 1
+                if isinstance(st, ast.Assign) and isinstance(st.value, ast.Name):
+                    for t in st.targets:
+                        if isinstance(t, ast.Name):
+                            values[t.id] = st.value.id
+            self._constants[key] = {k: v for k, v in values.items() if counts.get(k) == 1}
+        table = self._constants[key]
+        for _ in range(4):
+            nxt = table.get(name)
+            if not isinstance(nxt, str):
+                break
+            name = nxt
+        return name
 
     def bound_function(self, callee: FuncInfo, param: str, call: ast.Call,
                        interp: _FunctionInterpreter) -> FuncInfo | None:

@@ -46,6 +46,18 @@ class Visit:
         """Runs only because a README / *.sh run command turns a default-off flag on."""
         return self.gate is not None and not self.gate.taken and bool(self.gate.enabled_by)
 
+    @property
+    def off_by_command(self) -> Gate | None:
+        """A gate on the way that is on by default but that a README / *.sh run command turns off."""
+        return next((g for s in self.chain for g in s.gates if g.taken and g.disabled_by), None)
+
+    @property
+    def command_disagrees(self) -> Gate | None:
+        """The gate on which the defaults and a documented run command disagree (either way), if any."""
+        if self.by_command:
+            return self.gate
+        return self.off_by_command
+
     def chain_flow(self, message: str) -> list[FlowStep]:
         steps = [FlowStep(s.unit.location(s.node), f"calls {_callee_text(s)}") for s in self.chain[:-1]]
         steps.append(FlowStep(self.site.unit.location(self.site.node), message))
