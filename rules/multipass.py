@@ -176,9 +176,13 @@ class ValidationRescoredInSecondPass(Rule):
                     _passes_name(second_call, w.names[d]) or _closure_reads(callee, w.chain[d][1], w.names[d])
                 ):
                     continue
-                s1 = _first(s for s in scores if len(s.chain) > d and s.chain[d][0] is first_call)
+                s1 = _first(
+                    s for s in scores
+                    if len(s.chain) > d and s.seq <= w.seq and s.chain[d][0] is not second_call
+                    and all(s.chain[i][0] is w.chain[i][0] for i in range(d)) and not exclusive(s, w)
+                )
                 if s1 is None:
-                    continue  # the first call only prepares state (not a scoring pass)
+                    continue  # nothing was scored before the state was filled: a precompute, not a first pass
                 reported.add(id(second_call))
                 caller = w.chain[d][1]
                 flow = w.flow(f"pass 1 writes `{w.names[d]}` from validation tokens while scoring them")
@@ -187,9 +191,10 @@ class ValidationRescoredInSecondPass(Rule):
                 yield self.finding(
                     Verdict.FAIL,
                     f"A second scoring pass over validation (line {caller.unit.location(second_call).line}) "
-                    f"receives `{w.names[d]}`, which the first scoring pass (line "
-                    f"{caller.unit.location(first_call).line}) filled from the validation tokens: the tokens it "
-                    "rescores are predicted with statistics of themselves and of their future.",
+                    f"receives `{w.names[d]}`, which was filled from the validation tokens (line "
+                    f"{caller.unit.location(first_call).line}) during the first scoring pass (line "
+                    f"{s1.chain[d][1].unit.location(s1.chain[d][0]).line}): the tokens it rescores are predicted "
+                    "with statistics of themselves and of their future.",
                     [caller.unit.location(second_call)],
                     related=[caller.unit.location(first_call), w.location(), s2.location()], flow=flow,
                     data={"order": "rescore-with-pass1-state", "state": w.names[d],

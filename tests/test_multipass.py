@@ -125,3 +125,46 @@ def test_second_call_rescoring_with_the_first_calls_cache_fails() -> None:
 def test_single_online_cache_pass_is_fine() -> None:
     src = _CACHE_PASSES.replace("{SECOND}", "print(first)")
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+_LOOP_PASSES = """\
+import os, torch
+
+def score_chunk(model, x, y, counts):
+    total = torch.zeros(())
+    with torch.no_grad():
+        p = 0.9 * torch.softmax(model(x), -1).gather(1, y[:, None]).squeeze(1) + 0.1 * counts[y] / counts.sum()
+        total += -torch.log(p).sum()
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    counts = torch.ones(1024)
+    losses = {}
+    for ci in range(0, tokens.numel() - 513, 512):
+        x, y = tokens[ci:ci + 512], tokens[ci + 1:ci + 513]
+        losses[ci] = score_chunk(model, x, y, counts)
+        counts.index_add_(0, y, torch.ones(512))
+    for ci in range(0, 4 * 512, 512):
+        x, y = tokens[ci:ci + 512], tokens[ci + 1:ci + 513]
+        losses[ci] = score_chunk(model, x, y, counts)
+    print(sum(losses.values()))
+
+main()
+"""
+
+
+def test_rescoring_early_chunks_with_the_warm_cache_fails() -> None:
+    # pass 1 scores each chunk and then adds it to the counts (fine on its own); pass 2 rescores the first
+    # chunks with the counts of the whole split (the PR #846 "two-pass" shape)
+    verdict, finding = outcome(audit_source(_LOOP_PASSES, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 21 and finding.data["state"] == "counts"
+
+
+def test_online_loop_alone_passes() -> None:
+    src = _LOOP_PASSES.replace(
+        "    for ci in range(0, 4 * 512, 512):\n        x, y = tokens[ci:ci + 512], tokens[ci + 1:ci + 513]\n"
+        "        losses[ci] = score_chunk(model, x, y, counts)\n", "")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
