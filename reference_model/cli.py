@@ -21,7 +21,7 @@ PROG = "pgolf-audit reference"
 
 # --------------------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields `advance(n)`. Silent when disabled or rich is missing."""
     if not enabled:
         yield lambda _n: None
@@ -95,7 +95,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     from reference_model.tokenize import tokenize_jsonl
 
     t0 = time.perf_counter()
-    with progress_bar("tokenizing documents", args.limit or 0, not args.no_progress) as advance:
+    with progress_bar("tokenizing documents", args.limit, not args.no_progress) as advance:
         report = tokenize_jsonl(args.jsonl, args.tokenizer, args.out, prefix=args.prefix,
                                 shard_tokens=args.shard_tokens, limit=args.limit, sidecar=args.sidecar,
                                 progress=advance)
@@ -149,7 +149,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from reference_model.evaluate import EvalConfig, ScoreFirstTTT, eval_plain, eval_sliding, load_val_stream
+    from reference_model.evaluate import (
+        EvalConfig,
+        ScoreFirstTTT,
+        eval_plain,
+        eval_sliding,
+        load_val_stream,
+        sliding_window_starts,
+    )
     from reference_model.quant import restore_model
 
     device = _device(args.device)
@@ -182,18 +189,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     log(f"artifact:loaded {args.artifact} in {load_ms:.0f}ms (decompression, not on the eval clock)")
     results = []
     main = ranks.rank == 0 and not args.no_progress
+    per_rank_windows = -(-len(sliding_window_starts(stream.num_targets, cfg.seq_len, cfg.stride)) // ranks.world)
     for mode in args.modes.split(","):
         if mode == "plain":
             n = -(-stream.num_targets // cfg.seq_len)
             with progress_bar("plain eval", n, main) as advance:
                 r = eval_plain(model, stream, cfg, ranks=ranks, progress=advance)
         elif mode == "sliding":
-            with progress_bar("sliding-window eval", 0, main) as advance:
+            with progress_bar("sliding-window eval", per_rank_windows, main) as advance:
                 r = eval_sliding(model, stream, cfg, ranks=ranks, progress=advance)
         elif mode == "ttt":
             ttt_model = fresh_model()  # TTT trains its model: never reuse the scored one
             runner = ScoreFirstTTT(ttt_model, stream, cfg, ranks=ranks, log=log)
-            with progress_bar("score-first TTT", 0, main) as advance:
+            with progress_bar("score-first TTT", per_rank_windows, main) as advance:
                 runner.progress = advance
                 r = runner.run()
             del ttt_model

@@ -62,6 +62,14 @@ class EvalConfig:
     autocast: bool | None = None  # bf16 autocast (default: on CUDA)
     seed: int = 0  # for the random warmup tokens only
 
+    def __post_init__(self) -> None:
+        if not 0 < self.stride <= self.seq_len:
+            raise ValueError(f"stride {self.stride} must be in 1..seq_len ({self.seq_len})")
+        if self.batch_seqs <= 0 or self.ttt_batch_seqs <= 0 or self.chunk_tokens <= 0:
+            raise ValueError("batch_seqs, ttt_batch_seqs and chunk_tokens must be positive")
+        if self.ttt_epochs < 0:
+            raise ValueError("ttt_epochs must be >= 0")
+
 
 # --------------------------------------------------------------------------------------------------- bytes
 def target_bytes(tokens: np.ndarray, luts: ByteLUTs | None = None, sidecar: np.ndarray | None = None

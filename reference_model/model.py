@@ -175,8 +175,10 @@ class TiedHead(nn.Module):
         self.softcap = softcap
 
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
-        z = F.linear(x, weight.to(x.dtype)).float()
-        return self.softcap * torch.tanh(z / self.softcap)
+        # Softcap in the compute dtype, then float32 (the record's order: its forward_logits returns the
+        # capped bf16 logits and its loss casts them), so bf16 runs round exactly where the record does.
+        z = F.linear(x, weight.to(x.dtype))
+        return (self.softcap * torch.tanh(z / self.softcap)).float()
 
 
 class GPT(nn.Module):

@@ -168,12 +168,15 @@ class ValidationRescoredInSecondPass(Rule):
                 if s2.seq <= w.seq or exclusive(w, s2):
                     continue
                 d = _divergence_depth(w, s2)
-                if d >= len(w.chain) or d >= len(s2.chain) or d >= len(w.names) or not w.names[d]:
+                if d > len(w.chain) or d >= len(s2.chain) or d >= len(w.names) or not w.names[d]:
                     continue
-                first_call, second_call = w.chain[d][0], s2.chain[d][0]
+                # the write happens in the frame where the paths part (directly, or inside a call made there)
+                first_call = w.chain[d][0] if d < len(w.chain) else w.node
+                second_call = s2.chain[d][0]
+                frame = s2.chain[d][1]
                 callee = s2.chain[d + 1][1] if d + 1 < len(s2.chain) else s2.func
                 if id(second_call) in reported or not (
-                    _passes_name(second_call, w.names[d]) or _closure_reads(callee, w.chain[d][1], w.names[d])
+                    _passes_name(second_call, w.names[d]) or _closure_reads(callee, frame, w.names[d])
                 ):
                     continue
                 s1 = _first(
@@ -184,7 +187,7 @@ class ValidationRescoredInSecondPass(Rule):
                 if s1 is None:
                     continue  # nothing was scored before the state was filled: a precompute, not a first pass
                 reported.add(id(second_call))
-                caller = w.chain[d][1]
+                caller = frame
                 flow = w.flow(f"pass 1 writes `{w.names[d]}` from validation tokens while scoring them")
                 flow.extend(FlowStep(st.location, f"then: {st.message}")
                             for st in s2.flow("pass 2 scores validation tokens again with that state")[d:])

@@ -21,6 +21,7 @@ from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Ver
 from auditor.flow.order import (
     Event,
     analyse_order,
+    canonical,
     closure,
     common_loops,
     def_map,
@@ -226,6 +227,12 @@ def _positions(upd: Event, score: Event) -> tuple[str, str]:
     if ending:
         lo, hi = ending[0]
         return "context", f"optimized [{lo}:{hi}], scored from [{hi}:]"
+    # the same bounds under other names (`mask[_i, _s:_wlen]` built in its own loop vs `nll[i, s:wlen]`)
+    for olo, ohi in sorted(opt_slices):
+        for slo, shi in sorted(score_slices):
+            if olo and canonical(olo, opt_defs, 2) == canonical(slo, defs, 2) \
+                    and canonical(ohi, opt_defs, 0) == canonical(shi, defs, 0):
+                return "same", f"[{olo}:{ohi}] computed like the scored [{slo}:{shi}]"
     return "unknown", f"optimized {sorted(opt_slices)}, scored {sorted(score_slices)}"
 
 

@@ -21,7 +21,15 @@ How it works, all on the stdlib ``ast`` and without looking at identifier names:
    arguments such as ``timed_eval(label, eval_val, ...)`` are bound too). The module body of the entry script is the
    root; what it yields is the order in which scoring and updates run;
 3. every event carries its loops, its ``if`` branches (for mutually exclusive paths and default-off gates) and the
-   call chain that led to it (the flow shown in findings).
+   call chain that led to it (the flow shown in findings). *Write* events (validation content stored into a table
+   or container, with the object's name in every function of the chain) let PG203 see state built by one pass
+   and read by a later one.
+
+Calls run where they are written, including those inside lambdas handed to helpers and own functions handed to
+library calls as callbacks (`lbfgs.step(closure)`); nested functions are interpreted in their enclosing
+function's scope. From the shared flow layer (``auditor.flow``) this module takes: method calls on objects whose
+class it knows (`cache.update(...)`), default-off gates and README run commands (``prog.reach``), dead functions,
+defeated analysis (``prog.defeated``) and the source-to-sink path of validation data (``val_taint(ctx).path``).
 
 The rules in ``rules/ttt_order.py``, ``rules/slot.py`` and ``rules/multipass.py`` judge these events.
 ``analyse_order(ctx)`` computes everything once per audit (``ctx.memo``).
@@ -341,7 +349,6 @@ def substitute(labels: Labels, subst: dict[str, Labels]) -> Labels:
 class Summary:
     ret: Labels = EMPTY
     events: list[Event] = field(default_factory=list)
-    # names bound to optimizers / free tensors, for the rules' evidence
 
 
 @dataclass
@@ -360,7 +367,6 @@ class _FunctionInterpreter:
         self.state: dict[str, Labels] = {}
         self.events: dict[tuple[int, int], Event] = {}
         self.ret: set[str] = set()
-        self.rg_names: set[str] = set()
         self.aliases: dict[str, ast.expr] = {}  # local name -> expression it was last bound to (for call binding)
         for param in fi.params:
             self.state[param] = frozenset({f"p:{param}"})
@@ -503,8 +509,6 @@ class _FunctionInterpreter:
         if not _creates_free_tensor(value, self.p.constants(self.fi.unit)):
             return labels
         names = [t.id for t in targets if isinstance(t, ast.Name)]
-        for n in names:
-            self.rg_names.add(n)
         return labels | {f"rg:{self.fi.key}:{n}" for n in names}
 
     # -- scoring ------------------------------------------------------------------------------------------------
@@ -682,7 +686,6 @@ class _FunctionInterpreter:
             recv = self.expr(func.value, ctx)
             if base and base in self.state:
                 label = f"rg:{self.fi.key}:{base}"
-                self.rg_names.add(base)
                 self.state[base] = self.state[base] | {label}
                 return recv | {label}
             return recv
@@ -1398,10 +1401,10 @@ def classify_update(ev: Event) -> None:
         ev.step = step_call
         ev.step_func = fi
         recv = _base_name(step_call.func.value)  # type: ignore[union-attr]
-        params = _optimizer_params(recv or "", defs)
+        params = _optimizer_params(recv or "", defs, line)
         roots = _param_roots(params, defs) if params is not None else set()
         consts = module_constants(fi.unit.tree) if fi.unit.tree is not None else {}
-        if roots and all(_is_free_tensor_def(r, defs, consts) for r in roots):
+        if roots and all(_is_free_tensor_def(r, defs, consts, line) for r in roots):
             ev.target = "free_tensor"
         ev.throwaway = bool(roots) and all(_is_throwaway(r, fi, defs, ev.node) for r in roots)
         if roots and all(_owned_locally(r, fi, defs) for r in roots):
@@ -1410,9 +1413,11 @@ def classify_update(ev: Event) -> None:
         ev.target = "free_tensor"  # manual updates of a requires_grad tensor (no optimizer object)
 
 
-def _optimizer_params(name: str, defs: dict[str, list[ast.stmt]]) -> ast.expr | None:
-    """The parameter argument of the call that built optimizer `name` (an `optim.X(params, ...)` call)."""
-    for s in defs.get(name, []):
+def _optimizer_params(name: str, defs: dict[str, list[ast.stmt]], before: int = 10**9) -> ast.expr | None:
+    """The parameter argument of the call that built optimizer `name` (an `optim.X(params, ...)` call): the last
+    such binding before line `before` (branches often build different optimizers under one name)."""
+    candidates = [d for d in defs.get(name, []) if getattr(d, "lineno", 0) <= before]
+    for s in reversed(candidates or defs.get(name, [])):
         if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call):
             call = s.value
             dotted = _dotted(call.func) or ""
@@ -1475,9 +1480,13 @@ def _param_roots(params: ast.expr, defs: dict[str, list[ast.stmt]], depth: int =
     return roots
 
 
-def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]], consts: dict[str, object]) -> bool:
+def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]], consts: dict[str, object],
+                        before: int = 10**9) -> bool:
+    """Is `name`, as last bound before line `before`, a tensor created with requires_grad?"""
     own = [s for s in defs.get(name, []) if isinstance(s, (ast.Assign, ast.AnnAssign))]
-    return bool(own) and all(s.value is not None and _creates_free_tensor(s.value, consts) for s in own)
+    prior = [s for s in own if getattr(s, "lineno", 0) <= before]
+    last = prior[-1] if prior else (own[-1] if own else None)
+    return last is not None and last.value is not None and _creates_free_tensor(last.value, consts)
 
 
 def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], backward: ast.AST) -> bool:
@@ -1826,10 +1835,15 @@ def position_slices(stmts: Iterable[ast.stmt]) -> set[tuple[str, str]]:
                     continue
                 lo = ast.unparse(last.lower) if last.lower is not None else ""
                 hi = ast.unparse(last.upper) if last.upper is not None else ""
-                if _constant_bound(last.lower) and _constant_bound(last.upper):
-                    continue  # [:-1], [1:]: the input/target shift, not a choice of positions
+                if _constant_bound(last.lower) and (_constant_bound(last.upper) or _minus_one(last.upper)):
+                    continue  # [:-1], [1:], [:, :seq_len - 1]: the input/target shift, not a choice of positions
                 out.add((lo, hi))
     return out
+
+
+def _minus_one(node: ast.expr | None) -> bool:
+    return (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and isinstance(node.right, ast.Constant)
+            and node.right.value == 1)
 
 
 def _constant_bound(node: ast.expr | None) -> bool:
@@ -1853,3 +1867,32 @@ def value_names(node: ast.AST) -> set[str]:
         parts = [*node.args, *(k.value for k in node.keywords)]
         return set().union(*(names_in(p, skip_slices=True) for p in parts)) if parts else set()
     return names_in(node, skip_slices=True)
+
+
+def canonical(text: str, defs: dict[str, list[ast.stmt]], depth: int) -> str:
+    """A bound's shape with names replaced by their single definition (up to `depth` levels) and otherwise
+    anonymised: `_s` and `s` both defined as `0 if ws == 0 else max(wlen - stride, 0)` compare equal."""
+    if not text:
+        return ""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return text
+    return _canon(node, defs, depth)
+
+
+def _canon(node: ast.AST, defs: dict[str, list[ast.stmt]], depth: int) -> str:
+    if isinstance(node, ast.Name):
+        own = defs.get(node.id, [])
+        if depth > 0 and len(own) == 1 and isinstance(own[0], ast.Assign) and len(own[0].targets) == 1 \
+                and isinstance(own[0].targets[0], ast.Name):
+            return _canon(own[0].value, defs, depth - 1)
+        return "N"
+    if isinstance(node, ast.Constant):
+        return repr(node.value)
+    parts = [type(node).__name__]
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.expr_context,)):
+            continue
+        parts.append(_canon(child, defs, depth))
+    return "(" + " ".join(parts) + ")"
