@@ -16,7 +16,7 @@ from auditor.errors import InputError, UsageError
 from auditor.exitcodes import ERROR
 
 FORMATS = ("text", "json", "sarif", "markdown")
-SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "reference", "bot")
+SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "sweep", "reference", "bot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--git-dir", required=True, help="local clone of the labelled repository")
     c.add_argument("--format", "-f", choices=("text", "json"), default="text")
     c.add_argument("--output", "-o")
+
+    sw = sub.add_parser("sweep", help="audit every record folder under a tree at a revision; one line each")
+    sw.add_argument("--git-dir", required=True)
+    sw.add_argument("--rev", default="HEAD")
+    sw.add_argument("--root", default="records", help="folder holding <track>/<record> folders")
+    sw.add_argument("--rules", help="comma-separated rule ids, names or categories (default: all)")
+    sw.add_argument("--format", "-f", choices=("text", "json"), default="text")
+    sw.add_argument("--output", "-o")
 
     b = sub.add_parser("bot", help="audit the record folders a PR changes and upsert one sticky PR comment")
     b.add_argument("--git-dir", required=True, help="repository holding both revisions (PR files are never checked out)")
@@ -126,6 +134,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from auditor.corpus import run_corpus
 
         return run_corpus(Path(args.labels), Path(args.git_dir), args.format, args.output)
+    if args.command == "sweep":
+        from auditor.sweep import run_sweep
+
+        rules = args.rules.split(",") if args.rules else None
+        return run_sweep(args.git_dir, args.rev, args.root, rules, args.format, args.output)
     if args.command == "bot":
         from auditor.bot import run_bot
 

@@ -28,11 +28,18 @@ def run_rules(ctx: AuditContext, rules: Sequence[type[Rule]], timings: dict[str,
               debug: bool = False) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     errors: list[str] = []
+    non_record: bool | None = None
     for rule_cls in rules:
         rule = rule_cls()
         t0 = time.perf_counter()
         try:
-            findings.extend(rule.check(ctx))
+            produced = list(rule.check(ctx))
+            if rule_cls.record_only and any(f.verdict is Verdict.FAIL for f in produced):
+                if non_record is None:
+                    non_record = is_non_record(ctx)
+                if non_record:
+                    produced = [downgrade_for_non_record(f) for f in produced]
+            findings.extend(produced)
         except Exception as exc:  # a bug of ours: never a silent PASS, never a crash of the whole audit
             if debug:
                 raise
@@ -49,6 +56,21 @@ def run_rules(ctx: AuditContext, rules: Sequence[type[Rule]], timings: dict[str,
         if timings is not None:
             timings[rule_cls.id] = timings.get(rule_cls.id, 0.0) + time.perf_counter() - t0
     return findings, errors
+
+
+def is_non_record(ctx: AuditContext) -> bool:
+    from auditor.evidence.claims import claims_of, track_of
+
+    return track_of(ctx.submission, claims_of(ctx)) == "non-record"
+
+
+def downgrade_for_non_record(f: Finding) -> Finding:
+    if f.verdict is not Verdict.FAIL:
+        return f
+    f.verdict = Verdict.WARN
+    f.message = f"non-record submission (not ranked, so not a FAIL): {f.message}"
+    f.fingerprint = f.compute_fingerprint()
+    return f
 
 
 def identity(sub: Submission) -> SubmissionIdentity:

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accum", type=int, default=8)
     ap.add_argument("--attention", default="auto")
     ap.add_argument("--sdpa", default="cudnn,flash")
-    ap.add_argument("--fused-qkv", type=int, default=1)
+    ap.add_argument("--fused-qkv", type=int, default=0)
     ap.add_argument("--out", default="")
     ap.add_argument("--report")
     ap.add_argument("--attn-micro", action="store_true")

@@ -14,7 +14,6 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, Severity, Verdict
 from rules.base import Case, Rule
 
-
 # A packed script whose decoded layer does not parse: the WARN must point at the decoded line, in the layer.
 _BROKEN_LAYER = base64.b64encode(zlib.compress(b"x = 1\n\ndef f(:\n    pass\n")).decode()
 _PACKED_BROKEN = f'import zlib, base64\nexec(zlib.decompress(base64.b64decode("{_BROKEN_LAYER}")))\n'

@@ -39,6 +39,7 @@ def _log(total: int, model: int, code_line: str) -> str:
 
 
 class ArtifactOverCap(Rule):
+    record_only = True
     id = "PG621"
     name = "artifact-over-cap"
     title = "Code + compressed model over 16,000,000 bytes"

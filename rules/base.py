@@ -89,6 +89,10 @@ class Rule:
     evidence_level: ClassVar[EvidenceLevel] = EvidenceLevel.STATIC
     valid: ClassVar[tuple[Case, ...]] = ()
     invalid: ClassVar[tuple[Case, ...]] = ()
+    # Rules about record eligibility (package, claims, size, time, significance): on a non-record submission their
+    # FAILs become WARNs, since non-record entries are accepted "if interesting" and are not ranked (README, A.1.9).
+    # Legality rules (how the score is computed) keep FAIL on every track.
+    record_only: ClassVar[bool] = False
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         raise NotImplementedError

@@ -81,6 +81,7 @@ def _fmt(n: float | None, decimals: int = 8) -> str:
 
 
 class ClaimedScoresDisagreeWithLogs(Rule):
+    record_only = True
     id = "PG611"
     name = "claimed-scores-disagree-with-logs"
     title = "submission.json numbers that the run logs do not show"
@@ -297,6 +298,7 @@ def _mean_candidates(logs: list[ParsedLog], claims: Claims) -> list[tuple[float,
 
 
 class ReadmeScoresUnsupportedByLogs(Rule):
+    record_only = True
     id = "PG612"
     name = "readme-scores-unsupported-by-logs"
     title = "README headline or per-seed numbers that no log line shows"
@@ -406,6 +408,7 @@ if __name__ == "__main__":
 
 
 class LoggedCodeDiffersFromShipped(Rule):
+    record_only = True
     id = "PG613"
     name = "logged-code-differs-from-shipped"
     title = "The source embedded in a log is not the shipped train_gpt.py"
@@ -531,6 +534,7 @@ def _diff_summary(shipped: str, logged: str, shipped_name: str, log_path: str) -
 
 
 class IncompleteRunLog(Rule):
+    record_only = True
     id = "PG614"
     name = "incomplete-run-log"
     title = "A log that stops before its final scored evaluation"
@@ -592,6 +596,7 @@ class IncompleteRunLog(Rule):
 
 
 class UndisclosedExtraRuns(Rule):
+    record_only = True
     id = "PG615"
     name = "undisclosed-extra-runs"
     title = "Runs in the logs that submission.json does not list"

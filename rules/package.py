@@ -51,6 +51,7 @@ def _is_record_folder(ctx: AuditContext) -> bool:
 
 
 class RecordPackageIncomplete(Rule):
+    record_only = True
     id = "PG601"
     name = "record-package-incomplete"
     title = "Record folder missing a required file or misnamed"
@@ -127,6 +128,7 @@ def _folder_name_problem(name: str) -> str | None:
 
 
 class SubmissionJsonMalformed(Rule):
+    record_only = True
     id = "PG602"
     name = "submission-json-malformed"
     title = "submission.json unparsable, missing keys or with odd types"

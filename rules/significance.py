@@ -40,6 +40,7 @@ _CAND = [(42, 2.77180000, 1.07300000), (1337, 2.77260000, 1.07331000), (2024, 2.
 
 
 class RecordSignificance(Rule):
+    record_only = True
     id = "PG751"
     name = "improvement-not-significant"
     title = "The improvement over the reference record is not statistically significant"

@@ -60,6 +60,7 @@ _OLD_STEPS = ("step:7100/9000 train_loss:1.9701 train_time:599710ms step_avg:84.
 
 
 class TrainTimeOverLimit(Rule):
+    record_only = True
     id = "PG631"
     name = "train-time-over-limit"
     title = "Training (incl. GPTQ Hessians on training data) past 600,000 ms"
@@ -169,6 +170,7 @@ class TrainTimeOverLimit(Rule):
 
 
 class EvalTimeOverLimit(Rule):
+    record_only = True
     id = "PG632"
     name = "eval-time-over-limit"
     title = "Scored evaluation pass past 600 s"
@@ -241,6 +243,7 @@ class EvalTimeOverLimit(Rule):
 
 
 class NotEightH100(Rule):
+    record_only = True
     id = "PG633"
     name = "not-8xh100-run"
     title = "Record run not on 8 H100 SXM GPUs"
