@@ -354,6 +354,9 @@ def train(
         if cfg.train_log_every > 0 and (
             step <= 5 or step % cfg.train_log_every == 0 or stop_after is not None
         ):
+            if info.distributed:  # log the global batch's loss, not rank 0's share (the record logs rank 0's)
+                dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+                loss = loss / info.world_size
             value = float(loss.item())
             result.train_losses.append((step, value))
             log(

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auditor.constants import CASEOPS_SENTINELS
+from auditor.flow.nodeindex import NodeIndex, node_index
 
 if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
@@ -128,21 +130,8 @@ def _contains_strip(node: ast.AST) -> bool:
     return any(_is_strip(n) for n in ast.walk(node))
 
 
-def _scope_nodes(scope: ast.AST) -> list[ast.AST]:
-    """Nodes of a function or module body, not descending into nested functions/classes (their own scopes)."""
-    out: list[ast.AST] = []
-    stack = list(getattr(scope, "body", []))
-    while stack:
-        n = stack.pop()
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        out.append(n)
-        stack.extend(ast.iter_child_nodes(n))
-    return out
-
-
-def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | None:
-    nodes = _scope_nodes(scope)
+def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) -> LutBuilder | None:
+    nodes = index.scope_nodes(scope)
     piece_calls = [n for n in nodes if isinstance(n, ast.Call) and _attr(n) in PIECE_METHODS]
     if not piece_calls:
         return None
@@ -150,6 +139,12 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
     piece_names: set[str] = set()
     raw_names: set[str] = set()
     assigns = [n for n in nodes if isinstance(n, ast.Assign | ast.AnnAssign | ast.NamedExpr)]
+    # what an assigned value calls does not change between rounds: read each value's subtree once
+    called: dict[int, tuple[bool, bool]] = {}
+    for a in assigns:
+        if a.value is not None:
+            attrs = {_attr(n) for n in ast.walk(a.value) if isinstance(n, ast.Call)}
+            called[id(a)] = (bool(attrs & PIECE_METHODS), bool(attrs & RAW_PIECE_METHODS))
     strip_assigns: list[ast.AST] = []
     for _ in range(3):  # a few rounds reach p = sp.id_to_piece(i); q = p[1:]; r = q.lower()
         for a in assigns:
@@ -157,8 +152,7 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
             targets = a.targets if isinstance(a, ast.Assign) else [a.target]
             if value is None:
                 continue
-            from_piece = any(isinstance(n, ast.Call) and _attr(n) in PIECE_METHODS for n in ast.walk(value))
-            from_raw = any(isinstance(n, ast.Call) and _attr(n) in RAW_PIECE_METHODS for n in ast.walk(value))
+            from_piece, from_raw = called[id(a)]
             from_name = _root_name(value) in piece_names
             if from_piece or from_name:
                 for t in targets:
@@ -169,7 +163,7 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
                 if from_name and _contains_strip(value):
                     strip_assigns.append(a)
     b = LutBuilder(unit, scope, name, piece_calls=piece_calls)
-    parents = {id(c): p for p in nodes for c in ast.iter_child_nodes(p)}
+    parents = index.parent
     for n in nodes:
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len" and n.args:
             arg = n.args[0]
@@ -210,13 +204,13 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str) -> LutBuilder | No
     return b if b.length_calls else None
 
 
-def _stored_as_table(length: ast.Call, parents: dict[int, ast.AST], nodes: list[ast.AST]) -> bool:
+def _stored_as_table(length: ast.Call, parents: Callable[[ast.AST], ast.AST | None], nodes: list[ast.AST]) -> bool:
     """The measured length ends up in a per-token table: `t[i] = len(...)`, `out.append(len(...))`, a
     comprehension element, a returned value, or a local that is then stored that way. A length printed in a report
     or packed into a tuple of statistics is not a byte LUT."""
     node: ast.AST = length
     while True:
-        parent = parents.get(id(node))
+        parent = parents(node)
         if parent is None:
             return False
         if isinstance(parent, ast.Tuple | ast.List | ast.JoinedStr | ast.FormattedValue | ast.Compare):
@@ -236,7 +230,7 @@ def _stored_as_table(length: ast.Call, parents: dict[int, ast.AST], nodes: list[
         node = parent
 
 
-def _stores_name(node: ast.AST, names: set[str], parents: dict[int, ast.AST]) -> bool:
+def _stores_name(node: ast.AST, names: set[str], parents: Callable[[ast.AST], ast.AST | None]) -> bool:
     """`t[i] = <expr using one of names>` or `.append(<expr using it>)` (not inside a tuple)."""
     if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) for t in node.targets):
         value = node.value
@@ -249,8 +243,8 @@ def _stores_name(node: ast.AST, names: set[str], parents: dict[int, ast.AST]) ->
     return any(isinstance(x, ast.Name) and x.id in names for x in ast.walk(value))
 
 
-def _side_file_luts(unit: CodeUnit, scope: ast.AST) -> list[SideFileLut]:
-    nodes = _scope_nodes(scope)
+def _side_file_luts(unit: CodeUnit, scope: ast.AST, index: NodeIndex) -> list[SideFileLut]:
+    nodes = index.scope_nodes(scope)
     loaded: dict[str, ast.Call] = {}
     for n in nodes:
         pairs: list[tuple[ast.AST, ast.AST]] = []
@@ -298,14 +292,22 @@ def _analyse(ctx: AuditContext) -> ByteCodeFacts:
     for unit in ctx.parsed_units:
         tree = unit.tree
         assert tree is not None
+        index = node_index(ctx, unit)
         scopes: list[tuple[ast.AST, str]] = [(tree, "<module>")]
-        scopes += [(n, n.name) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        scopes += [(n, n.name) for n in index.functions()]
+        # a scope can only build a LUT with a piece call in it, and only read a side-file LUT through a loader
+        # call: a unit with neither (most layers of most scripts) needs no per-scope pass at all
+        calls = index.of_type(ast.Call)
+        any_piece = any(_attr(c) in PIECE_METHODS for c in calls)
+        any_loader = any(_is_loader(c) for c in calls)  # type: ignore[arg-type]
         for scope, name in scopes:
-            b = _analyse_scope(unit, scope, name)
-            if b is not None:
-                facts.builders.append(b)
-            facts.side_files.extend(_side_file_luts(unit, scope))
-        for n in ast.walk(tree):
+            if any_piece:
+                b = _analyse_scope(unit, scope, name, index)
+                if b is not None:
+                    facts.builders.append(b)
+            if any_loader:
+                facts.side_files.extend(_side_file_luts(unit, scope, index))
+        for n in index.nodes:
             s = _const_str(n)
             if s is None:
                 if isinstance(n, ast.Import | ast.ImportFrom):
