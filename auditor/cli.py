@@ -16,7 +16,7 @@ from auditor.errors import InputError, UsageError
 from auditor.exitcodes import ERROR
 
 FORMATS = ("text", "json", "sarif", "markdown")
-SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "sweep", "reference", "bot")
+SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "sweep", "reference", "bot", "verify")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", "-o", help="also write the comment body here")
     b.add_argument("--strict", action="store_true")
 
+    from auditor.harness.cli import add_verify_parser
+
+    add_verify_parser(sub)
+
     ref = sub.add_parser("reference", help="reference model: train | eval | tokenize | bench")
     ref.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -143,6 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from auditor.bot import run_bot
 
         return run_bot(args.git_dir, args.base, args.head, args.repo, args.pr, args.dry_run, args.output, args.strict)
+    if args.command == "verify":
+        from auditor.harness.cli import run_verify
+
+        return run_verify(args)
     if args.command == "reference":
         from reference_model.cli import main as reference_main
 

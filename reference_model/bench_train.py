@@ -8,8 +8,22 @@ it on, each timed between two device synchronisations.
     python -m reference_model.bench_train --impl ours --data '.bench/data/*.bin' --out bench.jsonl
     python -m reference_model.bench_train --impl record --record .bench/record/train_gpt.py --data ... --out ...
     python -m reference_model.bench_train --report bench.jsonl
+    python -m reference_model.bench_train --prepare-record /work/.mirror/openai+parameter-golf/repo  # -> .bench/record
     python -m reference_model.bench_train --attn-micro          # SDPA kernels vs FA3 on the model's shapes
     python -m reference_model.bench_train --compare a.log b.log  # train_loss curves of two train.py logs
+
+Measured 2026-11-22 on one NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130, no FA3; data: the 200-document sp8192
+shard, 6 timed steps per mode after 3 warmup steps per mode):
+
+    impl     attention                 tok/s plain  ms/step  tok/s loop  ms/step  peak MiB
+    record   SDPA flash (FA3 shim)         870,670    903.2     580,897   1353.8    40,159
+    ours     SDPA cuDNN>flash, 3 GEMMs   1,000,634    785.9     634,555   1239.3    40,167
+    speedup                               1.149x                1.092x
+    ours with one fused QKV GEMM: 868 ms/step plain (the split views keep SDPA off its fast path), so it is off.
+Cold compile warmup (both modes): ours 143 s, record 182 s. The 1.2x target is NOT reached: the remaining time
+is matmuls (~40%), attention (~25%) and inductor's fused RMSNorm/residual kernels (~20%), which the record
+shares op for op. A 2-GPU torchrun run (2 x H200, same global batch, 24 steps) reproduced the 1-GPU train_loss
+curve within 0.0011 (mean |diff| 0.0002; identical at step 1).
 
 `--impl record` imports a LOCAL decoded copy of the record's train_gpt.py (never committed to this repository);
 without FlashAttention 3 installed, put a `flash_attn_interface.py` beside it that maps `flash_attn_func` onto
@@ -112,6 +126,44 @@ def profile_step(run: Callable[[], Any], path: str) -> str:
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
     Path(path).write_text(table)
     return "\n".join(table.splitlines()[:12])
+
+
+RECORD_DIR = "records/track_10min_16mb/2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT"
+SHIM = '''"""Bench-only stand-in for FlashAttention 3's flash_attn_func: PyTorch SDPA on the same [B, T, H, D] layout."""
+import torch.nn.functional as F
+
+
+def flash_attn_func(q, k, v, causal=True):
+    y = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, enable_gqa=k.size(2) != q.size(2)
+    )
+    return y.transpose(1, 2)
+'''
+
+
+def prepare_record(git_dir: str, dest: str = ".bench/record") -> Path:
+    """Decode the record's packed train_gpt.py from a local git mirror into `dest` (an ignored folder) and write
+    the SDPA shim beside it. Nothing here is imported by the package; the bench alone loads it."""
+    import base64
+    import lzma
+    import subprocess
+
+    packed = subprocess.run(
+        ["git", "--git-dir", git_dir, "show", f"HEAD:{RECORD_DIR}/train_gpt.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    m = re.search(r"b85decode\((['\"])(.*?)\1\)", packed, re.S)
+    if m is None:
+        raise SystemExit("the record's train_gpt.py is not the expected lzma/base85 wrapper")
+    raw = base64.b85decode(m.group(2))
+    code = lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_gpt.py").write_bytes(code)
+    (out / "flash_attn_interface.py").write_text(SHIM)
+    return out / "train_gpt.py"
 
 
 def load_record_module(path: str) -> Any:
@@ -341,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report")
     ap.add_argument("--attn-micro", action="store_true")
     ap.add_argument("--compare", nargs=2)
+    ap.add_argument(
+        "--prepare-record", metavar="GIT_DIR", help="decode the record into .bench/record from a mirror"
+    )
     ap.add_argument("--plain-only", action="store_true", help="(--impl ours) skip the recurrent mode")
     ap.add_argument("--profile", default="", help="(--impl ours) write a one-step kernel profile here")
     ap.add_argument("--parity", action="store_true", help="only compare ours vs the record's forward on GPU")
     args = ap.parse_args(argv)
+    if args.prepare_record:
+        print(prepare_record(args.prepare_record))
+        return 0
     if args.report:
         print(report(args.report))
         return 0

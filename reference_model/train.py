@@ -62,7 +62,9 @@ class TrainConfig:
     grad_accum_steps: int = 0  # 0 = 8 // world_size, as the record
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | sdpa
-    fused_qkv: bool = False  # one GEMM for q, k, v: measured 10% SLOWER on H100 (split views defeat cuDNN SDPA)
+    fused_qkv: bool = (
+        False  # one GEMM for q, k, v: measured 10% SLOWER on H100 (split views defeat cuDNN SDPA)
+    )
     sdpa_order: str = (
         "cudnn,flash"  # which SDPA kernels CUDA may use when FA3 is absent (attention.sdpa_backend)
     )

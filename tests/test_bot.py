@@ -16,8 +16,8 @@ import pytest
 from auditor.bot import changed_record_folders, run_bot
 from auditor.engine import audit
 from auditor.exitcodes import exit_code
-from auditor.submission import load_git
 from auditor.render.markdown import STICKY_MARKER
+from auditor.submission import load_git
 
 
 class FakeGitHub:

@@ -279,3 +279,48 @@ def test_command_line_trains_and_saves(
     assert saved["model_config"]["num_layers"] == 3
     with pytest.raises(SystemExit):
         main(["--set", "no_such_field=1"])
+
+
+def test_bench_helpers_compare_curves_and_report(tmp_path: Path) -> None:
+    from reference_model.bench_train import compare_curves, report
+
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text(
+        "model_params:1\nstep:1/3 train_loss:9.0000 train_time:5ms step_avg:5.00ms\n"
+        "step:2/3 train_loss:8.0000 train_time:9ms step_avg:4.50ms\n"
+    )
+    b.write_text(
+        "step:1/3 train_loss:9.0010 train_time:5ms step_avg:5.00ms\n"
+        "step:2/3 train_loss:7.9000 train_time:9ms step_avg:4.50ms\n"
+        "step:3/3 train_loss:7.0000 train_time:9ms step_avg:3.00ms\n"
+    )
+    cmp = compare_curves(str(a), str(b))
+    assert cmp["steps_compared"] == 2 and cmp["max_abs_diff"] == pytest.approx(0.1)
+    rows = tmp_path / "bench.jsonl"
+    common = {"compile_warmup_s": 1.0, "peak_mem_mib": 10, "gpu": "X"}
+    rows.write_text(
+        json.dumps(
+            {
+                "impl": "record",
+                "attention": "flash",
+                "tokens_per_s_plain": 100.0,
+                "ms_per_step_plain": 10.0,
+                "tokens_per_s_loop": 50.0,
+                "ms_per_step_loop": 20.0,
+                **common,
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "impl": "ours",
+                "attention": "cudnn",
+                "tokens_per_s_plain": 120.0,
+                "ms_per_step_plain": 8.0,
+                **common,
+            }
+        )
+        + "\n"
+    )
+    text = report(str(rows))
+    assert "speedup ours/record (plain): 1.200x" in text and "(loop)" not in text

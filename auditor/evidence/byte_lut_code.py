@@ -20,6 +20,7 @@ Nothing here imports or runs submission code.
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,7 +164,8 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
                 if from_name and _contains_strip(value):
                     strip_assigns.append(a)
     b = LutBuilder(unit, scope, name, piece_calls=piece_calls)
-    parents = index.parent
+    parent_of = {id(c): p for p in nodes for c in ast.iter_child_nodes(p)}  # within this scope only
+    parents = parent_of.get
     for n in nodes:
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len" and n.args:
             arg = n.args[0]
@@ -204,13 +206,13 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
     return b if b.length_calls else None
 
 
-def _stored_as_table(length: ast.Call, parents: Callable[[ast.AST], ast.AST | None], nodes: list[ast.AST]) -> bool:
+def _stored_as_table(length: ast.Call, parents: Callable[[int], ast.AST | None], nodes: list[ast.AST]) -> bool:
     """The measured length ends up in a per-token table: `t[i] = len(...)`, `out.append(len(...))`, a
     comprehension element, a returned value, or a local that is then stored that way. A length printed in a report
     or packed into a tuple of statistics is not a byte LUT."""
     node: ast.AST = length
     while True:
-        parent = parents(node)
+        parent = parents(id(node))
         if parent is None:
             return False
         if isinstance(parent, ast.Tuple | ast.List | ast.JoinedStr | ast.FormattedValue | ast.Compare):
@@ -230,7 +232,7 @@ def _stored_as_table(length: ast.Call, parents: Callable[[ast.AST], ast.AST | No
         node = parent
 
 
-def _stores_name(node: ast.AST, names: set[str], parents: Callable[[ast.AST], ast.AST | None]) -> bool:
+def _stores_name(node: ast.AST, names: set[str], parents: Callable[[int], ast.AST | None]) -> bool:
     """`t[i] = <expr using one of names>` or `.append(<expr using it>)` (not inside a tuple)."""
     if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) for t in node.targets):
         value = node.value
@@ -282,6 +284,17 @@ def _is_loader(call: ast.Call) -> bool:
     return False
 
 
+def _has_line_in(lines: list[int], scope: ast.AST) -> bool:
+    """Does one of the (sorted) call lines fall inside the scope's line span? A scope whose span holds no piece
+    call cannot build a LUT (and none without a loader call reads a side-file LUT): skip its per-node pass."""
+    if not lines:
+        return False
+    if isinstance(scope, ast.Module):
+        return True
+    first = bisect.bisect_left(lines, scope.lineno)  # type: ignore[attr-defined]
+    return first < len(lines) and lines[first] <= (scope.end_lineno or scope.lineno)  # type: ignore[attr-defined]
+
+
 def analyse_byte_code(ctx: AuditContext) -> ByteCodeFacts:
     """Shared across the byte rules (memoised under "byte_lut_code")."""
     return ctx.memo("byte_lut_code", lambda: _analyse(ctx))
@@ -298,16 +311,16 @@ def _analyse(ctx: AuditContext) -> ByteCodeFacts:
         # a scope can only build a LUT with a piece call in it, and only read a side-file LUT through a loader
         # call: a unit with neither (most layers of most scripts) needs no per-scope pass at all
         calls = index.of_type(ast.Call)
-        any_piece = any(_attr(c) in PIECE_METHODS for c in calls)
-        any_loader = any(_is_loader(c) for c in calls)  # type: ignore[arg-type]
+        piece_lines = sorted(c.lineno for c in calls if _attr(c) in PIECE_METHODS)
+        loader_lines = sorted(c.lineno for c in calls if _is_loader(c))  # type: ignore[arg-type]
         for scope, name in scopes:
-            if any_piece:
+            if _has_line_in(piece_lines, scope):
                 b = _analyse_scope(unit, scope, name, index)
                 if b is not None:
                     facts.builders.append(b)
-            if any_loader:
+            if _has_line_in(loader_lines, scope):
                 facts.side_files.extend(_side_file_luts(unit, scope, index))
-        for n in index.nodes:
+        for n in index.of_type(ast.Constant, ast.Import, ast.ImportFrom):
             s = _const_str(n)
             if s is None:
                 if isinstance(n, ast.Import | ast.ImportFrom):

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from auditor.flow.consts import UNKNOWN, ConstEval, RunCommand, parse_run_commands
+from auditor.flow.nodeindex import child_nodes
 
 if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 _OPAQUE = ast.Constant(value=UNKNOWN)  # an assignment whose value cannot be folded (tuple unpack, loop target...)
 _FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_DEF_NODES = (*_FUNC_NODES, ast.ClassDef)
+# nodes the body walker records nothing for and that hold no node it would record: not worth a visit
+_INERT = (ast.Constant, ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
 # External calls that hand back (a wrapper of) their first argument: the receiver's class survives them.
 _TYPE_PRESERVING = {"compile", "DistributedDataParallel", "DDP", "FSDP", "FullyShardedDataParallel", "deepcopy",
                     "to", "cuda", "cpu", "float", "half", "bfloat16", "eval", "train", "requires_grad_"}
@@ -163,7 +167,7 @@ class Func:
                     extra += [d for d in n.args.defaults + n.args.kw_defaults if d is not None]
                 stack.extend(reversed(extra))
                 continue
-            stack.extend(reversed(list(ast.iter_child_nodes(n))))
+            stack.extend(reversed(child_nodes(n)))
 
     def bind(self, call: ast.Call, bound_self: bool) -> dict[str, ast.AST]:
         """Argument expressions of `call` by this function's parameter name (positional index and keywords)."""
@@ -953,7 +957,13 @@ class _BodyWalker:
 
     def visit(self, n: ast.AST, gates: tuple[Gate, ...], loops: tuple[ast.AST, ...]) -> None:
         f, prog = self.f, self.prog
-        if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
+        if isinstance(n, ast.Name):  # the commonest node first; a stored name has nothing below it to visit
+            if isinstance(n.ctx, ast.Load):
+                target = prog.lookup_name(f, n.id)
+                if isinstance(target, Func):
+                    f.refs.append((n, target, gates))
+            return
+        if isinstance(n, _DEF_NODES):
             for d in n.decorator_list:
                 self.visit(d, gates, loops)
             if isinstance(n, _FUNC_NODES):
@@ -987,10 +997,10 @@ class _BodyWalker:
                 self.visit(x, gates, loops)
             return
         if isinstance(n, ast.Call):
-            for child in ast.iter_child_nodes(n):
+            for child in child_nodes(n):
                 if child is n.func:
                     self._visit_callee_expr(child, gates, loops)
-                else:
+                elif not isinstance(child, _INERT):
                     self.visit(child, gates, loops)
             callees, constructs, ext, how = prog.resolve(f, n)
             self.counter[0] += 1
@@ -998,18 +1008,14 @@ class _BodyWalker:
             f.calls.append(site)
             self._note_defeated(n, ext)
             return
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-            target = prog.lookup_name(f, n.id)
-            if isinstance(target, Func):
-                f.refs.append((n, target, gates))
-            return
         if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
             if isinstance(n.value, ast.Name) and f.params and n.value.id == f.params[0] and f.cls is not None:
                 m = f.cls.method(n.attr)
                 if m is not None:  # bound method passed as a value (`self.hook`)
                     f.refs.append((n, m, gates))
-        for child in ast.iter_child_nodes(n):
-            self.visit(child, gates, loops)
+        for child in child_nodes(n):
+            if not isinstance(child, _INERT):
+                self.visit(child, gates, loops)
 
     def _visit_callee_expr(self, fexpr: ast.AST, gates: tuple[Gate, ...], loops: tuple[ast.AST, ...]) -> None:
         # the callee expression itself is not a reference (it is the call); its sub-expressions may hold calls

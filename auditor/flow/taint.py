@@ -117,6 +117,8 @@ class AV:
 
     def flat(self) -> AV:
         """Content taint of the whole value (fields and items folded in), as when it is consumed as data."""
+        if not self.fields and self.items is None and self.cls is None:
+            return self  # already nothing but its kinds (the AV is immutable)
         out = AV(self.kinds)
         for _, v in self.fields:
             out = join(out, v.flat())
@@ -200,6 +202,8 @@ class TaintEngine:
         self._budget_hit = False
         self.module_ctx: dict[str, Ctx] = {}
         self.edges: dict[tuple[int, int, Func], Ctx] = {}  # (caller ctx, call node, callee) -> callee ctx
+        # step texts: a statement is unparsed once, not on every trip / context that binds tainted data there
+        self._short_texts: dict[int, tuple[ast.AST, str]] = {}
         self._run()
 
     # ----------------------------------------------------------------------------------------------- driver
@@ -352,6 +356,14 @@ class TaintEngine:
         return ctx
 
     # ----------------------------------------------------------------------------------------------- env
+    def _short(self, node: ast.AST) -> str:
+        got = self._short_texts.get(id(node))
+        if got is not None and got[0] is node:  # the entry holds the node, so its id cannot be reused meanwhile
+            return got[1]
+        text = _short(node)
+        self._short_texts[id(node)] = (node, text)
+        return text
+
     def _holder(self, ctx: Ctx, name: str) -> Ctx:
         """The context whose scope binds `name`: our own, else (closures mutating free variables) a parent's."""
         f = ctx.func
@@ -395,8 +407,8 @@ class TaintEngine:
     def _bind(self, ctx: Ctx, name: str, av: AV, node: ast.AST, strong: bool = True) -> None:
         holder = self._holder(ctx, name)
         if av.kinds:
-            text = _short(node) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else (
-                f"{name} = {_short(node)}")
+            text = self._short(node) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else (
+                f"{name} = {self._short(node)}")
             av = av.with_step((ctx.func.unit, node, text))
         old = holder.env.get(name)
         if holder is not ctx or holder.func.kind != "function":
@@ -420,7 +432,7 @@ class TaintEngine:
                 if base.id not in holder.env and holder.func.kind != "function":
                     cur = self.lookup(ctx, base.id)
                 if av.kinds:
-                    av = av.with_step((ctx.func.unit, node, f"{base.id}.{target.attr} = {_short(node)}"))
+                    av = av.with_step((ctx.func.unit, node, f"{base.id}.{target.attr} = {self._short(node)}"))
                 fields = dict(cur.fields)
                 fields[target.attr] = join(fields[target.attr], av) if target.attr in fields else av
                 new = AV(cur.kinds, tuple(sorted(fields.items())), cur.items, cur.cls)
@@ -441,7 +453,7 @@ class TaintEngine:
             root = root.value
         if not isinstance(root, ast.Name):
             return
-        step = (ctx.func.unit, node, f"{_short(node)} (stored into {root.id})")
+        step = (ctx.func.unit, node, f"{self._short(node)} (stored into {root.id})")
         if root is container and isinstance(key, ast.Constant) and isinstance(key.value, str):
             self._assign(ctx, ast.Attribute(value=root, attr=key.value, ctx=ast.Store()), av, node)
             return

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from auditor.flow.nodeindex import child_nodes
+
 if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
 
@@ -38,6 +40,10 @@ LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # operator / context singletons: never interesting on their own, skipped to keep the walk small
 _LEAF_KINDS = (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
+# node kinds that bind or mutate a variable (what _DefCollector.visit looks at)
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_DEF_SITES = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
+              ast.withitem, ast.Call)
 # calls whose result is a score / probability / model output, not the token they were given
 _NOT_TOKEN_VALUED = LABEL_LOSSES | DIST_CALLS | LOG_CALLS | {"gather", "exp", "sigmoid", "tanh", "embedding"}
 
@@ -409,31 +415,43 @@ def _params(fn: ast.AST) -> list[str]:
 
 
 def build_scopes(unit: CodeUnit) -> list[Scope]:
-    """One Scope per function/method plus one for the module's top level, in one pass over the tree."""
+    """One Scope per function/method plus one for the module's top level, in one pass over the tree.
+
+    Order: scopes in pre-order of their definitions, each scope's nodes in depth-first pre-order (a nested
+    definition's scope is filled where it is met, before the rest of the enclosing body)."""
     assert unit.tree is not None
     mod = Scope(unit=unit, node=unit.tree, name="<module>")
     scopes: list[Scope] = [mod]
-    collectors = {id(mod): _DefCollector(mod)}
-    # (node, owning scope; None for class-level statements, whether the parent is a class body)
-    stack: list[tuple[ast.AST, Scope | None, bool]] = [(c, mod, False) for c in reversed(unit.tree.body)]
-    while stack:
-        n, scope, in_class = stack.pop()
+
+    def fill(scope: Scope, body: list[ast.stmt]) -> None:
+        collector = _DefCollector(scope)
+        nodes = scope.nodes
+        stack: list[ast.AST] = list(reversed(body))
+        while stack:
+            n = stack.pop()
+            if isinstance(n, _DEFS):
+                enter(n, False)
+                continue
+            if isinstance(n, ast.Lambda):
+                continue  # lambda bodies are not analysed
+            nodes.append(n)
+            if isinstance(n, _DEF_SITES):  # the only nodes _DefCollector.visit records anything for
+                collector.visit(n)
+            children = [c for c in child_nodes(n) if not isinstance(c, _LEAF_KINDS)]
+            children.reverse()
+            stack.extend(children)
+
+    def enter(n: ast.AST, in_class: bool) -> None:
         if isinstance(n, _FUNCS):
             sc = Scope(unit=unit, node=n, name=n.name, params=_params(n), is_method=in_class)
             scopes.append(sc)
-            collectors[id(sc)] = _DefCollector(sc)
-            stack.extend((c, sc, False) for c in reversed(n.body))
-            continue
-        if isinstance(n, ast.ClassDef):
-            stack.extend((c, None, True) for c in reversed(n.body))
-            continue
-        if isinstance(n, ast.Lambda) or scope is None:
-            continue  # lambda bodies and class-level statements are not analysed
-        scope.nodes.append(n)
-        collectors[id(scope)].visit(n)
-        children = [c for c in ast.iter_child_nodes(n) if not isinstance(c, _LEAF_KINDS)]
-        children.reverse()
-        stack.extend((c, scope, False) for c in children)
+            fill(sc, n.body)
+            return
+        for c in n.body:  # type: ignore[attr-defined]  # a class: its statements are not analysed, its defs are
+            if isinstance(c, _DEFS):
+                enter(c, True)
+
+    fill(mod, unit.tree.body)
     return scopes
 
 
