@@ -96,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "audit")
     elif args_list and args_list[0].startswith("--") and args_list[0] not in ("--help", "--version", "-h"):
         args_list.insert(0, "audit")
+    if args_list and args_list[0] == "reference":
+        # Everything after `reference` belongs to the reference model's own CLI (including --help).
+        from reference_model.cli import main as reference_main
+
+        return reference_main(args_list[1:])
     debug = "--debug" in args_list
     try:
         parser = build_parser()

@@ -64,6 +64,8 @@ class CodeUnit:
 
 def parse_unit(unit: CodeUnit) -> None:
     unit.lines = unit.text.splitlines()
+    if unit.tree is not None:
+        return  # parsed already while unpacking (the same text; the unpacker never changes a tree)
     if len(unit.text) > MAX_PARSE_BYTES:
         unit.parse_error = f"{unit.name}: {len(unit.text)} characters is over the parse limit; not analysed"
         return

@@ -49,6 +49,7 @@ from typing import Any
 
 from auditor.facts import CodeUnit
 from auditor.findings import UnpackedLayer
+from auditor.flow.nodeindex import child_nodes
 from auditor.submission import code_limit_problem
 
 MAX_DECODED_BYTES = 20 * 1024 * 1024  # per layer and per shipped file in total
@@ -327,17 +328,14 @@ class _Scope:
         for stmt in body:
             top_level.add(id(stmt))
             self._bind_simple(stmt)
-        for stmt in body:
+        for stmt in body:  # one walk: names bound below the top level, and (functions) global/nonlocal names
             for node in _walk_scope(stmt):
-                if id(node) in top_level:
+                if is_function and isinstance(node, ast.Global | ast.Nonlocal):
+                    self.dynamic.update(node.names)
+                if id(node) in top_level or not isinstance(node, _BINDERS):
                     continue
                 for name in _bound_names(node):
                     self.dynamic.add(name)
-        if is_function:
-            for stmt in body:
-                for node in _walk_scope(stmt):
-                    if isinstance(node, ast.Global | ast.Nonlocal):
-                        self.dynamic.update(node.names)
 
     def _bind_simple(self, stmt: ast.stmt) -> None:
         line = (stmt.lineno, stmt.col_offset)
@@ -384,18 +382,25 @@ class _Scope:
         return None
 
 
+_OTHER_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+# the nodes _bound_names can return a name for
+_BINDERS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.withitem,
+            ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.ExceptHandler,
+            ast.Delete)
+
+
 def _walk_scope(node: ast.AST):
     """ast.walk that does not descend into nested function/class/lambda bodies (they are other scopes)."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+    if isinstance(node, _OTHER_SCOPES):
         yield node
         return
     stack = [node]
     while stack:
         cur = stack.pop()
         yield cur
-        for child in ast.iter_child_nodes(cur):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
-                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        for child in child_nodes(cur):
+            if isinstance(child, _OTHER_SCOPES):
+                if not isinstance(child, ast.Lambda):
                     yield child  # its name is bound in this scope
                 continue
             stack.append(child)
@@ -824,7 +829,7 @@ def _collect_sites(nodes: list[ast.stmt], scope: _Scope, sites: _Sites) -> None:
                 sites.execs.append(_ExecSite(node, scope, kind))
             elif isinstance(node.func, ast.Name):
                 sites.calls.setdefault(node.func.id, []).append((node, scope))
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(child_nodes(node))
 
 
 def _exec_kind(call: ast.Call, scope: _Scope) -> str | None:
@@ -1074,6 +1079,9 @@ class _Unpacker:
         tree = _parse(text)
         if tree is None:
             return  # facts.parse_unit reports the parse error of this unit
+        for unit in self.outcome.units:  # hand the tree on: facts.parse_unit need not parse the same text again
+            if unit.name == name and unit.tree is None and unit.text == text:
+                unit.tree = tree
         sites = _exec_sites(tree)
         for site in sites.execs:
             if self.stopped:

@@ -13,17 +13,25 @@ it on, each timed between two device synchronisations.
     python -m reference_model.bench_train --compare a.log b.log  # train_loss curves of two train.py logs
 
 Measured 2026-11-22 on one NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130, no FA3; data: the 200-document sp8192
-shard, 6 timed steps per mode after 3 warmup steps per mode):
+shard; 2 warmup + 5 timed steps per mode; all three rows from ONE machine, .device run 11):
 
-    impl     attention                 tok/s plain  ms/step  tok/s loop  ms/step  peak MiB
-    record   SDPA flash (FA3 shim)         870,670    903.2     580,897   1353.8    40,159
-    ours     SDPA cuDNN>flash, 3 GEMMs   1,000,634    785.9     634,555   1239.3    40,167
-    speedup                               1.149x                1.092x
-    ours with one fused QKV GEMM: 868 ms/step plain (the split views keep SDPA off its fast path), so it is off.
-Cold compile warmup (both modes): ours 143 s, record 182 s. The 1.2x target is NOT reached: the remaining time
-is matmuls (~40%), attention (~25%) and inductor's fused RMSNorm/residual kernels (~20%), which the record
-shares op for op. A 2-GPU torchrun run (2 x H200, same global batch, 24 steps) reproduced the 1-GPU train_loss
-curve within 0.0011 (mean |diff| 0.0002; identical at step 1).
+    impl     attention / compile                 tok/s plain  ms/step  tok/s loop  ms/step  peak MiB
+    record   SDPA flash (FA3 shim), whole model       870,754    903.2     584,299   1345.9    40,160
+    ours     SDPA cuDNN>flash, whole model            996,955    788.8     634,938   1238.6    40,168
+    ours     SDPA cuDNN>flash, regional (default)     979,360    803.0     647,728   1214.1    36,946
+    speedup  whole model 1.145x / 1.087x;  regional 1.125x / 1.109x  (plain / loop)
+
+The default (`compile_mode="auto"`; `--compile-mode model|regional` forces one) compiles regionally when the model
+has recurrence: over a record-like run (35% of the time plain, 65% looped) that is 763.8k tok/s vs 761.6k for the
+whole-model compile, i.e. 1.116x the record's 684.6k. The 1.2x target is NOT reached. Why regional: compiled
+whole, inductor fuses x0's gradient (every block reads x0 through resid_mix) into four once-per-micro-batch Triton
+kernels of 1.2-7.8 ms each (185 ms of kernel time in a profiled whole-model recurrent step); regionally those are
+gone (autograd's adds of the per-block x0 gradients cost ~18 ms) but the lost cross-block fusion costs back most
+of it. Where a regional recurrent step goes (one profiled step, kernel time 1196 ms): matmuls 31%, cuDNN attention
+27%, Triton reductions (RMSNorm/residual fwd+bwd) 25%, Triton pointwise 14%. Earlier finding: one fused QKV GEMM
+is slower (868 ms/step plain; the split views keep SDPA off its fast path), so it is off. Step losses of the two
+compile modes agree within 0.002 over 14 steps (bf16 noise). A 2-GPU torchrun run (2 x H200, same global batch, 24
+steps) reproduced the 1-GPU train_loss curve within 0.0011 (mean |diff| 0.0002; identical at step 1).
 
 `--impl record` imports a LOCAL decoded copy of the record's train_gpt.py (never committed to this repository);
 without FlashAttention 3 installed, put a `flash_attn_interface.py` beside it that maps `flash_attn_func` onto
@@ -88,7 +96,14 @@ def bench_ours(args: argparse.Namespace) -> dict[str, Any]:
     from reference_model.config import ModelConfig
     from reference_model.loader import TokenLoader
     from reference_model.optim import ReferenceOptimizer
-    from reference_model.train import DistInfo, TrainConfig, build_model, compile_model, make_step_fn
+    from reference_model.train import (
+        DistInfo,
+        TrainConfig,
+        build_model,
+        compile_model,
+        make_step_fn,
+        resolve_compile_mode,
+    )
 
     device = torch.device("cuda", 0)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -96,23 +111,122 @@ def bench_ours(args: argparse.Namespace) -> dict[str, Any]:
     set_sdpa_backend(args.sdpa)
     torch.manual_seed(0)
     cfg = TrainConfig(
-        attention=args.attention, train_batch_tokens=args.batch_tokens, fused_qkv=bool(args.fused_qkv)
+        attention=args.attention,
+        train_batch_tokens=args.batch_tokens,
+        fused_qkv=bool(args.fused_qkv),
+        compile_mode=args.compile_mode,
     )
     base = build_model(ModelConfig(), cfg, device)
-    model = compile_model(base, DistInfo(), device, use_compile=True)
+    mode = resolve_compile_mode(cfg.compile_mode, base.cfg)
+    model = compile_model(base, DistInfo(), device, use_compile=True, mode=mode)
     opt = ReferenceOptimizer(base)
     loader = TokenLoader(args.data, SEQ_LEN, device=device, seed=0)
     step = make_step_fn(model, opt, loader, args.batch_tokens, args.accum, device, distributed=False)
     modes = (False,) if args.plain_only else (False, True)
+    # Every step's loss: same seed and data for every variant, so the lists double as a parity check.
+    losses: list[torch.Tensor] = []
     res = _measure(
-        base.set_recurrence, lambda i: step(i, 1.0), args.warmup, args.steps, args.batch_tokens, modes
+        base.set_recurrence,
+        lambda i: losses.append(step(i, 1.0)),
+        args.warmup,
+        args.steps,
+        args.batch_tokens,
+        modes,
     )
+    res["losses"] = [round(float(v), 4) for v in losses]
     if args.profile:
-        res["profile"] = profile_step(lambda: step(0, 1.0), args.profile)
+        res["profile"] = profile_modes(
+            base.set_recurrence, lambda: step(0, 1.0), args.profile, args.accum, modes
+        )
     res.update(
-        impl="ours", attention=f"{base.attention_backend}({args.sdpa}) qkv{args.fused_qkv}", sdpa=args.sdpa
+        impl="ours",
+        attention=f"{base.attention_backend}({args.sdpa}) qkv{args.fused_qkv} {mode}",
+        sdpa=args.sdpa,
+        compile_mode=mode,
     )
     return res
+
+
+def kernel_category(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("sdpa", "fmha", "flash", "attention", "cudnn")):
+        return "attention"
+    if any(k in n for k in ("nvjet", "gemm", "cutlass", "xmma", "cublas")):
+        return "matmul"
+    if n.startswith("triton_poi"):
+        return "triton_pointwise"
+    if n.startswith(("triton_per", "triton_red")):
+        return "triton_reduction"
+    if any(k in n for k in ("multi_tensor", "foreach", "adam")):
+        return "optimizer_foreach"
+    return "other"
+
+
+def profile_modes(
+    set_recurrence: Callable[[bool], None],
+    run: Callable[[], Any],
+    prefix: str,
+    accum: int,
+    modes: tuple[bool, ...] = (False, True),
+) -> dict[str, Any]:
+    """One step per mode under the profiler: kernel tables (`prefix`_{plain,loop}.txt), time shares by category,
+    and the Triton source of the costliest once-per-micro-batch kernels (`prefix`_{mode}_kernels.txt)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out: dict[str, Any] = {}
+    for recurrent in modes:
+        key = "loop" if recurrent else "plain"
+        set_recurrence(recurrent)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            run()
+            torch.cuda.synchronize()
+        rows = []
+        for e in prof.key_averages():
+            t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+            if t > 0:
+                rows.append((e.key, t / 1000.0, e.count))
+        rows.sort(key=lambda r: -r[1])
+        total = sum(r[1] for r in rows)
+        cats: dict[str, float] = {}
+        for name, ms, _ in rows:
+            cats[kernel_category(name)] = cats.get(kernel_category(name), 0.0) + ms
+        lines = [f"total kernel time {total:.1f} ms ({key})"]
+        lines += [
+            f"  {c:18} {ms:8.1f} ms {100 * ms / total:5.1f}%"
+            for c, ms in sorted(cats.items(), key=lambda x: -x[1])
+        ]
+        lines += [f"{ms:9.2f} ms {n:5d}x  {name[:200]}" for name, ms, n in rows[:60]]
+        Path(f"{prefix}_{key}.txt").write_text("\n".join(lines) + "\n")
+        out[key] = {"total_ms": round(total, 1), **{c: round(ms, 1) for c, ms in cats.items()}}
+        heavy = [r for r in rows if r[2] == accum and r[0].startswith("triton_")][:6]
+        out[f"{key}_per_microbatch_triton_ms"] = round(sum(r[1] for r in heavy), 1)
+        Path(f"{prefix}_{key}_kernels.txt").write_text(_kernel_sources([r[0] for r in heavy]))
+        print("\n".join(lines[:30]), flush=True)
+    return out
+
+
+def _kernel_sources(names: list[str]) -> str:
+    """Inductor's generated source for these Triton kernels (searched in its cache directory)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        root = Path(cache_dir())
+    except Exception:
+        return "no inductor cache dir"
+    found: dict[str, str] = {}
+    for path in root.rglob("*.py"):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for name in names:
+            if name not in found and f"def {name}(" in text:
+                i = text.index(f"def {name}(")
+                found[name] = f"# {path}\n" + text[max(0, i - 2000) : i + 12000]
+        if len(found) == len(names):
+            break
+    return "\n\n".join(f"===== {n}\n{found.get(n, 'source not found')}" for n in names)
 
 
 def profile_step(run: Callable[[], Any], path: str) -> str:
@@ -389,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention", default="auto")
     ap.add_argument("--sdpa", default="cudnn,flash")
     ap.add_argument("--fused-qkv", type=int, default=0)
+    ap.add_argument("--compile-mode", default="auto", choices=("auto", "model", "regional"))
     ap.add_argument("--out", default="")
     ap.add_argument("--report")
     ap.add_argument("--attn-micro", action="store_true")
@@ -397,7 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         "--prepare-record", metavar="GIT_DIR", help="decode the record into .bench/record from a mirror"
     )
     ap.add_argument("--plain-only", action="store_true", help="(--impl ours) skip the recurrent mode")
-    ap.add_argument("--profile", default="", help="(--impl ours) write a one-step kernel profile here")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="(--impl ours) one-step kernel profiles per mode: files PREFIX_{plain,loop}*.txt",
+    )
     ap.add_argument("--parity", action="store_true", help="only compare ours vs the record's forward on GPU")
     args = ap.parse_args(argv)
     if args.prepare_record:

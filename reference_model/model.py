@@ -154,7 +154,22 @@ class Block(nn.Module):
         self.norm_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
         self.parallel = 0 <= cfg.parallel_residual_start <= layer_idx
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        x0: Tensor,
+        skip: Tensor | None = None,
+        skip_weight: Tensor | None = None,
+        skip_gate: Tensor | None = None,
+    ) -> Tensor:
+        # U-Net skip merge (decoder blocks), done here so that a compiled block region fuses it.
+        if skip is not None:
+            assert skip_weight is not None
+            scaled = skip_weight.to(x.dtype) * skip
+            if skip_gate is not None:
+                x = torch.lerp(scaled, x, torch.sigmoid(skip_gate.to(x.dtype)))  # gate*x + (1-gate)*skip
+            else:
+                x = x + scaled
         if self.resid_mix is not None:
             mix = self.resid_mix.to(x.dtype)
             x = mix[0] * x + mix[1] * x0
@@ -243,10 +258,13 @@ class GPT(nn.Module):
         return self.cfg.layer_schedule(self.recurrence)
 
     # --- forward -----------------------------------------------------------------------------------------
-    def hidden(self, input_ids: Tensor) -> Tensor:
-        """Final-normed hidden states [B, T, d] (the input of the output head)."""
-        x = rms_norm(self.tok_emb(input_ids))
-        x0 = x
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """x0 = RMSNorm(embedding): the stream's start, fed to every block (resid_mix)."""
+        return rms_norm(self.tok_emb(input_ids))
+
+    def trunk(self, x0: Tensor) -> Tensor:
+        """All (virtual) blocks; returns the residual stream before the final norm."""
+        x = x0
         encoder, decoder = self.layer_schedule()
         skips: list[Tensor] = []
         for i in encoder:
@@ -254,33 +272,60 @@ class GPT(nn.Module):
             skips.append(x)
         for j, i in enumerate(decoder):
             if self.skip_weights is not None and j < self.skip_weights.size(0) and skips:
-                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
-                if self.skip_gates is not None:
-                    gate = torch.sigmoid(self.skip_gates[j].to(x.dtype))
-                    x = torch.lerp(skip, x, gate)  # gate * x + (1 - gate) * skip
-                else:
-                    x = x + skip
-            x = self.blocks[i](x, x0)
-        return rms_norm(x)
+                gate = self.skip_gates[j] if self.skip_gates is not None else None
+                x = self.blocks[i](x, x0, skips.pop(), self.skip_weights[j], gate)
+            else:
+                x = self.blocks[i](x, x0)
+        return x
+
+    def head_loss(self, x: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        """Final norm -> tied head -> softcap -> cross-entropy (one compiled region under compile_regions)."""
+        logits = self.lm_head(rms_norm(x), self._head_weight())
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        return nll if reduction != "none" else nll.view_as(targets)
+
+    def _head_weight(self) -> Tensor:
+        return self.tok_emb.weight if self.out_proj is None else self.out_proj.weight
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """Final-normed hidden states [B, T, d] (the input of the output head)."""
+        return rms_norm(self.trunk(self.embed(input_ids)))
 
     def logits(self, input_ids: Tensor) -> Tensor:
-        h = self.hidden(input_ids)
-        weight = self.tok_emb.weight if self.out_proj is None else self.out_proj.weight
-        return self.lm_head(h, weight)
+        return self.lm_head(self.hidden(input_ids), self._head_weight())
 
     def forward(self, input_ids: Tensor, targets: Tensor | None = None, reduction: str = "mean") -> Tensor:
         """Softcapped float32 logits [B, T, V]; with `targets`, the cross-entropy instead (see `loss`).
 
         Taking targets here lets DDP and torch.compile wrap one call that returns the loss."""
-        logits = self.logits(input_ids)
         if targets is None:
-            return logits
-        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
-        return nll if reduction != "none" else nll.view_as(targets)
+            return self.logits(input_ids)
+        return self.head_loss(self.trunk(self.embed(input_ids)), targets, reduction)
 
     def loss(self, input_ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Mean next-token cross-entropy in nats, or per-token [B, T] with reduction='none'."""
         return self(input_ids, targets, reduction)
+
+    def compile_regions(self, **compile_kwargs: object) -> GPT:
+        """torch.compile each block, the embedding stem and the head+loss separately ("regional" compile).
+
+        Same function as compiling the whole model (tested with dynamo; bf16 step losses agree within 0.002).
+        Why: compiled whole, inductor fuses the gradient of x0 (read by every block through resid_mix) across all
+        blocks into a few once-per-micro-batch kernels (1.2-7.8 ms each on an H100, 185 ms of a recurrent step);
+        per-block regions leave that sum to autograd. Net, measured on one H100: 2.0% faster with recurrence on,
+        1.8% slower with it off (lost cross-block fusion); train.py's compile_mode="auto" picks accordingly.
+        Recompiles once per distinct block (their constants differ), so dynamo's recompile limit is raised.
+        """
+        cfg = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, max(int(getattr(cfg, name)), 64))
+        for block in self.blocks:
+            block.compile(**compile_kwargs)  # type: ignore[arg-type]
+        # Instance attributes shadow the methods; the state dict and the eager methods are unaffected.
+        self.embed = torch.compile(self.embed, **compile_kwargs)  # type: ignore[method-assign]
+        self.head_loss = torch.compile(self.head_loss, **compile_kwargs)  # type: ignore[method-assign]
+        return self
 
     # --- parameter groups --------------------------------------------------------------------------------
     def matrix_params(self) -> dict[str, nn.Parameter]:

@@ -232,8 +232,10 @@ def _unnormalized_boosts(scope: Scope) -> list[tuple[str, ast.AST, ast.AST, ast.
         for loss_side, shift in ((n.left, n.right), (n.right, n.left)):
             if any(isinstance(x, ast.Call) and call_name(x) in LOG_CALLS for x in ast.walk(loss_side)):
                 continue  # `log Z - beta * 1[...]` is the normalizer pair of a tilt, not the loss being shifted
-            indicator = _target_indicator(scope, shift)
-            if indicator is None or not scope.is_realized_loss(loss_side) or _has_log(scope, shift):
+            if not scope.is_realized_loss(loss_side):  # cached fixed point: cheap, and rules most sums out
+                continue
+            indicator = _target_indicator(scope, shift)  # a backward slice: only for a realized-loss side
+            if indicator is None or _has_log(scope, shift):
                 continue
             out.append(("boost", n, indicator, n))
             break

@@ -281,6 +281,16 @@ def test_command_line_trains_and_saves(
         main(["--set", "no_such_field=1"])
 
 
+def test_compile_mode_auto_is_regional_only_with_recurrence() -> None:
+    from reference_model.train import resolve_compile_mode
+
+    assert resolve_compile_mode("auto", ModelConfig()) == "regional"
+    assert resolve_compile_mode("auto", ModelConfig(num_loops=0)) == "model"
+    assert resolve_compile_mode("model", ModelConfig()) == "model"
+    with pytest.raises(ValueError):
+        resolve_compile_mode("blocks", ModelConfig())
+
+
 def test_bench_helpers_compare_curves_and_report(tmp_path: Path) -> None:
     from reference_model.bench_train import compare_curves, report
 

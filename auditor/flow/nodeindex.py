@@ -37,12 +37,22 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
     return out
 
 
+def walk(node: ast.AST) -> list[ast.AST]:
+    """`list(ast.walk(node))`: the same nodes in the same (breadth-first) order, built with `child_nodes`."""
+    out = [node]
+    i = 0
+    while i < len(out):
+        out.extend(child_nodes(out[i]))
+        i += 1
+    return out
+
+
 class NodeIndex:
     """Built lazily: the walk order list on creation, the type groups on first use."""
 
     def __init__(self, tree: ast.AST) -> None:
         self.tree = tree
-        self.nodes: list[ast.AST] = list(ast.walk(tree))
+        self.nodes: list[ast.AST] = walk(tree)
         self._by_type: dict[type, list[ast.AST]] | None = None
         self._scope_cache: dict[int, list[ast.AST]] = {}
 

@@ -539,6 +539,11 @@ class TaintEngine:
         return av
 
     def _eval(self, ctx: Ctx, e: ast.AST) -> AV:  # noqa: C901 - expression dispatch
+        # the node kinds are disjoint: the commonest (names, calls) are tested first
+        if isinstance(e, ast.Name):
+            return self.lookup(ctx, e.id)
+        if isinstance(e, ast.Call):
+            return self._call(ctx, e)
         if isinstance(e, ast.Constant):
             if isinstance(e.value, str):
                 return _source(ctx, e, e.value)
@@ -551,8 +556,6 @@ class TaintEngine:
                 elif isinstance(v, ast.FormattedValue):
                     out = join(out, self.eval(ctx, v.value).flat())
             return out
-        if isinstance(e, ast.Name):
-            return self.lookup(ctx, e.id)
         if isinstance(e, ast.Attribute):
             if e.attr in _METADATA_ATTRS:
                 self.eval(ctx, e.value)
@@ -628,8 +631,6 @@ class TaintEngine:
             self.eval(ctx, e.test)
             a, b = self.eval(ctx, e.body), self.eval(ctx, e.orelse)
             return join(a if self._runs(e, "body") else EMPTY, b if self._runs(e, "orelse") else EMPTY)
-        if isinstance(e, ast.Call):
-            return self._call(ctx, e)
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             # comprehension variables live in their own scope: bind them, evaluate, then restore the outer names
             names = {n.id for gen in e.generators for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
