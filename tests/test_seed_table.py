@@ -104,3 +104,16 @@ def test_merged_records_scored_line_matches_claimed_seeds() -> None:
                 total += 1
                 agree += row.claim_agrees
     assert total >= 70 and agree / total >= 0.95, (agree, total)
+
+
+def test_rescore_command_prints_csv_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli import main
+
+    folder = str(Path(__file__).resolve().parents[1] / "fixtures" / "clean_baseline")
+    assert main(["rescore", folder, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1
+    assert {"seed", "label", "val_loss", "val_bpb", "tokens", "train_ms", "eval_ms", "artifact_bytes"} <= set(rows[0])
+    assert rows[0]["label"] == "final_int8_zlib_roundtrip_exact" and rows[0]["tokens"] == "62021632"
+    assert main(["rescore", folder, "--format", "json"]) == 0
+    assert "final_int8_zlib_roundtrip_exact" in capsys.readouterr().out

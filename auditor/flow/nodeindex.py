@@ -1,13 +1,15 @@
-"""One shared index of every parsed unit's nodes, built once per audit and reused by every analysis.
+"""Cheaper whole-tree walks, and one per-unit node index built once per audit.
 
-Rules and flow analyses used to call `ast.walk(unit.tree)` (or an equivalent hand-rolled walk) over the whole
-tree several times each; on a 3,000-line script each full walk costs as much as a fair part of parsing it. The
-index walks each tree once and keeps:
+Every analysis used to walk whole trees with `ast.walk` / `ast.iter_child_nodes`, whose generator frames cost
+about half of each walk; some walked the same tree several times per rule (the byte-LUT evidence: every scope
+twice plus two full walks). Here:
 
-- `nodes`: every node in exactly `ast.walk` order (breadth first), so a loop over it sees what `ast.walk` sees,
-  in the same order (findings keep their order);
-- `by_type`: the same nodes grouped by exact class, each group in walk order;
-- `scope_nodes(scope)`: the nodes of a function/module body that are not inside a nested def/class, memoised.
+- `child_nodes(node)` / `walk(node)`: drop-in equivalents of `list(ast.iter_child_nodes(node))` and
+  `list(ast.walk(node))` (same nodes, same order), about twice as fast; the flow layer (program, targets), the
+  unpacker and the doc-boundary rule use them for their per-node walks;
+- `node_index(ctx, unit)`: a unit's nodes in `ast.walk` order (`nodes`), grouped by exact class on first use
+  (`by_type`, `of_type`), and the nodes of each function/module body outside nested defs (`scope_nodes`),
+  memoised in the audit context. Findings built from it keep the order the earlier walks gave them.
 """
 
 from __future__ import annotations
