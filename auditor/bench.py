@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from auditor.submission import Submission, SubmissionFile, load_git, load_path
 
 MIN_LINES_FOR_RATIO = 50
+REAL_SIZE_LINES = 1000  # what the issue calls a real-size training script
 DEFAULT_MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +254,13 @@ def report(rows: Sequence[BenchRow], top: int) -> str:
         f"{ratios[len(ratios) // 2]:.2f}, worst {worst.ratio:.2f} ({worst.name}), "
         f"{sum(x > 2 for x in ratios)} over 2.0",
     ]
+    real = [r for r in rows if r.lines >= REAL_SIZE_LINES]
+    if real:  # the acceptance criterion: every real-size file audited within 2x of libcst's parse time
+        worst_real = max(real, key=lambda r: r.ratio)
+        lines.append(
+            f"real-size files ({REAL_SIZE_LINES:,}+ lines): {len(real)}, worst {worst_real.ratio:.2f} "
+            f"({worst_real.name}), {sum(r.ratio > 2 for r in real)} over 2.0"
+        )
     summed: dict[str, float] = {}
     for r in rows:
         for key, seconds in r.rule_timings.items():

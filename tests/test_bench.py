@@ -25,3 +25,10 @@ def test_bench_report_on_fixtures(capsys: pytest.CaptureFixture[str], fixtures_d
     assert int(layers) == 2 and float(audit_s) > 0 and float(libcst_s) > 0
     assert abs(float(ratio) - float(audit_s) / float(libcst_s)) < 0.05 * float(ratio) + 0.01
     assert "slowest stages/rules" in out and "facts" in out
+
+
+def test_bench_report_names_the_worst_real_size_file() -> None:
+    rows = [bench.BenchRow("small", 400, 10, 0, 0.3, 0.1), bench.BenchRow("big", 1800, 70, 0, 0.3, 0.2),
+            bench.BenchRow("bigger", 3000, 120, 1, 0.9, 0.3)]
+    out = bench.report(rows, top=3)
+    assert "real-size files (1,000+ lines): 2, worst 3.00 (bigger), 1 over 2.0" in out
