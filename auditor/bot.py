@@ -63,8 +63,10 @@ def combined_comment(reports: list[Report]) -> str:
     if not reports:
         return f"{STICKY_MARKER}\n## pgolf-audit\n\nThis pull request changes no record folder under `records/`.\n"
     parts = [render_markdown(r) for r in reports]
-    body = parts[0] if len(parts) == 1 else "\n---\n".join(
-        [parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]]
+    body = (
+        parts[0]
+        if len(parts) == 1
+        else "\n---\n".join([parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]])
     )
     if len(body) > MAX_COMMENT_CHARS:
         cut = body[: MAX_COMMENT_CHARS - 200]
@@ -104,7 +106,9 @@ class GitHub:
     def find_sticky(self, pr: int) -> int | None:
         page = 1
         while True:
-            comments = self._request("GET", f"/repos/{self.repo}/issues/{pr}/comments?per_page=100&page={page}")
+            comments = self._request(
+                "GET", f"/repos/{self.repo}/issues/{pr}/comments?per_page=100&page={page}"
+            )
             if not comments:
                 return None
             for c in comments:
@@ -123,8 +127,16 @@ class GitHub:
         return "created", int(created["id"])
 
 
-def run_bot(git_dir: str, base: str, head: str, repo: str | None, pr: int | None, dry_run: bool,
-            output: str | None, strict: bool) -> int:
+def run_bot(
+    git_dir: str,
+    base: str,
+    head: str,
+    repo: str | None,
+    pr: int | None,
+    dry_run: bool,
+    output: str | None,
+    strict: bool,
+) -> int:
     reports = audit_pull_request(git_dir, base, head)
     body = combined_comment(reports)
     if output:

@@ -26,14 +26,20 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pgolf-audit", description="Audit Parameter Golf submissions for rule compliance.")
-    p.add_argument("--version", action="version", version=f"pgolf-audit {__version__} (rules {RULESET_VERSION})")
+    p.add_argument(
+        "--version", action="version", version=f"pgolf-audit {__version__} (rules {RULESET_VERSION})"
+    )
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     a = sub.add_parser("audit", help="audit a record folder, a .py file, or a git object (default command)")
     a.add_argument("path", nargs="?", help="record folder or .py file (omit with --git-dir/--rev/--path)")
-    a.add_argument("--git-dir", help="a git repository (bare or not) to read blobs from; nothing is checked out")
+    a.add_argument(
+        "--git-dir", help="a git repository (bare or not) to read blobs from; nothing is checked out"
+    )
     a.add_argument("--rev", help="commit, branch or ref (e.g. refs/pull/1234/head)")
-    a.add_argument("--path", dest="git_path", help="folder or file inside --rev, e.g. records/track_10min_16mb/X")
+    a.add_argument(
+        "--path", dest="git_path", help="folder or file inside --rev, e.g. records/track_10min_16mb/X"
+    )
     a.add_argument("--format", "-f", choices=FORMATS, default="text")
     a.add_argument("--output", "-o", help="write the report here instead of stdout")
     a.add_argument("--strict", action="store_true", help="WARN counts as failure (exit 3)")
@@ -45,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     a.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
 
-    sub.add_parser("rules", help="list all rules").add_argument("--format", choices=("text", "json"), default="text")
+    sub.add_parser("rules", help="list all rules").add_argument(
+        "--format", choices=("text", "json"), default="text"
+    )
     e = sub.add_parser("explain", help="print one rule with its basis and examples")
     e.add_argument("rule", help="rule id (PG101) or name")
 
@@ -72,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--output", "-o")
 
     b = sub.add_parser("bot", help="audit the record folders a PR changes and upsert one sticky PR comment")
-    b.add_argument("--git-dir", required=True, help="repository holding both revisions (PR files are never checked out)")
+    b.add_argument(
+        "--git-dir", required=True, help="repository holding both revisions (PR files are never checked out)"
+    )
     b.add_argument("--base", required=True, help="base revision (e.g. origin/main)")
     b.add_argument("--head", required=True, help="PR head revision (e.g. refs/pull/123/head)")
     b.add_argument("--repo", help="owner/name for the GitHub API (with --pr; token from GITHUB_TOKEN)")
@@ -118,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # our bug: short message unless --debug
         if debug:
             raise
-        print(f"pgolf-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        print(
+            f"pgolf-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr
+        )
         return ERROR
 
 
@@ -151,7 +163,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bot":
         from auditor.bot import run_bot
 
-        return run_bot(args.git_dir, args.base, args.head, args.repo, args.pr, args.dry_run, args.output, args.strict)
+        return run_bot(
+            args.git_dir, args.base, args.head, args.repo, args.pr, args.dry_run, args.output, args.strict
+        )
     if args.command == "verify":
         from auditor.harness.cli import run_verify
 

@@ -114,8 +114,12 @@ def explain_rule(rule_id: str) -> int:
     ]
     for label, cases in (("Invalid (flagged)", rule.invalid), ("Valid (not flagged)", rule.valid)):
         for i, case in enumerate(cases, 1):
-            out += ["", f"--- {label} example {i}: expect {case.verdict.value}"
-                    + (f" at line {case.line}" if case.line else "") + (f" ({case.note})" if case.note else "")]
+            out += [
+                "",
+                f"--- {label} example {i}: expect {case.verdict.value}"
+                + (f" at line {case.line}" if case.line else "")
+                + (f" ({case.note})" if case.note else ""),
+            ]
             for name, content in case.materialize().items():
                 text = content.decode("utf-8", errors="replace")
                 if len(case.materialize()) > 1 or name != "train_gpt.py":

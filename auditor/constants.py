@@ -22,16 +22,31 @@ SHARD_HEADER_INTS = 256
 CANONICAL_EVALS: tuple[tuple[str, int, int, str], ...] = (
     # (family, val_tokens, denominator bytes, source)
     ("sp1024", 62_021_632, 151_079_963, "rules.md §0/§B.5: sp1024 @ 2048, legal_ttt_exact / sliding logs"),
-    ("sp1024", 62_021_632, 151_080_363, "derived from logs: sp1024 non-sliding *_roundtrip_exact lines (HEAD)"),
-    ("sp1024", 63_779_840, 155_769_746, "rules.md §0: NaiveBaseline earlier export (63,779,840 tok); bytes derived "
-                                        "from its final_int8_zlib_roundtrip_exact line"),
+    (
+        "sp1024",
+        62_021_632,
+        151_080_363,
+        "derived from logs: sp1024 non-sliding *_roundtrip_exact lines (HEAD)",
+    ),
+    (
+        "sp1024",
+        63_779_840,
+        155_769_746,
+        "rules.md §0: NaiveBaseline earlier export (63,779,840 tok); bytes derived "
+        "from its final_int8_zlib_roundtrip_exact line",
+    ),
     ("sp4096", 45_508_608, 151_074_053, "rules.md §0/§B.5 (2 records)"),
     ("sp4096", 45_514_752, 151_074_923, "rules.md §0/§B.5 (1 record; different truncation)"),
     ("sp8192", 40_540_160, 151_078_222, "rules.md §0/§B.5: sp8192 @ 2048; equals PR #1916's audited count"),
     ("caseops_sp8192", 47_851_520, 151_074_499, "rules.md §0/§B.4: CaseOps sidecar, phased-TTT logs"),
     ("caseops_sp8192", 47_851_520, 151_074_309, "rules.md §0: CaseOps submission errata"),
-    ("byte260", 151_130_112, 151_080_112, "rules.md §0 (val tokens, HNet study log); bytes derived from its "
-                                          "final_int8_zlib_roundtrip_exact line (50,000 BOS targets = 0 bytes)"),
+    (
+        "byte260",
+        151_130_112,
+        151_080_112,
+        "rules.md §0 (val tokens, HNet study log); bytes derived from its "
+        "final_int8_zlib_roundtrip_exact line (50,000 BOS targets = 0 bytes)",
+    ),
 )
 TOKENIZER_FAMILIES = ("sp1024", "sp4096", "sp8192", "caseops_sp8192", "byte260")
 # UTF-8 bytes of the 50k validation docs as any lossless tokenizer must count them: the span of all canonical
@@ -66,7 +81,9 @@ ASSUMED_TOKENS_FAIL_RATIO = 0.01
 # Score lines need this many decimals on both val_loss and val_bpb for the implied denominator to be exact to a
 # few bytes (rules.md §0: "reproduces to ±1 byte" with 8 decimals).
 IMPLIED_MIN_DECIMALS = 8
-HESSIANS_IN_TRAIN_BUDGET_FROM = "2026-04-29"  # GPTQ Hessians on train data inside the 600 s (PR #1868 rerun; §A.13)
+HESSIANS_IN_TRAIN_BUDGET_FROM = (
+    "2026-04-29"  # GPTQ Hessians on train data inside the 600 s (PR #1868 rerun; §A.13)
+)
 
 # --- Verifier harness (owner: harness; auditor/harness/) ------------------------------------------------------
 # Official first validation shard of each family, as the challenge's exporters publish it. Source:
@@ -74,9 +91,18 @@ HESSIANS_IN_TRAIN_BUDGET_FROM = "2026-04-29"  # GPTQ Hessians on train data insi
 # challenge's Hugging Face release (data/cached_challenge_fineweb.py), sp8192 from the kevclark export used by the
 # SP8192 records. (family, file name, sha256, tokens or None when unpublished)
 OFFICIAL_VAL_SHARDS: tuple[tuple[str, str, str, int | None], ...] = (
-    ("sp1024", "fineweb_val_000000.bin", "4860ad80c0516a150b6917ee9ed17be5d27a0726a0b44ba9fe28c323b527c86f", None),
-    ("sp8192", "fineweb_val_000000.bin", "c4fd1d379ff3e99f7cb58398a73aba45da6434fa852b51212c744f3a55cac01b",
-     40_540_803),
+    (
+        "sp1024",
+        "fineweb_val_000000.bin",
+        "4860ad80c0516a150b6917ee9ed17be5d27a0726a0b44ba9fe28c323b527c86f",
+        None,
+    ),
+    (
+        "sp8192",
+        "fineweb_val_000000.bin",
+        "c4fd1d379ff3e99f7cb58398a73aba45da6434fa852b51212c744f3a55cac01b",
+        40_540_803,
+    ),
 )
 # Rescoring the same artifact with the same eval procedure: bf16 kernels, reduction order and attention backend
 # move BPB by ~2e-5 (reference_model/bench_eval.py: record eval vs ours on one H100, same weights); 1e-4 leaves 5x

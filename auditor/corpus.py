@@ -127,8 +127,11 @@ def render_text(results: list[RowResult], confusion: dict[str, Confusion]) -> st
         exp = ",".join(sorted(r.expected)) or "-"
         mark = "yes" if r.ok else ("ERROR " + r.error if r.error else "NO")
         out.append(f"{r.id:<9}{r.pr:<7}{r.label:<8}{exp:<30}{fails:<34}{mark}")
-    out += ["", "Confusion per rule (FAIL vs label category)",
-            f"{'rule':<7}{'name':<34}{'category':<22}{'TP':>4}{'FP':>4}{'FN':>4}{'TN':>4}  precision recall"]
+    out += [
+        "",
+        "Confusion per rule (FAIL vs label category)",
+        f"{'rule':<7}{'name':<34}{'category':<22}{'TP':>4}{'FP':>4}{'FN':>4}{'TN':>4}  precision recall",
+    ]
     for rid, c in confusion.items():
         name, cat = names[rid]
         d = c.as_dict()
@@ -149,9 +152,15 @@ def run_corpus(labels: Path, git_dir: Path, fmt: str = "text", output: str | Non
             {
                 "rows": [
                     {
-                        "id": r.id, "pr": r.pr, "label": r.label, "expected": sorted(r.expected),
-                        "failed_rules": r.failed_rules, "warned_rules": r.warned_rules,
-                        "fail_locations": r.fail_lines, "ok": r.ok, "error": r.error,
+                        "id": r.id,
+                        "pr": r.pr,
+                        "label": r.label,
+                        "expected": sorted(r.expected),
+                        "failed_rules": r.failed_rules,
+                        "warned_rules": r.warned_rules,
+                        "fail_locations": r.fail_lines,
+                        "ok": r.ok,
+                        "error": r.error,
                     }
                     for r in results
                 ],

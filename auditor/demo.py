@@ -17,8 +17,16 @@ from auditor.submission import load_path
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 EXAMPLES: list[tuple[str, Verdict, str]] = [
-    ("clean_baseline", Verdict.PASS, "a clean baseline-shaped record: trains on train shards, scores val under no_grad"),
-    ("packed_lzma_b85", Verdict.PASS, "the same kind of script shipped as exec(L.decompress(B.b85decode(...)))"),
+    (
+        "clean_baseline",
+        Verdict.PASS,
+        "a clean baseline-shaped record: trains on train shards, scores val under no_grad",
+    ),
+    (
+        "packed_lzma_b85",
+        Verdict.PASS,
+        "the same kind of script shipped as exec(L.decompress(B.b85decode(...)))",
+    ),
     ("eval_download", Verdict.FAIL, "downloads data during evaluation"),
     ("packed_eval_download", Verdict.FAIL, "a packed script whose decoded eval function opens a URL"),
     ("ttt_prequant_on_val", Verdict.FAIL, "fine-tunes on validation tokens before scoring them"),

@@ -18,15 +18,21 @@ def select_rules(only: Iterable[str] | None = None, skip: Iterable[str] | None =
     rules = all_rules()
     if only:
         wanted = {x.strip().upper() for x in only if x.strip()}
-        rules = [r for r in rules if r.id in wanted or r.name.upper() in wanted or r.category.upper() in wanted]
+        rules = [
+            r for r in rules if r.id in wanted or r.name.upper() in wanted or r.category.upper() in wanted
+        ]
     if skip:
         unwanted = {x.strip().upper() for x in skip if x.strip()}
         rules = [r for r in rules if r.id not in unwanted and r.name.upper() not in unwanted]
     return rules
 
 
-def run_rules(ctx: AuditContext, rules: Sequence[type[Rule]], timings: dict[str, float] | None = None,
-              debug: bool = False) -> tuple[list[Finding], list[str]]:
+def run_rules(
+    ctx: AuditContext,
+    rules: Sequence[type[Rule]],
+    timings: dict[str, float] | None = None,
+    debug: bool = False,
+) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     errors: list[str] = []
     non_record: bool | None = None

@@ -143,8 +143,14 @@ def build_context(submission: Submission) -> AuditContext:
         for unit in outcome.units:
             parse_unit(unit)
             if unit.parse_error:
-                ctx.problems.append(Problem(unit.path, unit.parse_error_line, unit.parse_error,
-                                            unit.name if unit.is_decoded else None))
+                ctx.problems.append(
+                    Problem(
+                        unit.path,
+                        unit.parse_error_line,
+                        unit.parse_error,
+                        unit.name if unit.is_decoded else None,
+                    )
+                )
             ctx.units.append(unit)
         ctx.layers.extend(outcome.layers)
         for line, message in outcome.problems:
@@ -156,6 +162,10 @@ def build_context(submission: Submission) -> AuditContext:
 def _drop_files_included_by_exec(ctx: AuditContext) -> None:
     """A sibling file run through `exec(open(...).read())` is analysed as a layer of the file that runs it (so the
     call graph starts at the entry); its standalone copy would report every finding twice."""
-    included = {u.text for u in ctx.units if u.layer is not None and any(c.startswith("file:") for c in u.layer.codecs)}
+    included = {
+        u.text
+        for u in ctx.units
+        if u.layer is not None and any(c.startswith("file:") for c in u.layer.codecs)
+    }
     if included:
         ctx.units = [u for u in ctx.units if u.layer is not None or u.text not in included]

@@ -19,8 +19,10 @@ def generate() -> str:
     ]
     rules = all_rules()
     for r in rules:
-        out.append(f"| [{r.id}](#{r.id.lower()}) | {r.name} | {r.category} | {r.severity.value} | "
-                   f"{r.evidence_level.value} | {r.basis.ref} ({r.basis.date}) |")
+        out.append(
+            f"| [{r.id}](#{r.id.lower()}) | {r.name} | {r.category} | {r.severity.value} | "
+            f"{r.evidence_level.value} | {r.basis.ref} ({r.basis.date}) |"
+        )
     for r in rules:
         b = r.basis
         out += [

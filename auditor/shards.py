@@ -107,8 +107,9 @@ def shard_files(pattern: str, *, exclude_sidecars: bool = True) -> list[Path]:
     return files
 
 
-def load_concatenated(pattern_or_paths: str | list[str | os.PathLike[str]], *, exclude_sidecars: bool = True
-                      ) -> np.ndarray:
+def load_concatenated(
+    pattern_or_paths: str | list[str | os.PathLike[str]], *, exclude_sidecars: bool = True
+) -> np.ndarray:
     """All shards of a glob (or list), concatenated in sorted order, as the challenge's val loader does."""
     if isinstance(pattern_or_paths, str):
         paths = shard_files(pattern_or_paths, exclude_sidecars=exclude_sidecars)

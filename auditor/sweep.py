@@ -28,15 +28,26 @@ class FolderResult:
 def record_folders(git_dir: str, rev: str, root: str) -> list[str]:
     """Folders two levels below `root` (records/<track>/<dir>); names may contain spaces."""
     base = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
-    proc = subprocess.run([*base, "ls-tree", "-d", "-z", "--name-only", f"{rev}:{root}"],
-                          capture_output=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [*base, "ls-tree", "-d", "-z", "--name-only", f"{rev}:{root}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
     if proc.returncode != 0:
         raise InputError(f"git ls-tree {rev}:{root} failed: {proc.stderr.decode(errors='replace').strip()}")
     out: list[str] = []
     for track in filter(None, proc.stdout.decode("utf-8", errors="replace").split("\x00")):
-        sub = subprocess.run([*base, "ls-tree", "-d", "-z", "--name-only", f"{rev}:{root}/{track}"],
-                             capture_output=True, check=False, timeout=60)
-        out += [f"{root}/{track}/{d}" for d in filter(None, sub.stdout.decode("utf-8", errors="replace").split("\x00"))]
+        sub = subprocess.run(
+            [*base, "ls-tree", "-d", "-z", "--name-only", f"{rev}:{root}/{track}"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        out += [
+            f"{root}/{track}/{d}"
+            for d in filter(None, sub.stdout.decode("utf-8", errors="replace").split("\x00"))
+        ]
     return out
 
 
@@ -59,7 +70,9 @@ def sweep(git_dir: str, rev: str, root: str, rules: list[str] | None = None) -> 
     return results
 
 
-def run_sweep(git_dir: str, rev: str, root: str, rules: list[str] | None, fmt: str, output: str | None) -> int:
+def run_sweep(
+    git_dir: str, rev: str, root: str, rules: list[str] | None, fmt: str, output: str | None
+) -> int:
     results = sweep(git_dir, rev, root, rules)
     if fmt == "json":
         text = json.dumps([r.__dict__ for r in results], indent=2) + "\n"
@@ -67,9 +80,13 @@ def run_sweep(git_dir: str, rev: str, root: str, rules: list[str] | None, fmt: s
         lines = []
         for r in results:
             detail = r.error or " ".join(
-                x for x in (("FAIL " + ",".join(r.fails)) if r.fails else "",
-                            ("WARN " + ",".join(r.warns)) if r.warns else "",
-                            ("unpacked " + ",".join(r.layers)) if r.layers else "") if x
+                x
+                for x in (
+                    ("FAIL " + ",".join(r.fails)) if r.fails else "",
+                    ("WARN " + ",".join(r.warns)) if r.warns else "",
+                    ("unpacked " + ",".join(r.layers)) if r.layers else "",
+                )
+                if x
             )
             lines.append(f"{r.overall:<5} {r.path}  {detail}")
         counts = {v: sum(r.overall == v for r in results) for v in ("PASS", "WARN", "FAIL", "SKIP", "ERROR")}

@@ -384,9 +384,22 @@ class _Scope:
 
 _OTHER_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 # the nodes _bound_names can return a name for
-_BINDERS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.withitem,
-            ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.ExceptHandler,
-            ast.Delete)
+_BINDERS = (
+    ast.Assign,
+    ast.AugAssign,
+    ast.AnnAssign,
+    ast.For,
+    ast.AsyncFor,
+    ast.NamedExpr,
+    ast.withitem,
+    ast.Import,
+    ast.ImportFrom,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.ExceptHandler,
+    ast.Delete,
+)
 
 
 def _walk_scope(node: ast.AST):
@@ -1079,7 +1092,9 @@ class _Unpacker:
         tree = _parse(text)
         if tree is None:
             return  # facts.parse_unit reports the parse error of this unit
-        for unit in self.outcome.units:  # hand the tree on: facts.parse_unit need not parse the same text again
+        for (
+            unit
+        ) in self.outcome.units:  # hand the tree on: facts.parse_unit need not parse the same text again
             if unit.name == name and unit.tree is None and unit.text == text:
                 unit.tree = tree
         sites = _exec_sites(tree)

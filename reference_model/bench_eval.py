@@ -52,7 +52,9 @@ def decode_packed(source: str) -> str:
     try:
         return lzma.decompress(raw).decode("utf-8")
     except lzma.LZMAError:  # the records pack raw LZMA2 streams
-        return lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]).decode("utf-8")
+        return lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]).decode(
+            "utf-8"
+        )
 
 
 def prepare_record(packed: Path, out: Path) -> Path:
@@ -137,9 +139,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = EvalConfig(seq_len=2048, stride=64, batch_seqs=args.batch_seqs)
     stream = load_val_stream(val_glob, args.tokenizer, seq_len=cfg.seq_len, device=device)
     state = {k: v.to(device) for k, v in bench_state(args.seed).items()}
-    out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__,
-                           "val_tokens": stream.num_targets, "sdpa_order": args.sdpa_order,
-                           "batch_seqs": args.batch_seqs, "modes": {}}
+    out: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "val_tokens": stream.num_targets,
+        "sdpa_order": args.sdpa_order,
+        "batch_seqs": args.batch_seqs,
+        "modes": {},
+    }
     print(f"val_tokens: {stream.num_targets} on {out['gpu']}", flush=True)
 
     for mode in args.modes.split(","):
@@ -152,10 +159,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             r = ScoreFirstTTT(model, stream, cfg).run()
         incl = r.eval_time_ms + r.warmup_ms
-        entry["ours"] = {"val_loss": r.val_loss, "val_bpb": r.val_bpb, "tokens": r.tokens, "bytes": r.bytes,
-                         "eval_ms": r.eval_time_ms, "warmup_ms": r.warmup_ms,
-                         "tok_s_excl_compile": r.tokens / (r.eval_time_ms / 1e3),
-                         "tok_s_incl_compile": r.tokens / (incl / 1e3)}
+        entry["ours"] = {
+            "val_loss": r.val_loss,
+            "val_bpb": r.val_bpb,
+            "tokens": r.tokens,
+            "bytes": r.bytes,
+            "eval_ms": r.eval_time_ms,
+            "warmup_ms": r.warmup_ms,
+            "tok_s_excl_compile": r.tokens / (r.eval_time_ms / 1e3),
+            "tok_s_incl_compile": r.tokens / (incl / 1e3),
+        }
         print(f"ours   {r.log_line()} warmup:{r.warmup_ms:.0f}ms", flush=True)
         del model
         torch.cuda.empty_cache()
@@ -171,24 +184,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def run_record(args: argparse.Namespace, mode: str, state: dict[str, Any], val_glob: str, device: Any
-               ) -> dict[str, Any]:
+def run_record(
+    args: argparse.Namespace, mode: str, state: dict[str, Any], val_glob: str, device: Any
+) -> dict[str, Any]:
     import sentencepiece as spm
     import torch
 
     R = load_module(Path(args.record))
     h = R.Hyperparameters()
-    for k, v in {"rank": 0, "world_size": 1, "local_rank": 0, "is_main_process": True, "distributed": False,
-                 "eval_seq_len": 2048, "eval_stride": 64, "ttt_chunk_tokens": 32768, "ttt_lr": 0.005,
-                 "ttt_epochs": 3, "ttt_momentum": 0.9, "vocab_size": 8192, "qk_gain_init": 5.25}.items():
+    for k, v in {
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "is_main_process": True,
+        "distributed": False,
+        "eval_seq_len": 2048,
+        "eval_stride": 64,
+        "ttt_chunk_tokens": 32768,
+        "ttt_lr": 0.005,
+        "ttt_epochs": 3,
+        "ttt_momentum": 0.9,
+        "vocab_size": 8192,
+        "qk_gain_init": 5.25,
+    }.items():
         setattr(h, k, v)
     sp = spm.SentencePieceProcessor(model_file=str(args.tokenizer))
     luts = R.build_sentencepiece_luts(sp, h.vocab_size, device)
 
     def val_data(pattern: str) -> SimpleNamespace:
-        return SimpleNamespace(sp=sp, val_tokens=R.load_validation_tokens(pattern, h.eval_seq_len),
-                               base_bytes_lut=luts[0], has_leading_space_lut=luts[1],
-                               is_boundary_token_lut=luts[2])
+        return SimpleNamespace(
+            sp=sp,
+            val_tokens=R.load_validation_tokens(pattern, h.eval_seq_len),
+            base_bytes_lut=luts[0],
+            has_leading_space_lut=luts[1],
+            is_boundary_token_lut=luts[2],
+        )
 
     fn = R.eval_val_sliding if mode == "sliding" else R.eval_val_ttt
 
@@ -210,32 +240,51 @@ def run_record(args: argparse.Namespace, mode: str, state: dict[str, Any], val_g
     _, _, cold_ms = timed(val_data(args.record_warmup_glob))
     val_loss, val_bpb, ms = timed(val_data(val_glob))
     tokens = int(R.load_validation_tokens(val_glob, h.eval_seq_len).numel()) - 1
-    print(f"record {mode} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{ms:.0f}ms "
-          f"(first call on {args.record_warmup_tokens} tokens incl. compile: {cold_ms:.0f}ms)", flush=True)
-    return {"val_loss": val_loss, "val_bpb": val_bpb, "tokens": tokens, "eval_ms_warm": ms,
-            "first_call_ms_incl_compile": cold_ms, "tok_s_excl_compile": tokens / (ms / 1e3),
-            # compile cost ~ the first call minus the share of warm time its prefix accounts for
-            "tok_s_incl_compile": tokens / ((ms + cold_ms - ms * args.record_warmup_tokens / tokens) / 1e3)}
+    print(
+        f"record {mode} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{ms:.0f}ms "
+        f"(first call on {args.record_warmup_tokens} tokens incl. compile: {cold_ms:.0f}ms)",
+        flush=True,
+    )
+    return {
+        "val_loss": val_loss,
+        "val_bpb": val_bpb,
+        "tokens": tokens,
+        "eval_ms_warm": ms,
+        "first_call_ms_incl_compile": cold_ms,
+        "tok_s_excl_compile": tokens / (ms / 1e3),
+        # compile cost ~ the first call minus the share of warm time its prefix accounts for
+        "tok_s_incl_compile": tokens / ((ms + cold_ms - ms * args.record_warmup_tokens / tokens) / 1e3),
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
-    rows = [f"GPU: {result['gpu']}  torch {result['torch']}  val tokens {result['val_tokens']:,}",
-            f"{'mode':8} {'side':7} {'val_bpb':>12} {'tok/s excl':>11} {'tok/s incl':>11}"]
+    rows = [
+        f"GPU: {result['gpu']}  torch {result['torch']}  val tokens {result['val_tokens']:,}",
+        f"{'mode':8} {'side':7} {'val_bpb':>12} {'tok/s excl':>11} {'tok/s incl':>11}",
+    ]
     for mode, e in result["modes"].items():
         o = e["ours"]
-        rows.append(f"{mode:8} {'ours':7} {o['val_bpb']:12.8f} {o['tok_s_excl_compile']:11.0f} "
-                    f"{o['tok_s_incl_compile']:11.0f}")
+        rows.append(
+            f"{mode:8} {'ours':7} {o['val_bpb']:12.8f} {o['tok_s_excl_compile']:11.0f} "
+            f"{o['tok_s_incl_compile']:11.0f}"
+        )
         if "record" in e:
             r = e["record"]
-            rows.append(f"{mode:8} {'record':7} {r['val_bpb']:12.8f} {r['tok_s_excl_compile']:11.0f} "
-                        f"{r['tok_s_incl_compile']:11.0f}")
-            rows.append(f"{'':8} speedup incl {e['speedup_incl_compile']:.2f}x, excl {e['speedup_excl_compile']:.2f}x,"
-                        f" bpb diff {e['bpb_diff']:+.2e}")
+            rows.append(
+                f"{mode:8} {'record':7} {r['val_bpb']:12.8f} {r['tok_s_excl_compile']:11.0f} "
+                f"{r['tok_s_incl_compile']:11.0f}"
+            )
+            rows.append(
+                f"{'':8} speedup incl {e['speedup_incl_compile']:.2f}x, excl {e['speedup_excl_compile']:.2f}x,"
+                f" bpb diff {e['bpb_diff']:+.2e}"
+            )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reference_model.bench_eval", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m reference_model.bench_eval", description=__doc__.split("\n")[0]
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare-record", help="decode a packed record train_gpt.py and add the SDPA shim")
     p.add_argument("packed")
@@ -245,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tokenizer", required=True)
     r.add_argument("--record", help="prepared record script (prepare-record); omit to bench ours alone")
     r.add_argument("--max-tokens", type=int)
-    r.add_argument("--record-warmup-tokens", type=int, default=2 * 32_768 + 1,
-                   help="prefix the record's first (compiling) call runs on")
+    r.add_argument(
+        "--record-warmup-tokens",
+        type=int,
+        default=2 * 32_768 + 1,
+        help="prefix the record's first (compiling) call runs on",
+    )
     r.add_argument("--modes", default="sliding,ttt")
     r.add_argument("--batch-seqs", type=int, default=32)
     r.add_argument("--sdpa-order", default="cudnn,flash")

@@ -21,7 +21,9 @@ PROG = "pgolf-audit reference"
 
 # --------------------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int | None, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields `advance(n)`. Silent when disabled or rich is missing."""
     if not enabled:
         yield lambda _n: None
@@ -96,9 +98,16 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     with progress_bar("tokenizing documents", args.limit, not args.no_progress) as advance:
-        report = tokenize_jsonl(args.jsonl, args.tokenizer, args.out, prefix=args.prefix,
-                                shard_tokens=args.shard_tokens, limit=args.limit, sidecar=args.sidecar,
-                                progress=advance)
+        report = tokenize_jsonl(
+            args.jsonl,
+            args.tokenizer,
+            args.out,
+            prefix=args.prefix,
+            shard_tokens=args.shard_tokens,
+            limit=args.limit,
+            sidecar=args.sidecar,
+            progress=advance,
+        )
     summary = {"command": "tokenize", **report.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
     _emit(summary, args.json)
     return 0
@@ -134,11 +143,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 yield x
 
     log("GPTQ:collecting Hessians from calibration data...")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
     with autocast:
-        _qstate, report = quantize_model(model, batches(), args.out, config=cfg, qcfg=qcfg,
-                                         forward=model.logits)
+        _qstate, report = quantize_model(
+            model, batches(), args.out, config=cfg, qcfg=qcfg, forward=model.logits
+        )
     for line in report.log_lines():
         log(line)
     _emit({"command": "quantize", **report.to_dict()}, args.json)
@@ -162,16 +173,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ranks = _init_distributed(device)
     log = _Log(args.log, ranks.rank == 0)
-    cfg = EvalConfig(seq_len=args.seq_len, stride=args.stride, batch_seqs=args.batch_seqs,
-                     chunk_tokens=args.chunk_tokens, ttt_epochs=args.ttt_epochs, ttt_lr=args.ttt_lr,
-                     ttt_momentum=args.ttt_momentum, compile=False if args.no_compile else None)
+    cfg = EvalConfig(
+        seq_len=args.seq_len,
+        stride=args.stride,
+        batch_seqs=args.batch_seqs,
+        chunk_tokens=args.chunk_tokens,
+        ttt_epochs=args.ttt_epochs,
+        ttt_lr=args.ttt_lr,
+        ttt_momentum=args.ttt_momentum,
+        compile=False if args.no_compile else None,
+    )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
     t0 = time.perf_counter()
-    stream = load_val_stream(args.val, args.tokenizer, seq_len=cfg.seq_len, device=device, sidecar=args.sidecar,
-                             max_tokens=args.max_tokens)
+    stream = load_val_stream(
+        args.val,
+        args.tokenizer,
+        seq_len=cfg.seq_len,
+        device=device,
+        sidecar=args.sidecar,
+        max_tokens=args.max_tokens,
+    )
     if args.sidecar:
         log("val_bpb:byte_sidecar:enabled")
     log(f"val_tokens: {stream.num_targets}")
@@ -189,7 +213,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     log(f"artifact:loaded {args.artifact} in {load_ms:.0f}ms (decompression, not on the eval clock)")
     results = []
     main = ranks.rank == 0 and not args.no_progress
-    per_rank_windows = -(-len(sliding_window_starts(stream.num_targets, cfg.seq_len, cfg.stride)) // ranks.world)
+    per_rank_windows = -(
+        -len(sliding_window_starts(stream.num_targets, cfg.seq_len, cfg.stride)) // ranks.world
+    )
     for mode in args.modes.split(","):
         if mode == "plain":
             n = -(-stream.num_targets // cfg.seq_len)
@@ -212,11 +238,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results.append(r)
     total_ms = sum(r.eval_time_ms for r in results)
     log(f"total_eval_time:{total_ms / 1e3:.1f}s")
-    summary = {"command": "eval", "artifact": args.artifact, "val_tokens": stream.num_targets,
-               "world_size": ranks.world, "device": str(device), "artifact_load_ms": round(load_ms),
-               "results": [{k: v for k, v in r.to_dict().items() if k != "extra"} | _jsonable(r.extra)
-                           for r in results],
-               "total_eval_time_ms": round(total_ms)}
+    summary = {
+        "command": "eval",
+        "artifact": args.artifact,
+        "val_tokens": stream.num_targets,
+        "world_size": ranks.world,
+        "device": str(device),
+        "artifact_load_ms": round(load_ms),
+        "results": [
+            {k: v for k, v in r.to_dict().items() if k != "extra"} | _jsonable(r.extra) for r in results
+        ],
+        "total_eval_time_ms": round(total_ms),
+    }
     if ranks.rank == 0:
         _emit(summary, args.json)
     import torch.distributed as dist
@@ -262,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train the reference model (options: `train --help`)", add_help=False)
     sub.add_parser("bench", help="benchmarks: `bench eval ...` | `bench train ...`", add_help=False)
 
-    t = sub.add_parser("tokenize", help="jsonl {\"text\":...} -> challenge shards ([BOS]+encode(doc), no EOS)")
+    t = sub.add_parser("tokenize", help='jsonl {"text":...} -> challenge shards ([BOS]+encode(doc), no EOS)')
     t.add_argument("jsonl")
     t.add_argument("--tokenizer", required=True, help="SentencePiece .model")
     t.add_argument("--out", required=True, help="output folder")

@@ -72,8 +72,9 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------------------------------- bytes
-def target_bytes(tokens: np.ndarray, luts: ByteLUTs | None = None, sidecar: np.ndarray | None = None
-                 ) -> np.ndarray:
+def target_bytes(
+    tokens: np.ndarray, luts: ByteLUTs | None = None, sidecar: np.ndarray | None = None
+) -> np.ndarray:
     """Canonical bytes of every target of the stream (length N-1): sidecar[t+1] when a CaseOps sidecar is given
     (it replaces the LUT, rules.md §B.4), else the LUT formula with the leading-space rule (rules.md §B.1)."""
     arr = np.asarray(tokens, dtype=np.int64)
@@ -99,7 +100,9 @@ class ValStream:
         return int(self.tokens.numel()) - 1
 
     @classmethod
-    def build(cls, tokens: np.ndarray, per_target: np.ndarray, device: torch.device | str = "cpu") -> ValStream:
+    def build(
+        cls, tokens: np.ndarray, per_target: np.ndarray, device: torch.device | str = "cpu"
+    ) -> ValStream:
         tok = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)
         per = torch.as_tensor(np.asarray(per_target, dtype=np.float64), device=device)
         if per.numel() != tok.numel() - 1:
@@ -107,15 +110,26 @@ class ValStream:
         return cls(tok, per)
 
 
-def load_val_stream(shards: str | Sequence[str | Path], tokenizer: str | Path | None, *, seq_len: int,
-                    device: torch.device | str = "cpu", sidecar: str | Sequence[str | Path] | None = None,
-                    truncate: bool = True, max_tokens: int | None = None) -> ValStream:
+def load_val_stream(
+    shards: str | Sequence[str | Path],
+    tokenizer: str | Path | None,
+    *,
+    seq_len: int,
+    device: torch.device | str = "cpu",
+    sidecar: str | Sequence[str | Path] | None = None,
+    truncate: bool = True,
+    max_tokens: int | None = None,
+) -> ValStream:
     """Concatenate val shards (sorted glob), optionally cap the length (benchmarks), truncate like the challenge."""
-    tokens = np.asarray(load_concatenated(shards if isinstance(shards, str) else list(shards)), dtype=np.int64)
+    tokens = np.asarray(
+        load_concatenated(shards if isinstance(shards, str) else list(shards)), dtype=np.int64
+    )
     side = None
     if sidecar is not None:
-        side = np.asarray(load_concatenated(sidecar if isinstance(sidecar, str) else list(sidecar),
-                                            exclude_sidecars=False), dtype=np.int64)
+        side = np.asarray(
+            load_concatenated(sidecar if isinstance(sidecar, str) else list(sidecar), exclude_sidecars=False),
+            dtype=np.int64,
+        )
     if max_tokens is not None:
         tokens = tokens[:max_tokens]
     if truncate:
@@ -143,8 +157,10 @@ class EvalResult:
         return self.tokens / max(self.eval_time_ms / 1e3, 1e-9)
 
     def log_line(self) -> str:
-        return (f"{self.label} val_loss:{self.val_loss:.8f} val_bpb:{self.val_bpb:.8f} "
-                f"eval_time:{self.eval_time_ms:.0f}ms")
+        return (
+            f"{self.label} val_loss:{self.val_loss:.8f} val_bpb:{self.val_bpb:.8f} "
+            f"eval_time:{self.eval_time_ms:.0f}ms"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -223,8 +239,9 @@ def train_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 class _Scorer:
     """Scores batches of windows into three float64 accumulators [Σ nll, targets, bytes] on the device."""
 
-    def __init__(self, model: nn.Module, stream: ValStream, cfg: EvalConfig, coverage: bool,
-                 compile_full: bool = False):
+    def __init__(
+        self, model: nn.Module, stream: ValStream, cfg: EvalConfig, coverage: bool, compile_full: bool = False
+    ):
         self.model = model
         self.stream = stream
         self.cfg = cfg
@@ -241,7 +258,9 @@ class _Scorer:
                 self.full_fn = torch.compile(self.full_fn, dynamic=False, fullgraph=True)
         self.acc = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.offsets = torch.arange(cfg.seq_len + 1, device=self.device)
-        self.counts = torch.zeros(stream.num_targets, dtype=torch.int32, device=self.device) if coverage else None
+        self.counts = (
+            torch.zeros(stream.num_targets, dtype=torch.int32, device=self.device) if coverage else None
+        )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.use_autocast:
@@ -253,7 +272,9 @@ class _Scorer:
         tensors have exactly the layout of the real ones and the compiled graph is reused, not rebuilt)."""
         tokens = self.stream.tokens if tokens is None else tokens
         n = tokens.numel()
-        idx = (starts[:, None] + self.offsets[None, :]).clamp_(max=n - 1)  # past the end: padding, never scored
+        idx = (starts[:, None] + self.offsets[None, :]).clamp_(
+            max=n - 1
+        )  # past the end: padding, never scored
         win = tokens[idx]
         return win[:, :-1], win[:, 1:]
 
@@ -273,8 +294,14 @@ class _Scorer:
         if self.counts is not None:
             self.counts.index_add_(0, safe[mask], torch.ones_like(safe[mask], dtype=torch.int32))
 
-    def score_batched(self, starts: Sequence[int], first_pos: int, full: bool,
-                      progress: Callable[[int], None] | None = None, batch: int | None = None) -> None:
+    def score_batched(
+        self,
+        starts: Sequence[int],
+        first_pos: int,
+        full: bool,
+        progress: Callable[[int], None] | None = None,
+        batch: int | None = None,
+    ) -> None:
         """Score windows in fixed-size batches (the last one padded, so compiled shapes never change)."""
         if not starts:
             return
@@ -321,8 +348,18 @@ class _Scorer:
             extra["coverage"] = self.counts.cpu().numpy()
         val_loss = loss_sum / max(count, 1.0)
         val_bpb = val_loss / math.log(2.0) * count / max(nbytes, 1.0)
-        return EvalResult(label, val_loss, val_bpb, loss_sum, int(count), int(nbytes), eval_ms, warmup_ms,
-                          ranks.world, extra)
+        return EvalResult(
+            label,
+            val_loss,
+            val_bpb,
+            loss_sum,
+            int(count),
+            int(nbytes),
+            eval_ms,
+            warmup_ms,
+            ranks.world,
+            extra,
+        )
 
 
 @contextlib.contextmanager
@@ -342,9 +379,17 @@ def sliding_window_starts(num_targets: int, seq_len: int, stride: int) -> list[i
 
 
 # --------------------------------------------------------------------------------------------------- evals
-def eval_plain(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), *, label: str = "quantized",
-               ranks: Ranks | None = None, coverage: bool = False, warmup: bool = True,
-               progress: Callable[[int], None] | None = None) -> EvalResult:
+def eval_plain(
+    model: nn.Module,
+    stream: ValStream,
+    cfg: EvalConfig = EvalConfig(),
+    *,
+    label: str = "quantized",
+    ranks: Ranks | None = None,
+    coverage: bool = False,
+    warmup: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Non-overlapping seq_len windows, every position scored."""
     ranks = ranks or Ranks.current()
     scorer = _Scorer(model, stream, cfg, coverage, compile_full=True)
@@ -360,9 +405,17 @@ def eval_plain(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig
     return scorer.result(label, ranks, ms[0], warmup_ms, windows=len(starts))
 
 
-def eval_sliding(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), *,
-                 label: str = "quantized_sliding_window", ranks: Ranks | None = None, coverage: bool = False,
-                 warmup: bool = True, progress: Callable[[int], None] | None = None) -> EvalResult:
+def eval_sliding(
+    model: nn.Module,
+    stream: ValStream,
+    cfg: EvalConfig = EvalConfig(),
+    *,
+    label: str = "quantized_sliding_window",
+    ranks: Ranks | None = None,
+    coverage: bool = False,
+    warmup: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Sliding windows of seq_len every `stride` tokens; each target scored once with >= seq_len-stride context."""
     ranks = ranks or Ranks.current()
     scorer = _Scorer(model, stream, cfg, coverage)
@@ -385,10 +438,19 @@ class ScoreFirstTTT:
     """Score-first test-time training over the stream (see the module docstring). `run()` is the whole eval;
     `score_chunk` and `train_chunk` are its two steps, kept separate so the ordering can be tested."""
 
-    def __init__(self, model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), *,
-                 label: str = "quantized_ttt", ranks: Ranks | None = None, coverage: bool = False,
-                 observer: Observer | None = None, progress: Callable[[int], None] | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        stream: ValStream,
+        cfg: EvalConfig = EvalConfig(),
+        *,
+        label: str = "quantized_ttt",
+        ranks: Ranks | None = None,
+        coverage: bool = False,
+        observer: Observer | None = None,
+        progress: Callable[[int], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
         self.model = model
         self.stream = stream
         self.cfg = cfg
@@ -488,7 +550,9 @@ class ScoreFirstTTT:
         warmup_ms = self.warmup() if warmup else 0.0
         for p in self.params:
             p.requires_grad_(True)
-        self.log(f"ttt:start chunks={self.num_chunks} ttt_lr={self.cfg.ttt_lr} ttt_epochs={self.cfg.ttt_epochs}")
+        self.log(
+            f"ttt:start chunks={self.num_chunks} ttt_lr={self.cfg.ttt_lr} ttt_epochs={self.cfg.ttt_epochs}"
+        )
         with _clock(self.scorer.device) as ms:
             for chunk in range(self.num_chunks):
                 if not self.chunk_windows[chunk]:
@@ -503,11 +567,20 @@ class ScoreFirstTTT:
                     if self.observer is not None:
                         self.observer.after_train(chunk, self.model)
             self.scorer.reduce(self.ranks)
-        return self.scorer.result(self.label, self.ranks, ms[0], warmup_ms, chunks=self.num_chunks,
-                                  windows=self.total_windows, ttt_epochs=self.cfg.ttt_epochs)
+        return self.scorer.result(
+            self.label,
+            self.ranks,
+            ms[0],
+            warmup_ms,
+            chunks=self.num_chunks,
+            windows=self.total_windows,
+            ttt_epochs=self.cfg.ttt_epochs,
+        )
 
 
-def eval_ttt(model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), **kwargs: Any) -> EvalResult:
+def eval_ttt(
+    model: nn.Module, stream: ValStream, cfg: EvalConfig = EvalConfig(), **kwargs: Any
+) -> EvalResult:
     """Score-first TTT eval (trains `model` in place: pass a fresh copy)."""
     return ScoreFirstTTT(model, stream, cfg, **kwargs).run()
 
@@ -554,8 +627,10 @@ class ScoreFirstCheck:
             prev = chunks[i - 1] if i else None
             expected = self.initial if prev is None else self.trained.get(prev, self.after.get(prev))
             if self.before[c] != expected:
-                out.append(f"chunk {c} was scored with parameters that differ from "
-                           + ("the initial ones" if prev is None else f"those after chunk {prev}'s update"))
+                out.append(
+                    f"chunk {c} was scored with parameters that differ from "
+                    + ("the initial ones" if prev is None else f"those after chunk {prev}'s update")
+                )
             if self.after.get(c) != self.before[c]:
                 out.append(f"parameters changed while chunk {c} was being scored")
         return out

@@ -124,7 +124,9 @@ def collect_hessians(
         context: Any = capture(accumulate)
     else:
         context = contextlib.nullcontext()
-        handles = [module.register_forward_hook(hook_for(name, where)) for name, (module, where) in sites.items()]
+        handles = [
+            module.register_forward_hook(hook_for(name, where)) for name, (module, where) in sites.items()
+        ]
     was_training = model.training
     model.eval()
     run = forward or model
@@ -148,8 +150,14 @@ def sdclip_scales(w: torch.Tensor, clip_sigmas: float, clip_range: int) -> torch
     return (clip_sigmas * row_std / clip_range).clamp_min(1e-10).to(torch.float16)
 
 
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor | None, clip_sigmas: float, clip_range: int,
-                  block_size: int = 128, damping: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize(
+    w: torch.Tensor,
+    hessian: torch.Tensor | None,
+    clip_sigmas: float,
+    clip_range: int,
+    block_size: int = 128,
+    damping: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize a 2-D weight to integers in [-r, r] (int8 storage) and float16 row scales.
 
     Without a Hessian (a weight no calibration activation reached) this is plain rounding with the same scales.
@@ -229,9 +237,12 @@ def is_embedding_name(name: str) -> bool:
     return "tok_emb" in name
 
 
-def quantize_state_dict(state: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor],
-                        qcfg: QuantConfig = QuantConfig(), embedding_names: Iterable[str] = ()
-                        ) -> QuantizedState:
+def quantize_state_dict(
+    state: Mapping[str, torch.Tensor],
+    hessians: Mapping[str, torch.Tensor],
+    qcfg: QuantConfig = QuantConfig(),
+    embedding_names: Iterable[str] = (),
+) -> QuantizedState:
     embeddings = set(embedding_names)
     out: dict[str, QuantizedTensor] = {}
     for name, tensor in state.items():
@@ -240,16 +251,24 @@ def quantize_state_dict(state: Mapping[str, torch.Tensor], hessians: Mapping[str
             out[name] = QuantizedTensor("raw", tuple(t.shape), _dtype_name(t.dtype), t.contiguous())
             continue
         if t.ndim != 2 or t.numel() <= qcfg.min_numel:
-            out[name] = QuantizedTensor("passthrough", tuple(t.shape), _dtype_name(t.dtype),
-                                        t.to(torch.float16).contiguous())
+            out[name] = QuantizedTensor(
+                "passthrough", tuple(t.shape), _dtype_name(t.dtype), t.to(torch.float16).contiguous()
+            )
             continue
         is_embed = name in embeddings or (not embeddings and is_embedding_name(name))
         bits = qcfg.embed_bits if is_embed else qcfg.matrix_bits
         sigmas = qcfg.embed_clip_sigmas if is_embed else qcfg.matrix_clip_sigmas
         h = hessians.get(name)
         q, scale = gptq_quantize(t, h, sigmas, 2 ** (bits - 1) - 1, qcfg.block_size, qcfg.damping)
-        out[name] = QuantizedTensor("gptq", tuple(t.shape), _dtype_name(t.dtype), q, scale, bits,
-                                    note="" if h is not None else "no calibration activations: plain rounding")
+        out[name] = QuantizedTensor(
+            "gptq",
+            tuple(t.shape),
+            _dtype_name(t.dtype),
+            q,
+            scale,
+            bits,
+            note="" if h is not None else "no calibration activations: plain rounding",
+        )
     return QuantizedState(out)
 
 
@@ -294,8 +313,9 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.numpy().tobytes()
 
 
-def _tensor_from(buf: memoryview, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...]
-                 ) -> torch.Tensor:
+def _tensor_from(
+    buf: memoryview, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...]
+) -> torch.Tensor:
     raw = bytearray(buf[offset : offset + nbytes])
     if len(raw) != nbytes:
         raise ArtifactError("artifact payload is truncated")
@@ -314,17 +334,29 @@ def pack(qstate: QuantizedState) -> bytes:
     for name in sorted(qstate.tensors):
         qt = qstate.tensors[name]
         parts = [("data", qt.data)] + ([("scale", qt.scale)] if qt.scale is not None else [])
-        entry: dict[str, Any] = {"name": name, "kind": qt.kind, "shape": list(qt.shape),
-                                 "orig_dtype": qt.orig_dtype, "bits": qt.bits}
+        entry: dict[str, Any] = {
+            "name": name,
+            "kind": qt.kind,
+            "shape": list(qt.shape),
+            "orig_dtype": qt.orig_dtype,
+            "bits": qt.bits,
+        }
         for key, t in parts:
             b = _tensor_bytes(t)
-            entry[key] = {"offset": offset, "nbytes": len(b), "dtype": _dtype_name(t.dtype),
-                          "shape": list(t.shape)}
+            entry[key] = {
+                "offset": offset,
+                "nbytes": len(b),
+                "dtype": _dtype_name(t.dtype),
+                "shape": list(t.shape),
+            }
             blobs.append(b)
             offset += len(b)
         entries.append(entry)
-    header = json.dumps({"format": 1, "config": qstate.config, "meta": qstate.meta, "tensors": entries},
-                        sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header = json.dumps(
+        {"format": 1, "config": qstate.config, "meta": qstate.meta, "tensors": entries},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode("utf-8")
     return ARTIFACT_MAGIC + len(header).to_bytes(8, "little") + header + b"".join(blobs)
 
 
@@ -347,7 +379,9 @@ def unpack(raw: bytes) -> QuantizedState:
         if "scale" in e:
             s = e["scale"]
             scale = _tensor_from(body, s["offset"], s["nbytes"], _dtype(s["dtype"]), tuple(s["shape"]))
-        tensors[e["name"]] = QuantizedTensor(e["kind"], tuple(e["shape"]), e["orig_dtype"], data, scale, e["bits"])
+        tensors[e["name"]] = QuantizedTensor(
+            e["kind"], tuple(e["shape"]), e["orig_dtype"], data, scale, e["bits"]
+        )
     return QuantizedState(tensors, header.get("config", {}), header.get("meta", {}))
 
 
@@ -396,8 +430,9 @@ def _minify(source: str) -> tuple[str, bool]:
         import python_minifier
     except ImportError:
         return source, False
-    return python_minifier.minify(source, rename_locals=False, hoist_literals=False,
-                                  remove_literal_statements=True), True
+    return python_minifier.minify(
+        source, rename_locals=False, hoist_literals=False, remove_literal_statements=True
+    ), True
 
 
 def code_sizes(files: Iterable[Path] | None = None) -> dict[str, int]:
@@ -409,9 +444,12 @@ def code_sizes(files: Iterable[Path] | None = None) -> dict[str, int]:
     packed_source = "\n".join(m for m, _ in minified)
     packed = base64.b85encode(lzma.compress(packed_source.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
     wrapper = b'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("' + packed + b'")))\n'
-    return {"code_bytes_raw": sum(len(src.encode("utf-8")) for src in sources),
-            "code_bytes_wrapped": len(wrapper), "code_files": len(paths),
-            "code_minified": int(all(ok for _, ok in minified))}
+    return {
+        "code_bytes_raw": sum(len(src.encode("utf-8")) for src in sources),
+        "code_bytes_wrapped": len(wrapper),
+        "code_files": len(paths),
+        "code_minified": int(all(ok for _, ok in minified)),
+    }
 
 
 # --------------------------------------------------------------------------------------------------- model-level
@@ -451,9 +489,16 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     raise TypeError(f"cannot serialize model config of type {type(cfg).__name__}")
 
 
-def quantize_model(model: nn.Module, calibration: Iterable[torch.Tensor], path: str | Path, *,
-                   config: Any, qcfg: QuantConfig = QuantConfig(), forward: Callable[[torch.Tensor], Any] | None
-                   = None, code_files: Iterable[Path] | None = None) -> tuple[QuantizedState, ArtifactReport]:
+def quantize_model(
+    model: nn.Module,
+    calibration: Iterable[torch.Tensor],
+    path: str | Path,
+    *,
+    config: Any,
+    qcfg: QuantConfig = QuantConfig(),
+    forward: Callable[[torch.Tensor], Any] | None = None,
+    code_files: Iterable[Path] | None = None,
+) -> tuple[QuantizedState, ArtifactReport]:
     """Collect Hessians, quantize, write the artifact, and load the dequantized weights into `model` in place.
 
     After this call `model` holds exactly the weights a model restored from `path` holds.
@@ -477,9 +522,20 @@ def quantize_model(model: nn.Module, calibration: Iterable[torch.Tensor], path: 
         key = f"int{qt.bits}" if qt.kind == "gptq" else qt.kind
         kinds[key] = kinds.get(key, 0) + 1
     total = model_bytes + sizes["code_bytes_wrapped"]
-    report = ArtifactReport(str(path), model_bytes, sizes["code_bytes_wrapped"], sizes["code_bytes_raw"], total,
-                            SIZE_CAP_BYTES, total <= SIZE_CAP_BYTES, len(hessians), kinds, t1 - t0, t2 - t1,
-                            t3 - t2)
+    report = ArtifactReport(
+        str(path),
+        model_bytes,
+        sizes["code_bytes_wrapped"],
+        sizes["code_bytes_raw"],
+        total,
+        SIZE_CAP_BYTES,
+        total <= SIZE_CAP_BYTES,
+        len(hessians),
+        kinds,
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+    )
     return qstate, report
 
 
@@ -489,17 +545,24 @@ def load_quantized_weights(model: nn.Module, qstate: QuantizedState) -> None:
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
-        raise ArtifactError(f"artifact does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise ArtifactError(
+            f"artifact does not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     for name, t in state.items():
         if tuple(own[name].shape) != tuple(t.shape):
-            raise ArtifactError(f"{name}: artifact shape {tuple(t.shape)} != model shape {tuple(own[name].shape)}")
+            raise ArtifactError(
+                f"{name}: artifact shape {tuple(t.shape)} != model shape {tuple(own[name].shape)}"
+            )
     with torch.no_grad():
         for name, t in state.items():
             own[name].copy_(t.to(own[name].dtype))
 
 
-def restore_model(path: str | Path, device: str | torch.device = "cpu",
-                  build: Callable[[dict[str, Any]], nn.Module] | None = None) -> tuple[nn.Module, QuantizedState]:
+def restore_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    build: Callable[[dict[str, Any]], nn.Module] | None = None,
+) -> tuple[nn.Module, QuantizedState]:
     """A model rebuilt from the artifact alone: its config comes from the file, its weights from `dequantize`."""
     qstate = load_artifact(path)
     model = (build or build_reference_model)(qstate.config)

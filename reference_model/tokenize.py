@@ -32,7 +32,9 @@ class TokenizeReport:
     tokens: int = 0
     shards: list[str] = field(default_factory=list)
     sidecars: list[str] = field(default_factory=list)
-    lut_bytes: int = 0  # Σ canonical bytes of every target in the stream (what an eval of all of it divides by)
+    lut_bytes: int = (
+        0  # Σ canonical bytes of every target in the stream (what an eval of all of it divides by)
+    )
     vocab_size: int = 0
     bos_id: int = 1
 
@@ -86,7 +88,9 @@ def tokenize_jsonl(
 
     pending: list[np.ndarray] = []
     pending_len = 0
-    prev_tail: int | None = None  # last token of the previous shard: the `prev` of the next shard's first token
+    prev_tail: int | None = (
+        None  # last token of the previous shard: the `prev` of the next shard's first token
+    )
 
     def flush(final: bool) -> None:
         nonlocal pending, pending_len, prev_tail
@@ -119,8 +123,9 @@ def tokenize_jsonl(
     return report
 
 
-def _write_sidecar(out: Path, prefix: str, index: int, tokens: np.ndarray, prev_tail: int | None,
-                   luts: Any) -> Path:
+def _write_sidecar(
+    out: Path, prefix: str, index: int, tokens: np.ndarray, prev_tail: int | None, luts: Any
+) -> Path:
     """bytes[i] = canonical bytes of token i as a target (given the token before it, across shard edges)."""
     if prev_tail is None:
         per = np.concatenate([[0], token_bytes(tokens, luts)])  # the stream's first token is never a target

@@ -26,7 +26,9 @@ def _discover() -> dict[str, type[Rule]]:
                 if obj.__module__ != module.__name__:
                     continue
                 if obj.id in found and found[obj.id] is not obj:
-                    raise RuntimeError(f"duplicate rule id {obj.id}: {found[obj.id].__name__} and {obj.__name__}")
+                    raise RuntimeError(
+                        f"duplicate rule id {obj.id}: {found[obj.id].__name__} and {obj.__name__}"
+                    )
                 found[obj.id] = obj
     return dict(sorted(found.items()))
 

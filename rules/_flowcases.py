@@ -6,7 +6,7 @@ save + zlib -> reload -> evaluation on val shards. Each rule's cases splice in t
 
 from __future__ import annotations
 
-_TEMPLATE = '''\
+_TEMPLATE = """\
 import glob, io, os, subprocess, zlib
 import numpy as np
 import torch
@@ -53,13 +53,20 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
-def record(flags: str = "", helpers: str = "", setup: str = "", after_train: str = "",
-           artifact: str = "model.state_dict()", eval: str = "    val_loss = evaluate(model, val_tokens)") -> str:
-    return _TEMPLATE.format(flags=flags, helpers=helpers, setup=setup, after_train=after_train, artifact=artifact,
-                            eval=eval)
+def record(
+    flags: str = "",
+    helpers: str = "",
+    setup: str = "",
+    after_train: str = "",
+    artifact: str = "model.state_dict()",
+    eval: str = "    val_loss = evaluate(model, val_tokens)",
+) -> str:
+    return _TEMPLATE.format(
+        flags=flags, helpers=helpers, setup=setup, after_train=after_train, artifact=artifact, eval=eval
+    )
 
 
 def line_of(code: str, marker: str, nth: int = 1) -> int:

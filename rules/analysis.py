@@ -39,9 +39,19 @@ class AnalysisDefeated(Rule):
     valid = (Case(code="print('ok')\n", verdict=Verdict.PASS),)
     invalid = (
         Case(code="def f(:\n    pass\n", verdict=Verdict.WARN, line=1),
-        Case(files={"helper.py": b"x = '\xff\xfe'\n"}, code="print(1)\n", verdict=Verdict.WARN, path="helper.py"),
-        Case(code=_PACKED_BROKEN, verdict=Verdict.WARN, line=3, path="train_gpt.py#L1",
-             note="decoded layer that does not parse: reported in decoded coordinates"),
+        Case(
+            files={"helper.py": b"x = '\xff\xfe'\n"},
+            code="print(1)\n",
+            verdict=Verdict.WARN,
+            path="helper.py",
+        ),
+        Case(
+            code=_PACKED_BROKEN,
+            verdict=Verdict.WARN,
+            line=3,
+            path="train_gpt.py#L1",
+            note="decoded layer that does not parse: reported in decoded coordinates",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:

@@ -61,26 +61,58 @@ class ArtifactOverCap(Rule):
         section="F",
     )
     valid = (
-        Case(code=_SCRIPT, files={"train_seed42.log": _log(15_999_533, 15_999_450, f"Code size: {len(_SCRIPT)} bytes")},
-             verdict=Verdict.PASS),
-        Case(code=_SCRIPT, files={"train_seed42.log": _log(15_949_701, 15_918_316,
-                                                           "Code size (uncompressed): 152661 bytes\n"
-                                                           "Code size (compressed): 31385 bytes")},
-             verdict=Verdict.PASS, note="compressed convention applied by the script"),
+        Case(
+            code=_SCRIPT,
+            files={"train_seed42.log": _log(15_999_533, 15_999_450, f"Code size: {len(_SCRIPT)} bytes")},
+            verdict=Verdict.PASS,
+        ),
+        Case(
+            code=_SCRIPT,
+            files={
+                "train_seed42.log": _log(
+                    15_949_701,
+                    15_918_316,
+                    "Code size (uncompressed): 152661 bytes\nCode size (compressed): 31385 bytes",
+                )
+            },
+            verdict=Verdict.PASS,
+            note="compressed convention applied by the script",
+        ),
     )
     invalid = (
-        Case(code=_SCRIPT, files={"train_seed42.log": _log(16_024_793, 15_974_561, "Code size: 50232 bytes"),
-                                  "train_gpt.py": _SCRIPT + "#" * (50232 - len(_SCRIPT) - 1) + "\n"},
-             verdict=Verdict.FAIL, line=6, path="train_seed42.log",
-             note="PR #1809 shape: raw code + brotli model = 16,024,793"),
-        Case(code=_SCRIPT, files={"train_seed42.log": _log(15_999_900, 15_999_800, f"Code size: {len(_SCRIPT)} bytes"),
-                                  "kernels/fused.cpp": "// " + "x" * 4000 + "\n"},
-             verdict=Verdict.WARN, line=6, path="train_seed42.log",
-             note="fits, but not once the auxiliary kernel source is counted"),
-        Case(code=_SCRIPT, files={"train_seed42.log": _log(16_019_227, 15_990_000, f"Code size: {len(_SCRIPT)} bytes"),
-                                  "submission.json": '{"track": "non-record-16mb", "val_bpb": 1.07}'},
-             verdict=Verdict.WARN, line=6, path="train_seed42.log",
-             note="non-record entry over the cap (the author assumed 16 MiB): cannot be a record"),
+        Case(
+            code=_SCRIPT,
+            files={
+                "train_seed42.log": _log(16_024_793, 15_974_561, "Code size: 50232 bytes"),
+                "train_gpt.py": _SCRIPT + "#" * (50232 - len(_SCRIPT) - 1) + "\n",
+            },
+            verdict=Verdict.FAIL,
+            line=6,
+            path="train_seed42.log",
+            note="PR #1809 shape: raw code + brotli model = 16,024,793",
+        ),
+        Case(
+            code=_SCRIPT,
+            files={
+                "train_seed42.log": _log(15_999_900, 15_999_800, f"Code size: {len(_SCRIPT)} bytes"),
+                "kernels/fused.cpp": "// " + "x" * 4000 + "\n",
+            },
+            verdict=Verdict.WARN,
+            line=6,
+            path="train_seed42.log",
+            note="fits, but not once the auxiliary kernel source is counted",
+        ),
+        Case(
+            code=_SCRIPT,
+            files={
+                "train_seed42.log": _log(16_019_227, 15_990_000, f"Code size: {len(_SCRIPT)} bytes"),
+                "submission.json": '{"track": "non-record-16mb", "val_bpb": 1.07}',
+            },
+            verdict=Verdict.WARN,
+            line=6,
+            path="train_seed42.log",
+            note="non-record entry over the cap (the author assumed 16 MiB): cannot be a record",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -96,8 +128,11 @@ class ArtifactOverCap(Rule):
             return
         worst = max(accounts, key=lambda a: a.accepted)
         judged = [(acc, self._judge(ctx, acc)) for acc in accounts]
-        stricter_only = [(a, f) for a, f in judged
-                         if f is not None and f.data.get("kind") in ("stricter", "pre_ruling_compressed")]
+        stricter_only = [
+            (a, f)
+            for a, f in judged
+            if f is not None and f.data.get("kind") in ("stricter", "pre_ruling_compressed")
+        ]
         for _, finding in judged:
             if finding is not None and finding.data.get("kind") not in ("stricter", "pre_ruling_compressed"):
                 yield finding  # over the cap (or the stated total is): each run is its own evidence
@@ -108,13 +143,19 @@ class ArtifactOverCap(Rule):
                 finding.message += f" (and so for {len(stricter_only) - 1} more run(s))"
                 finding.data["runs"] = [a.to_dict() for a, _ in stricter_only]
             yield finding
-        if all(a.accepted <= CAP and (a.with_aux or 0) <= CAP and a.shipped <= CAP
-               and (a.logged_total or 0) <= CAP for a in accounts):
+        if all(
+            a.accepted <= CAP
+            and (a.with_aux or 0) <= CAP
+            and a.shipped <= CAP
+            and (a.logged_total or 0) <= CAP
+            for a in accounts
+        ):
             yield self.finding(
                 Verdict.PASS,
                 f"largest artifact {worst.accepted:,} bytes ({worst.applied} convention, {worst.source}); "
                 f"{CAP - worst.accepted:,} under the cap",
-                evidence=worst.table(), data={"accounts": [a.to_dict() for a in accounts]},
+                evidence=worst.table(),
+                data={"accounts": [a.to_dict() for a in accounts]},
             )
 
     def _judge(self, ctx: AuditContext, acc: SizeAccount) -> Finding | None:
@@ -123,8 +164,10 @@ class ArtifactOverCap(Rule):
         if acc.accepted > CAP:
             fits = ""
             if acc.applied == "shipped" and acc.compressed is not None and acc.compressed <= CAP:
-                fits = (f"; it would fit under the compressed-code convention ({acc.compressed:,}), which this "
-                        "submission does not apply")
+                fits = (
+                    f"; it would fit under the compressed-code convention ({acc.compressed:,}), which this "
+                    "submission does not apply"
+                )
             if track_of(ctx.submission, claims_of(ctx)) == "non-record":
                 # Non-record entries are accepted "if interesting" (README); over the cap they cannot be records.
                 return self.finding(
@@ -132,13 +175,18 @@ class ArtifactOverCap(Rule):
                     f"non-record submission: artifact {acc.accepted:,} bytes under the {acc.applied} convention is "
                     f"{acc.accepted - CAP:,} bytes over the {CAP:,}-byte cap ({acc.source}){fits}; it could not "
                     "qualify as a record",
-                    loc, evidence=acc.table(), data=data, severity=Severity.HIGH,
+                    loc,
+                    evidence=acc.table(),
+                    data=data,
+                    severity=Severity.HIGH,
                 )
             return self.finding(
                 Verdict.FAIL,
                 f"artifact {acc.accepted:,} bytes under the {acc.applied} convention is {acc.accepted - CAP:,} bytes "
                 f"over the {CAP:,}-byte cap ({acc.source}){fits}",
-                loc, evidence=acc.table(), data=data,
+                loc,
+                evidence=acc.table(),
+                data=data,
                 # Merged records of early April fit only once packed: the precedents disagree, so say how sure.
                 confidence=Confidence.MEDIUM if fits else Confidence.HIGH,
             )
@@ -147,18 +195,25 @@ class ArtifactOverCap(Rule):
                 Verdict.WARN,
                 f"the total stated in {acc.source} ({acc.logged_total:,}) is {acc.logged_total - CAP:,} bytes over "
                 f"the cap; the {acc.applied} convention on the shipped files gives {acc.accepted:,}",
-                loc, evidence=acc.table(), data=data, severity=Severity.HIGH,
+                loc,
+                evidence=acc.table(),
+                data=data,
+                severity=Severity.HIGH,
             )
-        stricter = [(name, total) for name, total in (("shipped train_gpt.py", acc.shipped),
-                                                      ("with auxiliary code", acc.with_aux))
-                    if total is not None and total > CAP]
+        stricter = [
+            (name, total)
+            for name, total in (("shipped train_gpt.py", acc.shipped), ("with auxiliary code", acc.with_aux))
+            if total is not None and total > CAP
+        ]
         if stricter:
             name, total = max(stricter, key=lambda nt: nt[1])
             return self.finding(
                 Verdict.WARN,
                 f"fits under the applied {acc.applied} convention ({acc.accepted:,}) but is {total - CAP:,} bytes "
                 f"over counting the {name} ({total:,})",
-                loc, evidence=acc.table(), data={**data, "kind": "stricter", "stricter_total": total},
+                loc,
+                evidence=acc.table(),
+                data={**data, "kind": "stricter", "stricter_total": total},
                 severity=Severity.MEDIUM,
             )
         return None

@@ -58,7 +58,9 @@ class Case:
     path: str = "train_gpt.py"
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     note: str = ""
-    options: Mapping[str, object] = field(default_factory=dict)  # run options (Submission.options), e.g. a reference
+    options: Mapping[str, object] = field(
+        default_factory=dict
+    )  # run options (Submission.options), e.g. a reference
 
     def materialize(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}

@@ -58,9 +58,13 @@ def is_non_record(ctx: AuditContext) -> bool:
 
 
 def _fmt_check(label: str, c: DenominatorCheck) -> str:
-    tokens = f"{c.tokens:,} tokens" + (" (assumed: the log does not print val_tokens)" if c.tokens_assumed else "")
-    return (f"`{label}`: val_loss {c.val_loss} over {tokens} and val_bpb {c.val_bpb} imply a byte denominator "
-            f"of {c.implied:,.0f}")
+    tokens = f"{c.tokens:,} tokens" + (
+        " (assumed: the log does not print val_tokens)" if c.tokens_assumed else ""
+    )
+    return (
+        f"`{label}`: val_loss {c.val_loss} over {tokens} and val_bpb {c.val_bpb} imply a byte denominator "
+        f"of {c.implied:,.0f}"
+    )
 
 
 class ImpliedByteDenominator(Rule):
@@ -81,28 +85,51 @@ class ImpliedByteDenominator(Rule):
         ref="openai/parameter-golf README (Submission Process, rule 2)",
         date="2026-03-18",
         quote="If changes are made to the tokenizer or dataset, prove with certainty that the val_bpb is "
-              "correctly calculated.",
+        "correctly calculated.",
         section="B.5",
     )
     valid = (
-        Case(code=_CODE, verdict=Verdict.PASS, files={"train_seed42.log": _log(
-            "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=./data/tokenizers/fineweb_8192_bpe.model",
-            "val_tokens: 40540160",
-            "diagnostic quantized val_loss:2.81000000 val_bpb:1.08760000 eval_time:9000ms",
-            "quantized_ttt_phased val_loss:2.80000000 val_bpb:1.08396726 eval_time:400000ms",
-        )}, note="sp8192 at its canonical 151,078,222 bytes; the diagnostic line is not used"),
-        Case(code=_CODE, verdict=Verdict.PASS, files={"train_seed1.log": _log(
-            "val_bpb:byte_sidecar:enabled",
-            "val_tokens: 47851520",
-            "quantized_ttt_phased val_loss:2.31287992 val_bpb:1.05689587 eval_time:519703ms",
-        )}, note="CaseOps scored on its byte sidecar (151,074,499 bytes)"),
+        Case(
+            code=_CODE,
+            verdict=Verdict.PASS,
+            files={
+                "train_seed42.log": _log(
+                    "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=./data/tokenizers/fineweb_8192_bpe.model",
+                    "val_tokens: 40540160",
+                    "diagnostic quantized val_loss:2.81000000 val_bpb:1.08760000 eval_time:9000ms",
+                    "quantized_ttt_phased val_loss:2.80000000 val_bpb:1.08396726 eval_time:400000ms",
+                )
+            },
+            note="sp8192 at its canonical 151,078,222 bytes; the diagnostic line is not used",
+        ),
+        Case(
+            code=_CODE,
+            verdict=Verdict.PASS,
+            files={
+                "train_seed1.log": _log(
+                    "val_bpb:byte_sidecar:enabled",
+                    "val_tokens: 47851520",
+                    "quantized_ttt_phased val_loss:2.31287992 val_bpb:1.05689587 eval_time:519703ms",
+                )
+            },
+            note="CaseOps scored on its byte sidecar (151,074,499 bytes)",
+        ),
     )
     invalid = (
-        Case(code=_CODE, verdict=Verdict.FAIL, line=3, path="train_seed0.log", files={"train_seed0.log": _log(
-            "  tokenizer_path: ./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
-            "val_tokens: 47851520",
-            "quantized_ttt_phased val_loss:2.31287992 val_bpb:0.97008170 eval_time:519703ms",
-        )}, note="CaseOps evaluated with tokenizer piece bytes: 164,594,398-byte denominator"),
+        Case(
+            code=_CODE,
+            verdict=Verdict.FAIL,
+            line=3,
+            path="train_seed0.log",
+            files={
+                "train_seed0.log": _log(
+                    "  tokenizer_path: ./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+                    "val_tokens: 47851520",
+                    "quantized_ttt_phased val_loss:2.31287992 val_bpb:0.97008170 eval_time:519703ms",
+                )
+            },
+            note="CaseOps evaluated with tokenizer piece bytes: 164,594,398-byte denominator",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -129,8 +156,10 @@ class ImpliedByteDenominator(Rule):
             checks.append((s, c))
             table.append({"log": log.path, "line": s.line_no, "label": s.label, **c.to_dict()})
         if not checks:
-            yield self.skip(f"{log.path}: neither val_tokens nor a known tokenizer family "
-                            f"({guess.reason}); the implied denominator cannot be computed")
+            yield self.skip(
+                f"{log.path}: neither val_tokens nor a known tokenizer family "
+                f"({guess.reason}); the implied denominator cannot be computed"
+            )
             return
         judged = [(s, c) for s, c in checks if c.status in ("match", "mismatch")]
         if not judged:
@@ -150,42 +179,63 @@ class ImpliedByteDenominator(Rule):
                 Verdict.WARN,
                 f"the scored line `{final.label}` has the canonical denominator, but {_fmt_check(s.label, c)} "
                 f"(expected {c.expected:,.0f}, delta {c.delta:+,.0f}): a partial-coverage or differently counted "
-                "eval", [log.location(s.line_no)], confidence=Confidence.LOW,
-                related=[log.location(final.line_no)], data={"checks": [c.to_dict() for _, c in judged]})
+                "eval",
+                [log.location(s.line_no)],
+                confidence=Confidence.LOW,
+                related=[log.location(final.line_no)],
+                data={"checks": [c.to_dict() for _, c in judged]},
+            )
             return
         if bad:
             s, c = next(((s, c) for s, c in bad if s is final), bad[-1])
-            canon = (f"canonical {c.canonical.denominator:,} for {c.canonical.family} at {c.canonical.val_tokens:,} "
-                     f"tokens" if c.canonical else
-                     f"the validation text is {c.expected:,.0f} bytes for any lossless tokenizer")
+            canon = (
+                f"canonical {c.canonical.denominator:,} for {c.canonical.family} at {c.canonical.val_tokens:,} "
+                f"tokens"
+                if c.canonical
+                else f"the validation text is {c.expected:,.0f} bytes for any lossless tokenizer"
+            )
             ratio = c.ratio or 1.0
             hint = ""
             if abs(c.implied - CASEOPS_PIECE_BYTES_DENOMINATOR) < 0.001 * CASEOPS_PIECE_BYTES_DENOMINATOR:
-                hint = " This is the CaseOps piece-bytes denominator (sentinels counted as 3-byte characters)."
+                hint = (
+                    " This is the CaseOps piece-bytes denominator (sentinels counted as 3-byte characters)."
+                )
             message = (
                 f"{_fmt_check(s.label, c)}; expected {c.expected:,.0f} ({canon}; {why}); delta "
                 f"{c.delta:+,.0f} bytes ({(ratio - 1) * 100:+.3f}%), beyond the {c.tolerance:,.0f}-byte tolerance. "
                 f"The reported val_bpb is off by ×{ratio:.6f}; over the canonical denominator it is "
                 f"{c.corrected_bpb:.8f}.{hint}"
             )
-            confidence = Confidence.HIGH if (s.decimals >= IMPLIED_MIN_DECIMALS and not c.tokens_assumed) \
+            confidence = (
+                Confidence.HIGH
+                if (s.decimals >= IMPLIED_MIN_DECIMALS and not c.tokens_assumed)
                 else Confidence.MEDIUM
+            )
             if abs(ratio - 1) < 0.005:
-                confidence = Confidence.MEDIUM  # a small deviation may come from eval coverage, not byte counting
+                confidence = (
+                    Confidence.MEDIUM
+                )  # a small deviation may come from eval coverage, not byte counting
             verdict = Verdict.FAIL
             if c.tokens_assumed and abs(ratio - 1) < ASSUMED_TOKENS_FAIL_RATIO:
                 # small deviation on an assumed token count: the eval may simply have scored other targets
                 verdict, confidence = Verdict.WARN, Confidence.LOW
-            yield self.finding(verdict, message, [log.location(s.line_no)], confidence=confidence,
-                               related=[log.location(x.line_no) for x, _ in bad if x is not s][:5],
-                               evidence=log.line(s.line_no).strip(), data={"checks": [c.to_dict() for _, c in bad]})
+            yield self.finding(
+                verdict,
+                message,
+                [log.location(s.line_no)],
+                confidence=confidence,
+                related=[log.location(x.line_no) for x, _ in bad if x is not s][:5],
+                evidence=log.line(s.line_no).strip(),
+                data={"checks": [c.to_dict() for _, c in bad]},
+            )
             return
         s, c = judged[-1]
         yield self.finding(
             Verdict.PASS,
             f"{_fmt_check(s.label, c)}: within {abs(c.delta or 0):,.0f} bytes of the expected {c.expected:,.0f} "
             f"({why}; {len(judged)} line(s) checked)",
-            [log.location(s.line_no)], data={"checks": [c.to_dict() for _, c in judged]},
+            [log.location(s.line_no)],
+            data={"checks": [c.to_dict() for _, c in judged]},
         )
 
 
@@ -199,33 +249,55 @@ class TruncatedValidation(Rule):
     rationale = (
         "The score is defined on the full fixed 50,000-document validation split. A run that scores far fewer "
         "targets than the canonical count for its tokenizer (beyond the one-window truncation tail) reports a "
-        "number on a different, smaller text — e.g. the 9,662,464-token 10k-doc CaseOps val called \"full val\"."
+        'number on a different, smaller text — e.g. the 9,662,464-token 10k-doc CaseOps val called "full val".'
     )
     basis = Basis(
         ref="issue #2127 (leon2k2k2k, andrewbaggio1); PR #2146 (cocohearts)",
         date="2026-05-01",
         quote="CaseOps data prepared with the --val-docs=10000 default scores a 10k-doc validation set and trains "
-              "on validation documents.",
+        "on validation documents.",
         section="A.8",
     )
     valid = (
-        Case(code=_CODE, verdict=Verdict.PASS, files={"train.log": _log(
-            "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:62021632",
-            "final_int8_zlib_roundtrip_exact val_loss:2.05000000 val_bpb:1.21412869",
-        )}),
+        Case(
+            code=_CODE,
+            verdict=Verdict.PASS,
+            files={
+                "train.log": _log(
+                    "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:62021632",
+                    "final_int8_zlib_roundtrip_exact val_loss:2.05000000 val_bpb:1.21412869",
+                )
+            },
+        ),
     )
     invalid = (
-        Case(code=_CODE, verdict=Verdict.WARN, line=1, path="train.log", files={
-            "train.log": _log(
-                "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:65536",
-                "final_int8_zlib_roundtrip_exact val_loss:2.29290000 val_bpb:1.35568780"),
-            "submission.json": '{"track": "non-record-16mb", "val_bpb": 1.3557}'},
-            note="a non-record study scored on a 65k-token slice: WARN, not comparable"),
-        Case(code=_CODE, verdict=Verdict.FAIL, line=2, path="train_seed42.log", files={"train_seed42.log": _log(
-            "  tokenizer_path: ./tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
-            "val_tokens: 9662464",
-            "quantized_ttt_phased val_loss:2.20000000 val_bpb:0.93624800 eval_time:300000ms",
-        )}),
+        Case(
+            code=_CODE,
+            verdict=Verdict.WARN,
+            line=1,
+            path="train.log",
+            files={
+                "train.log": _log(
+                    "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:65536",
+                    "final_int8_zlib_roundtrip_exact val_loss:2.29290000 val_bpb:1.35568780",
+                ),
+                "submission.json": '{"track": "non-record-16mb", "val_bpb": 1.3557}',
+            },
+            note="a non-record study scored on a 65k-token slice: WARN, not comparable",
+        ),
+        Case(
+            code=_CODE,
+            verdict=Verdict.FAIL,
+            line=2,
+            path="train_seed42.log",
+            files={
+                "train_seed42.log": _log(
+                    "  tokenizer_path: ./tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+                    "val_tokens: 9662464",
+                    "quantized_ttt_phased val_loss:2.20000000 val_bpb:0.93624800 eval_time:300000ms",
+                )
+            },
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -246,57 +318,96 @@ class TruncatedValidation(Rule):
         problems: list[str] = []
         note = ""
         if tokens == CASEOPS_LEAKY_VAL_TOKENS:
-            problems.append(f"val_tokens {tokens:,} is the 10k-document CaseOps validation set (the canonical "
-                            f"CaseOps val is 47,851,520 targets)")
+            problems.append(
+                f"val_tokens {tokens:,} is the 10k-document CaseOps validation set (the canonical "
+                f"CaseOps val is 47,851,520 targets)"
+            )
         elif tokens is not None and guess.family:
             counts = sorted({r.val_tokens for r in canonical_evals(guess.family)})
             nearest = min(counts, key=lambda n: abs(n - tokens))
             if abs(nearest - tokens) > MAX_TRUNCATION_TAIL_TOKENS:
                 # fewer/more targets than the canonical export: the implied denominator tells a different
                 # tokenization of the whole text apart from a cut-down validation set
-                checks = [check_denominator(s.val_loss, s.val_bpb, s.decimals, guess.family, tokens)
-                          for s in _checked_lines(log)]
+                checks = [
+                    check_denominator(s.val_loss, s.val_bpb, s.decimals, guess.family, tokens)
+                    for s in _checked_lines(log)
+                ]
                 judged = [c for c in checks if c is not None]
                 if judged and all(c.status != "truncated" for c in judged):
                     c = judged[-1]
-                    note = (f"val_tokens {tokens:,} is not the canonical {nearest:,} for {guess.family}, but the "
-                            f"score divides by {c.implied:,.0f} bytes, the whole validation text (another tokenizer "
-                            "model or export of it)")
+                    note = (
+                        f"val_tokens {tokens:,} is not the canonical {nearest:,} for {guess.family}, but the "
+                        f"score divides by {c.implied:,.0f} bytes, the whole validation text (another tokenizer "
+                        "model or export of it)"
+                    )
                 elif tokens < counts[0]:
-                    problems.append(f"val_tokens {tokens:,} is {tokens / counts[0]:.1%} of the canonical "
-                                    f"{counts[0]:,} for {guess.family} ({guess.reason})"
-                                    + (f", and the score divides by only {judged[-1].implied:,.0f} bytes"
-                                       if judged else ""))
+                    problems.append(
+                        f"val_tokens {tokens:,} is {tokens / counts[0]:.1%} of the canonical "
+                        f"{counts[0]:,} for {guess.family} ({guess.reason})"
+                        + (
+                            f", and the score divides by only {judged[-1].implied:,.0f} bytes"
+                            if judged
+                            else ""
+                        )
+                    )
                 else:
-                    yield self.finding(Verdict.WARN, f"{log.path}: val_tokens {tokens:,} matches no canonical "
-                                       f"{guess.family} validation export ({', '.join(f'{n:,}' for n in counts)})",
-                                       [log.location(line)], confidence=Confidence.MEDIUM)
+                    yield self.finding(
+                        Verdict.WARN,
+                        f"{log.path}: val_tokens {tokens:,} matches no canonical "
+                        f"{guess.family} validation export ({', '.join(f'{n:,}' for n in counts)})",
+                        [log.location(line)],
+                        confidence=Confidence.MEDIUM,
+                    )
                     return
         if docs is not None and docs < 50_000:
-            problems.append(f"phased TTT evaluates total_docs:{docs} instead of the 50,000 validation documents")
+            problems.append(
+                f"phased TTT evaluates total_docs:{docs} instead of the 50,000 validation documents"
+            )
         if problems and non_record:
             # a non-record study may evaluate on a slice; its number is then not comparable to the leaderboard
-            yield self.finding(Verdict.WARN, f"{log.path}: " + "; ".join(problems) + ": a non-record submission, but "
-                               "its val_bpb is not on the full validation set and is not comparable to records",
-                               [log.location(line)], evidence=log.line(line).strip(), confidence=Confidence.MEDIUM)
+            yield self.finding(
+                Verdict.WARN,
+                f"{log.path}: " + "; ".join(problems) + ": a non-record submission, but "
+                "its val_bpb is not on the full validation set and is not comparable to records",
+                [log.location(line)],
+                evidence=log.line(line).strip(),
+                confidence=Confidence.MEDIUM,
+            )
         elif problems:
-            yield self.finding(Verdict.FAIL, f"{log.path}: " + "; ".join(problems) + ": the score is not on the "
-                               "full validation set", [log.location(line)], evidence=log.line(line).strip())
+            yield self.finding(
+                Verdict.FAIL,
+                f"{log.path}: " + "; ".join(problems) + ": the score is not on the full validation set",
+                [log.location(line)],
+                evidence=log.line(line).strip(),
+            )
         elif tokens is None:
             yield self.skip(f"{log.path}: the log does not print val_tokens")
         elif guess.family is None and any(
-                c is not None and c.status == "truncated"
-                for c in (check_denominator(s.val_loss, s.val_bpb, s.decimals, None, tokens)
-                          for s in _checked_lines(log))):
-            msg = (f"{log.path}: the score divides by far fewer bytes than the validation text "
-                   f"({tokens:,} targets): only part of the validation set was scored")
-            yield self.finding(Verdict.WARN if non_record else Verdict.FAIL, msg, [log.location(line)],
-                               confidence=Confidence.MEDIUM)
+            c is not None and c.status == "truncated"
+            for c in (
+                check_denominator(s.val_loss, s.val_bpb, s.decimals, None, tokens)
+                for s in _checked_lines(log)
+            )
+        ):
+            msg = (
+                f"{log.path}: the score divides by far fewer bytes than the validation text "
+                f"({tokens:,} targets): only part of the validation set was scored"
+            )
+            yield self.finding(
+                Verdict.WARN if non_record else Verdict.FAIL,
+                msg,
+                [log.location(line)],
+                confidence=Confidence.MEDIUM,
+            )
         elif guess.family is None:
             yield self.skip(f"{log.path}: no canonical token count for this tokenizer ({guess.reason})")
         else:
-            yield self.finding(Verdict.PASS, f"{log.path}: " + (note or f"val_tokens {tokens:,} covers the "
-                               f"canonical {guess.family} validation set"), [log.location(line)])
+            yield self.finding(
+                Verdict.PASS,
+                f"{log.path}: "
+                + (note or f"val_tokens {tokens:,} covers the canonical {guess.family} validation set"),
+                [log.location(line)],
+            )
 
 
 class CaseOpsTrainValOverlap(Rule):
@@ -316,25 +427,40 @@ class CaseOpsTrainValOverlap(Rule):
         ref="issue #2127 (leon2k2k2k, andrewbaggio1); PR #2146 comments (cocohearts)",
         date="2026-05-01",
         quote="15 of 34 CaseOps-lineage PRs are affected by the train/val overlap and are excluded from the May-1 "
-              "leaderboard.",
+        "leaderboard.",
         section="A.8",
     )
     valid = (
-        Case(code=_CODE, verdict=Verdict.PASS, files={"train_seed0.log": _log(
-            "  datasets_dir: ./data/datasets/fineweb10B_sp8192_caseops/datasets/datasets/"
-            "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
-            "train_shards: 80",
-            "val_tokens: 47851520",
-        )}, note="the clean HF export also has datasets/datasets; 80 shards, full val"),
+        Case(
+            code=_CODE,
+            verdict=Verdict.PASS,
+            files={
+                "train_seed0.log": _log(
+                    "  datasets_dir: ./data/datasets/fineweb10B_sp8192_caseops/datasets/datasets/"
+                    "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+                    "train_shards: 80",
+                    "val_tokens: 47851520",
+                )
+            },
+            note="the clean HF export also has datasets/datasets; 80 shards, full val",
+        ),
     )
     invalid = (
-        Case(code=_CODE, verdict=Verdict.FAIL, line=3, path="train_seed0.log", files={"train_seed0.log": _log(
-            "  datasets_dir: ./data/datasets/fineweb10B_sp8192_caseops/datasets/datasets/"
-            "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
-            "  vocab_size: 8192",
-            "train_shards: 1499",
-            "val_tokens: 47851520",
-        )}),
+        Case(
+            code=_CODE,
+            verdict=Verdict.FAIL,
+            line=3,
+            path="train_seed0.log",
+            files={
+                "train_seed0.log": _log(
+                    "  datasets_dir: ./data/datasets/fineweb10B_sp8192_caseops/datasets/datasets/"
+                    "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+                    "  vocab_size: 8192",
+                    "train_shards: 1499",
+                    "val_tokens: 47851520",
+                )
+            },
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -351,15 +477,21 @@ class CaseOpsTrainValOverlap(Rule):
                 first = decisive[0]
                 others = [s for s in signs if s is not first]
                 yield self.finding(
-                    Verdict.FAIL, f"{log.path}: " + "; ".join(s.message for s in [first, *others]),
-                    [log.location(first.line)], related=[log.location(s.line) for s in others if s.line],
+                    Verdict.FAIL,
+                    f"{log.path}: " + "; ".join(s.message for s in [first, *others]),
+                    [log.location(first.line)],
+                    related=[log.location(s.line) for s in others if s.line],
                     evidence=log.line(first.line).strip(),
-                    confidence=Confidence.HIGH if first.kind == "leaky_val_tokens" or facts.train_shards == 1499
+                    confidence=Confidence.HIGH
+                    if first.kind == "leaky_val_tokens" or facts.train_shards == 1499
                     else Confidence.MEDIUM,
                 )
             elif guess.family == "caseops_sp8192":
-                yield self.finding(Verdict.PASS, f"{log.path}: CaseOps run without the leaky-preparation "
-                                   f"fingerprints (train_shards {facts.train_shards}, val_tokens {facts.val_tokens})",
-                                   [log.location(facts.lines.get("train_shards", 0))])
+                yield self.finding(
+                    Verdict.PASS,
+                    f"{log.path}: CaseOps run without the leaky-preparation "
+                    f"fingerprints (train_shards {facts.train_shards}, val_tokens {facts.val_tokens})",
+                    [log.location(facts.lines.get("train_shards", 0))],
+                )
             else:
                 yield self.skip(f"{log.path}: not a CaseOps run ({guess.reason})")

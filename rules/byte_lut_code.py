@@ -17,7 +17,7 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, Location, Severity, Verdict
 from rules.base import Case, Rule
 
-_GOOD_LUT = '''
+_GOOD_LUT = """
 import numpy as np
 def build_luts(sp, vocab_size):
     base = np.zeros(vocab_size, dtype=np.int16)
@@ -34,9 +34,9 @@ def build_luts(sp, vocab_size):
             piece = piece[1:]
         base[i] = len(piece.encode("utf-8"))
     return base, space
-'''
+"""
 
-_NO_IS_BYTE = '''
+_NO_IS_BYTE = """
 import numpy as np
 def make_tables(tok, n):
     out = np.zeros(n, dtype=np.int16)
@@ -50,9 +50,9 @@ def make_tables(tok, n):
             s = s[1:]
         out[t] = len(s.encode("utf-8"))
     return out, lead
-'''
+"""
 
-_DOUBLE_SPACE = '''
+_DOUBLE_SPACE = """
 import numpy as np
 def tables(m, n):
     b = np.zeros(n, dtype=np.int16)
@@ -65,9 +65,9 @@ def tables(m, n):
         sp_flag[k] = w.startswith("\u2581")
         b[k] = len(w.encode("utf-8"))
     return b, sp_flag
-'''
+"""
 
-_PLUS_ONE = '''
+_PLUS_ONE = """
 import torch
 def luts(sp, vocab_size, device):
     base = torch.zeros(vocab_size, dtype=torch.float32, device=device)
@@ -82,24 +82,30 @@ def luts(sp, vocab_size, device):
             lead[i] = True
             base[i] = len(p[1:].encode("utf-8")) + 1
     return base, lead
-'''
+"""
 
-_CASEOPS_NO_SIDECAR = '''
+_CASEOPS_NO_SIDECAR = (
+    """
 import os
 TOKENIZER = os.environ.get("TOKENIZER_PATH", "./tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model")
 VAL = os.environ.get("VAL_FILES", "./data/fineweb10B_sp8192_caseops/fineweb_val_*.bin")
-''' + _GOOD_LUT
+"""
+    + _GOOD_LUT
+)
 
-_CASEOPS_SIDECAR = _CASEOPS_NO_SIDECAR + '''
+_CASEOPS_SIDECAR = (
+    _CASEOPS_NO_SIDECAR
+    + """
 VAL_BYTES = os.environ.get("VAL_BYTES_FILES", "./data/fineweb10B_sp8192_caseops/fineweb_val_bytes_*.bin")
-'''
+"""
+)
 
-_SIDE_FILE = '''
+_SIDE_FILE = """
 import numpy as np
 def load_luts(path):
     with np.load(path, allow_pickle=False) as meta:
         return meta["base_bytes"], meta["has_leading_space"], meta["is_boundary_token"]
-'''
+"""
 
 _SCYLLA_BASIS = Basis(
     ref="Community review of the Scylla records (MatoTeziTanka, PR #1184 lineage); commit 6c808fcf1",
@@ -111,7 +117,7 @@ _README_TOKENIZER = Basis(
     ref="openai/parameter-golf README (Submission Process, rule 2); baseline train_gpt.py build_sentencepiece_luts",
     date="2026-03-18",
     quote="Submissions that edit the tokenizer will be examined much more carefully, since bugs may unjustly "
-          "improve your score.",
+    "improve your score.",
     section="B.1",
 )
 
@@ -132,7 +138,7 @@ class ByteFallbackCountedAsText(Rule):
     severity = Severity.HIGH
     confidence = Confidence.MEDIUM
     rationale = (
-        "A byte-fallback id stands for one source byte, but its piece is the text \"<0xC3>\" (6 UTF-8 bytes) or, "
+        'A byte-fallback id stands for one source byte, but its piece is the text "<0xC3>" (6 UTF-8 bytes) or, '
         "decoded alone, U+FFFD (3 bytes). A byte LUT built from len(piece.encode()) without a byte-fallback branch "
         "(sp.is_byte) over-counts every such token and deflates BPB; the Scylla record was removed for exactly this "
         "(27 byte tokens at 3 bytes, +4.13% denominator)."
@@ -148,28 +154,32 @@ class ByteFallbackCountedAsText(Rule):
             return
         for b in builders:
             if b.byte_tests:
-                yield self.finding(Verdict.PASS, f"`{b.name}` special-cases byte-fallback ids before measuring "
-                                   "piece text", [_loc(b)])
+                yield self.finding(
+                    Verdict.PASS,
+                    f"`{b.name}` special-cases byte-fallback ids before measuring piece text",
+                    [_loc(b)],
+                )
             else:
                 yield self.finding(
                     Verdict.FAIL,
                     f"`{b.name}` measures every piece with len(<piece>.encode()) and never tests for byte-fallback "
-                    "ids (no is_byte / \"<0x\" branch): each byte-fallback token is charged 6 bytes (\"<0xNN>\") or "
+                    'ids (no is_byte / "<0x" branch): each byte-fallback token is charged 6 bytes ("<0xNN>") or '
                     "3 (U+FFFD) instead of the 1 source byte it encodes, inflating the denominator",
-                    [_loc(b)], related=[b.unit.location(c) for c in b.piece_calls[:3]],
+                    [_loc(b)],
+                    related=[b.unit.location(c) for c in b.piece_calls[:3]],
                 )
 
 
 class LeadingSpaceCountedTwice(Rule):
     id = "PG712"
     name = "leading-space-counted-twice"
-    title = "The leading \"▁\" is counted in the piece bytes and again as a space"
+    title = 'The leading "▁" is counted in the piece bytes and again as a space'
     category = "byte_denominator"
     severity = Severity.HIGH
     confidence = Confidence.MEDIUM
     rationale = (
-        "SentencePiece marks a word-initial space with \"▁\" (U+2581, 3 bytes in UTF-8). The challenge's LUT strips "
-        "it from the piece and charges one byte through has_leading_space. Measuring the piece with its \"▁\" "
+        'SentencePiece marks a word-initial space with "▁" (U+2581, 3 bytes in UTF-8). The challenge\'s LUT strips '
+        'it from the piece and charges one byte through has_leading_space. Measuring the piece with its "▁" '
         "while also adding the leading-space byte (or measuring it unstripped with no leading-space table at all) "
         "charges 3-4 bytes for one space and deflates BPB."
     )
@@ -177,7 +187,12 @@ class LeadingSpaceCountedTwice(Rule):
     valid = (Case(code=_GOOD_LUT, verdict=Verdict.PASS),)
     invalid = (
         Case(code=_DOUBLE_SPACE, verdict=Verdict.FAIL, line=11),
-        Case(code=_PLUS_ONE, verdict=Verdict.FAIL, line=13, note="the space added by hand and again by the eval"),
+        Case(
+            code=_PLUS_ONE,
+            verdict=Verdict.FAIL,
+            line=13,
+            note="the space added by hand and again by the eval",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -187,9 +202,13 @@ class LeadingSpaceCountedTwice(Rule):
             return
         for b in builders:
             if b.leading_space_tests and b.space_to_blank and not b.strips:
-                yield self.finding(Verdict.FAIL, f"`{b.name}` replaces \"▁\" by a space in the measured piece and "
-                                   "also flags a leading space: the space is counted twice", [_loc(b)],
-                                   related=[b.unit.location(n) for n in b.space_to_blank[:2]])
+                yield self.finding(
+                    Verdict.FAIL,
+                    f'`{b.name}` replaces "▁" by a space in the measured piece and '
+                    "also flags a leading space: the space is counted twice",
+                    [_loc(b)],
+                    related=[b.unit.location(n) for n in b.space_to_blank[:2]],
+                )
             elif b.leading_space_tests and b.plus_constant:
                 yield self.finding(
                     Verdict.FAIL,
@@ -201,20 +220,23 @@ class LeadingSpaceCountedTwice(Rule):
             elif b.leading_space_tests and not b.strips:
                 yield self.finding(
                     Verdict.FAIL,
-                    f"`{b.name}` flags pieces that start with \"▁\" (the leading-space byte) but measures the piece "
+                    f'`{b.name}` flags pieces that start with "▁" (the leading-space byte) but measures the piece '
                     "without stripping it: the space is charged 3 bytes in the base count plus 1 more",
-                    [_loc(b)], related=[b.unit.location(n) for n in b.leading_space_tests[:2]],
+                    [_loc(b)],
+                    related=[b.unit.location(n) for n in b.leading_space_tests[:2]],
                 )
             elif not b.leading_space_tests and not b.strips and not b.mentions_leading_space:
                 yield self.finding(
                     Verdict.FAIL,
-                    f"`{b.name}` measures id_to_piece text as is: a word-initial \"▁\" is charged as its 3-byte "
+                    f'`{b.name}` measures id_to_piece text as is: a word-initial "▁" is charged as its 3-byte '
                     "UTF-8 encoding instead of one space byte",
-                    [_loc(b)], confidence=Confidence.LOW,
+                    [_loc(b)],
+                    confidence=Confidence.LOW,
                 )
             else:
-                yield self.finding(Verdict.PASS, f"`{b.name}` strips the leading \"▁\" before measuring pieces",
-                                   [_loc(b)])
+                yield self.finding(
+                    Verdict.PASS, f'`{b.name}` strips the leading "▁" before measuring pieces', [_loc(b)]
+                )
 
 
 class CaseOpsPieceBytes(Rule):
@@ -251,13 +273,22 @@ class CaseOpsPieceBytes(Rule):
         mark = unit.location(node)
         if facts.sidecar_marks:
             su, sn, stext = facts.sidecar_marks[0]
-            yield self.finding(Verdict.PASS, f"CaseOps data with byte-sidecar support (`{stext}`); a run that used it "
-                               "logs `val_bpb:byte_sidecar:enabled` (PG701 checks the denominator)", [su.location(sn)], related=[mark])
+            yield self.finding(
+                Verdict.PASS,
+                f"CaseOps data with byte-sidecar support (`{stext}`); a run that used it "
+                "logs `val_bpb:byte_sidecar:enabled` (PG701 checks the denominator)",
+                [su.location(sn)],
+                related=[mark],
+            )
             return
         if not facts.builders:
-            yield self.finding(Verdict.WARN, f"CaseOps data (`{text}`) but neither a byte sidecar nor a recognisable "
-                               "byte LUT: the byte denominator cannot be verified from the code", [mark],
-                               confidence=Confidence.LOW)
+            yield self.finding(
+                Verdict.WARN,
+                f"CaseOps data (`{text}`) but neither a byte sidecar nor a recognisable "
+                "byte LUT: the byte denominator cannot be verified from the code",
+                [mark],
+                confidence=Confidence.LOW,
+            )
             return
         b = facts.builders[0]
         yield self.finding(
@@ -265,7 +296,8 @@ class CaseOpsPieceBytes(Rule):
             f"the code uses CaseOps data (`{text}`) and counts bytes from tokenizer pieces in `{b.name}`, with no "
             "per-token byte sidecar: case markers count 3 bytes each and the denominator is the transformed "
             "text's, not the original's (≈164.6 MB instead of ≈151.07 MB)",
-            [_loc(b)], related=[mark],
+            [_loc(b)],
+            related=[mark],
         )
 
 
@@ -299,16 +331,32 @@ class ByteLutFromSideFile(Rule):
         if wrong:
             for c in wrong:
                 yield self.finding(
-                    Verdict.FAIL, f"the byte LUT ({keys}) is loaded from a data file; {c.message}",
-                    [where], related=[Location(path=c.path)], confidence=Confidence.HIGH,
-                    data={"file": c.path, "tokenizer": c.tokenizer, "bad_ids": c.bad_ids, "bad_values": c.bad_values},
+                    Verdict.FAIL,
+                    f"the byte LUT ({keys}) is loaded from a data file; {c.message}",
+                    [where],
+                    related=[Location(path=c.path)],
+                    confidence=Confidence.HIGH,
+                    data={
+                        "file": c.path,
+                        "tokenizer": c.tokenizer,
+                        "bad_ids": c.bad_ids,
+                        "bad_values": c.bad_values,
+                    },
                 )
             return
         agrees = [c for c in checks if c.status == "agrees"]
         if agrees:
-            yield self.finding(Verdict.PASS, f"the byte LUT ({keys}) is loaded from a data file; "
-                               + "; ".join(c.message for c in agrees), [where], confidence=Confidence.MEDIUM)
+            yield self.finding(
+                Verdict.PASS,
+                f"the byte LUT ({keys}) is loaded from a data file; " + "; ".join(c.message for c in agrees),
+                [where],
+                confidence=Confidence.MEDIUM,
+            )
             return
         why = "; ".join(c.message for c in checks) or "the file is not in the submission folder"
-        yield self.finding(Verdict.WARN, f"the byte LUT ({keys}) is loaded from a data file and cannot be verified "
-                           f"statically ({why}); rely on the implied denominator of the logs (PG701)", [where])
+        yield self.finding(
+            Verdict.WARN,
+            f"the byte LUT ({keys}) is loaded from a data file and cannot be verified "
+            f"statically ({why}); rely on the implied denominator of the logs (PG701)",
+            [where],
+        )

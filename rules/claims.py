@@ -49,8 +49,13 @@ final_int6_roundtrip_exact val_loss:1.97031200 val_bpb:1.16693811
 final_int6_sliding_window val_loss:1.9321 val_bpb:1.1443 stride:64 eval_time:73150ms
 final_int6_sliding_window_exact val_loss:1.93212054 val_bpb:1.14430897
 """
-CASE_LOG_7 = CASE_LOG_42.replace("seed:42", "seed:7").replace("1.14430897", "1.14512000").replace(
-    "1.1443 ", "1.1451 ").replace("1.93212054", "1.93350001").replace("1.9321 ", "1.9335 ")
+CASE_LOG_7 = (
+    CASE_LOG_42.replace("seed:42", "seed:7")
+    .replace("1.14430897", "1.14512000")
+    .replace("1.1443 ", "1.1451 ")
+    .replace("1.93212054", "1.93350001")
+    .replace("1.9321 ", "1.9335 ")
+)
 CASE_JSON_OK = """\
 {
   "author": "A", "github_id": "a", "name": "run", "date": "2026-03-25",
@@ -97,21 +102,49 @@ class ClaimedScoresDisagreeWithLogs(Rule):
     )
     basis = README_BASIS
     valid = (
-        Case(code="print('train')\n", files={"submission.json": CASE_JSON_OK, "train_seed42.log": CASE_LOG_42,
-                                              "train_seed7.log": CASE_LOG_7}, verdict=Verdict.PASS),
+        Case(
+            code="print('train')\n",
+            files={
+                "submission.json": CASE_JSON_OK,
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.PASS,
+        ),
     )
     invalid = (
-        Case(code="print('train')\n",
-             files={"submission.json": CASE_JSON_OK.replace('"val_bpb": 1.14430897', '"val_bpb": 1.13430897'),
-                    "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7},
-             verdict=Verdict.FAIL, line=10, path="train_seed42.log", note="seed 42 claims 0.01 better than its log"),
-        Case(code="print('train')\n",
-             files={"submission.json": CASE_JSON_OK.replace('"val_bpb": 1.14430897', '"val_bpb": 1.16693811'),
-                    "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7},
-             verdict=Verdict.WARN, line=8, path="train_seed42.log",
-             note="claim equals the round-trip line, not the sliding-window score; the mean then disagrees too"),
-        Case(code="print('train')\n", files={"submission.json": CASE_JSON_OK, "train_seed42.log": CASE_LOG_42},
-             verdict=Verdict.WARN, line=7, path="submission.json", note="seed 7 claimed, no log for it"),
+        Case(
+            code="print('train')\n",
+            files={
+                "submission.json": CASE_JSON_OK.replace('"val_bpb": 1.14430897', '"val_bpb": 1.13430897'),
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.FAIL,
+            line=10,
+            path="train_seed42.log",
+            note="seed 42 claims 0.01 better than its log",
+        ),
+        Case(
+            code="print('train')\n",
+            files={
+                "submission.json": CASE_JSON_OK.replace('"val_bpb": 1.14430897', '"val_bpb": 1.16693811'),
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.WARN,
+            line=8,
+            path="train_seed42.log",
+            note="claim equals the round-trip line, not the sliding-window score; the mean then disagrees too",
+        ),
+        Case(
+            code="print('train')\n",
+            files={"submission.json": CASE_JSON_OK, "train_seed42.log": CASE_LOG_42},
+            verdict=Verdict.WARN,
+            line=7,
+            path="submission.json",
+            note="seed 7 claimed, no log for it",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -130,7 +163,8 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                 yield self.finding(
                     Verdict.WARN,
                     f"{lg.path} is named for seed {lg.filename_seed} but the run logged seed {lg.seed}",
-                    [lg.location(lg.seed_line)], related=_loc_json(claims, f'"{lg.filename_seed}"'),
+                    [lg.location(lg.seed_line)],
+                    related=_loc_json(claims, f'"{lg.filename_seed}"'),
                     severity=Severity.MEDIUM,
                 )
         if claims.problem or not claims.data:
@@ -148,13 +182,19 @@ class ClaimedScoresDisagreeWithLogs(Rule):
             if seed not in claims.seeds and not any(lg.answers_to_seed(seed) for lg in logs):
                 bad += 1
                 yield self.finding(
-                    Verdict.WARN, f"submission.json lists seed {seed} but no log of seed {seed} is shipped "
-                    "(missing evidence)", _loc_json(claims, '"seeds"'), severity=Severity.MEDIUM)
+                    Verdict.WARN,
+                    f"submission.json lists seed {seed} but no log of seed {seed} is shipped "
+                    "(missing evidence)",
+                    _loc_json(claims, '"seeds"'),
+                    severity=Severity.MEDIUM,
+                )
         for finding in self._check_headline(claims, logs, table):
             bad += 1
             yield finding
         if not bad:
-            yield self.finding(Verdict.PASS, f"{checked} per-seed claim(s) and the headline agree with the logs")
+            yield self.finding(
+                Verdict.PASS, f"{checked} per-seed claim(s) and the headline agree with the logs"
+            )
 
     def _check_block(self, claims: Claims, seed: int, block, mine: list[ParsedLog]) -> Iterable[Finding]:
         where = _loc_json(claims, f'"{seed}"')
@@ -165,14 +205,20 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                 Verdict.WARN,
                 f"{block.source} claims val_bpb {_fmt(block.val_bpb.value if block.val_bpb else None)} for seed "
                 f"{seed}, but no log of seed {seed} is shipped (missing evidence)",
-                where, severity=Severity.MEDIUM,
+                where,
+                severity=Severity.MEDIUM,
             )
             return
         finals = [(lg, lg.final_score) for lg in mine if lg.final_score]
         if not finals:
             # Every log of the seed ends before its score: PG614 fails that; here it is only the missing match.
-            yield self.finding(Verdict.WARN, f"{block.source} claims seed {seed}, but no log of seed {seed} reaches "
-                               "its final score line (see PG614)", where, severity=Severity.MEDIUM)
+            yield self.finding(
+                Verdict.WARN,
+                f"{block.source} claims seed {seed}, but no log of seed {seed} reaches "
+                "its final score line (see PG614)",
+                where,
+                severity=Severity.MEDIUM,
+            )
             return
         for metric in ("val_bpb", "val_loss"):
             claimed: Number | None = getattr(block, metric)
@@ -180,8 +226,15 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                 continue
             if any(claimed.agrees(getattr(s, metric), s.decimals) for _, s in finals):
                 continue
-            other = next(((lg, s) for lg in mine for s in _score_lines(lg)
-                          if claimed.agrees(getattr(s, metric), s.decimals)), None)
+            other = next(
+                (
+                    (lg, s)
+                    for lg in mine
+                    for s in _score_lines(lg)
+                    if claimed.agrees(getattr(s, metric), s.decimals)
+                ),
+                None,
+            )
             lg, s = finals[-1]
             logged = getattr(s, metric)
             if other is not None:
@@ -190,10 +243,17 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                     Verdict.WARN,
                     f"{block.source}.{metric} = {_fmt(claimed.value)} is the `{os_.label}` line of {olg.path}, "
                     f"not its scored line `{s.label}` = {_fmt(logged)} (line {s.line_no})",
-                    [olg.location(os_.line_no)], related=[lg.location(s.line_no), *where],
+                    [olg.location(os_.line_no)],
+                    related=[lg.location(s.line_no), *where],
                     severity=Severity.MEDIUM,
-                    data={"seed": seed, "metric": metric, "claimed": claimed.value, "logged": logged,
-                          "matched_label": os_.label, "scored_label": s.label},
+                    data={
+                        "seed": seed,
+                        "metric": metric,
+                        "claimed": claimed.value,
+                        "logged": logged,
+                        "matched_label": os_.label,
+                        "scored_label": s.label,
+                    },
                 )
                 continue
             # Lower is better for both bpb and loss: an inflated claim fails, a conservative one warns.
@@ -202,9 +262,15 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                 Verdict.FAIL if better else Verdict.WARN,
                 f"{block.source}.{metric} = {_fmt(claimed.value)} but the scored line of {lg.path} says "
                 f"{_fmt(logged)} (`{s.label}`, line {s.line_no}); difference {claimed.value - logged:+.8f} is beyond "
-                f"the rounding of the printed precision (+-{claimed.half_ulp + 0.5 * 10 ** -s.decimals:.1e})"
-                + ("; the claim is better than the evidence" if better else "; the claim is worse than the log"),
-                [lg.location(s.line_no)], related=where, severity=Severity.HIGH if better else Severity.MEDIUM,
+                f"the rounding of the printed precision (+-{claimed.half_ulp + 0.5 * 10**-s.decimals:.1e})"
+                + (
+                    "; the claim is better than the evidence"
+                    if better
+                    else "; the claim is worse than the log"
+                ),
+                [lg.location(s.line_no)],
+                related=where,
+                severity=Severity.HIGH if better else Severity.MEDIUM,
                 data={"seed": seed, "metric": metric, "claimed": claimed.value, "logged": logged},
             )
         if block.artifact_bytes is not None:
@@ -215,7 +281,9 @@ class ClaimedScoresDisagreeWithLogs(Rule):
                     Verdict.WARN,
                     f"{block.source}.artifact_bytes = {block.artifact_bytes} but {lg.path} logs {a.bytes} bytes "
                     f"(line {a.line_no})",
-                    [lg.location(a.line_no)], related=where, severity=Severity.LOW,
+                    [lg.location(a.line_no)],
+                    related=where,
+                    severity=Severity.LOW,
                 )
 
     def _check_headline(self, claims: Claims, logs: list[ParsedLog], table) -> Iterable[Finding]:
@@ -231,14 +299,18 @@ class ClaimedScoresDisagreeWithLogs(Rule):
         where = _loc_json(claims, f'"{claims.val_bpb_key}"')
         rows = [r for r in table.rows if r.seed is not None and r.val_bpb is not None]
         detail = ", ".join(f"{r.seed}: {_fmt(r.val_bpb)}" for r in rows) or "no seeded log"
-        other = next(((lg, s) for lg in logs for s in lg.score_lines if claimed.agrees(s.val_bpb, s.decimals)), None)
+        other = next(
+            ((lg, s) for lg in logs for s in lg.score_lines if claimed.agrees(s.val_bpb, s.decimals)), None
+        )
         if other is not None:
             lg, s = other
             yield self.finding(
                 Verdict.WARN,
                 f"headline {claims.val_bpb_key} = {_fmt(claimed.value)} is the `{s.label}` line of {lg.path}, not "
                 f"the scored lines' mean {ref:.8f} ({detail})",
-                [lg.location(s.line_no)], related=where, severity=Severity.MEDIUM,
+                [lg.location(s.line_no)],
+                related=where,
+                severity=Severity.MEDIUM,
                 data={"claimed": claimed.value, "logged_mean": ref, "matched_label": s.label},
             )
             return
@@ -246,16 +318,27 @@ class ClaimedScoresDisagreeWithLogs(Rule):
         # mismatch is a warning; it fails only when it is better than every logged run: no average of the
         # evidence can produce a number below its smallest member.
         best = min(v for v, _ in candidates)
-        verdict = Verdict.FAIL if claimed.value < best - 2 * claimed.half_ulp - 0.5 * 10 ** -dec else Verdict.WARN
+        verdict = (
+            Verdict.FAIL if claimed.value < best - 2 * claimed.half_ulp - 0.5 * 10**-dec else Verdict.WARN
+        )
         best_row = min(rows, key=lambda r: r.val_bpb) if rows else None  # type: ignore[arg-type,return-value]
-        primary = ([next(lg for lg in logs if lg.path == best_row.log).location(best_row.line)]
-                   if best_row else where)
+        primary = (
+            [next(lg for lg in logs if lg.path == best_row.log).location(best_row.line)]
+            if best_row
+            else where
+        )
         yield self.finding(
             verdict,
             f"headline {claims.val_bpb_key} = {_fmt(claimed.value)} but the logs' scored lines average "
             f"{ref:.8f} ({detail})"
-            + (f"; the claim is better than every logged run (best {best:.8f})" if verdict is Verdict.FAIL else ""),
-            primary, related=where, severity=Severity.HIGH if verdict is Verdict.FAIL else Severity.MEDIUM,
+            + (
+                f"; the claim is better than every logged run (best {best:.8f})"
+                if verdict is Verdict.FAIL
+                else ""
+            ),
+            primary,
+            related=where,
+            severity=Severity.HIGH if verdict is Verdict.FAIL else Severity.MEDIUM,
             data={"claimed": claimed.value, "logged_mean": ref},
         )
 
@@ -263,7 +346,7 @@ class ClaimedScoresDisagreeWithLogs(Rule):
 def mean_agrees(claimed: Number, mean: float, decimals: int) -> bool:
     """A printed mean agrees when within twice its rounding: authors often average per-seed values already
     rounded to the printed precision (<= half an ulp off) and round the mean again (another half ulp)."""
-    return abs(claimed.value - mean) <= 2 * claimed.half_ulp + 0.5 * 10.0 ** -decimals + 1e-12
+    return abs(claimed.value - mean) <= 2 * claimed.half_ulp + 0.5 * 10.0**-decimals + 1e-12
 
 
 def _mean_candidates(logs: list[ParsedLog], claims: Claims) -> list[tuple[float, int]]:
@@ -273,7 +356,9 @@ def _mean_candidates(logs: list[ParsedLog], claims: Claims) -> list[tuple[float,
     for lg in logs:
         if lg.final_score is None or lg.seed is None:
             continue
-        key = lg.filename_seed if lg.filename_seed in claims.seeds and lg.seed not in claims.seeds else lg.seed
+        key = (
+            lg.filename_seed if lg.filename_seed in claims.seeds and lg.seed not in claims.seeds else lg.seed
+        )
         by_seed.setdefault(key, []).append(lg.final_score)  # type: ignore[arg-type]
         # A per-seed claim that matches another line of the log (reported on its own) is what the author
         # averaged; include it so the headline is judged against the author's selection too.
@@ -285,8 +370,11 @@ def _mean_candidates(logs: list[ParsedLog], claims: Claims) -> list[tuple[float,
         finals = [lg.final_score for lg in logs if lg.final_score]
         return [(s.val_bpb, s.decimals) for s in finals]
     out: list[tuple[float, int]] = []
-    claimed_main = [s for s in claims.seeds if any(b.source.startswith(("seed_results.", "seeds."))
-                                                   for b in claims.seeds[s])]
+    claimed_main = [
+        s
+        for s in claims.seeds
+        if any(b.source.startswith(("seed_results.", "seeds.")) for b in claims.seeds[s])
+    ]
     for seeds in (claimed_main, list(claims.seed_list), sorted(by_seed)):
         groups = [by_seed[s] for s in seeds if s in by_seed]
         if not groups:
@@ -313,26 +401,52 @@ class ReadmeScoresUnsupportedByLogs(Rule):
     )
     basis = README_BASIS
     valid = (
-        Case(code="print(1)\n", files={
-            "README.md": "# Record: sliding window — val_bpb 1.1447 (2-seed mean)\n\n| seed | val_bpb |\n"
-                         "|---|---|\n| 42 | 1.14431 |\n| 7 | 1.1451 |\n",
-            "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7}, verdict=Verdict.PASS),
+        Case(
+            code="print(1)\n",
+            files={
+                "README.md": "# Record: sliding window — val_bpb 1.1447 (2-seed mean)\n\n| seed | val_bpb |\n"
+                "|---|---|\n| 42 | 1.14431 |\n| 7 | 1.1451 |\n",
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.PASS,
+        ),
     )
     invalid = (
-        Case(code="print(1)\n", files={
-            "README.md": "# Record: sliding window — val_bpb 1.1391 (2-seed mean)\n\n| seed | val_bpb |\n"
-                         "|---|---|\n| 42 | 1.14431 |\n| 7 | 1.1451 |\n",
-            "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7},
-            verdict=Verdict.WARN, line=1, path="README.md"),
-        Case(code="print(1)\n", files={
-            "README.md": "# Record\n\n| seed | val_bpb |\n|---|---|\n| 42 | 1.1401 |\n| 7 | 1.1451 |\n",
-            "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7},
-            verdict=Verdict.WARN, line=5, path="README.md"),
+        Case(
+            code="print(1)\n",
+            files={
+                "README.md": "# Record: sliding window — val_bpb 1.1391 (2-seed mean)\n\n| seed | val_bpb |\n"
+                "|---|---|\n| 42 | 1.14431 |\n| 7 | 1.1451 |\n",
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.WARN,
+            line=1,
+            path="README.md",
+        ),
+        Case(
+            code="print(1)\n",
+            files={
+                "README.md": "# Record\n\n| seed | val_bpb |\n|---|---|\n| 42 | 1.1401 |\n| 7 | 1.1451 |\n",
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.WARN,
+            line=5,
+            path="README.md",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
-        readme_path = next((p for p in sorted(ctx.submission.files, key=lambda p: (p.count("/"), p))
-                            if p.lower().endswith("readme.md")), None)
+        readme_path = next(
+            (
+                p
+                for p in sorted(ctx.submission.files, key=lambda p: (p.count("/"), p))
+                if p.lower().endswith("readme.md")
+            ),
+            None,
+        )
         text = ctx.submission.read_text(readme_path) if readme_path else None
         logs = [lg for lg in logs_of(ctx) if lg.final_score]
         if text is None or not logs:
@@ -354,15 +468,18 @@ class ReadmeScoresUnsupportedByLogs(Rule):
                     [Location(readme_path, title_no, snippet=lines[title_no - 1].strip()[:240])],  # type: ignore[arg-type]
                 )
         rows: dict[int, list[tuple[int, str, list[Number]]]] = {}
-        seeds = {lg.seed for lg in logs if lg.seed is not None} | {lg.filename_seed for lg in logs
-                                                                  if lg.filename_seed is not None}
+        seeds = {lg.seed for lg in logs if lg.seed is not None} | {
+            lg.filename_seed for lg in logs if lg.filename_seed is not None
+        }
         for i, line in enumerate(lines, 1):
             if not line.lstrip().startswith("|"):
                 continue
             cells = [re.sub(r"[*`_ ]", "", c) for c in line.strip().strip("|").split("|")]
             if not cells or not cells[0].isdigit() or int(cells[0]) not in seeds:
                 continue
-            nums = [Number(float(c), len(c.split(".")[1])) for c in cells[1:] if re.fullmatch(r"\d\.\d{3,8}", c)]
+            nums = [
+                Number(float(c), len(c.split(".")[1])) for c in cells[1:] if re.fullmatch(r"\d\.\d{3,8}", c)
+            ]
             if nums:
                 rows.setdefault(int(cells[0]), []).append((i, line, nums))
         # A results table may show several stages (pre-quant, sliding, TTT) for a seed; what must be there is the
@@ -370,8 +487,13 @@ class ReadmeScoresUnsupportedByLogs(Rule):
         for seed, seed_rows in sorted(rows.items()):
             mine = [lg for lg in logs if lg.answers_to_seed(seed)]
             scored = [lg.final_score for lg in mine if lg.final_score]
-            scored += [s for lg in mine for s in _score_lines(lg) for b in claims.seeds.get(seed, [])
-                       if b.val_bpb and b.val_bpb.agrees(s.val_bpb, s.decimals)]
+            scored += [
+                s
+                for lg in mine
+                for s in _score_lines(lg)
+                for b in claims.seeds.get(seed, [])
+                if b.val_bpb and b.val_bpb.agrees(s.val_bpb, s.decimals)
+            ]
             found += 1
             if any(n.agrees(s.val_bpb, s.decimals) for _, _, nums in seed_rows for n in nums for s in scored):
                 continue
@@ -389,7 +511,9 @@ class ReadmeScoresUnsupportedByLogs(Rule):
         if not found:
             yield self.skip("README states no headline or per-seed numbers to check")
         elif not warned:
-            yield self.finding(Verdict.PASS, f"{found} README headline/per-seed number(s) agree with the logs")
+            yield self.finding(
+                Verdict.PASS, f"{found} README headline/per-seed number(s) agree with the logs"
+            )
 
 
 CASE_SCRIPT = """\
@@ -430,16 +554,33 @@ class LoggedCodeDiffersFromShipped(Rule):
         section="A.1",
     )
     valid = (
-        Case(code=CASE_SCRIPT, files={"train.log": CASE_SCRIPT + "=" * 100 + "\nseed:1\n"
-                                      "final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n"},
-             verdict=Verdict.PASS, note="baseline style: log0(code) at the top of the log"),
+        Case(
+            code=CASE_SCRIPT,
+            files={
+                "train.log": CASE_SCRIPT + "=" * 100 + "\nseed:1\n"
+                "final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n"
+            },
+            verdict=Verdict.PASS,
+            note="baseline style: log0(code) at the top of the log",
+        ),
     )
     invalid = (
-        Case(code=CASE_SCRIPT,
-             files={"train.log": "=" * 100 + "\nSource code:\n" + "=" * 100 + "\n"
-                    + CASE_SCRIPT.replace('"0.04"', '"0.02"') + "=" * 100
-                    + "\nseed:1\nfinal_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n"},
-             verdict=Verdict.WARN, line=6, path="train.log", note="the logged run used another default LR"),
+        Case(
+            code=CASE_SCRIPT,
+            files={
+                "train.log": "=" * 100
+                + "\nSource code:\n"
+                + "=" * 100
+                + "\n"
+                + CASE_SCRIPT.replace('"0.04"', '"0.02"')
+                + "=" * 100
+                + "\nseed:1\nfinal_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n"
+            },
+            verdict=Verdict.WARN,
+            line=6,
+            path="train.log",
+            note="the logged run used another default LR",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -463,10 +604,18 @@ class LoggedCodeDiffersFromShipped(Rule):
             if match is None and len(shipped) > 1:
                 # Only a packed script can hold the minified form of the logged code; minifying costs ~1 s.
                 minified = _minify(src.text)
-                match = next((f"{name} (after minification)" for name, text in shipped
-                              if minified is not None and text == _norm(minified)), None)
+                match = next(
+                    (
+                        f"{name} (after minification)"
+                        for name, text in shipped
+                        if minified is not None and text == _norm(minified)
+                    ),
+                    None,
+                )
             if match:
-                seen[digest] = self.finding(Verdict.PASS, f"{lg.path} embeds the code of {match} (sha {digest})")
+                seen[digest] = self.finding(
+                    Verdict.PASS, f"{lg.path} embeds the code of {match} (sha {digest})"
+                )
                 yield seen[digest]
                 continue
             name, text = min(shipped, key=lambda nt: _diff_size(nt[1], code))
@@ -508,8 +657,9 @@ def _minify(text: str) -> str | None:
     except ImportError:
         return None
     try:
-        return python_minifier.minify(text, rename_locals=False, hoist_literals=False,
-                                      remove_literal_statements=True)
+        return python_minifier.minify(
+            text, rename_locals=False, hoist_literals=False, remove_literal_statements=True
+        )
     except Exception:  # minifier rejects code it cannot parse; then there is nothing to compare
         return None
 
@@ -527,10 +677,14 @@ def _diff_summary(shipped: str, logged: str, shipped_name: str, log_path: str) -
     added = sum(j2 - j1 for _, _, _, j1, j2 in ops)
     removed = sum(i2 - i1 for _, i1, i2, _, _ in ops)
     first = ops[0][3] + 1 if ops else 1
-    diff = list(difflib.unified_diff(a, b, fromfile=shipped_name, tofile=f"{log_path} (embedded)", n=1,
-                                     lineterm=""))
-    return f"{removed} line(s) only in the shipped file, {added} only in the log, {len(ops)} hunk(s)", first, \
-        "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "")
+    diff = list(
+        difflib.unified_diff(a, b, fromfile=shipped_name, tofile=f"{log_path} (embedded)", n=1, lineterm="")
+    )
+    return (
+        f"{removed} line(s) only in the shipped file, {added} only in the log, {len(ops)} hunk(s)",
+        first,
+        "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else ""),
+    )
 
 
 class IncompleteRunLog(Rule):
@@ -556,9 +710,16 @@ class IncompleteRunLog(Rule):
     )
     valid = (Case(code="print(1)\n", files={"train_seed42.log": CASE_LOG_42}, verdict=Verdict.PASS),)
     invalid = (
-        Case(code="print(1)\n", files={"train_seed42.log": CASE_LOG_42.split("final_int6_roundtrip")[0]
-                                       + "ttt_sliding:start chunks=10 stride=64\n"},
-             verdict=Verdict.FAIL, line=8, path="train_seed42.log"),
+        Case(
+            code="print(1)\n",
+            files={
+                "train_seed42.log": CASE_LOG_42.split("final_int6_roundtrip")[0]
+                + "ttt_sliding:start chunks=10 stride=64\n"
+            },
+            verdict=Verdict.FAIL,
+            line=8,
+            path="train_seed42.log",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -572,18 +733,32 @@ class IncompleteRunLog(Rule):
         for lg in logs:
             if not lg.truncated:
                 continue
-            line = lg.eval_begin_line or (lg.stop.line_no if lg.stop else (lg.steps[-1].line_no if lg.steps else 0))
+            line = lg.eval_begin_line or (
+                lg.stop.line_no if lg.stop else (lg.steps[-1].line_no if lg.steps else 0)
+            )
             # Split runs (a train log that stops after serialising, an eval log that scores the artifact) are
             # complete evidence together: another log of the same seed carrying the final score completes it.
-            completed_by = next((o for o in logs if o is not lg and o.final_score is not None and lg.seed is not None
-                                 and o.answers_to_seed(lg.seed)), None)
+            completed_by = next(
+                (
+                    o
+                    for o in logs
+                    if o is not lg
+                    and o.final_score is not None
+                    and lg.seed is not None
+                    and o.answers_to_seed(lg.seed)
+                ),
+                None,
+            )
             if completed_by is not None:
-                yield self.info(f"{lg.path} {lg.truncation_reason}; the score of seed {lg.seed} is in "
-                                f"{completed_by.path} (line {completed_by.final_score.line_no})",  # type: ignore[union-attr]
-                                [lg.location(line)])
+                yield self.info(
+                    f"{lg.path} {lg.truncation_reason}; the score of seed {lg.seed} is in "
+                    f"{completed_by.path} (line {completed_by.final_score.line_no})",  # type: ignore[union-attr]
+                    [lg.location(line)],
+                )
                 continue
-            unclaimed = claimed and lg.seed is not None and lg.seed not in claimed \
-                and lg.filename_seed not in claimed
+            unclaimed = (
+                claimed and lg.seed is not None and lg.seed not in claimed and lg.filename_seed not in claimed
+            )
             yield self.finding(
                 Verdict.WARN if unclaimed else Verdict.FAIL,
                 f"incomplete evidence: {lg.path}: {lg.truncation_reason}"
@@ -616,15 +791,30 @@ class UndisclosedExtraRuns(Rule):
         section="A.12",
     )
     valid = (
-        Case(code="print(1)\n", files={"submission.json": CASE_JSON_OK, "train_seed42.log": CASE_LOG_42,
-                                       "train_seed7.log": CASE_LOG_7}, verdict=Verdict.PASS),
+        Case(
+            code="print(1)\n",
+            files={
+                "submission.json": CASE_JSON_OK,
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.PASS,
+        ),
     )
     invalid = (
-        Case(code="print(1)\n", files={
-            "submission.json": CASE_JSON_OK.replace('"seeds": [42, 7]', '"seeds": [42]').replace(
-                ',\n    "7": {"val_bpb": 1.14512, "val_loss": 1.93350001}', ""),
-            "train_seed42.log": CASE_LOG_42, "train_seed7.log": CASE_LOG_7},
-            verdict=Verdict.WARN, line=1, path="train_seed7.log"),
+        Case(
+            code="print(1)\n",
+            files={
+                "submission.json": CASE_JSON_OK.replace('"seeds": [42, 7]', '"seeds": [42]').replace(
+                    ',\n    "7": {"val_bpb": 1.14512, "val_loss": 1.93350001}', ""
+                ),
+                "train_seed42.log": CASE_LOG_42,
+                "train_seed7.log": CASE_LOG_7,
+            },
+            verdict=Verdict.WARN,
+            line=1,
+            path="train_seed7.log",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -634,8 +824,11 @@ class UndisclosedExtraRuns(Rule):
             yield self.skip("submission.json lists no seeds" if logs else "no run logs")
             return
         listed = set(claims.seed_list)
-        extra = [lg for lg in logs if lg.seed is not None and lg.seed not in listed
-                 and lg.filename_seed not in listed]
+        extra = [
+            lg
+            for lg in logs
+            if lg.seed is not None and lg.seed not in listed and lg.filename_seed not in listed
+        ]
         for lg in extra:
             score = lg.final_score
             yield self.finding(

@@ -115,13 +115,16 @@ class DocBoundaryLeak(Rule):
         section="A.11",
     )
     valid = (
-        Case(code=_DOC_EVAL.replace("{mask}", "        g = g.masked_fill((input_ids[:, 1:] == BOS_ID)[..., None], 0.0)\n"),
-             verdict=Verdict.PASS, note="BOS-masked smear"),
+        Case(
+            code=_DOC_EVAL.replace(
+                "{mask}", "        g = g.masked_fill((input_ids[:, 1:] == BOS_ID)[..., None], 0.0)\n"
+            ),
+            verdict=Verdict.PASS,
+            note="BOS-masked smear",
+        ),
         Case(code=_WINDOW_EVAL, verdict=Verdict.PASS, note="unmasked smear, windows cross documents"),
     )
-    invalid = (
-        Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),
-    )
+    invalid = (Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),)
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         facts = target_facts(ctx)
@@ -138,17 +141,24 @@ class DocBoundaryLeak(Rule):
     def _judge(self, ctx: AuditContext, sh: Shift, isolation: list[Location], date: str | None) -> Finding:
         unit = sh.scope.unit
         loc = unit.location(sh.node)
-        what = {"smear": "smear (t-1 mixed into t)", "shift": "token shift", "conv": "left-padded causal conv",
-                "hash": "bigram/n-gram hash of input ids (x[t-1], x[t])"}[sh.kind]
+        what = {
+            "smear": "smear (t-1 mixed into t)",
+            "shift": "token shift",
+            "conv": "left-padded causal conv",
+            "hash": "bigram/n-gram hash of input ids (x[t-1], x[t])",
+        }[sh.kind]
         head = f"in `{sh.scope.name}` a {what} `{_short(sh.node)}`"
         if sh.masked:
             mask_loc = [unit.location(sh.mask)] if sh.mask is not None else []
-            return self.info(f"{head} is masked at document boundaries (`{_short(sh.mask)}`)", [loc],
-                             related=mask_loc)
+            return self.info(
+                f"{head} is masked at document boundaries (`{_short(sh.mask)}`)", [loc], related=mask_loc
+            )
         if not isolation:
             return self.info(
                 f"{head} has no BOS/document mask, but the eval does not isolate documents (no attention segments "
-                "or per-document loop built from BOS positions): windows cross documents, which C1 allows", [loc])
+                "or per-document loop built from BOS positions): windows cross documents, which C1 allows",
+                [loc],
+            )
         live, why = reach_of(ctx, unit, sh.node)
         message = (
             f"{head} has no BOS/document mask while the eval isolates documents (BOS positions at "
@@ -161,16 +171,23 @@ class DocBoundaryLeak(Rule):
                 Verdict.WARN,
                 f"{message}. A bigram hash of input ids is causal (PR #267/#525 reviews) and no ruling covers it "
                 "at document boundaries; mask the previous id at BOS to be safe",
-                [loc], related=isolation, severity=Severity.MEDIUM, confidence=Confidence.LOW,
+                [loc],
+                related=isolation,
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
             )
         if date is not None and date < RULING_DATE:
             return self.finding(
                 Verdict.WARN,
                 f"{message}. The submission is dated {date}, before the BOS-fix ruling ({RULING_DATE}); the "
                 "leaderboard kept the PR #1667 row of this shape, later stacks were blocked",
-                [loc], related=isolation, severity=Severity.MEDIUM,
+                [loc],
+                related=isolation,
+                severity=Severity.MEDIUM,
             )
-        return self.finding(Verdict.FAIL, message, [loc], related=isolation, evidence=ast.unparse(sh.node)[:300])
+        return self.finding(
+            Verdict.FAIL, message, [loc], related=isolation, evidence=ast.unparse(sh.node)[:300]
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,8 +211,11 @@ def _time_slice(sub: ast.AST) -> tuple[str, int, int] | None:
         lo, up = p.lower, p.upper
         if lo is None and up is None:
             continue
-        if lo is None and isinstance(up, ast.UnaryOp) and isinstance(up.op, ast.USub) and isinstance(
-            up.operand, ast.Constant
+        if (
+            lo is None
+            and isinstance(up, ast.UnaryOp)
+            and isinstance(up.op, ast.USub)
+            and isinstance(up.operand, ast.Constant)
         ):
             return (ast.dump(sub.value), axis, -int(up.operand.value))
         if up is None and isinstance(lo, ast.Constant) and isinstance(lo.value, int) and lo.value > 0:
@@ -273,12 +293,23 @@ def _shifts_in(value: ast.AST, stmt: ast.AST, scope: Scope) -> list[tuple[ast.AS
             spec = n.args[1] if len(n.args) > 1 else None
             if arg is not None and arg[2] < 0:
                 found.append((n, "shift", n.args[0].value))  # type: ignore[attr-defined]
-            elif isinstance(spec, (ast.Tuple, ast.List)) and _left_pad_only(spec) and not _hashed(scope, n.args[0]):
+            elif (
+                isinstance(spec, (ast.Tuple, ast.List))
+                and _left_pad_only(spec)
+                and not _hashed(scope, n.args[0])
+            ):
                 found.append((n, "conv", n.args[0]))
         elif name == "roll" and _positive_shift(n):
-            recv = n.args[0] if isinstance(n.func, ast.Name) or (
-                isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)
-                and n.func.value.id in {"torch", "np", "numpy"}) else getattr(n.func, "value", None)
+            recv = (
+                n.args[0]
+                if isinstance(n.func, ast.Name)
+                or (
+                    isinstance(n.func, ast.Attribute)
+                    and isinstance(n.func.value, ast.Name)
+                    and n.func.value.id in {"torch", "np", "numpy"}
+                )
+                else getattr(n.func, "value", None)
+            )
             found.append((n, "shift", recv))
     return found
 
@@ -319,13 +350,18 @@ def _is_hashy(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
 def _hashed(scope: Scope, expr: ast.AST) -> bool:
     """Is `expr` an already-hashed id tensor? Re-padding a bigram hash back to full length is part of the hash,
     not a separate shift."""
-    return any((isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS)) or (
-        isinstance(n, ast.Call) and call_name(n) == "bitwise_xor") for n in scope.closure(expr))
+    return any(
+        (isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS))
+        or (isinstance(n, ast.Call) and call_name(n) == "bitwise_xor")
+        for n in scope.closure(expr)
+    )
 
 
 def _feeds_hash(scope: Scope, stmt: ast.AST) -> bool:
     """Is the shifted value (e.g. `prev_ids`) combined into a hash later in the scope?"""
-    targets = [store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None]
+    targets = [
+        store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None
+    ]
     keys = {k for k in targets if k}
     if not keys:
         return False
@@ -357,9 +393,16 @@ def _is_zero(n: ast.AST) -> bool:
 def _positive_shift(call: ast.Call) -> bool:
     shift = next((k.value for k in call.keywords if k.arg == "shifts"), None)
     if shift is None:
-        args = call.args[1:] if isinstance(call.func, ast.Name) or (
-            isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name)
-            and call.func.value.id in {"torch", "np", "numpy"}) else call.args
+        args = (
+            call.args[1:]
+            if isinstance(call.func, ast.Name)
+            or (
+                isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id in {"torch", "np", "numpy"}
+            )
+            else call.args
+        )
         shift = args[0] if args else None
     return isinstance(shift, ast.Constant) and isinstance(shift.value, int) and shift.value > 0
 
@@ -372,7 +415,9 @@ def _mask_for(scope: Scope, stmt: ast.AST, base: ast.AST | None) -> ast.AST | No
     if key:
         skip.add(key)
     nodes = list(scope.closure(stmt.value, mode="all", skip=frozenset(skip)))  # type: ignore[attr-defined]
-    targets = [store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None]
+    targets = [
+        store_root(t) for t in getattr(stmt, "targets", [getattr(stmt, "target", None)]) if t is not None
+    ]
     for k in targets:
         if k and k not in skip:
             for d in scope.defs.get(k, ()):
@@ -381,7 +426,9 @@ def _mask_for(scope: Scope, stmt: ast.AST, base: ast.AST | None) -> ast.AST | No
     for n in nodes:
         if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in n.ops):
             others = [n.left, *n.comparators]
-            if any(isinstance(o, ast.Constant) and (o.value is None or isinstance(o.value, str)) for o in others):
+            if any(
+                isinstance(o, ast.Constant) and (o.value is None or isinstance(o.value, str)) for o in others
+            ):
                 continue
             return n
     return None

@@ -21,20 +21,89 @@ from rules._flowcases import line_of, record
 from rules.base import Case, Rule
 
 # --------------------------------------------------------------------------------------------------- network sinks
-_NET_MODULES = ("socket", "requests", "httpx", "aiohttp", "urllib3", "http.client", "ftplib", "paramiko", "boto3",
-                "gdown", "wget", "pycurl", "smtplib", "websocket", "websockets", "grpc")
-_NET_CALLS = ("urllib.request.urlopen", "urllib.request.urlretrieve", "urllib.request.Request",
-              "urllib.request.build_opener", "urllib.urlopen", "urllib.urlretrieve", "urllib2.urlopen",
-              "datasets.load_dataset", "torch.hub.load", "torch.hub.download_url_to_file",
-              "torch.hub.load_state_dict_from_url", "torch.utils.model_zoo.load_url", "tiktoken.get_encoding",
-              "kagglehub.dataset_download", "kagglehub.model_download")
+_NET_MODULES = (
+    "socket",
+    "requests",
+    "httpx",
+    "aiohttp",
+    "urllib3",
+    "http.client",
+    "ftplib",
+    "paramiko",
+    "boto3",
+    "gdown",
+    "wget",
+    "pycurl",
+    "smtplib",
+    "websocket",
+    "websockets",
+    "grpc",
+)
+_NET_CALLS = (
+    "urllib.request.urlopen",
+    "urllib.request.urlretrieve",
+    "urllib.request.Request",
+    "urllib.request.build_opener",
+    "urllib.urlopen",
+    "urllib.urlretrieve",
+    "urllib2.urlopen",
+    "datasets.load_dataset",
+    "torch.hub.load",
+    "torch.hub.download_url_to_file",
+    "torch.hub.load_state_dict_from_url",
+    "torch.utils.model_zoo.load_url",
+    "tiktoken.get_encoding",
+    "kagglehub.dataset_download",
+    "kagglehub.model_download",
+)
 _NET_PACKAGES = ("huggingface_hub", "hf_transfer", "modelscope")
-_NET_PROGRAMS = {"curl", "wget", "git", "pip", "pip3", "huggingface-cli", "hf", "aria2c", "scp", "rsync", "ssh",
-                 "sftp", "ftp", "nc", "netcat", "apt", "apt-get", "conda", "gsutil", "aws", "az", "rclone",
-                 "gdown", "kaggle", "uv", "npm", "telnet"}
-_SUBPROCESS = {"subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
-               "subprocess.Popen", "subprocess.getoutput", "subprocess.getstatusoutput", "os.system", "os.popen",
-               "os.execv", "os.execvp", "os.execl", "os.execlp", "os.spawnv", "os.spawnl", "pty.spawn"}
+_NET_PROGRAMS = {
+    "curl",
+    "wget",
+    "git",
+    "pip",
+    "pip3",
+    "huggingface-cli",
+    "hf",
+    "aria2c",
+    "scp",
+    "rsync",
+    "ssh",
+    "sftp",
+    "ftp",
+    "nc",
+    "netcat",
+    "apt",
+    "apt-get",
+    "conda",
+    "gsutil",
+    "aws",
+    "az",
+    "rclone",
+    "gdown",
+    "kaggle",
+    "uv",
+    "npm",
+    "telnet",
+}
+_SUBPROCESS = {
+    "subprocess.run",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+    "subprocess.Popen",
+    "subprocess.getoutput",
+    "subprocess.getstatusoutput",
+    "os.system",
+    "os.popen",
+    "os.execv",
+    "os.execvp",
+    "os.execl",
+    "os.execlp",
+    "os.spawnv",
+    "os.spawnl",
+    "pty.spawn",
+}
 
 
 def network_reason(prog: Program, site: CallSite) -> str | None:
@@ -49,8 +118,12 @@ def network_reason(prog: Program, site: CallSite) -> str | None:
         return f"{ext}() is a network client call"
     if root in _NET_PACKAGES:
         return f"{ext}() talks to a remote hub"
-    if root == "transformers" and site.attr == "from_pretrained" or ext.endswith(".from_pretrained") and root in (
-            "transformers", "sentence_transformers", "diffusers", "timm", "peft"):
+    if (
+        root == "transformers"
+        and site.attr == "from_pretrained"
+        or ext.endswith(".from_pretrained")
+        and root in ("transformers", "sentence_transformers", "diffusers", "timm", "peft")
+    ):
         return f"{ext}() downloads from the Hugging Face hub unless given a local path"
     if ext in _SUBPROCESS:
         program = _subprocess_program(prog, site)
@@ -96,8 +169,19 @@ def _subprocess_program(prog: Program, site: CallSite) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------- read sinks
-_READ_CALLS = {"open", "io.open", "numpy.fromfile", "numpy.memmap", "numpy.load", "torch.load", "torch.from_file",
-               "pathlib.Path.read_bytes", "pathlib.Path.read_text", "builtins.open", "mmap.mmap"}
+_READ_CALLS = {
+    "open",
+    "io.open",
+    "numpy.fromfile",
+    "numpy.memmap",
+    "numpy.load",
+    "torch.load",
+    "torch.from_file",
+    "pathlib.Path.read_bytes",
+    "pathlib.Path.read_text",
+    "builtins.open",
+    "mmap.mmap",
+}
 _READ_ATTRS = {"read_bytes", "read_text", "fromfile", "memmap", "load_file"}
 
 
@@ -129,45 +213,64 @@ def _eval_visits(ctx: AuditContext) -> Iterator[Visit]:
 
 
 # =================================================================================================== PG101
-_NET_EVAL = record(helpers='''
+_NET_EVAL = record(
+    helpers="""
 from huggingface_hub import hf_hub_download
 
 
 def fetch_side_table():
     path = hf_hub_download(repo_id="someone/ngram-tables", filename="table.bin")
     return torch.load(path)
-''', eval='''    table = fetch_side_table()
-    val_loss = evaluate(model, val_tokens) + 0 * table.sum().item()''')
+""",
+    eval="""    table = fetch_side_table()
+    val_loss = evaluate(model, val_tokens) + 0 * table.sum().item()""",
+)
 
-_CURL_EVAL = record(helpers='''
+_CURL_EVAL = record(
+    helpers="""
 
 def refresh_tokenizer():
     subprocess.run(["curl", "-sSLo", "tok.model", "https://example.com/tok.model"], check=True)
-''', eval='''    refresh_tokenizer()
-    val_loss = evaluate(model, val_tokens)''')
+""",
+    eval="""    refresh_tokenizer()
+    val_loss = evaluate(model, val_tokens)""",
+)
 
-_SETUP_DOWNLOAD = record(helpers='''
+_SETUP_DOWNLOAD = record(
+    helpers="""
 from huggingface_hub import snapshot_download
-''', setup='''    snapshot_download(repo_id="willdepueoai/parameter-golf", repo_type="dataset", local_dir=DATA)''')
+""",
+    setup="""    snapshot_download(repo_id="willdepueoai/parameter-golf", repo_type="dataset", local_dir=DATA)""",
+)
 
-_LOCAL_SUBPROCESS = record(eval='''    subprocess.run(["lrzip", "-z", "final_model.int8.ptz"], check=True)
-    val_loss = evaluate(model, val_tokens)''')
+_LOCAL_SUBPROCESS = record(
+    eval="""    subprocess.run(["lrzip", "-z", "final_model.int8.ptz"], check=True)
+    val_loss = evaluate(model, val_tokens)"""
+)
 
-_DEAD_DOWNLOAD = record(helpers='''
+_DEAD_DOWNLOAD = record(
+    helpers="""
 import urllib.request
 
 
 def fetch_remote_stats(url):
     return urllib.request.urlopen(url).read()
-''')
+"""
+)
 
-_FLAG_OFF = record(flags='USE_REMOTE_CACHE = bool(int(os.environ.get("USE_REMOTE_CACHE", "0")))', helpers='''
+_FLAG_OFF = record(
+    flags='USE_REMOTE_CACHE = bool(int(os.environ.get("USE_REMOTE_CACHE", "0")))',
+    helpers="""
 import requests
-''', eval='''    if USE_REMOTE_CACHE:
+""",
+    eval="""    if USE_REMOTE_CACHE:
         requests.get("https://example.com/cache.bin", timeout=10)
-    val_loss = evaluate(model, val_tokens)''')
+    val_loss = evaluate(model, val_tokens)""",
+)
 
-_FLAG_ON_BY_README = {"README.md": "Run with:\n\n```\nUSE_REMOTE_CACHE=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"}
+_FLAG_ON_BY_README = {
+    "README.md": "Run with:\n\n```\nUSE_REMOTE_CACHE=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"
+}
 
 
 class EvalTimeNetworkIO(Rule):
@@ -187,7 +290,7 @@ class EvalTimeNetworkIO(Rule):
         ref="openai/parameter-golf README (FAQ: what counts toward the artifact)",
         date="2026-03-18",
         quote="No external downloads, training dataset access, or network calls are allowed during evaluation. "
-              "The artifact must be fully self-contained and reproducible.",
+        "The artifact must be fully self-contained and reproducible.",
         section="A.1, A.9",
     )
     valid = (
@@ -197,12 +300,20 @@ class EvalTimeNetworkIO(Rule):
         Case(code=_FLAG_OFF, verdict=Verdict.PASS, note="behind a default-off flag: info only"),
     )
     invalid = (
-        Case(code=_NET_EVAL, verdict=Verdict.FAIL, line=line_of(_NET_EVAL, "= hf_hub_download("),
-             note="hf_hub_download reached from the evaluation"),
+        Case(
+            code=_NET_EVAL,
+            verdict=Verdict.FAIL,
+            line=line_of(_NET_EVAL, "= hf_hub_download("),
+            note="hf_hub_download reached from the evaluation",
+        ),
         Case(code=_CURL_EVAL, verdict=Verdict.FAIL, line=line_of(_CURL_EVAL, 'subprocess.run(["curl"')),
-        Case(code=_FLAG_OFF, files=_FLAG_ON_BY_README, verdict=Verdict.WARN,
-             line=line_of(_FLAG_OFF, "requests.get("),
-             note="default-off flag turned on by the README command: WARN (the default decides; both reported)"),
+        Case(
+            code=_FLAG_OFF,
+            files=_FLAG_ON_BY_README,
+            verdict=Verdict.WARN,
+            line=line_of(_FLAG_OFF, "requests.get("),
+            note="default-off flag turned on by the README command: WARN (the default decides; both reported)",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -219,16 +330,24 @@ class EvalTimeNetworkIO(Rule):
             reported.add(id(v.site.node))
             loc = v.site.unit.location(v.site.node)
             if not v.live:
-                yield self.info(f"{reason}; it is reachable from the evaluation but {v.gate.describe()}", [loc],
-                                flow=v.chain_flow(reason))
+                yield self.info(
+                    f"{reason}; it is reachable from the evaluation but {v.gate.describe()}",
+                    [loc],
+                    flow=v.chain_flow(reason),
+                )
                 continue
             disagree = v.command_disagrees
             via = f" ({disagree.describe()})" if disagree is not None else ""
             verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
             extra = "" if ph.confident else " (the training/evaluation split of this script is not certain)"
-            yield self.finding(verdict, f"{reason} during evaluation{via}{extra}", [loc],
-                               related=[v.event.site.unit.location(v.event.site.node)],
-                               flow=v.chain_flow(reason), data={"phase": "evaluation"})
+            yield self.finding(
+                verdict,
+                f"{reason} during evaluation{via}{extra}",
+                [loc],
+                related=[v.event.site.unit.location(v.event.site.node)],
+                flow=v.chain_flow(reason),
+                data={"phase": "evaluation"},
+            )
         # everything else that reaches the network: setup, training, dead or default-off code
         for site in prog.all_sites():
             if id(site.node) in reported:
@@ -246,48 +365,69 @@ class EvalTimeNetworkIO(Rule):
             if phase in ("evaluation",):  # reached in a context the walk did not attribute (recursion cap)
                 yield self.finding(Verdict.WARN, f"{reason}; reachable from the evaluation phase", [loc])
             elif not ph.confident and phase != "setup":
-                yield self.finding(Verdict.WARN, f"{reason}; the script's phases could not be told apart, so "
-                                                 "this may run during evaluation", [loc],
-                                   confidence=Confidence.LOW)
+                yield self.finding(
+                    Verdict.WARN,
+                    f"{reason}; the script's phases could not be told apart, so "
+                    "this may run during evaluation",
+                    [loc],
+                    confidence=Confidence.LOW,
+                )
             else:
                 yield self.info(f"{reason} in the {phase} phase, not during evaluation", [loc])
         for loc, why, func in prog.defeated:
             if func in ph.eval_funcs and prog.func_reach(func).live:
-                yield self.finding(Verdict.WARN, f"evaluation code uses {why}; network use cannot be ruled out "
-                                                 "statically", [loc], confidence=Confidence.LOW)
+                yield self.finding(
+                    Verdict.WARN,
+                    f"evaluation code uses {why}; network use cannot be ruled out statically",
+                    [loc],
+                    confidence=Confidence.LOW,
+                )
 
 
 # =================================================================================================== PG102
-_TRAIN_AT_EVAL = record(helpers='''
+_TRAIN_AT_EVAL = record(
+    helpers="""
 
 def evaluate_with_unigram_prior(model, tokens):
     prior = torch.bincount(load_tokens(TRAIN_FILES), minlength=1024).float()
     return evaluate(model, tokens) + 0 * prior.sum().item()
-''', eval="    val_loss = evaluate_with_unigram_prior(model, val_tokens)")
+""",
+    eval="    val_loss = evaluate_with_unigram_prior(model, val_tokens)",
+)
 
-_TRAIN_AT_EVAL_INLINE = record(eval='''    shard = sorted(glob.glob(TRAIN_FILES))[0]
+_TRAIN_AT_EVAL_INLINE = record(
+    eval="""    shard = sorted(glob.glob(TRAIN_FILES))[0]
     cache = np.fromfile(shard, dtype=np.uint16)
-    val_loss = evaluate(model, val_tokens) + 0 * float(cache[:1].sum())''')
+    val_loss = evaluate(model, val_tokens) + 0 * float(cache[:1].sum())"""
+)
 
-_GPTQ_TRAIN = record(helpers='''
+_GPTQ_TRAIN = record(
+    helpers="""
 
 def collect_hessian(model, tokens):
     acts = model(tokens[:-1]).float()
     return acts.T @ acts
-''', after_train='''    calib = load_tokens(TRAIN_FILES)[:4096]
-    hessian = collect_hessian(model, calib)''')
+""",
+    after_train="""    calib = load_tokens(TRAIN_FILES)[:4096]
+    hessian = collect_hessian(model, calib)""",
+)
 
-_TRAIN_READ_DEAD = record(helpers='''
+_TRAIN_READ_DEAD = record(
+    helpers="""
 
 def build_train_ngram_table():
     return torch.bincount(load_tokens(TRAIN_FILES), minlength=1024)
-''')
+"""
+)
 
-_TRAIN_READ_FLAG = record(flags='NGRAM_FROM_TRAIN = os.environ.get("NGRAM_FROM_TRAIN", "0") == "1"', eval='''\
+_TRAIN_READ_FLAG = record(
+    flags='NGRAM_FROM_TRAIN = os.environ.get("NGRAM_FROM_TRAIN", "0") == "1"',
+    eval="""\
     prior = None
     if NGRAM_FROM_TRAIN:
         prior = torch.bincount(load_tokens(TRAIN_FILES), minlength=1024)
-    val_loss = evaluate(model, val_tokens)''')
+    val_loss = evaluate(model, val_tokens)""",
+)
 
 
 class EvalTimeTrainData(Rule):
@@ -306,20 +446,29 @@ class EvalTimeTrainData(Rule):
         ref="openai/parameter-golf README (Rules)",
         date="2026-03-18",
         quote="you aren't allowed to access any training data during evaluation, unless you pay for those bits in "
-              "the <16MB limit.",
+        "the <16MB limit.",
         section="A.1, A.9",
     )
     valid = (
         Case(code=record(), verdict=Verdict.PASS, note="baseline shape"),
-        Case(code=_GPTQ_TRAIN, verdict=Verdict.PASS, note="GPTQ Hessians from train data before the artifact"),
+        Case(
+            code=_GPTQ_TRAIN, verdict=Verdict.PASS, note="GPTQ Hessians from train data before the artifact"
+        ),
         Case(code=_TRAIN_READ_DEAD, verdict=Verdict.PASS, note="dead code: info only"),
         Case(code=_TRAIN_READ_FLAG, verdict=Verdict.PASS, note="default-off flag: info only"),
     )
     invalid = (
-        Case(code=_TRAIN_AT_EVAL, verdict=Verdict.FAIL, line=line_of(_TRAIN_AT_EVAL, "load_tokens(TRAIN_FILES), "),
-             note="a unigram prior built from train shards inside the scoring function"),
-        Case(code=_TRAIN_AT_EVAL_INLINE, verdict=Verdict.FAIL,
-             line=line_of(_TRAIN_AT_EVAL_INLINE, "cache = np.fromfile(")),
+        Case(
+            code=_TRAIN_AT_EVAL,
+            verdict=Verdict.FAIL,
+            line=line_of(_TRAIN_AT_EVAL, "load_tokens(TRAIN_FILES), "),
+            note="a unigram prior built from train shards inside the scoring function",
+        ),
+        Case(
+            code=_TRAIN_AT_EVAL_INLINE,
+            verdict=Verdict.FAIL,
+            line=line_of(_TRAIN_AT_EVAL_INLINE, "cache = np.fromfile("),
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -348,18 +497,32 @@ class EvalTimeTrainData(Rule):
             read_loc = v.site.unit.location(node)
             flow = tt.path_in(v.ctx_chain[k], tainted) + v.chain_from(k, "reads training-shard data here")
             if not v.live:
-                yield self.info(f"training shards would be read during evaluation, but {v.gate.describe()}",
-                                [loc], related=[read_loc], flow=flow)
+                yield self.info(
+                    f"training shards would be read during evaluation, but {v.gate.describe()}",
+                    [loc],
+                    related=[read_loc],
+                    flow=flow,
+                )
                 continue
             disagree = v.command_disagrees
             verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
             via = f"; {disagree.describe()}" if disagree is not None else ""
-            yield self.finding(verdict, "training shards are read during evaluation"
-                               + ("" if entry is v.site else f" (the read is at {read_loc})") + via,
-                               [loc], related=[read_loc] if entry is not v.site else [], flow=flow)
+            yield self.finding(
+                verdict,
+                "training shards are read during evaluation"
+                + ("" if entry is v.site else f" (the read is at {read_loc})")
+                + via,
+                [loc],
+                related=[read_loc] if entry is not v.site else [],
+                flow=flow,
+            )
         if tt.incomplete:
-            yield self.finding(Verdict.WARN, "data-flow analysis hit its budget; training-data reads during "
-                                             "evaluation may be missed", [], confidence=Confidence.LOW)
+            yield self.finding(
+                Verdict.WARN,
+                "data-flow analysis hit its budget; training-data reads during evaluation may be missed",
+                [],
+                confidence=Confidence.LOW,
+            )
         # info: train-shard reads in code that does not run (dead functions, default-off branches)
         for f, ctxs in tt.engine.ctxs.items():
             for site in f.calls:
@@ -368,13 +531,17 @@ class EvalTimeTrainData(Rule):
                 sr = prog.site_reach(site)
                 if sr.status not in ("dead", "gated_off"):
                     continue
-                if not (is_read(site) or any(is_read(s) for g in prog.called_under(site, True) for s in g.calls)):
+                if not (
+                    is_read(site) or any(is_read(s) for g in prog.called_under(site, True) for s in g.calls)
+                ):
                     continue
                 args = list(site.node.args) + [k.value for k in site.node.keywords]
                 if any(tt.tainted_in(c, a) for c in ctxs for a in args):
                     reported.add(id(site.node))
-                    yield self.info(f"reads training shards, but does not run: {sr.reason}",
-                                    [site.unit.location(site.node)])
+                    yield self.info(
+                        f"reads training shards, but does not run: {sr.reason}",
+                        [site.unit.location(site.node)],
+                    )
 
 
 def _first_tainted(tt, v: Visit) -> tuple[int, CallSite, ast.AST]:
@@ -391,5 +558,3 @@ def _first_tainted(tt, v: Visit) -> tuple[int, CallSite, ast.AST]:
             if tt.tainted_in(c, a):
                 return k, site, a
     return len(v.chain) - 1, v.site, v.site.node
-
-

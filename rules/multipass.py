@@ -119,7 +119,9 @@ class ValidationRescoredInSecondPass(Rule):
     )
     valid = (Case(code=_ONLINE, verdict=Verdict.PASS, note="online cache: read, score, then update"),)
     invalid = (
-        Case(code=_TWO_PASS, verdict=Verdict.FAIL, line=12, note="pass 1 fills counts, pass 2 scores with them"),
+        Case(
+            code=_TWO_PASS, verdict=Verdict.FAIL, line=12, note="pass 1 fills counts, pass 2 scores with them"
+        ),
         Case(code=_MIN_OF_PASSES, verdict=Verdict.FAIL, line=16, note="min over two scoring passes"),
     )
 
@@ -129,14 +131,19 @@ class ValidationRescoredInSecondPass(Rule):
             yield self.skip(f"order analysis not run: {facts.problem}")
             return
         found = False
-        passes = [*self._selections(facts.events), *self._two_pass(facts.events, facts.scores),
-                  *self._state_passes(facts.events, facts.scores)]
+        passes = [
+            *self._selections(facts.events),
+            *self._two_pass(facts.events, facts.scores),
+            *self._state_passes(facts.events, facts.scores),
+        ]
         for finding, event in passes:
             dead = gate_off(ctx, event)
             if dead is not None:
                 finding = self.info(
                     f"If enabled: {finding.message} Gate: {dead.reason}.",
-                    finding.locations, related=finding.related, flow=finding.flow,
+                    finding.locations,
+                    related=finding.related,
+                    flow=finding.flow,
                     data=finding.data | {"gate": dead.test},
                 )
             found = True
@@ -150,13 +157,17 @@ class ValidationRescoredInSecondPass(Rule):
             if ev.kind != "select" or id(ev.node) in seen:
                 continue
             seen.add(id(ev.node))
-            yield self.finding(
-                Verdict.FAIL,
-                f"min(...) at line {ev.location().line} selects among the results of several scoring passes over "
-                "validation data (min-over-passes).",
-                [ev.location()], flow=ev.flow("the best of several scoring passes is taken"),
-                data={"order": "min-over-passes"},
-            ), ev
+            yield (
+                self.finding(
+                    Verdict.FAIL,
+                    f"min(...) at line {ev.location().line} selects among the results of several scoring passes over "
+                    "validation data (min-over-passes).",
+                    [ev.location()],
+                    flow=ev.flow("the best of several scoring passes is taken"),
+                    data={"order": "min-over-passes"},
+                ),
+                ev,
+            )
 
     def _state_passes(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
         """A scoring call over validation fills an object (a cache) that a *later* scoring call receives: the
@@ -180,30 +191,43 @@ class ValidationRescoredInSecondPass(Rule):
                 ):
                     continue
                 s1 = _first(
-                    s for s in scores
-                    if len(s.chain) > d and s.seq <= w.seq and s.chain[d][0] is not second_call
-                    and all(s.chain[i][0] is w.chain[i][0] for i in range(d)) and not exclusive(s, w)
+                    s
+                    for s in scores
+                    if len(s.chain) > d
+                    and s.seq <= w.seq
+                    and s.chain[d][0] is not second_call
+                    and all(s.chain[i][0] is w.chain[i][0] for i in range(d))
+                    and not exclusive(s, w)
                 )
                 if s1 is None:
                     continue  # nothing was scored before the state was filled: a precompute, not a first pass
                 reported.add(id(second_call))
                 caller = frame
                 flow = w.flow(f"pass 1 writes `{w.names[d]}` from validation tokens while scoring them")
-                flow.extend(FlowStep(st.location, f"then: {st.message}")
-                            for st in s2.flow("pass 2 scores validation tokens again with that state")[d:])
-                yield self.finding(
-                    Verdict.FAIL,
-                    f"A second scoring pass over validation (line {caller.unit.location(second_call).line}) "
-                    f"receives `{w.names[d]}`, which was filled from the validation tokens (line "
-                    f"{caller.unit.location(first_call).line}) during the first scoring pass (line "
-                    f"{s1.chain[d][1].unit.location(s1.chain[d][0]).line}): the tokens it rescores are predicted "
-                    "with statistics of themselves and of their future.",
-                    [caller.unit.location(second_call)],
-                    related=[caller.unit.location(first_call), w.location(), s2.location()], flow=flow,
-                    data={"order": "rescore-with-pass1-state", "state": w.names[d],
-                          "first_pass_line": caller.unit.location(first_call).line},
-                    confidence=Confidence.MEDIUM,
-                ), s2
+                flow.extend(
+                    FlowStep(st.location, f"then: {st.message}")
+                    for st in s2.flow("pass 2 scores validation tokens again with that state")[d:]
+                )
+                yield (
+                    self.finding(
+                        Verdict.FAIL,
+                        f"A second scoring pass over validation (line {caller.unit.location(second_call).line}) "
+                        f"receives `{w.names[d]}`, which was filled from the validation tokens (line "
+                        f"{caller.unit.location(first_call).line}) during the first scoring pass (line "
+                        f"{s1.chain[d][1].unit.location(s1.chain[d][0]).line}): the tokens it rescores are predicted "
+                        "with statistics of themselves and of their future.",
+                        [caller.unit.location(second_call)],
+                        related=[caller.unit.location(first_call), w.location(), s2.location()],
+                        flow=flow,
+                        data={
+                            "order": "rescore-with-pass1-state",
+                            "state": w.names[d],
+                            "first_pass_line": caller.unit.location(first_call).line,
+                        },
+                        confidence=Confidence.MEDIUM,
+                    ),
+                    s2,
+                )
 
     def _two_pass(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
         writes = [w for w in events if w.kind == "write" and w.is_val and w.keyed]
@@ -225,15 +249,24 @@ class ValidationRescoredInSecondPass(Rule):
                 reported.add(id(s.node))
                 flow = w.flow("pass 1 writes lookup state from validation tokens")
                 flow.append(FlowStep(s.location(), "pass 2 scores validation tokens with that state"))
-                yield self.finding(
-                    Verdict.FAIL,
-                    f"Validation tokens are scored (line {s.location().line}) with state that an earlier pass over "
-                    f"the validation split wrote (line {w.location().line}): the second pass sees statistics of "
-                    "the tokens it scores and of their future.",
-                    [s.location()], related=[w.location(), w.func.unit.location(build_loop)], flow=flow,
-                    data={"order": "two-pass", "write_line": w.location().line, "score_line": s.location().line},
-                    confidence=Confidence.MEDIUM,
-                ), s
+                yield (
+                    self.finding(
+                        Verdict.FAIL,
+                        f"Validation tokens are scored (line {s.location().line}) with state that an earlier pass over "
+                        f"the validation split wrote (line {w.location().line}): the second pass sees statistics of "
+                        "the tokens it scores and of their future.",
+                        [s.location()],
+                        related=[w.location(), w.func.unit.location(build_loop)],
+                        flow=flow,
+                        data={
+                            "order": "two-pass",
+                            "write_line": w.location().line,
+                            "score_line": s.location().line,
+                        },
+                        confidence=Confidence.MEDIUM,
+                    ),
+                    s,
+                )
                 break
 
 

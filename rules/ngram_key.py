@@ -107,7 +107,11 @@ class NgramTargetInKey(Rule):
         section="A.4",
     )
     valid = (
-        Case(code=_CONTEXT_ONLY, verdict=Verdict.PASS, note="context-only key; target used only to update after"),
+        Case(
+            code=_CONTEXT_ONLY,
+            verdict=Verdict.PASS,
+            note="context-only key; target used only to update after",
+        ),
         Case(
             code="""
             import torch
@@ -142,8 +146,9 @@ class NgramTargetInKey(Rule):
                 seen.add(where)
                 yield self._finding(ctx, scope, key_node, lookup, sink)
 
-    def _finding(self, ctx: AuditContext, scope: Scope, key_node: ast.AST | None, lookup: ast.AST,
-                 sink: ast.AST) -> Finding:
+    def _finding(
+        self, ctx: AuditContext, scope: Scope, key_node: ast.AST | None, lookup: ast.AST, sink: ast.AST
+    ) -> Finding:
         unit = scope.unit
         anchor = key_node or lookup
         what = "hash key" if key_node is not None else "index/gate"
@@ -151,7 +156,9 @@ class NgramTargetInKey(Rule):
         if key_node is not None:
             flow.append(FlowStep(unit.location(key_node), "the target token is mixed into the key here"))
         flow.append(FlowStep(unit.location(lookup), "table read at the target-valued key"))
-        flow.append(FlowStep(unit.location(sink), "the looked-up value reaches the score of the same position"))
+        flow.append(
+            FlowStep(unit.location(sink), "the looked-up value reaches the score of the same position")
+        )
         message = (
             f"in `{scope.name}` the token being predicted enters the {what} `{_short(anchor)}`, and the value read "
             f"with it (`{_short(lookup)}`) feeds the log-probability of that same position "
@@ -161,17 +168,23 @@ class NgramTargetInKey(Rule):
         if not live:
             return self.info(
                 f"{message}. Not run by default ({why}), so it does not count against this submission",
-                [unit.location(anchor)], related=[unit.location(lookup), unit.location(sink)], flow=flow,
+                [unit.location(anchor)],
+                related=[unit.location(lookup), unit.location(sink)],
+                flow=flow,
             )
         return self.finding(
-            Verdict.FAIL, message, [unit.location(anchor)],
-            related=[unit.location(lookup), unit.location(sink)], flow=flow,
+            Verdict.FAIL,
+            message,
+            [unit.location(anchor)],
+            related=[unit.location(lookup), unit.location(sink)],
+            flow=flow,
             evidence=ast.unparse(anchor)[:300],
         )
 
 
-def _target_keyed_lookups(scope: Scope, module: Scope | None,
-                          own: frozenset[str]) -> list[tuple[ast.AST | None, ast.AST, ast.AST]]:
+def _target_keyed_lookups(
+    scope: Scope, module: Scope | None, own: frozenset[str]
+) -> list[tuple[ast.AST | None, ast.AST, ast.AST]]:
     """(key formation or None, lookup node, sink call) for every table read at a target-valued key that feeds a
     score in this scope. Byte-level mixtures (PG302's business) are left out."""
     out: list[tuple[ast.AST | None, ast.AST, ast.AST]] = []

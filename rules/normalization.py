@@ -159,8 +159,9 @@ class UnnormalizedScoring(Rule):
                 seen.add(where)
                 yield self._finding(ctx, scope, kind, node, detail, sink)
 
-    def _finding(self, ctx: AuditContext, scope: Scope, kind: str, node: ast.AST, detail: ast.AST,
-                 sink: ast.AST) -> Finding:
+    def _finding(
+        self, ctx: AuditContext, scope: Scope, kind: str, node: ast.AST, detail: ast.AST, sink: ast.AST
+    ) -> Finding:
         unit = scope.unit
         text = ast.unparse(node)
         text = text if len(text) <= 100 else text[:97] + "..."
@@ -170,8 +171,10 @@ class UnnormalizedScoring(Rule):
                 f"`{ast.unparse(detail)[:60]}`, which is not a distribution, divided by something other than that "
                 "table's sum over the vocabulary; it is not the probability of a normalized distribution (C2)"
             )
-            steps = [FlowStep(unit.location(detail), "realized-token value from an unnormalized table"),
-                     FlowStep(unit.location(node), "divided by a non-vocabulary denominator")]
+            steps = [
+                FlowStep(unit.location(detail), "realized-token value from an unnormalized table"),
+                FlowStep(unit.location(node), "divided by a non-vocabulary denominator"),
+            ]
         elif kind == "boost":
             message = (
                 f"in `{scope.name}` the realized token's loss is shifted by an indicator of the target "
@@ -189,14 +192,25 @@ class UnnormalizedScoring(Rule):
             steps.append(FlowStep(unit.location(sink), "scored here"))
         live, why = reach_of(ctx, unit, node)
         if not live:
-            return self.info(f"{message}. Not run by default ({why})", [unit.location(node)],
-                             related=[unit.location(sink)], flow=steps)
-        return self.finding(Verdict.FAIL, message, [unit.location(node)], related=[unit.location(sink)],
-                            flow=steps, evidence=ast.unparse(node)[:300])
+            return self.info(
+                f"{message}. Not run by default ({why})",
+                [unit.location(node)],
+                related=[unit.location(sink)],
+                flow=steps,
+            )
+        return self.finding(
+            Verdict.FAIL,
+            message,
+            [unit.location(node)],
+            related=[unit.location(sink)],
+            flow=steps,
+            evidence=ast.unparse(node)[:300],
+        )
 
 
-def _violations(scope: Scope, module: Scope | None,
-                own: frozenset[str]) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
+def _violations(
+    scope: Scope, module: Scope | None, own: frozenset[str]
+) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
     out: list[tuple[str, ast.AST, ast.AST, ast.AST]] = []
     done: set[int] = set()
     for call, arg in score_sinks(scope, module, own):
@@ -211,8 +225,11 @@ def _violations(scope: Scope, module: Scope | None,
             read = _unnormalized_realized_read(scope, n.left)
             if read is None:
                 continue
-            table = read.func.value if isinstance(read, ast.Call) and call_name(read) == "gather" else (
-                lookup_table(read))
+            table = (
+                read.func.value
+                if isinstance(read, ast.Call) and call_name(read) == "gather"
+                else (lookup_table(read))
+            )
             table_vars = roots(table if table is not None else read)
             if _normalizes(scope, n.right, table_vars):
                 continue
@@ -252,7 +269,9 @@ def _target_indicator(scope: Scope, expr: ast.AST) -> ast.AST | None:
 
 
 def _has_log(scope: Scope, expr: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) and call_name(n) in LOG_CALLS | {"logsumexp"} for n in scope.closure(expr))
+    return any(
+        isinstance(n, ast.Call) and call_name(n) in LOG_CALLS | {"logsumexp"} for n in scope.closure(expr)
+    )
 
 
 def _unnormalized_realized_read(scope: Scope, numerator: ast.AST) -> ast.AST | None:
@@ -278,8 +297,11 @@ def _normalizes(scope: Scope, denominator: ast.AST, table_vars: set[str]) -> boo
     """Does the denominator contain a sum (or logsumexp) over the same table the numerator was read from?"""
     for n in scope.closure(denominator):
         if isinstance(n, ast.Call) and call_name(n) in NORMALIZERS:
-            operand = n.func.value if isinstance(n.func, ast.Attribute) and not n.args else (
-                n.args[0] if n.args else getattr(n.func, "value", None))
+            operand = (
+                n.func.value
+                if isinstance(n.func, ast.Attribute) and not n.args
+                else (n.args[0] if n.args else getattr(n.func, "value", None))
+            )
             if isinstance(n.func, ast.Attribute) and call_name(n) in NORMALIZERS:
                 recv = n.func.value
                 if not (isinstance(recv, ast.Name) and recv.id in {"torch", "np", "numpy", "math"}):

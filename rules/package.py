@@ -38,8 +38,10 @@ _LOG = (
     "stopping_early: wallclock_cap train_time:600051ms step:6901/9000\n"
     "final_int6_sliding_window_exact val_loss:1.93212054 val_bpb:1.14430897\n"
 )
-_JSON = '{\n  "author": "A B",\n  "github_id": "ab",\n  "name": "Sliding window",\n  "date": "2026-03-25",\n' \
-        '  "val_bpb": 1.14430897,\n  "bytes_total": 15706984,\n  "seeds": [42]\n}\n'
+_JSON = (
+    '{\n  "author": "A B",\n  "github_id": "ab",\n  "name": "Sliding window",\n  "date": "2026-03-25",\n'
+    '  "val_bpb": 1.14430897,\n  "bytes_total": 15706984,\n  "seeds": [42]\n}\n'
+)
 _FULL = {"README.md": "# Sliding window\n", "submission.json": _JSON, "train_seed42.log": _LOG}
 
 
@@ -67,11 +69,18 @@ class RecordPackageIncomplete(Rule):
     basis = SUBMISSION_BASIS
     valid = (Case(code="print('train')\n", files=_FULL, verdict=Verdict.PASS),)
     invalid = (
-        Case(code="print('train')\n", files={k: v for k, v in _FULL.items() if not k.endswith(".log")},
-             verdict=Verdict.FAIL, note="no train log: the claimed score has no evidence"),
+        Case(
+            code="print('train')\n",
+            files={k: v for k, v in _FULL.items() if not k.endswith(".log")},
+            verdict=Verdict.FAIL,
+            note="no train log: the claimed score has no evidence",
+        ),
         Case(files=dict(_FULL), verdict=Verdict.FAIL, note="no code at all"),
-        Case(code="print('train')\n", files={k: v for k, v in _FULL.items() if k != "README.md"},
-             verdict=Verdict.WARN),
+        Case(
+            code="print('train')\n",
+            files={k: v for k, v in _FULL.items() if k != "README.md"},
+            verdict=Verdict.WARN,
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -86,34 +95,60 @@ class RecordPackageIncomplete(Rule):
         findings: list[Finding] = []
         top = [p for p in sub.files if "/" not in p]
         if not logs_of(ctx):
-            findings.append(self.finding(
-                Verdict.FAIL, "no train log (a .log/.txt with run output): the claimed score has no evidence",
-                [Location(sub.folder_name or sub.root)]))
+            findings.append(
+                self.finding(
+                    Verdict.FAIL,
+                    "no train log (a .log/.txt with run output): the claimed score has no evidence",
+                    [Location(sub.folder_name or sub.root)],
+                )
+            )
         if sub.claims_path is None:
-            findings.append(self.finding(Verdict.FAIL, "no submission.json (name, GitHub ID, val_bpb)",
-                                         [Location(sub.folder_name or sub.root)]))
+            findings.append(
+                self.finding(
+                    Verdict.FAIL,
+                    "no submission.json (name, GitHub ID, val_bpb)",
+                    [Location(sub.folder_name or sub.root)],
+                )
+            )
         if sub.readme is None:
             other = sorted(p for p in sub.files if p.lower().endswith(".md"))
-            findings.append(self.finding(
-                Verdict.WARN, "no README.md explaining the submission"
-                + (f" (found {', '.join(other[:3])})" if other else ""),
-                [Location(sub.folder_name or sub.root)], severity=Severity.MEDIUM))
+            findings.append(
+                self.finding(
+                    Verdict.WARN,
+                    "no README.md explaining the submission"
+                    + (f" (found {', '.join(other[:3])})" if other else ""),
+                    [Location(sub.folder_name or sub.root)],
+                    severity=Severity.MEDIUM,
+                )
+            )
         if "train_gpt.py" not in top:
             code = sub.code_paths
-            findings.append(self.finding(
-                Verdict.WARN if code else Verdict.FAIL,
-                "no train_gpt.py at the top of the folder"
-                + (f"; the code is in {', '.join(code[:3])} (counted code should live in train_gpt.py)"
-                   if code else " and no Python code at all"),
-                [Location(sub.folder_name or sub.root)], severity=Severity.MEDIUM if code else Severity.HIGH))
+            findings.append(
+                self.finding(
+                    Verdict.WARN if code else Verdict.FAIL,
+                    "no train_gpt.py at the top of the folder"
+                    + (
+                        f"; the code is in {', '.join(code[:3])} (counted code should live in train_gpt.py)"
+                        if code
+                        else " and no Python code at all"
+                    ),
+                    [Location(sub.folder_name or sub.root)],
+                    severity=Severity.MEDIUM if code else Severity.HIGH,
+                )
+            )
         if _is_record_folder(ctx):
             problem = _folder_name_problem(sub.folder_name or "")
             if problem:
-                findings.append(self.finding(Verdict.WARN, problem, [Location(sub.folder_name or sub.root)],
-                                             severity=Severity.LOW))
+                findings.append(
+                    self.finding(
+                        Verdict.WARN, problem, [Location(sub.folder_name or sub.root)], severity=Severity.LOW
+                    )
+                )
         yield from findings
         if not findings:
-            yield self.finding(Verdict.PASS, "README.md, submission.json, train log(s) and train_gpt.py present")
+            yield self.finding(
+                Verdict.PASS, "README.md, submission.json, train log(s) and train_gpt.py present"
+            )
 
 
 def _folder_name_problem(name: str) -> str | None:
@@ -150,21 +185,44 @@ class SubmissionJsonMalformed(Rule):
     )
     valid = (Case(code="print(1)\n", files={"submission.json": _JSON}, verdict=Verdict.PASS),)
     invalid = (
-        Case(code="print(1)\n", files={"submission.json": _JSON.replace('"ab",', '"ab"')},
-             verdict=Verdict.FAIL, line=4, path="submission.json", note="missing comma"),
-        Case(code="print(1)\n", files={"submission.json": _JSON.replace("1.14430897", '"1.14430897 (3-seed mean)"')},
-             verdict=Verdict.FAIL, line=6, path="submission.json", note="val_bpb is not a number"),
-        Case(code="print(1)\n", files={"submission.json": _JSON.replace('  "github_id": "ab",\n', "")},
-             verdict=Verdict.WARN, path="submission.json"),
-        Case(code="print(1)\n", files={"submission.json": _JSON.replace("15706984", "15706984.5")},
-             verdict=Verdict.WARN, line=7, path="submission.json"),
+        Case(
+            code="print(1)\n",
+            files={"submission.json": _JSON.replace('"ab",', '"ab"')},
+            verdict=Verdict.FAIL,
+            line=4,
+            path="submission.json",
+            note="missing comma",
+        ),
+        Case(
+            code="print(1)\n",
+            files={"submission.json": _JSON.replace("1.14430897", '"1.14430897 (3-seed mean)"')},
+            verdict=Verdict.FAIL,
+            line=6,
+            path="submission.json",
+            note="val_bpb is not a number",
+        ),
+        Case(
+            code="print(1)\n",
+            files={"submission.json": _JSON.replace('  "github_id": "ab",\n', "")},
+            verdict=Verdict.WARN,
+            path="submission.json",
+        ),
+        Case(
+            code="print(1)\n",
+            files={"submission.json": _JSON.replace("15706984", "15706984.5")},
+            verdict=Verdict.WARN,
+            line=7,
+            path="submission.json",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         sub = ctx.submission
         path = sub.claims_path
         if sub.single_file or path is None:
-            yield self.skip("no submission.json (reported by PG601)" if not sub.single_file else "a single script")
+            yield self.skip(
+                "no submission.json (reported by PG601)" if not sub.single_file else "a single script"
+            )
             return
         claims = claims_of(ctx)
         if claims.problem:
@@ -186,49 +244,111 @@ class SubmissionJsonMalformed(Rule):
 
         bpb_key = next((k for k in ("val_bpb", "mean_val_bpb") if k in data), None)
         if bpb_key is None:
-            out.append(self.finding(Verdict.FAIL, "no val_bpb (or mean_val_bpb): the submission claims no score",
-                                    [Location(path)]))
+            out.append(
+                self.finding(
+                    Verdict.FAIL,
+                    "no val_bpb (or mean_val_bpb): the submission claims no score",
+                    [Location(path)],
+                )
+            )
         elif isinstance(data[bpb_key], bool) or not isinstance(data[bpb_key], (int, float)):
-            out.append(self.finding(Verdict.FAIL, f"{bpb_key} is {json.dumps(data[bpb_key])[:60]}, not a number",
-                                    at(bpb_key)))
+            out.append(
+                self.finding(
+                    Verdict.FAIL, f"{bpb_key} is {json.dumps(data[bpb_key])[:60]}, not a number", at(bpb_key)
+                )
+            )
         elif not 0.0 < float(data[bpb_key]) < 10.0:
-            out.append(self.finding(Verdict.WARN, f"{bpb_key} = {data[bpb_key]} is not a plausible bits-per-byte",
-                                    at(bpb_key), severity=Severity.MEDIUM))
+            out.append(
+                self.finding(
+                    Verdict.WARN,
+                    f"{bpb_key} = {data[bpb_key]} is not a plausible bits-per-byte",
+                    at(bpb_key),
+                    severity=Severity.MEDIUM,
+                )
+            )
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
-            out.append(self.finding(Verdict.WARN, f"missing {', '.join(missing)}", [Location(path)],
-                                    severity=Severity.MEDIUM))
+            out.append(
+                self.finding(
+                    Verdict.WARN, f"missing {', '.join(missing)}", [Location(path)], severity=Severity.MEDIUM
+                )
+            )
         for key in ("author", "github_id", "name"):
             if key in data and not isinstance(data[key], str):
-                out.append(self.finding(Verdict.WARN, f"{key} should be a string, not {type(data[key]).__name__}",
-                                        at(key), severity=Severity.LOW))
+                out.append(
+                    self.finding(
+                        Verdict.WARN,
+                        f"{key} should be a string, not {type(data[key]).__name__}",
+                        at(key),
+                        severity=Severity.LOW,
+                    )
+                )
         if isinstance(data.get("date"), str) and not re.match(r"^\d{4}-\d{2}-\d{2}", data["date"]):
-            out.append(self.finding(Verdict.WARN, f"date {data['date']!r} is not YYYY-MM-DD or ISO 8601",
-                                    at("date"), severity=Severity.LOW))
+            out.append(
+                self.finding(
+                    Verdict.WARN,
+                    f"date {data['date']!r} is not YYYY-MM-DD or ISO 8601",
+                    at("date"),
+                    severity=Severity.LOW,
+                )
+            )
         for key in ("bytes_total", "bytes_code", "artifact_bytes"):
             v = data.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                out.append(self.finding(Verdict.WARN, f"{key} should be an integer byte count, not {v!r}",
-                                        at(key), severity=Severity.LOW))
+                out.append(
+                    self.finding(
+                        Verdict.WARN,
+                        f"{key} should be an integer byte count, not {v!r}",
+                        at(key),
+                        severity=Severity.LOW,
+                    )
+                )
         if "val_loss" in data and data["val_loss"] is not None and number(data["val_loss"]) is None:
-            out.append(self.finding(Verdict.WARN, f"val_loss {data['val_loss']!r} is not a number", at("val_loss"),
-                                    severity=Severity.LOW))
+            out.append(
+                self.finding(
+                    Verdict.WARN,
+                    f"val_loss {data['val_loss']!r} is not a number",
+                    at("val_loss"),
+                    severity=Severity.LOW,
+                )
+            )
         seeds = data.get("seeds")
         if seeds is not None and not isinstance(seeds, (list, dict)):
-            out.append(self.finding(Verdict.WARN, f"seeds should be a list or an object, not {seeds!r}",
-                                    at("seeds"), severity=Severity.LOW))
+            out.append(
+                self.finding(
+                    Verdict.WARN,
+                    f"seeds should be a list or an object, not {seeds!r}",
+                    at("seeds"),
+                    severity=Severity.LOW,
+                )
+            )
         results = data.get("seed_results")
         if results is not None:
             if not isinstance(results, dict):
-                out.append(self.finding(Verdict.WARN, "seed_results should map seed -> {val_bpb, ...}",
-                                        at("seed_results"), severity=Severity.LOW))
+                out.append(
+                    self.finding(
+                        Verdict.WARN,
+                        "seed_results should map seed -> {val_bpb, ...}",
+                        at("seed_results"),
+                        severity=Severity.LOW,
+                    )
+                )
             else:
                 for seed, block in results.items():
                     bpb = block.get("val_bpb") if isinstance(block, dict) else None
-                    if not isinstance(block, dict) or isinstance(bpb, bool) or not isinstance(bpb, (int, float)):
-                        out.append(self.finding(
-                            Verdict.WARN, f"seed_results[{seed!r}] has no numeric val_bpb",
-                            at(str(seed)), severity=Severity.LOW))
+                    if (
+                        not isinstance(block, dict)
+                        or isinstance(bpb, bool)
+                        or not isinstance(bpb, (int, float))
+                    ):
+                        out.append(
+                            self.finding(
+                                Verdict.WARN,
+                                f"seed_results[{seed!r}] has no numeric val_bpb",
+                                at(str(seed)),
+                                severity=Severity.LOW,
+                            )
+                        )
         yield from out
         if not out:
             yield self.finding(Verdict.PASS, f"{PurePosixPath(path).name} parses with the required keys")

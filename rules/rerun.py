@@ -38,8 +38,9 @@ from rules.base import Case, Rule
 
 CHALLENGE_GPUS = 8
 
-_CLAIM = json.dumps({"name": "x", "seed_results": {"42": {"val_bpb": 1.0811, "artifact_bytes": 15_949_701}}},
-                    indent=2)
+_CLAIM = json.dumps(
+    {"name": "x", "seed_results": {"42": {"val_bpb": 1.0811, "artifact_bytes": 15_949_701}}}, indent=2
+)
 
 
 def _log(bpb: float, total: int = 15_950_100) -> str:
@@ -53,15 +54,37 @@ def _log(bpb: float, total: int = 15_950_100) -> str:
 
 
 def _run(**kw: Any) -> dict[str, Any]:
-    return {"seed": 42, "gpus": 8, "cuda": True, "log": "rerun_seed42.log", "returncode": 0, "timed_out": False,
-            "timeout_s": 1800.0, "wall_s": 1400.0, "canonical": True, "data_summary": "canonical sp8192", "error": None,
-            "command": ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train_gpt.py"]
-            } | kw
+    return {
+        "seed": 42,
+        "gpus": 8,
+        "cuda": True,
+        "log": "rerun_seed42.log",
+        "returncode": 0,
+        "timed_out": False,
+        "timeout_s": 1800.0,
+        "wall_s": 1400.0,
+        "canonical": True,
+        "data_summary": "canonical sp8192",
+        "error": None,
+        "command": [
+            "python",
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=8",
+            "train_gpt.py",
+        ],
+    } | kw
 
 
 def _case(log: str, verdict: Verdict, run: dict[str, Any] | None = None, **kw: Any) -> Case:
-    return Case(code="print('train')\n", files={"submission.json": _CLAIM, "rerun_seed42.log": log},
-                options={"harness": {"rerun": [run or _run()]}}, verdict=verdict, **kw)
+    return Case(
+        code="print('train')\n",
+        files={"submission.json": _CLAIM, "rerun_seed42.log": log},
+        options={"harness": {"rerun": [run or _run()]}},
+        verdict=verdict,
+        **kw,
+    )
 
 
 class RerunDisagreesWithClaims(Rule):
@@ -86,21 +109,36 @@ class RerunDisagreesWithClaims(Rule):
     )
     valid = (
         _case(_log(1.0815), Verdict.PASS, note="0.0004 worse than claimed: within run-to-run noise"),
-        Case(code="print('train')\n", files={"submission.json": _CLAIM}, verdict=Verdict.SKIP,
-             note="static audit: no rerun"),
+        Case(
+            code="print('train')\n",
+            files={"submission.json": _CLAIM},
+            verdict=Verdict.SKIP,
+            note="static audit: no rerun",
+        ),
     )
     invalid = (
         _case(_log(1.0911), Verdict.FAIL, line=5, path="rerun_seed42.log", note="0.01 worse than claimed"),
-        _case("seed:42\nstep:1/20000 train_loss:9.0 train_time:100ms step_avg:100ms\n", Verdict.FAIL,
-              _run(timed_out=True, returncode=-15, wall_s=1800.0), note="killed at the hard limit on 8 GPUs"),
-        _case(_log(1.0811, total=16_400_000), Verdict.WARN, line=4, path="rerun_seed42.log",
-              note="artifact 2.8% larger than claimed"),
+        _case(
+            "seed:42\nstep:1/20000 train_loss:9.0 train_time:100ms step_avg:100ms\n",
+            Verdict.FAIL,
+            _run(timed_out=True, returncode=-15, wall_s=1800.0),
+            note="killed at the hard limit on 8 GPUs",
+        ),
+        _case(
+            _log(1.0811, total=16_400_000),
+            Verdict.WARN,
+            line=4,
+            path="rerun_seed42.log",
+            note="artifact 2.8% larger than claimed",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         runs = harness_results(ctx).get("rerun") or []
         if not runs:
-            yield self.skip("no rerun results: a static audit; `pgolf-audit verify --rerun ...` produces them")
+            yield self.skip(
+                "no rerun results: a static audit; `pgolf-audit verify --rerun ...` produces them"
+            )
             return
         logs = {lg.path: lg for lg in logs_of(ctx)}
         for run in runs:
@@ -110,24 +148,51 @@ class RerunDisagreesWithClaims(Rule):
         seed = run.get("seed")
         where = [Location(path=str(run.get("log")))] if run.get("log") else []
         if run.get("error"):
-            return self.finding(Verdict.WARN, f"seed {seed}: run did not start: {run['error']}", where,
-                                severity=Severity.MEDIUM, confidence=Confidence.LOW, data={"run": run})
+            return self.finding(
+                Verdict.WARN,
+                f"seed {seed}: run did not start: {run['error']}",
+                where,
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
+                data={"run": run},
+            )
         if run.get("timed_out"):
             official = run.get("cuda") and int(run.get("gpus") or 0) >= CHALLENGE_GPUS
-            msg = (f"seed {seed}: run did not finish: killed after {float(run.get('wall_s') or 0):.0f}s at the "
-                   f"{float(run.get('timeout_s') or 0):.0f}s hard limit (600 s train + 600 s eval + margin)")
+            msg = (
+                f"seed {seed}: run did not finish: killed after {float(run.get('wall_s') or 0):.0f}s at the "
+                f"{float(run.get('timeout_s') or 0):.0f}s hard limit (600 s train + 600 s eval + margin)"
+            )
             if not official:
-                msg += "; not on 8 CUDA GPUs, so this says more about the verifier's machine than the submission"
-            return self.finding(Verdict.FAIL if official else Verdict.WARN, msg, where,
-                                confidence=Confidence.HIGH if official else Confidence.LOW, data={"run": run})
+                msg += (
+                    "; not on 8 CUDA GPUs, so this says more about the verifier's machine than the submission"
+                )
+            return self.finding(
+                Verdict.FAIL if official else Verdict.WARN,
+                msg,
+                where,
+                confidence=Confidence.HIGH if official else Confidence.LOW,
+                data={"run": run},
+            )
         if run.get("returncode") not in (0, None):
-            return self.finding(Verdict.WARN, f"seed {seed}: run did not finish: exit code {run['returncode']}"
-                                + (f" (log: {run.get('log')})" if run.get("log") else ""), where,
-                                severity=Severity.MEDIUM, data={"run": run})
+            return self.finding(
+                Verdict.WARN,
+                f"seed {seed}: run did not finish: exit code {run['returncode']}"
+                + (f" (log: {run.get('log')})" if run.get("log") else ""),
+                where,
+                severity=Severity.MEDIUM,
+                data={"run": run},
+            )
         if log is None or log.final_score is None:
-            reason = log.truncation_reason if log is not None and log.truncation_reason else "no final score line"
-            return self.finding(Verdict.WARN, f"seed {seed}: run did not finish: {reason}", where,
-                                severity=Severity.MEDIUM, data={"run": run})
+            reason = (
+                log.truncation_reason if log is not None and log.truncation_reason else "no final score line"
+            )
+            return self.finding(
+                Verdict.WARN,
+                f"seed {seed}: run did not finish: {reason}",
+                where,
+                severity=Severity.MEDIUM,
+                data={"run": run},
+            )
         return None
 
     def _judge(self, ctx: AuditContext, run: dict[str, Any], log: ParsedLog | None) -> Finding:
@@ -138,18 +203,34 @@ class RerunDisagreesWithClaims(Rule):
         claimed = claimed_for(ctx, run.get("seed"))
         here = [log.location(score.line_no)]
         related = [claimed.location] if claimed.location else []
-        data: dict[str, Any] = {"run": run, "rerun_val_bpb": score.val_bpb, "claimed_val_bpb": claimed.val_bpb,
-                                "claim_source": claimed.source}
+        data: dict[str, Any] = {
+            "run": run,
+            "rerun_val_bpb": score.val_bpb,
+            "claimed_val_bpb": claimed.val_bpb,
+            "claim_source": claimed.source,
+        }
         if claimed.val_bpb is None:
-            return self.finding(Verdict.WARN, f"seed {run.get('seed')}: rerun scored val_bpb {score.val_bpb:.8f} "
-                                "but the submission claims nothing to compare it with", here,
-                                severity=Severity.MEDIUM, data=data)
+            return self.finding(
+                Verdict.WARN,
+                f"seed {run.get('seed')}: rerun scored val_bpb {score.val_bpb:.8f} "
+                "but the submission claims nothing to compare it with",
+                here,
+                severity=Severity.MEDIUM,
+                data=data,
+            )
         sigma = max(RERUN_SEED_STD_FLOOR_BPB, claimed.seed_std or RERUN_SEED_STD_BPB)
         pair = math.sqrt(2.0) * sigma
         delta = score.val_bpb - claimed.val_bpb
-        data |= {"delta": delta, "sigma": sigma, "warn_at": RERUN_WARN_SIGMAS * pair, "fail_at": RERUN_FAIL_SIGMAS * pair}
-        parts = [f"val_bpb rerun {score.val_bpb:.8f} vs claimed {claimed.val_bpb:.{claimed.decimals}f} "
-                 f"({claimed.source}): delta {delta:+.5f} = {delta / pair:+.1f} x sqrt(2)·sigma (sigma {sigma:.5f})"]
+        data |= {
+            "delta": delta,
+            "sigma": sigma,
+            "warn_at": RERUN_WARN_SIGMAS * pair,
+            "fail_at": RERUN_FAIL_SIGMAS * pair,
+        }
+        parts = [
+            f"val_bpb rerun {score.val_bpb:.8f} vs claimed {claimed.val_bpb:.{claimed.decimals}f} "
+            f"({claimed.source}): delta {delta:+.5f} = {delta / pair:+.1f} x sqrt(2)·sigma (sigma {sigma:.5f})"
+        ]
         verdict = Verdict.PASS
         if delta > RERUN_FAIL_SIGMAS * pair:
             verdict = Verdict.FAIL
@@ -167,14 +248,23 @@ class RerunDisagreesWithClaims(Rule):
         train_ms = log.stop.train_ms if log.stop else (log.last_step.train_ms if log.last_step else None)
         if train_ms is not None:
             claimed_ms = f" vs claimed {claimed.train_ms / 1e3:.1f}s" if claimed.train_ms else ""
-            parts.append(f"training {train_ms / 1e3:.1f}s{claimed_ms} (limit checked by PG631 on the rerun log)")
+            parts.append(
+                f"training {train_ms / 1e3:.1f}s{claimed_ms} (limit checked by PG631 on the rerun log)"
+            )
             data["rerun_train_ms"] = train_ms
-        parts.append(f"run {float(run.get('wall_s') or 0):.0f}s on {run.get('gpus')} "
-                     f"{'CUDA GPU(s)' if run.get('cuda') else 'process(es), no CUDA'}")
+        parts.append(
+            f"run {float(run.get('wall_s') or 0):.0f}s on {run.get('gpus')} "
+            f"{'CUDA GPU(s)' if run.get('cuda') else 'process(es), no CUDA'}"
+        )
         message = f"seed {run.get('seed')}: " + "; ".join(parts)
         if informative:
-            return self.info(f"{message}. Informative only: {run.get('data_summary') or 'non-canonical data'}, "
-                             "and the claim was scored on another stream", here, related=related, data=data)
+            return self.info(
+                f"{message}. Informative only: {run.get('data_summary') or 'non-canonical data'}, "
+                "and the claim was scored on another stream",
+                here,
+                related=related,
+                data=data,
+            )
         if claimed.is_mean and verdict is Verdict.FAIL:
             verdict = Verdict.WARN
             message += " (compared with the multi-seed mean: no per-seed claim for this seed)"

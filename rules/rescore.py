@@ -23,19 +23,36 @@ from auditor.findings import Basis, Confidence, EvidenceLevel, Finding, Severity
 from auditor.harness.claimed import claimed_for, harness_results
 from rules.base import Case, Rule
 
-_CLAIM = json.dumps({"name": "x", "val_bpb": 1.0811, "seed_results": {"42": {"val_bpb": 1.08110532}}}, indent=2)
+_CLAIM = json.dumps(
+    {"name": "x", "val_bpb": 1.0811, "seed_results": {"42": {"val_bpb": 1.08110532}}}, indent=2
+)
 
 
 def _result(bpb: float, canonical: bool = True, **kw: Any) -> dict[str, Any]:
-    base = {"artifact": "final_model_seed42.ptz", "mode": "ttt", "seed": 42, "val_loss": bpb * 2.58,
-            "val_bpb": bpb, "tokens": 40_540_160, "bytes": 151_078_222, "denominator": 151_078_222,
-            "canonical": canonical, "data_summary": "canonical sp8192 validation data", "error": None}
+    base = {
+        "artifact": "final_model_seed42.ptz",
+        "mode": "ttt",
+        "seed": 42,
+        "val_loss": bpb * 2.58,
+        "val_bpb": bpb,
+        "tokens": 40_540_160,
+        "bytes": 151_078_222,
+        "denominator": 151_078_222,
+        "canonical": canonical,
+        "data_summary": "canonical sp8192 validation data",
+        "error": None,
+    }
     return base | kw
 
 
 def _case(result: dict[str, Any], verdict: Verdict, **kw: Any) -> Case:
-    return Case(code="print('train')\n", files={"submission.json": _CLAIM},
-                options={"harness": {"rescore": [result]}}, verdict=verdict, **kw)
+    return Case(
+        code="print('train')\n",
+        files={"submission.json": _CLAIM},
+        options={"harness": {"rescore": [result]}},
+        verdict=verdict,
+        **kw,
+    )
 
 
 class RescoredBpbDisagrees(Rule):
@@ -60,22 +77,39 @@ class RescoredBpbDisagrees(Rule):
     )
     valid = (
         _case(_result(1.08110541), Verdict.PASS, note="rescore within 1e-4 of the claimed seed value"),
-        Case(code="print('train')\n", files={"submission.json": _CLAIM}, verdict=Verdict.SKIP,
-             note="static audit: no harness results"),
-        _case(_result(1.09, canonical=False, tokens=1024), Verdict.PASS,
-              note="non-canonical data, claim about another stream: informative only"),
+        Case(
+            code="print('train')\n",
+            files={"submission.json": _CLAIM},
+            verdict=Verdict.SKIP,
+            note="static audit: no harness results",
+        ),
+        _case(
+            _result(1.09, canonical=False, tokens=1024),
+            Verdict.PASS,
+            note="non-canonical data, claim about another stream: informative only",
+        ),
     )
     invalid = (
-        _case(_result(1.08210532), Verdict.FAIL, line=6, path="submission.json",
-              note="rescored 0.001 worse than claimed"),
-        _case(_result(0.0, error="not a reference-format artifact (bad magic)"), Verdict.WARN,
-              note="could not rescore"),
+        _case(
+            _result(1.08210532),
+            Verdict.FAIL,
+            line=6,
+            path="submission.json",
+            note="rescored 0.001 worse than claimed",
+        ),
+        _case(
+            _result(0.0, error="not a reference-format artifact (bad magic)"),
+            Verdict.WARN,
+            note="could not rescore",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         results = harness_results(ctx).get("rescore") or []
         if not results:
-            yield self.skip("no rescore results: a static audit; `pgolf-audit verify --artifact ...` produces them")
+            yield self.skip(
+                "no rescore results: a static audit; `pgolf-audit verify --artifact ...` produces them"
+            )
             return
         for res in results:
             yield self._judge(ctx, res)
@@ -83,37 +117,70 @@ class RescoredBpbDisagrees(Rule):
     def _judge(self, ctx: AuditContext, res: dict[str, Any]) -> Finding:
         artifact, mode = res.get("artifact", "?"), res.get("mode", "?")
         if res.get("error") or res.get("val_bpb") is None:
-            return self.finding(Verdict.WARN, f"could not rescore {artifact} ({mode}): {res.get('error')}",
-                                severity=Severity.MEDIUM, confidence=Confidence.LOW, data={"rescore": res})
+            return self.finding(
+                Verdict.WARN,
+                f"could not rescore {artifact} ({mode}): {res.get('error')}",
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
+                data={"rescore": res},
+            )
         rescored = float(res["val_bpb"])
         claimed = claimed_for(ctx, res.get("seed"))
-        data: dict[str, Any] = {"rescore": res, "rescored_val_bpb": rescored, "claimed_val_bpb": claimed.val_bpb,
-                                "claim_source": claimed.source}
+        data: dict[str, Any] = {
+            "rescore": res,
+            "rescored_val_bpb": rescored,
+            "claimed_val_bpb": claimed.val_bpb,
+            "claim_source": claimed.source,
+        }
         seed_txt = f"seed {claimed.seed}" if claimed.seed is not None else "no seed"
         if claimed.val_bpb is None:
-            return self.finding(Verdict.WARN, f"rescored {artifact} ({mode}, {seed_txt}): val_bpb {rescored:.8f}, "
-                                "but the submission claims no val_bpb to compare it with",
-                                severity=Severity.MEDIUM, data=data)
+            return self.finding(
+                Verdict.WARN,
+                f"rescored {artifact} ({mode}, {seed_txt}): val_bpb {rescored:.8f}, "
+                "but the submission claims no val_bpb to compare it with",
+                severity=Severity.MEDIUM,
+                data=data,
+            )
         delta = rescored - claimed.val_bpb
         tol = RESCORE_BPB_TOLERANCE + claimed.half_ulp
         data |= {"delta": delta, "tolerance": tol}
-        numbers = (f"rescored val_bpb {rescored:.8f} ({mode}, {res.get('tokens', 0):,} targets, "
-                   f"{res.get('bytes', 0):,} bytes) vs claimed {claimed.val_bpb:.{claimed.decimals}f} "
-                   f"({claimed.source}); delta {delta:+.8f}, tolerance {tol:.2e}")
+        numbers = (
+            f"rescored val_bpb {rescored:.8f} ({mode}, {res.get('tokens', 0):,} targets, "
+            f"{res.get('bytes', 0):,} bytes) vs claimed {claimed.val_bpb:.{claimed.decimals}f} "
+            f"({claimed.source}); delta {delta:+.8f}, tolerance {tol:.2e}"
+        )
         locations = [claimed.location] if claimed.location else []
         same_stream = claimed.val_tokens is not None and claimed.val_tokens == res.get("tokens")
         if not res.get("canonical") and not same_stream:
-            return self.info(f"{numbers}. Informative only: {res.get('data_summary') or 'non-canonical data'}, "
-                             "and the claim was scored on another stream", locations, data=data)
+            return self.info(
+                f"{numbers}. Informative only: {res.get('data_summary') or 'non-canonical data'}, "
+                "and the claim was scored on another stream",
+                locations,
+                data=data,
+            )
         if claimed.is_mean:
             verdict = Verdict.PASS if abs(delta) <= tol else Verdict.WARN
-            return self.finding(verdict, f"{numbers}; compared with the multi-seed mean because no seed was "
-                                "given (pass --seed)", locations, confidence=Confidence.LOW, data=data)
+            return self.finding(
+                verdict,
+                f"{numbers}; compared with the multi-seed mean because no seed was given (pass --seed)",
+                locations,
+                confidence=Confidence.LOW,
+                data=data,
+            )
         if delta > tol:
-            return self.finding(Verdict.FAIL, f"{seed_txt}: the artifact scores worse than reported: {numbers}",
-                                locations, data=data)
+            return self.finding(
+                Verdict.FAIL,
+                f"{seed_txt}: the artifact scores worse than reported: {numbers}",
+                locations,
+                data=data,
+            )
         if delta < -tol:
-            return self.finding(Verdict.WARN, f"{seed_txt}: the artifact scores better than reported, so the "
-                                f"reported number was not produced by it with this evaluation: {numbers}",
-                                locations, severity=Severity.MEDIUM, data=data)
+            return self.finding(
+                Verdict.WARN,
+                f"{seed_txt}: the artifact scores better than reported, so the "
+                f"reported number was not produced by it with this evaluation: {numbers}",
+                locations,
+                severity=Severity.MEDIUM,
+                data=data,
+            )
         return self.finding(Verdict.PASS, f"{seed_txt}: reproduced: {numbers}", locations, data=data)

@@ -32,8 +32,11 @@ _BPB_LOOKING = 1.6
 
 
 def _logs(seeds: list[tuple[int, float, float]]) -> dict[str, str]:
-    return {f"train_seed{s}.log": f"seed:{s}\nquantized_ttt_phased val_loss:{loss:.8f} val_bpb:{bpb:.8f} "
-            "eval_time:400000ms\n" for s, loss, bpb in seeds}
+    return {
+        f"train_seed{s}.log": f"seed:{s}\nquantized_ttt_phased val_loss:{loss:.8f} val_bpb:{bpb:.8f} "
+        "eval_time:400000ms\n"
+        for s, loss, bpb in seeds
+    }
 
 
 _CAND = [(42, 2.77180000, 1.07300000), (1337, 2.77260000, 1.07331000), (2024, 2.77120000, 1.07277000)]
@@ -58,20 +61,38 @@ class RecordSignificance(Rule):
         ref="openai/parameter-golf README (Submission Process, rule 1); PR #1902 / #1899 (cocohearts)",
         date="2026-03-18",
         quote="They must beat the existing SOTA by at least 0.005 nats. As in modded-nanogpt, because of inter-run "
-              "variance all submissions must provide enough run logs to show at `p < 0.01` that they achieved the "
-              "required 0.005-nat improvement.",
+        "variance all submissions must provide enough run logs to show at `p < 0.01` that they achieved the "
+        "required 0.005-nat improvement.",
         section="A.12",
     )
     valid = (
         Case(code="print(1)\n", files=_logs(_CAND), verdict=Verdict.SKIP, note="no reference given"),
-        Case(code="print(1)\n", files=_logs(_CAND), verdict=Verdict.PASS,
-             options={"reference_values": "2.7810, 2.7822, 2.7805"}),
+        Case(
+            code="print(1)\n",
+            files=_logs(_CAND),
+            verdict=Verdict.PASS,
+            options={"reference_values": "2.7810, 2.7822, 2.7805"},
+        ),
     )
     invalid = (
-        Case(code="print(1)\n", files=_logs(_CAND), verdict=Verdict.FAIL, line=2, path="train_seed1337.log",
-             options={"reference_values": "2.7721, 2.7719, 2.7725"}, note="0.0003 nats better: p ≈ 0.3"),
-        Case(code="print(1)\n", files=_logs(_CAND), verdict=Verdict.WARN, line=2, path="train_seed1337.log",
-             options={"reference_values": "2.7750, 2.7745, 2.7752"}, note="p < 0.25 but well under 0.005 nats"),
+        Case(
+            code="print(1)\n",
+            files=_logs(_CAND),
+            verdict=Verdict.FAIL,
+            line=2,
+            path="train_seed1337.log",
+            options={"reference_values": "2.7721, 2.7719, 2.7725"},
+            note="0.0003 nats better: p ≈ 0.3",
+        ),
+        Case(
+            code="print(1)\n",
+            files=_logs(_CAND),
+            verdict=Verdict.WARN,
+            line=2,
+            path="train_seed1337.log",
+            options={"reference_values": "2.7750, 2.7745, 2.7752"},
+            note="p < 0.25 but well under 0.005 nats",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -84,7 +105,9 @@ class RecordSignificance(Rule):
         try:
             ref = self._reference(str(ref_path) if ref_path else None, str(ref_text) if ref_text else None)
         except (InputError, ValueError) as exc:
-            yield self.finding(Verdict.WARN, f"the reference could not be read: {exc}", confidence=Confidence.LOW)
+            yield self.finding(
+                Verdict.WARN, f"the reference could not be read: {exc}", confidence=Confidence.LOW
+            )
             return
         where = self._where(ctx, cand)
         if len(cand.values) < 2 or len(ref.values) < 2:
@@ -92,7 +115,8 @@ class RecordSignificance(Rule):
                 Verdict.WARN,
                 f"significance cannot be tested: {len(cand.values)} candidate seed(s) ({cand.source}) and "
                 f"{len(ref.values)} reference seed(s) ({ref.source}); Welch's test needs at least two per side",
-                where, confidence=Confidence.MEDIUM,
+                where,
+                confidence=Confidence.MEDIUM,
             )
             return
         c_loss, r_loss, unit = cand.losses, ref.losses, "nats"
@@ -103,13 +127,23 @@ class RecordSignificance(Rule):
             # bits-per-nat ratio (val_bpb / val_loss = tokens / (bytes · ln 2))
             ratio = fmean(b / v.val_loss for b, v in zip(cand.bpbs, cand.values, strict=True))
             c_loss, unit, margin = cand.bpbs, "bpb", RECORD_MARGIN_NATS * ratio
-            notes.append(f"reference values read as val_bpb (all < {_BPB_LOOKING}); 0.005 nats = {margin:.5f} bpb")
-        rep = assess(c_loss, r_loss, cand.bpbs if unit == "nats" else None, ref.bpbs if unit == "nats" else None,
-                     margin=margin)
+            notes.append(
+                f"reference values read as val_bpb (all < {_BPB_LOOKING}); 0.005 nats = {margin:.5f} bpb"
+            )
+        rep = assess(
+            c_loss,
+            r_loss,
+            cand.bpbs if unit == "nats" else None,
+            ref.bpbs if unit == "nats" else None,
+            margin=margin,
+        )
         rep.unit = unit
         message = self._message(rep, cand, ref, margin, notes)
-        data = {**rep.to_dict(), "candidate": [v.__dict__ for v in cand.values],
-                "reference": [v.__dict__ for v in ref.values]}
+        data = {
+            **rep.to_dict(),
+            "candidate": [v.__dict__ for v in cand.values],
+            "reference": [v.__dict__ for v in ref.values],
+        }
         if rep.written_ok:
             yield self.finding(Verdict.PASS, message, where, data=data)
         elif rep.applied_ok:
@@ -133,7 +167,7 @@ class RecordSignificance(Rule):
         """The first candidate log's scored line (else submission.json)."""
         for v in cand.values:
             if v.source.startswith("log:"):
-                path, line = v.source[len("log:"):].rsplit(":", 1)
+                path, line = v.source[len("log:") :].rsplit(":", 1)
                 for log in logs_of(ctx):
                     if log.path == path:
                         return [log.location(int(line))]
@@ -141,7 +175,9 @@ class RecordSignificance(Rule):
         return [Location(path=claims)] if claims else []
 
     @staticmethod
-    def _message(rep: SignificanceReport, cand: SeedValues, ref: SeedValues, margin: float, notes: list[str]) -> str:
+    def _message(
+        rep: SignificanceReport, cand: SeedValues, ref: SeedValues, margin: float, notes: list[str]
+    ) -> str:
         u = rep.unit
         gain = f"{rep.improvement_nats:+.5f} {u}"
         if rep.improvement_bpb is not None:
@@ -150,10 +186,14 @@ class RecordSignificance(Rule):
         if rep.written_ok:
             tail = "meets the written rule"
         elif need is None:
-            tail = (f"the observed gain is under the {margin:.5f}-{u} margin, so no number of seeds meets the written "
-                    "rule")
+            tail = (
+                f"the observed gain is under the {margin:.5f}-{u} margin, so no number of seeds meets the written "
+                "rule"
+            )
         else:
-            tail = f"about {need} seeds per side at the observed means and spreads would meet the written rule"
+            tail = (
+                f"about {need} seeds per side at the observed means and spreads would meet the written rule"
+            )
         text = (
             f"mean val_loss {rep.mean_candidate:.6f} over {rep.n_candidate} seeds ({cand.source}) vs "
             f"{rep.mean_reference:.6f} over {rep.n_reference} ({ref.source}): improvement {gain}; applied rule "
@@ -163,8 +203,11 @@ class RecordSignificance(Rule):
         )
         if not rep.applied_ok:
             need_applied = rep.seeds_needed_applied
-            text += ("; no number of seeds meets the applied rule either (no improvement)" if need_applied is None
-                     else f"; about {need_applied} seeds per side would meet the applied rule")
+            text += (
+                "; no number of seeds meets the applied rule either (no improvement)"
+                if need_applied is None
+                else f"; about {need_applied} seeds per side would meet the applied rule"
+            )
         if notes:
             text += " (" + "; ".join(notes) + ")"
         return text

@@ -108,10 +108,18 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
     )
     valid = (Case(code=_PLAIN, verdict=Verdict.PASS),)
     invalid = (
-        Case(code=_WINDOW.replace("{MASK}", "s:width"), verdict=Verdict.FAIL, line=18,
-             note="standard SLOT: the optimized mask is the scored slice"),
-        Case(code=_WINDOW.replace("{MASK}", ":s"), verdict=Verdict.WARN, line=18,
-             note="context-only SLOT: optimizes on positions before the scored slice (issue #1336)"),
+        Case(
+            code=_WINDOW.replace("{MASK}", "s:width"),
+            verdict=Verdict.FAIL,
+            line=18,
+            note="standard SLOT: the optimized mask is the scored slice",
+        ),
+        Case(
+            code=_WINDOW.replace("{MASK}", ":s"),
+            verdict=Verdict.WARN,
+            line=18,
+            note="context-only SLOT: optimizes on positions before the scored slice (issue #1336)",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -133,18 +141,24 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
             if dead is not None and finding.verdict is not Verdict.PASS:
                 finding = self.info(
                     f"If enabled: {finding.message} Gate: {dead.reason}.",
-                    finding.locations, related=finding.related, flow=finding.flow,
+                    finding.locations,
+                    related=finding.related,
+                    flow=finding.flow,
                     data=finding.data | {"gate": dead.test},
                 )
             yield finding
         if not seen:
-            yield self.finding(Verdict.PASS, "No eval-time tensor is optimized on validation targets and then scored.")
+            yield self.finding(
+                Verdict.PASS, "No eval-time tensor is optimized on validation targets and then scored."
+            )
 
     def _judge(self, upd: Event, users: list[Event]) -> Finding:
         after = [s for s in users if s.seq > upd.seq]
         flow = upd.flow("optimizer steps on a loss over validation targets")
         if upd.step is not None and upd.step_func is not None:
-            flow.append(FlowStep(upd.step_func.unit.location(upd.step), "the optimizer steps the eval-time tensor"))
+            flow.append(
+                FlowStep(upd.step_func.unit.location(upd.step), "the optimizer steps the eval-time tensor")
+            )
         if not after:
             score = users[0]
             shared = common_loops(upd, score)
@@ -154,37 +168,53 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                     f"An eval-time tensor is updated (line {upd.location().line}) only after the positions it is "
                     f"used on are scored (line {score.location().line}): C3-clean in form, but no ruling accepts "
                     "eval-time logit biases (ETLB, rules.md A.6).",
-                    [upd.location()], related=[score.location()], flow=flow,
-                    data={"order": "score-then-update"}, confidence=Confidence.MEDIUM,
+                    [upd.location()],
+                    related=[score.location()],
+                    flow=flow,
+                    data={"order": "score-then-update"},
+                    confidence=Confidence.MEDIUM,
                 )
             return self.finding(
                 Verdict.WARN,
                 f"An eval-time tensor optimized at line {upd.location().line} is read by scoring at line "
                 f"{score.location().line} in a later pass; the order could not be related to positions.",
-                [upd.location()], related=[score.location()], flow=flow, confidence=Confidence.LOW,
+                [upd.location()],
+                related=[score.location()],
+                flow=flow,
+                confidence=Confidence.LOW,
             )
         score = after[0]
-        flow.extend(FlowStep(st.location, f"then: {st.message}") for st in score.flow("scored with the tensor"))
+        flow.extend(
+            FlowStep(st.location, f"then: {st.message}") for st in score.flow("scored with the tensor")
+        )
         kind, detail = _positions(upd, score)
         data = {"update_line": upd.location().line, "score_line": score.location().line, "positions": kind}
         related = [score.location()]
         if kind in ("same", "all"):
             what = (
-                f"on the scored positions themselves ({detail})" if kind == "same"
+                f"on the scored positions themselves ({detail})"
+                if kind == "same"
                 else "on every position of the window, the scored ones included"
             )
             return self.finding(
                 Verdict.FAIL,
                 f"An eval-time tensor created with requires_grad is optimized (line {upd.location().line}) {what}, "
                 f"then used to score those targets (line {score.location().line}): standard SLOT.",
-                [upd.location()], related=related, flow=flow, data=data,
+                [upd.location()],
+                related=related,
+                flow=flow,
+                data=data,
             )
         if kind == "context":
             return self.finding(
                 Verdict.WARN,
                 f"Context-only SLOT: the eval-time tensor is optimized (line {upd.location().line}) only on positions "
                 f"before the scored slice ({detail}); issue #1336 asked whether this is legal and no ruling is known.",
-                [upd.location()], related=related, flow=flow, data=data, confidence=Confidence.MEDIUM,
+                [upd.location()],
+                related=related,
+                flow=flow,
+                data=data,
+                confidence=Confidence.MEDIUM,
                 severity=Severity.MEDIUM,
             )
         return self.finding(
@@ -192,7 +222,11 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
             f"An eval-time tensor is optimized on validation targets (line {upd.location().line}) before scoring "
             f"with it (line {score.location().line}); which positions the optimization covers could not be "
             f"related to the scored ones ({detail}).",
-            [upd.location()], related=related, flow=flow, data=data, confidence=Confidence.LOW,
+            [upd.location()],
+            related=related,
+            flow=flow,
+            data=data,
+            confidence=Confidence.LOW,
         )
 
 
@@ -230,8 +264,11 @@ def _positions(upd: Event, score: Event) -> tuple[str, str]:
     # the same bounds under other names (`mask[_i, _s:_wlen]` built in its own loop vs `nll[i, s:wlen]`)
     for olo, ohi in sorted(opt_slices):
         for slo, shi in sorted(score_slices):
-            if olo and canonical(olo, opt_defs, 2) == canonical(slo, defs, 2) \
-                    and canonical(ohi, opt_defs, 0) == canonical(shi, defs, 0):
+            if (
+                olo
+                and canonical(olo, opt_defs, 2) == canonical(slo, defs, 2)
+                and canonical(ohi, opt_defs, 0) == canonical(shi, defs, 0)
+            ):
                 return "same", f"[{olo}:{ohi}] computed like the scored [{slo}:{shi}]"
     return "unknown", f"optimized {sorted(opt_slices)}, scored {sorted(score_slices)}"
 

@@ -126,7 +126,7 @@ main()
 
 _DEFAULT_OFF = _TRAIN_THEN_SCORE.replace(
     "    adapt(model, tokens, 3)\n",
-    "    if bool(int(os.environ.get(\"ADAPT_ON_EVAL\", \"0\"))):\n        adapt(model, tokens, 3)\n",
+    '    if bool(int(os.environ.get("ADAPT_ON_EVAL", "0"))):\n        adapt(model, tokens, 3)\n',
 )
 
 
@@ -153,10 +153,14 @@ class ValidationTrainedBeforeScored(Rule):
     )
     valid = (
         Case(code=_SCORE_FIRST, verdict=Verdict.PASS, note="score chunk ci under no_grad, then train on it"),
-        Case(code=_DEFAULT_OFF, verdict=Verdict.PASS, note="train-then-score behind a default-off flag: info"),
+        Case(
+            code=_DEFAULT_OFF, verdict=Verdict.PASS, note="train-then-score behind a default-off flag: info"
+        ),
     )
     invalid = (
-        Case(code=_TRAIN_THEN_SCORE, verdict=Verdict.FAIL, line=19, note="adapt() on all of val, then score()"),
+        Case(
+            code=_TRAIN_THEN_SCORE, verdict=Verdict.FAIL, line=19, note="adapt() on all of val, then score()"
+        ),
         Case(code=_LAST_EPOCH, verdict=Verdict.FAIL, line=16, note="scores only in the last epoch"),
     )
 
@@ -190,7 +194,8 @@ class ValidationTrainedBeforeScored(Rule):
             yield self.finding(
                 Verdict.WARN,
                 f"{reason}: on the path to scoring or updates, so their order cannot be fully checked",
-                [location], confidence=Confidence.LOW,
+                [location],
+                confidence=Confidence.LOW,
             )
 
     def _dead_code(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -206,7 +211,9 @@ class ValidationTrainedBeforeScored(Rule):
                     f"{fi.name}() is never called (dead code). If it were called with validation data it would "
                     f"update on them (line {upd.location().line}) before scoring them (line "
                     f"{score.location().line}).",
-                    [upd.location()], related=[score.location()], data={"order": kind, "dead": True},
+                    [upd.location()],
+                    related=[score.location()],
+                    data={"order": kind, "dead": True},
                 )
                 break
 
@@ -224,12 +231,16 @@ class ValidationTrainedBeforeScored(Rule):
             f"scored ({_describe(score)}, line {score.location().line}): {order}."
         )
         if kind == "re-pass" and detail is not None:
-            message += f" Scoring is guarded by `{_unparse(detail)}` on the re-visiting loop (last-epoch scoring)."
+            message += (
+                f" Scoring is guarded by `{_unparse(detail)}` on the re-visiting loop (last-epoch scoring)."
+            )
         flow = upd.flow("backward() on a loss computed from validation tokens")
         if upd.step is not None and upd.step_func is not None:
             flow.append(FlowStep(upd.step_func.unit.location(upd.step), "optimizer step commits the update"))
         shared = _shared_prefix(upd, score)  # the calls both paths go through are shown once
-        flow.extend(FlowStep(step.location, f"then: {step.message}") for step in score.flow("scored here")[shared:])
+        flow.extend(
+            FlowStep(step.location, f"then: {step.message}") for step in score.flow("scored here")[shared:]
+        )
         data = {
             "order": kind,
             "update_line": upd.location().line,
@@ -242,7 +253,10 @@ class ValidationTrainedBeforeScored(Rule):
             return self.info(
                 f"If enabled, this would train on validation tokens before scoring them. {message} "
                 f"Gate: {dead.reason}.",
-                [upd.location()], related=related, flow=flow, data=data | {"gate": dead.test},
+                [upd.location()],
+                related=related,
+                flow=flow,
+                data=data | {"gate": dead.test},
             )
         if upd.throwaway and kind == "after":
             return self.finding(
@@ -250,11 +264,20 @@ class ValidationTrainedBeforeScored(Rule):
                 f"{message} The trained state is built locally and dropped right after (a warm-up or a diagnostic "
                 "probe), so it does not feed the scored predictions; the merged PR #1530 did this and was kept because the gap was within "
                 "run-to-run variance (rules.md A.3). Warm up on random tokens instead.",
-                [upd.location()], related=related, flow=flow, data=data | {"throwaway": True},
-                confidence=Confidence.MEDIUM, severity=Severity.LOW,
+                [upd.location()],
+                related=related,
+                flow=flow,
+                data=data | {"throwaway": True},
+                confidence=Confidence.MEDIUM,
+                severity=Severity.LOW,
             )
         return self.finding(
-            Verdict.FAIL, message, [upd.location()], related=related, flow=flow, data=data,
+            Verdict.FAIL,
+            message,
+            [upd.location()],
+            related=related,
+            flow=flow,
+            data=data,
             evidence=f"update {upd_site} precedes scoring {score_site}",
         )
 
@@ -265,7 +288,8 @@ class ValidationTrainedBeforeScored(Rule):
                 Verdict.PASS,
                 f"Score-first: validation positions are scored (line {s.location().line}) before the update on "
                 f"them (line {u.location().line}) in a loop that moves to new positions each iteration.",
-                [u.location()], related=[s.location()],
+                [u.location()],
+                related=[s.location()],
             )
         if not scored:
             return self.finding(Verdict.PASS, "No scoring of validation data found on the path that runs.")

@@ -53,34 +53,44 @@ def _entry_funcs(prog: Program) -> set[Func]:
 
 
 # =================================================================================================== PG401
-_MONITOR_OK = record(setup='''    monitor_tokens = load_tokens(VAL_FILES)''', after_train='''\
+_MONITOR_OK = record(
+    setup="""    monitor_tokens = load_tokens(VAL_FILES)""",
+    after_train="""\
         if step % 50 == 0:
-            print(f"step:{step} val_loss:{evaluate(model, monitor_tokens):.4f}")''')
+            print(f"step:{step} val_loss:{evaluate(model, monitor_tokens):.4f}")""",
+)
 
-_VAL_IN_STREAM = record(setup='''    train_tokens = torch.cat([train_tokens, load_tokens(VAL_FILES)])''')
+_VAL_IN_STREAM = record(setup="""    train_tokens = torch.cat([train_tokens, load_tokens(VAL_FILES)])""")
 
-_VAL_ONLY = record(setup='''    train_tokens = load_tokens(VAL_FILES)''')
+_VAL_ONLY = record(setup="""    train_tokens = load_tokens(VAL_FILES)""")
 
-_PAID_PREFIX = record(after_train='''    prefix = load_tokens(VAL_FILES)[:65536].to(torch.uint16)''',
-                      artifact='{"model": model.state_dict(), "prefix": prefix}')
+_PAID_PREFIX = record(
+    after_train="""    prefix = load_tokens(VAL_FILES)[:65536].to(torch.uint16)""",
+    artifact='{"model": model.state_dict(), "prefix": prefix}',
+)
 
-_DEAD_FINETUNE = record(helpers='''
+_DEAD_FINETUNE = record(
+    helpers="""
 
 def finetune_on_validation(model, opt):
     tokens = load_tokens(VAL_FILES)
     for i in range(10):
         F.cross_entropy(model(tokens[i:i + 64]), tokens[i + 1:i + 65]).backward()
         opt.step()
-''')
+"""
+)
 
-_FLAG_OFF_FINETUNE = record(flags='VAL_WARMSTART = int(os.environ.get("VAL_WARMSTART", "0"))', setup='''\
+_FLAG_OFF_FINETUNE = record(
+    flags='VAL_WARMSTART = int(os.environ.get("VAL_WARMSTART", "0"))',
+    setup="""\
     if VAL_WARMSTART:
         warm = load_tokens(VAL_FILES)
         for i in range(VAL_WARMSTART):
             F.cross_entropy(model(warm[i:i + 64]), warm[i + 1:i + 65]).backward()
-            opt.step()''')
+            opt.step()""",
+)
 
-_EVAL_ONLY_TTT = '''\
+_EVAL_ONLY_TTT = """\
 import glob, io, os, zlib
 import numpy as np
 import torch
@@ -112,7 +122,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 class TrainOnVal(Rule):
@@ -131,7 +141,7 @@ class TrainOnVal(Rule):
         ref="openai/parameter-golf README (commit 2cff08e1a, Alex Zhao)",
         date="2026-03-20",
         quote="You CANNOT access validation data during training, e.g. by compressing it into your 16mb with "
-              "'paid prefix'.",
+        "'paid prefix'.",
         section="A.1, A.8",
     )
     valid = (
@@ -139,16 +149,31 @@ class TrainOnVal(Rule):
         Case(code=_MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
         Case(code=_DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
         Case(code=_FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
-        Case(code=_EVAL_ONLY_TTT, verdict=Verdict.PASS,
-             note="eval-only script: updates after the artifact is loaded are test-time training (PG201)"),
+        Case(
+            code=_EVAL_ONLY_TTT,
+            verdict=Verdict.PASS,
+            note="eval-only script: updates after the artifact is loaded are test-time training (PG201)",
+        ),
     )
     invalid = (
-        Case(code=_VAL_IN_STREAM, verdict=Verdict.FAIL, line=line_of(_VAL_IN_STREAM, "loss.backward()"),
-             note="val shards appended to the training stream"),
-        Case(code=_VAL_ONLY, verdict=Verdict.FAIL, line=line_of(_VAL_ONLY, "loss.backward()"),
-             note="training on validation shards only"),
-        Case(code=_PAID_PREFIX, verdict=Verdict.FAIL, line=line_of(_PAID_PREFIX, "torch.save("),
-             note="val tokens stored in the artifact"),
+        Case(
+            code=_VAL_IN_STREAM,
+            verdict=Verdict.FAIL,
+            line=line_of(_VAL_IN_STREAM, "loss.backward()"),
+            note="val shards appended to the training stream",
+        ),
+        Case(
+            code=_VAL_ONLY,
+            verdict=Verdict.FAIL,
+            line=line_of(_VAL_ONLY, "loss.backward()"),
+            note="training on validation shards only",
+        ),
+        Case(
+            code=_PAID_PREFIX,
+            verdict=Verdict.FAIL,
+            line=line_of(_PAID_PREFIX, "torch.save("),
+            note="val tokens stored in the artifact",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -162,15 +187,21 @@ class TrainOnVal(Rule):
         yield from self._paid_prefix(prog, vt)
         yield from self._not_running(prog, vt)
         if vt.incomplete:
-            yield self.finding(Verdict.WARN, "data-flow analysis hit its budget; validation data reaching "
-                                             "training may be missed", [], confidence=Confidence.LOW)
+            yield self.finding(
+                Verdict.WARN,
+                "data-flow analysis hit its budget; validation data reaching training may be missed",
+                [],
+                confidence=Confidence.LOW,
+            )
 
     def _training_events(self, prog: Program, ph):
         events = []
         for e in ph.events:
             phase = ph.phase_of(e)
             if phase == "training" or (phase == "setup" and (ph.confident or ph.training_end < 0)):
-                if not ph.confident and (e.site.ext in _DESERIALIZERS or (e.site.ext or "").endswith("decompress")):
+                if not ph.confident and (
+                    e.site.ext in _DESERIALIZERS or (e.site.ext or "").endswith("decompress")
+                ):
                     break  # an eval-only script: updates after loading an artifact are test-time training
                 events.append(e)
         return events
@@ -189,14 +220,20 @@ class TrainOnVal(Rule):
             loc = site.unit.location(site.node)
             flow = _flow(_steps(vt, av), site.unit, site.node, "gradient update on validation-derived loss")
             if not v.live:
-                yield self.info(f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow)
+                yield self.info(
+                    f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow
+                )
                 continue
             disagree = v.command_disagrees
             via = f"; {disagree.describe()}" if disagree is not None else ""
-            yield self.finding(Verdict.WARN if disagree is not None else Verdict.FAIL,
-                               f"training-phase update computed from validation data{via} "
-                               f"(`{ast.unparse(expr)[:60]}` derives from validation shards)", [loc], flow=flow,
-                               related=[v.event.site.unit.location(v.event.site.node)])
+            yield self.finding(
+                Verdict.WARN if disagree is not None else Verdict.FAIL,
+                f"training-phase update computed from validation data{via} "
+                f"(`{ast.unparse(expr)[:60]}` derives from validation shards)",
+                [loc],
+                flow=flow,
+                related=[v.event.site.unit.location(v.event.site.node)],
+            )
 
     def _paid_prefix(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
         for f, ctxs in vt.engine.ctxs.items():
@@ -210,16 +247,25 @@ class TrainOnVal(Rule):
                     self._reported.add(id(site.node))
                     av = hit
                     loc = site.unit.location(site.node)
-                    flow = _flow(_steps(vt, av), site.unit, site.node, "validation data written into the artifact")
+                    flow = _flow(
+                        _steps(vt, av), site.unit, site.node, "validation data written into the artifact"
+                    )
                     r = _chain_reach(prog, c, site)
                     if not r.live:
-                        yield self.info(f"validation tokens would be written into the artifact, but {r.reason}",
-                                        [loc], flow=flow)
+                        yield self.info(
+                            f"validation tokens would be written into the artifact, but {r.reason}",
+                            [loc],
+                            flow=flow,
+                        )
                     else:
                         disagree = _command_disagrees(prog, c, site, r)
-                        yield self.finding(Verdict.WARN if disagree else Verdict.FAIL,
-                                           "validation tokens are written into the artifact ('paid prefix')"
-                                           + (f" ({disagree})" if disagree else ""), [loc], flow=flow)
+                        yield self.finding(
+                            Verdict.WARN if disagree else Verdict.FAIL,
+                            "validation tokens are written into the artifact ('paid prefix')"
+                            + (f" ({disagree})" if disagree else ""),
+                            [loc],
+                            flow=flow,
+                        )
                     break
 
     def _not_running(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
@@ -233,8 +279,10 @@ class TrainOnVal(Rule):
                     continue
                 if any(_val_av(vt, c, a) is not None for c in ctxs for a in _site_args(site)):
                     self._reported.add(id(site.node))
-                    yield self.info(f"an update on validation data that does not run: {r.reason}",
-                                    [site.unit.location(site.node)])
+                    yield self.info(
+                        f"an update on validation data that does not run: {r.reason}",
+                        [site.unit.location(site.node)],
+                    )
 
 
 def _raw_val_arg(vt: TaintView, c: Ctx, site: CallSite) -> AV | None:
@@ -251,7 +299,7 @@ def _raw_val_arg(vt: TaintView, c: Ctx, site: CallSite) -> AV | None:
 
 
 # =================================================================================================== PG402
-_CALIB_HELPERS = '''
+_CALIB_HELPERS = """
 
 def collect_hessians(model, tokens, n_batches):
     hessians = {}
@@ -290,37 +338,58 @@ def generate_calibration(model, n_tokens):
             probs = torch.softmax(model(tokens[-1:]), dim=-1)
             tokens = torch.cat([tokens, torch.multinomial(probs[-1], 1)])
     return tokens
-'''
+"""
 
-_CALIB_VAL = record(helpers=_CALIB_HELPERS, after_train='''\
+_CALIB_VAL = record(
+    helpers=_CALIB_HELPERS,
+    after_train="""\
     calib_tokens = load_tokens(VAL_FILES)[:65536]
     hessians = collect_hessians(model, calib_tokens, 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)''', artifact="quantized")
+    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
+    artifact="quantized",
+)
 
-_CALIB_TRAIN = record(helpers=_CALIB_HELPERS, after_train='''\
+_CALIB_TRAIN = record(
+    helpers=_CALIB_HELPERS,
+    after_train="""\
     hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)''', artifact="quantized")
+    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
+    artifact="quantized",
+)
 
-_CALIB_SELFGEN = record(helpers=_CALIB_HELPERS, after_train='''\
+_CALIB_SELFGEN = record(
+    helpers=_CALIB_HELPERS,
+    after_train="""\
     calib_tokens = generate_calibration(model, 4096)
     hessians = collect_hessians(model, calib_tokens, 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)''', artifact="quantized")
+    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
+    artifact="quantized",
+)
 
-_CALIB_VAL_DEAD = record(helpers=_CALIB_HELPERS + '''
+_CALIB_VAL_DEAD = record(
+    helpers=_CALIB_HELPERS
+    + """
 
 def calibrate_on_validation(model):
     return collect_hessians(model, load_tokens(VAL_FILES), 64)
-''', after_train='''\
+""",
+    after_train="""\
     hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)''', artifact="quantized")
+    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
+    artifact="quantized",
+)
 
-_CALIB_VAL_FLAG = record(flags='CALIB_SOURCE = os.environ.get("CALIB_SOURCE", "train")', helpers=_CALIB_HELPERS,
-                         after_train='''\
+_CALIB_VAL_FLAG = record(
+    flags='CALIB_SOURCE = os.environ.get("CALIB_SOURCE", "train")',
+    helpers=_CALIB_HELPERS,
+    after_train="""\
     if CALIB_SOURCE == "val":
         hessians = collect_hessians(model, load_tokens(VAL_FILES)[:65536], 64)
     else:
         hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)''', artifact="quantized")
+    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
+    artifact="quantized",
+)
 
 
 class CalibOnVal(Rule):
@@ -348,11 +417,19 @@ class CalibOnVal(Rule):
         Case(code=_CALIB_VAL_FLAG, verdict=Verdict.PASS, note="default-off flag: info only"),
     )
     invalid = (
-        Case(code=_CALIB_VAL, verdict=Verdict.FAIL, line=line_of(_CALIB_VAL, "hessians = collect_hessians("),
-             note="Hessians from validation tokens"),
-        Case(code=_CALIB_VAL_FLAG, files={"run.sh": "CALIB_SOURCE=val torchrun --nproc_per_node=8 train_gpt.py\n"},
-             verdict=Verdict.WARN, line=line_of(_CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
-             note="off by default, but the run script selects validation calibration: WARN naming both"),
+        Case(
+            code=_CALIB_VAL,
+            verdict=Verdict.FAIL,
+            line=line_of(_CALIB_VAL, "hessians = collect_hessians("),
+            note="Hessians from validation tokens",
+        ),
+        Case(
+            code=_CALIB_VAL_FLAG,
+            files={"run.sh": "CALIB_SOURCE=val torchrun --nproc_per_node=8 train_gpt.py\n"},
+            verdict=Verdict.WARN,
+            line=line_of(_CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
+            note="off by default, but the run script selects validation calibration: WARN naming both",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -377,22 +454,34 @@ class CalibOnVal(Rule):
                         continue  # one finding per calibration (its statistics are used in several places)
                     reported.update((id(node), id(steps[cal][1])))
                     loc: Location = unit.location(node)
-                    flow = _flow(steps, site.unit, site.node, "calibration statistics of validation data are used "
-                                                              "here")
+                    flow = _flow(
+                        steps, site.unit, site.node, "calibration statistics of validation data are used here"
+                    )
                     r = _chain_reach(prog, c, site)
                     if not r.live:
-                        yield self.info(f"quantization calibration on validation data, but it does not run: "
-                                        f"{r.reason}", [loc], flow=flow)
+                        yield self.info(
+                            f"quantization calibration on validation data, but it does not run: {r.reason}",
+                            [loc],
+                            flow=flow,
+                        )
                     else:
                         disagree = _command_disagrees(prog, c, site, r)
-                        yield self.finding(Verdict.WARN if disagree else Verdict.FAIL,
-                                           "quantization calibration statistics are computed from "
-                                           f"validation data{f' ({disagree})' if disagree else ''}", [loc],
-                                           flow=flow, related=[site.unit.location(site.node)])
+                        yield self.finding(
+                            Verdict.WARN if disagree else Verdict.FAIL,
+                            "quantization calibration statistics are computed from "
+                            f"validation data{f' ({disagree})' if disagree else ''}",
+                            [loc],
+                            flow=flow,
+                            related=[site.unit.location(site.node)],
+                        )
                     break
         if vt.incomplete:
-            yield self.finding(Verdict.WARN, "data-flow analysis hit its budget; calibration on validation data "
-                                             "may be missed", [], confidence=Confidence.LOW)
+            yield self.finding(
+                Verdict.WARN,
+                "data-flow analysis hit its budget; calibration on validation data may be missed",
+                [],
+                confidence=Confidence.LOW,
+            )
 
 
 def _calibrated_arg(vt: TaintView, c: Ctx, site: CallSite) -> AV | None:

@@ -27,8 +27,12 @@ def run(sub: Submission, rule_id: str) -> tuple[Verdict, list[Finding]]:
     return verdict, [f for f in report.findings if f.rule_id == rule_id]
 
 
-def run_fixture(name: str, rule_id: str, transform: Callable[[str], str] | None = None,
-                extra: dict[str, str] | None = None) -> tuple[Verdict, list[Finding]]:
+def run_fixture(
+    name: str,
+    rule_id: str,
+    transform: Callable[[str], str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> tuple[Verdict, list[Finding]]:
     if transform is None and not extra:
         return run(load_path(FIXTURES / name), rule_id)
     files = fixture_files(name)
@@ -45,8 +49,9 @@ def gating(findings: list[Finding], verdict: Verdict) -> list[Finding]:
 def mirror_has(rev: str) -> bool:
     if not MIRROR.exists():
         return False
-    r = subprocess.run(["git", "--git-dir", str(MIRROR), "cat-file", "-e", f"{rev}^{{commit}}"],
-                       capture_output=True)
+    r = subprocess.run(
+        ["git", "--git-dir", str(MIRROR), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True
+    )
     return r.returncode == 0
 
 

@@ -60,8 +60,12 @@ def test_estimate_matches_the_wrapper_shape() -> None:
 
 
 def test_claims_fallback_when_no_log_states_a_size() -> None:
-    sub = submission_from_files({"train_gpt.py": "print(1)\n",
-                                 "submission.json": '{"val_bpb": 1.2, "bytes_total": 16100000, "bytes_code": 9}'})
+    sub = submission_from_files(
+        {
+            "train_gpt.py": "print(1)\n",
+            "submission.json": '{"val_bpb": 1.2, "bytes_total": 16100000, "bytes_code": 9}',
+        }
+    )
     got = run(sub)
     assert [f.verdict for f in got] == [Verdict.FAIL] and got[0].primary.path == "submission.json"
 
@@ -78,8 +82,11 @@ MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
 def test_dev010_pr1809() -> None:
     from auditor.submission import load_git
 
-    sub = load_git(MIRROR, "54084248c7ea221eadf0de7312c7cb522dc1a9b5",
-                   "records/track_10min_16mb/2026-04-24_SP8192_GramNS_PolarExpress_3LayerRecur_ParResid_QK525_LegalTTT")
+    sub = load_git(
+        MIRROR,
+        "54084248c7ea221eadf0de7312c7cb522dc1a9b5",
+        "records/track_10min_16mb/2026-04-24_SP8192_GramNS_PolarExpress_3LayerRecur_ParResid_QK525_LegalTTT",
+    )
     fails = [f for f in run(sub) if f.verdict is Verdict.FAIL]
     seed42 = next(f for f in fails if f.primary.path == "train_seed42.log")
     assert seed42.primary.snippet == "Total submission size quantized+brotli: 16024793 bytes"

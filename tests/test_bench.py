@@ -28,7 +28,10 @@ def test_bench_report_on_fixtures(capsys: pytest.CaptureFixture[str], fixtures_d
 
 
 def test_bench_report_names_the_worst_real_size_file() -> None:
-    rows = [bench.BenchRow("small", 400, 10, 0, 0.3, 0.1), bench.BenchRow("big", 1800, 70, 0, 0.3, 0.2),
-            bench.BenchRow("bigger", 3000, 120, 1, 0.9, 0.3)]
+    rows = [
+        bench.BenchRow("small", 400, 10, 0, 0.3, 0.1),
+        bench.BenchRow("big", 1800, 70, 0, 0.3, 0.2),
+        bench.BenchRow("bigger", 3000, 120, 1, 0.9, 0.3),
+    ]
     out = bench.report(rows, top=3)
     assert "real-size files (1,000+ lines): 2, worst 3.00 (bigger), 1 over 2.0" in out

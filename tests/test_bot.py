@@ -81,7 +81,9 @@ def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -111,8 +113,9 @@ def test_only_changed_record_folders(pr_repo: tuple[Path, str, str]) -> None:
     assert changed_record_folders(str(repo), base, head) == ["records/track_10min_16mb/2026-04-01_New"]
 
 
-def test_sticky_comment_created_then_updated(pr_repo: tuple[Path, str, str], github: FakeGitHub,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_sticky_comment_created_then_updated(
+    pr_repo: tuple[Path, str, str], github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo, base, head = pr_repo
     folder = "records/track_10min_16mb/2026-04-01_New"
     expected = exit_code(audit(load_git(str(repo), head, folder)), strict=True)
@@ -128,8 +131,9 @@ def test_sticky_comment_created_then_updated(pr_repo: tuple[Path, str, str], git
     assert "created comment" in capsys.readouterr().out
 
 
-def test_dry_run_prints_without_posting(pr_repo: tuple[Path, str, str], github: FakeGitHub,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_without_posting(
+    pr_repo: tuple[Path, str, str], github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo, base, head = pr_repo
     run_bot(str(repo), base, head, "o/r", 7, dry_run=True, output=None, strict=False)
     assert capsys.readouterr().out.startswith(STICKY_MARKER)

@@ -63,8 +63,17 @@ def test_leading_space_is_charged_unless_previous_token_is_a_boundary() -> None:
     # BOS "▁a" "▁a" é BOS "▁" <0xC3>
     stream = np.array([1, 5, 5, 6, 1, 7, 4])
     per = token_bytes(stream, luts)
-    assert per.tolist() == [1, 2, 2, 0, 0, 1]  # "▁a" after BOS: 1; after "▁a": 2; BOS target: 0; "▁" after BOS: 0
-    assert pair_bytes(stream[:-1].reshape(2, 3), stream[1:].reshape(2, 3), luts).ravel().tolist() == per.tolist()
+    assert per.tolist() == [
+        1,
+        2,
+        2,
+        0,
+        0,
+        1,
+    ]  # "▁a" after BOS: 1; after "▁a": 2; BOS target: 0; "▁" after BOS: 0
+    assert (
+        pair_bytes(stream[:-1].reshape(2, 3), stream[1:].reshape(2, 3), luts).ravel().tolist() == per.tolist()
+    )
 
 
 def test_ids_outside_the_table_are_an_error_not_a_zero() -> None:
@@ -120,7 +129,9 @@ def test_counting_byte_fallback_pieces_by_their_text_inflates_the_total(data: Pa
     ys = np.asarray(stream[1:])
     inflated = int(token_bytes(stream, luts).sum()) + 2 * int(luts.is_byte[ys].sum())
     assert inflated > 1_489_418
-    per_wrong = wrong[ys].astype(np.int64) + (luts.has_leading_space[ys] & ~luts.is_boundary[np.asarray(stream[:-1])])
+    per_wrong = wrong[ys].astype(np.int64) + (
+        luts.has_leading_space[ys] & ~luts.is_boundary[np.asarray(stream[:-1])]
+    )
     assert int(per_wrong.sum()) == inflated
 
 
@@ -150,12 +161,19 @@ def test_bad_jsonl_is_a_message(tmp_path: Path) -> None:
         load_sentencepiece(tmp_path / "missing.model")
 
 
-def test_command_line_reports_the_denominator(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_reports_the_denominator(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from auditor.evidence.bytes_canonical import main
 
-    args = ["--model", str(data / "fineweb_1024_bpe.model"), "--shards", str(data / "derived_docs_sample200_sp1024.bin")]
+    args = [
+        "--model",
+        str(data / "fineweb_1024_bpe.model"),
+        "--shards",
+        str(data / "derived_docs_sample200_sp1024.bin"),
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["denominator"] == out["decoded_bytes"] == 1_489_418 and out["problems"] == []

@@ -52,7 +52,9 @@ def test_incomplete_log_fails_at_the_eval_start() -> None:
 
 def test_claim_shapes() -> None:
     data = {
-        "val_bpb": 1.0614, "date": "2026-04-29T00:00:00Z", "seeds": [42, 314],
+        "val_bpb": 1.0614,
+        "date": "2026-04-29T00:00:00Z",
+        "seeds": [42, 314],
         "seed_results": {"42": {"val_bpb": 1.06128183, "artifact_bytes": 15952086, "eval_time_ms": 519546}},
         "compliance_rerun": {"seed_results": {"42": {"val_bpb": 1.06083288}}},
         "seed_results_all_runs_disclosure": {"all_val_bpb": {"7": 1.0654}},
@@ -87,8 +89,10 @@ def test_readme_numbers_and_date(tmp_path: Path) -> None:
 def test_split_train_and_eval_logs_are_complete_together() -> None:
     from auditor.testing import submission_from_files
 
-    train = "seed:1337\nstopping_early: wallclock_cap train_time: 599478ms step: 6371/20000\n" \
-            "Total submission size quantized+brotli: 15919227 bytes\n"
+    train = (
+        "seed:1337\nstopping_early: wallclock_cap train_time: 599478ms step: 6371/20000\n"
+        "Total submission size quantized+brotli: 15919227 bytes\n"
+    )
     evaluation = "quantized val_loss:2.81379763 val_bpb:1.08949971 eval_time:101404ms\n"
     sub = submission_from_files({"train_seed1337.log": train, "eval_seed1337.log": evaluation})
     report = audit(sub, [get_rule("PG614")])
@@ -107,7 +111,9 @@ def test_logged_code_differing_only_in_comments_is_the_same_program() -> None:
     report = audit(submission_from_files({"train_gpt.py": code, "train.log": log}), [get_rule("PG613")])
     got = [f for f in report.findings if f.rule_id == "PG613"]
     assert [f.verdict for f in got] == [Verdict.PASS] and "comments or formatting" in got[0].message
-    changed = log.replace("# a different comment", "# comment A").replace("print(os.sep)", "print(os.getcwd())")
+    changed = log.replace("# a different comment", "# comment A").replace(
+        "print(os.sep)", "print(os.getcwd())"
+    )
     report = audit(submission_from_files({"train_gpt.py": code, "train.log": changed}), [get_rule("PG613")])
     warn = [f for f in report.findings if f.rule_id == "PG613"]
     assert [f.verdict for f in warn] == [Verdict.WARN] and warn[0].primary.line == 6

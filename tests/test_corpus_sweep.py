@@ -16,7 +16,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +45,19 @@ def _labels(tmp: Path, commit: str, rows: list[tuple[str, str, str, str]]) -> Pa
     return p
 
 
-def test_corpus_confusion_table(repo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corpus_confusion_table(
+    repo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, commit = repo
-    labels = _labels(tmp_path, commit, [
-        ("T-1", "clean", "", "clean_baseline"),
-        ("T-2", "illegal", "eval_io", "eval_download"),
-        ("T-3", "illegal", "calib_on_val", "calib_on_val"),
-    ])
+    labels = _labels(
+        tmp_path,
+        commit,
+        [
+            ("T-1", "clean", "", "clean_baseline"),
+            ("T-2", "illegal", "eval_io", "eval_download"),
+            ("T-3", "illegal", "calib_on_val", "calib_on_val"),
+        ],
+    )
     assert main(["corpus", str(labels), "--git-dir", str(root), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [r["ok"] for r in data["rows"]] == [True, True, True]
@@ -58,8 +66,9 @@ def test_corpus_confusion_table(repo: tuple[Path, str], tmp_path: Path, capsys: 
     assert data["confusion"]["PG101"]["tn"] == 2
 
 
-def test_corpus_reports_a_mislabelled_row(repo: tuple[Path, str], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_corpus_reports_a_mislabelled_row(
+    repo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, commit = repo
     labels = _labels(tmp_path, commit, [("T-9", "illegal", "slot", "clean_baseline")])
     assert main(["corpus", str(labels), "--git-dir", str(root)]) == 1

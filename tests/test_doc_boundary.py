@@ -18,6 +18,7 @@ def _replace_smear(new: str):
     def tr(src: str) -> str:
         assert SMEAR in src
         return src.replace(SMEAR, new)
+
     return tr
 
 
@@ -36,15 +37,19 @@ def test_bos_masked_smear_passes() -> None:
 
 
 def test_multiplicative_not_bos_mask_passes() -> None:
-    new = ("        not_bos = (input_ids[:, 1:] != BOS_ID).to(x.dtype).unsqueeze(-1)\n"
-           "        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos], dim=1)\n")
+    new = (
+        "        not_bos = (input_ids[:, 1:] != BOS_ID).to(x.dtype).unsqueeze(-1)\n"
+        "        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos], dim=1)\n"
+    )
     verdict, _ = run_fixture("smear_no_bos_mask", RULE, _replace_smear(new))
     assert verdict is Verdict.PASS
 
 
 def test_eval_that_does_not_isolate_documents_passes_with_info() -> None:
     def no_isolation(src: str) -> str:
-        return src.replace("(x == BOS_ID).nonzero(as_tuple=True)[0].tolist()", "list(range(0, x.numel(), 512))")
+        return src.replace(
+            "(x == BOS_ID).nonzero(as_tuple=True)[0].tolist()", "list(range(0, x.numel(), 512))"
+        )
 
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, no_isolation)
     assert verdict is Verdict.PASS
@@ -52,19 +57,24 @@ def test_eval_that_does_not_isolate_documents_passes_with_info() -> None:
 
 
 def test_submission_dated_before_the_ruling_is_warn() -> None:
-    files_date = json.dumps({"author": "x", "github_id": "x", "name": "old smear", "date": "2026-04-16",
-                             "val_bpb": 1.07})
+    files_date = json.dumps(
+        {"author": "x", "github_id": "x", "name": "old smear", "date": "2026-04-16", "val_bpb": 1.07}
+    )
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, extra={"submission.json": files_date})
     assert verdict is Verdict.WARN
     assert "before the BOS-fix ruling" in gating(findings, Verdict.WARN)[0].message
 
 
-@pytest.mark.parametrize("new", [
-    "        x_prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)\n"
-    "        x = x + 0.1 * x_prev\n",
-    "        x = x + 0.1 * F.pad(x[:, :-1], (0, 0, 1, 0))\n",
-    "        x = x + 0.1 * torch.roll(x, 1, dims=1)\n",
-], ids=["cat-shift", "pad-shift", "roll"])
+@pytest.mark.parametrize(
+    "new",
+    [
+        "        x_prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)\n"
+        "        x = x + 0.1 * x_prev\n",
+        "        x = x + 0.1 * F.pad(x[:, :-1], (0, 0, 1, 0))\n",
+        "        x = x + 0.1 * torch.roll(x, 1, dims=1)\n",
+    ],
+    ids=["cat-shift", "pad-shift", "roll"],
+)
 def test_other_shift_forms_fail(new: str) -> None:
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, _replace_smear(new))
     assert verdict is Verdict.FAIL, [f.message for f in findings]
@@ -72,8 +82,10 @@ def test_other_shift_forms_fail(new: str) -> None:
 
 
 def test_bigram_hash_with_doc_isolated_eval_is_warn() -> None:
-    new = ("        ids = torch.bitwise_xor(36313 * input_ids[:, 1:], 27191 * input_ids[:, :-1]) % 4095\n"
-           "        x = x + self.tok_emb(F.pad(ids, (1, 0), value=4095))\n")
+    new = (
+        "        ids = torch.bitwise_xor(36313 * input_ids[:, 1:], 27191 * input_ids[:, :-1]) % 4095\n"
+        "        x = x + self.tok_emb(F.pad(ids, (1, 0), value=4095))\n"
+    )
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, _replace_smear(new))
     assert verdict is Verdict.WARN, [f.message for f in findings]
     assert "bigram hash" in gating(findings, Verdict.WARN)[0].message
@@ -81,10 +93,13 @@ def test_bigram_hash_with_doc_isolated_eval_is_warn() -> None:
 
 def test_smear_in_uncalled_method_is_info() -> None:
     def dead(src: str) -> str:
-        src = src.replace("def forward_logits(self, input_ids, cu_seqlens, max_seqlen):",
-                          "def forward_unused(self, input_ids, cu_seqlens, max_seqlen):")
-        return src.replace("model.forward_logits(x[None], cu_seqlens, h.eval_seq_len)",
-                           "model.head(model.tok_emb(x[None]))")
+        src = src.replace(
+            "def forward_logits(self, input_ids, cu_seqlens, max_seqlen):",
+            "def forward_unused(self, input_ids, cu_seqlens, max_seqlen):",
+        )
+        return src.replace(
+            "model.forward_logits(x[None], cu_seqlens, h.eval_seq_len)", "model.head(model.tok_emb(x[None]))"
+        )
 
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, dead)
     assert verdict is Verdict.PASS, [f.message for f in findings]
@@ -94,12 +109,17 @@ def test_smear_in_uncalled_method_is_info() -> None:
 
 def _flag_gated(default: str):
     def tr(src: str) -> str:
-        src = src.replace('    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n',
-                          '    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n'
-                          f'    smear_enabled = bool(int(os.environ.get("SMEAR_ENABLED", "{default}")))\n')
-        src = src.replace("        self.smear_window = h.smear_window\n",
-                          "        self.smear_window = h.smear_window\n        self.smear_on = h.smear_enabled\n")
+        src = src.replace(
+            '    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n',
+            '    eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 2048))\n'
+            f'    smear_enabled = bool(int(os.environ.get("SMEAR_ENABLED", "{default}")))\n',
+        )
+        src = src.replace(
+            "        self.smear_window = h.smear_window\n",
+            "        self.smear_window = h.smear_window\n        self.smear_on = h.smear_enabled\n",
+        )
         return src.replace(SMEAR, "        if self.smear_on:\n    " + SMEAR)
+
     return tr
 
 
@@ -115,10 +135,17 @@ def test_smear_flag_turned_on_by_run_command_fails() -> None:
     assert verdict is Verdict.FAIL, [f.message for f in findings]
 
 
-@pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=7), minify], ids=["rename", "minify"])
-@pytest.mark.parametrize(("name", "expected"), [("smear_no_bos_mask", Verdict.FAIL),
-                                                ("smear_bos_masked_legal", Verdict.PASS),
-                                                ("bigram_hash_input_side_legal", Verdict.PASS)])
+@pytest.mark.parametrize(
+    "transform", [lambda s: rename_identifiers(s, seed=7), minify], ids=["rename", "minify"]
+)
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("smear_no_bos_mask", Verdict.FAIL),
+        ("smear_bos_masked_legal", Verdict.PASS),
+        ("bigram_hash_input_side_legal", Verdict.PASS),
+    ],
+)
 def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> None:
     verdict, findings = run_fixture(name, RULE, transform)
     assert verdict is expected, [f.message for f in findings]

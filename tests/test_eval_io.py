@@ -24,8 +24,10 @@ def run(folder: str, transform=None) -> dict[str, tuple[Verdict, list[Finding]]]
         files["train_gpt.py"] = transform(files["train_gpt.py"].decode()).encode()
         sub = submission_from_files(files, root=folder)
     report = audit(sub, [get_rule(r) for r in RULES])
-    return {rv.rule_id: (rv.gating_verdict, [f for f in report.findings if f.rule_id == rv.rule_id])
-            for rv in report.per_rule()}
+    return {
+        rv.rule_id: (rv.gating_verdict, [f for f in report.findings if f.rule_id == rv.rule_id])
+        for rv in report.per_rule()
+    }
 
 
 def line_of(folder: str, marker: str) -> int:
@@ -43,8 +45,9 @@ def test_eval_download_fails_on_the_download_line() -> None:
     assert got["PG102"][0] is Verdict.PASS
 
 
-@pytest.mark.parametrize("folder", ["clean_baseline", "eval_io_dead_code", "eval_io_flag_off",
-                                    "calib_selfgen_legal"])
+@pytest.mark.parametrize(
+    "folder", ["clean_baseline", "eval_io_dead_code", "eval_io_flag_off", "calib_selfgen_legal"]
+)
 def test_no_eval_io_failure(folder: str) -> None:
     got = run(folder)
     assert {r: v for r, (v, _) in got.items()} == {"PG101": Verdict.PASS, "PG102": Verdict.PASS}
@@ -71,8 +74,12 @@ def test_run_command_turning_the_flag_on_is_reported() -> None:
     assert all(f.verdict is Verdict.WARN and "run.sh:1" in f.message for f in gating)
 
 
-@pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=1), minify], ids=["renamed", "minified"])
-@pytest.mark.parametrize("folder", ["eval_download", "eval_io_dead_code", "eval_io_flag_off", "clean_baseline"])
+@pytest.mark.parametrize(
+    "transform", [lambda s: rename_identifiers(s, seed=1), minify], ids=["renamed", "minified"]
+)
+@pytest.mark.parametrize(
+    "folder", ["eval_download", "eval_io_dead_code", "eval_io_flag_off", "clean_baseline"]
+)
 def test_verdicts_survive_renaming_and_minification(folder: str, transform) -> None:
     plain = run(folder)
     variant = run(folder, transform)
@@ -119,7 +126,9 @@ def test_default_on_read_turned_off_by_the_run_command_is_a_warning() -> None:
     both (the mirror image of a default-off flag that a command turns on)."""
     from rules.eval_io import _TRAIN_READ_FLAG
 
-    code = _TRAIN_READ_FLAG.replace('os.environ.get("NGRAM_FROM_TRAIN", "0")', 'os.environ.get("NGRAM_FROM_TRAIN", "1")')
+    code = _TRAIN_READ_FLAG.replace(
+        'os.environ.get("NGRAM_FROM_TRAIN", "0")', 'os.environ.get("NGRAM_FROM_TRAIN", "1")'
+    )
     rule = get_rule("PG102")
     alone = audit(submission_from_files({"train_gpt.py": code}), [rule])
     assert alone.per_rule()[0].gating_verdict is Verdict.FAIL

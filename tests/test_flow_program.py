@@ -78,7 +78,7 @@ RESOLUTION = {
 
 def test_call_resolution_covers_names_imports_methods_and_module_calls() -> None:
     prog = prog_of(RESOLUTION)
-    assert callees_at(prog, "log(\"start\")") == ["main.log"]
+    assert callees_at(prog, 'log("start")') == ["main.log"]
     assert callees_at(prog, "# MODEL-CALL") == ["Block.forward"]
     assert callees_at(prog, "# TYPED-METHOD") == ["Loader.next_batch"]
     assert callees_at(prog, "# MODULE-ATTR") == ["helper_fn"]
@@ -146,10 +146,19 @@ GATES = """
 
 def test_gates_fold_env_defaults_and_classify_reachability() -> None:
     prog = prog_of({"train_gpt.py": GATES})
-    status = {q: prog.func_reach(prog.func("train_gpt.py", q)).status
-              for q in ("ttt", "slot_eval", "cache", "never_called", "both", "helper_gated", "main")}
-    assert status == {"ttt": "gated_off", "slot_eval": "live", "cache": "gated_off", "never_called": "dead",
-                      "both": "live", "helper_gated": "gated_off", "main": "live"}
+    status = {
+        q: prog.func_reach(prog.func("train_gpt.py", q)).status
+        for q in ("ttt", "slot_eval", "cache", "never_called", "both", "helper_gated", "main")
+    }
+    assert status == {
+        "ttt": "gated_off",
+        "slot_eval": "live",
+        "cache": "gated_off",
+        "never_called": "dead",
+        "both": "live",
+        "helper_gated": "gated_off",
+        "main": "live",
+    }
     decided = {g.text: g.taken for (_, branch), g in prog.branch_gates.items() if branch == "body"}
     assert decided["args.mode and args.helper_flag"] is True  # decided, not merely undecided
     assert decided["args.slot and (not USE_CACHE)"] is True
@@ -165,19 +174,26 @@ def test_run_command_turns_a_default_off_flag_on() -> None:
     assert r.gate.enabled_by and r.gate.enabled_by[0].env_dict == {"SEED": "1", "TTT_ENABLED": "1"}
 
 
-@pytest.mark.parametrize(("expr", "env", "expected"), [
-    ('os.environ.get("X", "1")', None, "1"),
-    ('int(os.environ.get("X", "3")) + 1', None, 4),
-    ('bool(int(os.getenv("X", "0")))', None, False),
-    ('bool(int(os.getenv("X", "0")))', {"X": "1"}, True),
-    ('os.environ.get("X", "True").lower() in ("1", "true")', None, True),
-    ('os.environ.get("X", "0") == "1" or os.environ.get("Y", "1") == "1"', None, True),
-    ('not (float(os.environ.get("X", "0.0")) > 0)', None, True),
-    ('os.environ["X"]', None, UNKNOWN),
-    ('int(os.environ.get("WORLD_SIZE", "1")) > 1', None, UNKNOWN),  # set by the launcher, not a flag default
-    ('"RANK" in os.environ', None, UNKNOWN),
-    ('f(1)', None, UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("expr", "env", "expected"),
+    [
+        ('os.environ.get("X", "1")', None, "1"),
+        ('int(os.environ.get("X", "3")) + 1', None, 4),
+        ('bool(int(os.getenv("X", "0")))', None, False),
+        ('bool(int(os.getenv("X", "0")))', {"X": "1"}, True),
+        ('os.environ.get("X", "True").lower() in ("1", "true")', None, True),
+        ('os.environ.get("X", "0") == "1" or os.environ.get("Y", "1") == "1"', None, True),
+        ('not (float(os.environ.get("X", "0.0")) > 0)', None, True),
+        ('os.environ["X"]', None, UNKNOWN),
+        (
+            'int(os.environ.get("WORLD_SIZE", "1")) > 1',
+            None,
+            UNKNOWN,
+        ),  # set by the launcher, not a flag default
+        ('"RANK" in os.environ', None, UNKNOWN),
+        ("f(1)", None, UNKNOWN),
+    ],
+)
 def test_eval_const_shapes(expr: str, env: dict | None, expected: object) -> None:
     prog = prog_of({"train_gpt.py": f"import os\nvalue = {expr}\n"})
     node = prog.entry.unit.tree.body[1].value
@@ -186,7 +202,9 @@ def test_eval_const_shapes(expr: str, env: dict | None, expected: object) -> Non
 
 
 def test_entry_sequence_is_execution_order_with_drivers_inlined() -> None:
-    prog = prog_of({"train_gpt.py": """
+    prog = prog_of(
+        {
+            "train_gpt.py": """
         def setup(): pass
         def train(): pass
         def score(): pass
@@ -203,15 +221,21 @@ def test_entry_sequence_is_execution_order_with_drivers_inlined() -> None:
 
         if __name__ == "__main__":
             main()
-        """})
+        """
+        }
+    )
     names = [(e.site.callees[0].qualname if e.site.callees else e.site.ext) for e in prog.entry_sequence()]
     assert names == ["main", "run", "setup", "range", "train", "score", "log"]
-    train_ev = next(e for e in prog.entry_sequence() if e.site.callees and e.site.callees[0].qualname == "train")
+    train_ev = next(
+        e for e in prog.entry_sequence() if e.site.callees and e.site.callees[0].qualname == "train"
+    )
     assert len(train_ev.loops) == 1 and train_ev.depth == 2
 
 
 def test_dynamic_dispatch_is_exposed() -> None:
-    prog = prog_of({"train_gpt.py": """
+    prog = prog_of(
+        {
+            "train_gpt.py": """
         import sys
 
         def evaluate(name):
@@ -222,8 +246,12 @@ def test_dynamic_dispatch_is_exposed() -> None:
 
         if __name__ == "__main__":
             evaluate("plain")
-        """})
-    assert [reason for _, reason, _ in prog.defeated] == ["call through getattr with a computed attribute name"]
+        """
+        }
+    )
+    assert [reason for _, reason, _ in prog.defeated] == [
+        "call through getattr with a computed attribute name"
+    ]
     # a function only dynamic dispatch could reach is "unknown", never "dead"
     assert prog.func_reach(prog.func("train_gpt.py", "eval_plain")).status == "unknown"
 

@@ -193,8 +193,11 @@ def test_taint_does_not_depend_on_names() -> None:
         ctx = build_context(submission_from_files({"train_gpt.py": src}))
         vt, tt = val_taint(ctx), train_taint(ctx)
         main = [f for f in ctx.entry_unit.tree.body if isinstance(f, ast.FunctionDef)][-1]  # the driver
-        call = next(n for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                    and n.func.id == "print")
+        call = next(
+            n
+            for n in ast.walk(main)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+        )
         return [(vt.is_tainted(ctx.entry_unit, a), tt.is_tainted(ctx.entry_unit, a)) for a in call.args]
 
     plain = summary(base)

@@ -53,12 +53,15 @@ def test_shared_sample_is_valid_but_reported_non_canonical(data: Path) -> None:
     assert "not the official validation shard" in rep.summary() and "c4fd1d37" in rep.summary()
 
 
-def test_official_hash_makes_data_canonical(tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_official_hash_makes_data_canonical(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp8192.bin"))[:5000]
     shard = tmp_path / "fineweb_val_000000.bin"
     write_shard(shard, tokens)
-    monkeypatch.setattr(data_mod, "OFFICIAL_VAL_SHARDS",
-                        (("sp8192", "fineweb_val_000000.bin", sha256_file(shard), 5000),))
+    monkeypatch.setattr(
+        data_mod, "OFFICIAL_VAL_SHARDS", (("sp8192", "fineweb_val_000000.bin", sha256_file(shard), 5000),)
+    )
     rep = validate_data(str(shard), data / "fineweb_8192_bpe.model")
     assert rep.canonical and rep.family == "sp8192"
     assert rep.summary().startswith("canonical sp8192 validation data")
@@ -75,8 +78,11 @@ def test_bad_data_is_reported_not_raised(tmp_path: Path, data: Path) -> None:
     rep = validate_data(str(bad), data / "fineweb_1024_bpe.model")
     assert not rep.ok and "does not match the header" in rep.problems[0]
     assert "no validation shard matches" in validate_data(str(tmp_path / "nope_*.bin"), None).problems[0]
-    overlap = validate_data(str(data / "derived_docs_sample200_sp1024.bin"), data / "fineweb_1024_bpe.model",
-                            train=str(data / "derived_docs_sample200_sp1024.bin"))
+    overlap = validate_data(
+        str(data / "derived_docs_sample200_sp1024.bin"),
+        data / "fineweb_1024_bpe.model",
+        train=str(data / "derived_docs_sample200_sp1024.bin"),
+    )
     assert any("share 1 file" in p for p in overlap.problems)
     side = tmp_path / "fineweb_val_bytes_000000.bin"
     write_shard(side, np.ones(10, dtype=np.uint16))
@@ -101,23 +107,49 @@ def artifact(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp8192.bin"), dtype=np.int64)
     write_shard(tmp / "fineweb_train_000000.bin", tokens[RESCORE_TOKENS:])  # disjoint from the scored prefix
     cfg = ModelConfig.tiny()
-    tcfg = TrainConfig(train_files=str(tmp / "fineweb_train_*.bin"), train_batch_tokens=4 * SEQ, train_seq_len=SEQ,
-                       iterations=2, warmup_steps=0, max_wallclock_seconds=0, val_loss_every=0, train_log_every=1,
-                       grad_accum_steps=1, compile=False)
+    tcfg = TrainConfig(
+        train_files=str(tmp / "fineweb_train_*.bin"),
+        train_batch_tokens=4 * SEQ,
+        train_seq_len=SEQ,
+        iterations=2,
+        warmup_steps=0,
+        max_wallclock_seconds=0,
+        val_loss_every=0,
+        train_log_every=1,
+        grad_accum_steps=1,
+        compile=False,
+    )
     model = train(cfg, tcfg, device="cpu", loader=TokenLoader(tcfg.train_files, SEQ, seed=1)).model
     model.set_recurrence(True)
     calib = TokenLoader(tcfg.train_files, SEQ, seed=2)
     path = tmp / "final_model_seed42.ptz"
-    quantize_model(model, [calib.next_step(4 * SEQ, 1)[0][0]], path, config=cfg, qcfg=QuantConfig(min_numel=1024),
-                   forward=model.logits)
+    quantize_model(
+        model,
+        [calib.next_step(4 * SEQ, 1)[0][0]],
+        path,
+        config=cfg,
+        qcfg=QuantConfig(min_numel=1024),
+        forward=model.logits,
+    )
     yield path
     torch.set_num_threads(saved)
 
 
 def _rescore(artifact: Path, data: Path, mode: str = "ttt", **kw):
-    return rescore(artifact, str(data / "derived_docs_sample200_sp8192.bin"), data / "fineweb_8192_bpe.model",
-                   mode=mode, seq_len=SEQ, stride=16, batch_seqs=16, chunk_tokens=256, ttt_epochs=1,
-                   max_tokens=RESCORE_TOKENS, device="cpu", **kw)
+    return rescore(
+        artifact,
+        str(data / "derived_docs_sample200_sp8192.bin"),
+        data / "fineweb_8192_bpe.model",
+        mode=mode,
+        seq_len=SEQ,
+        stride=16,
+        batch_seqs=16,
+        chunk_tokens=256,
+        ttt_epochs=1,
+        max_tokens=RESCORE_TOKENS,
+        device="cpu",
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +161,17 @@ def test_rescore_uses_canonical_byte_accounting(rescored, data: Path) -> None:
     from auditor.evidence.bytes_canonical import build_luts, canonical_denominator, load_sentencepiece
 
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp8192.bin"))[:RESCORE_TOKENS]
-    denom = canonical_denominator(tokens, build_luts(load_sentencepiece(data / "fineweb_8192_bpe.model")),
-                                  seq_len=SEQ)
+    denom = canonical_denominator(
+        tokens, build_luts(load_sentencepiece(data / "fineweb_8192_bpe.model")), seq_len=SEQ
+    )
     for res in rescored.values():
         assert res.ok, res.error
         assert res.seed == 42  # from the artifact's name
-        assert (res.tokens, res.bytes, res.denominator) == (denom.targets, denom.denominator, denom.denominator)
+        assert (res.tokens, res.bytes, res.denominator) == (
+            denom.targets,
+            denom.denominator,
+            denom.denominator,
+        )
         assert not res.canonical and "only the first 1,025 tokens" in res.data_summary
         assert 0 < res.val_bpb < 10
     assert rescored["ttt"].val_bpb != rescored["sliding"].val_bpb  # TTT adapted between chunks
@@ -145,12 +182,21 @@ def _claiming_submission(tmp_path: Path, bpb: float, val_tokens: int) -> Path:
     folder = tmp_path / "claims"
     folder.mkdir(exist_ok=True)
     (folder / "train_gpt.py").write_text("print('train')\n")
-    (folder / "submission.json").write_text(json.dumps(
-        {"name": "t", "author": "a", "val_bpb": round(bpb, 8), "seed_results": {"42": {"val_bpb": round(bpb, 8)}}},
-        indent=2))
+    (folder / "submission.json").write_text(
+        json.dumps(
+            {
+                "name": "t",
+                "author": "a",
+                "val_bpb": round(bpb, 8),
+                "seed_results": {"42": {"val_bpb": round(bpb, 8)}},
+            },
+            indent=2,
+        )
+    )
     (folder / "train_seed42.log").write_text(
         f"seed:42\nval_tokens: {val_tokens}\nquantized_ttt val_loss:{bpb * 2.5:.8f} val_bpb:{bpb:.8f} "
-        "eval_time:1000ms\n")
+        "eval_time:1000ms\n"
+    )
     return folder
 
 
@@ -165,8 +211,9 @@ def _audit_with(folder: Path, rule_ids: list[str], harness: dict):
 
 def test_pg801_pass_when_the_claim_is_the_rescored_value(rescored, tmp_path: Path) -> None:
     res = rescored["ttt"]
-    report = _audit_with(_claiming_submission(tmp_path, res.val_bpb, res.tokens), ["PG801"],
-                         {"rescore": [res.to_dict()]})
+    report = _audit_with(
+        _claiming_submission(tmp_path, res.val_bpb, res.tokens), ["PG801"], {"rescore": [res.to_dict()]}
+    )
     assert _verdict(report, "PG801") is Verdict.PASS
     (f,) = _findings(report, "PG801")
     assert f.evidence_level is EvidenceLevel.RESCORE and "reproduced" in f.message
@@ -175,8 +222,11 @@ def test_pg801_pass_when_the_claim_is_the_rescored_value(rescored, tmp_path: Pat
 
 def test_pg801_fail_when_the_claim_is_better_than_the_artifact(rescored, tmp_path: Path) -> None:
     res = rescored["ttt"]
-    report = _audit_with(_claiming_submission(tmp_path, res.val_bpb - 0.01, res.tokens), ["PG801"],
-                         {"rescore": [res.to_dict()]})
+    report = _audit_with(
+        _claiming_submission(tmp_path, res.val_bpb - 0.01, res.tokens),
+        ["PG801"],
+        {"rescore": [res.to_dict()]},
+    )
     assert _verdict(report, "PG801") is Verdict.FAIL
     (f,) = _findings(report, "PG801")
     assert f.primary is not None and f.primary.path == "submission.json" and f.primary.line == 7
@@ -185,15 +235,19 @@ def test_pg801_fail_when_the_claim_is_better_than_the_artifact(rescored, tmp_pat
 
 def test_pg801_is_informative_on_non_canonical_data_of_another_stream(rescored, tmp_path: Path) -> None:
     res = rescored["ttt"]
-    report = _audit_with(_claiming_submission(tmp_path, res.val_bpb - 0.01, 40_540_160), ["PG801"],
-                         {"rescore": [res.to_dict()]})
+    report = _audit_with(
+        _claiming_submission(tmp_path, res.val_bpb - 0.01, 40_540_160),
+        ["PG801"],
+        {"rescore": [res.to_dict()]},
+    )
     (f,) = _findings(report, "PG801")
     assert f.severity is Severity.INFO and "Informative only" in f.message
     assert _verdict(report, "PG801") is Verdict.PASS
 
 
-def test_pg801_skips_in_a_static_audit_and_warns_on_a_bad_artifact(artifact: Path, data: Path,
-                                                                   tmp_path: Path) -> None:
+def test_pg801_skips_in_a_static_audit_and_warns_on_a_bad_artifact(
+    artifact: Path, data: Path, tmp_path: Path
+) -> None:
     folder = _claiming_submission(tmp_path, 1.0, 1024)
     assert _verdict(audit(load_path(folder), [get_rule("PG801")]), "PG801") is Verdict.SKIP
     junk = tmp_path / "junk.ptz"
@@ -212,8 +266,11 @@ def rerun_data(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp1024.bin"))
     write_shard(tmp / "train_part_000.bin", tokens[:-VAL_SPLIT])  # any names: the harness stages them
     write_shard(tmp / "val_part_000.bin", tokens[-VAL_SPLIT:])
-    return {"train": str(tmp / "train_part_*.bin"), "val": str(tmp / "val_part_*.bin"),
-            "tokenizer": str(data / "fineweb_1024_bpe.model")}
+    return {
+        "train": str(tmp / "train_part_*.bin"),
+        "val": str(tmp / "val_part_*.bin"),
+        "tokenizer": str(data / "fineweb_1024_bpe.model"),
+    }
 
 
 def _rerun_audit(folder: Path, rerun_data: dict[str, str], tmp_path: Path, **kw):
@@ -266,7 +323,9 @@ def test_rerun_killed_at_the_hard_limit(tmp_path: Path, rerun_data) -> None:
     res, report = _rerun_audit(folder, rerun_data, tmp_path, timeout_s=1.0)
     assert res.timed_out and not res.finished and res.wall_s < 15
     assert "killed after 1s (hard limit)" in Path(res.log_path).read_text()
-    assert _verdict(report, "PG802") is Verdict.WARN  # a CPU machine: the limit is not the challenge's hardware
+    assert (
+        _verdict(report, "PG802") is Verdict.WARN
+    )  # a CPU machine: the limit is not the challenge's hardware
     (f,) = _findings(report, "PG802")
     assert "run did not finish" in f.message and "hard limit" in f.message
 
@@ -286,30 +345,73 @@ def test_default_limit_is_train_plus_eval_plus_margin() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_verify_cli_rerun_json(fixtures_dir: Path, rerun_data, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_cli_rerun_json(
+    fixtures_dir: Path, rerun_data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import jsonschema
 
-    rc = cli_main(["verify", str(fixtures_dir / "rerun_tiny"), "--val", rerun_data["val"], "--train",
-                   rerun_data["train"], "--tokenizer", rerun_data["tokenizer"], "--rerun", "--seed", "42",
-                   "--scratch", str(tmp_path / "s"), "--format", "json"])
+    rc = cli_main(
+        [
+            "verify",
+            str(fixtures_dir / "rerun_tiny"),
+            "--val",
+            rerun_data["val"],
+            "--train",
+            rerun_data["train"],
+            "--tokenizer",
+            rerun_data["tokenizer"],
+            "--rerun",
+            "--seed",
+            "42",
+            "--scratch",
+            str(tmp_path / "s"),
+            "--format",
+            "json",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     report = json.loads(out.out)
-    schema = json.loads((Path(__file__).resolve().parents[1] / "auditor/schemas/report.schema.json").read_text())
+    schema = json.loads(
+        (Path(__file__).resolve().parents[1] / "auditor/schemas/report.schema.json").read_text()
+    )
     jsonschema.validate(report, schema)
     assert next(r for r in report["rules"] if r["id"] == "PG802")["verdict"] == "PASS"
     assert report["tables"]["harness"]["data"]["canonical"] is False
     assert "NON-CANONICAL" in out.err
 
 
-def test_verify_cli_rescore_and_usage_errors(artifact: Path, data: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_cli_rescore_and_usage_errors(
+    artifact: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = _claiming_submission(tmp_path, 1.0, RESCORE_TOKENS - 1)
-    common = [str(folder), "--val", str(data / "derived_docs_sample200_sp8192.bin"), "--tokenizer",
-              str(data / "fineweb_8192_bpe.model")]
-    rc = cli_main(["verify", *common, "--artifact", str(artifact), "--mode", "plain", "--seq-len", str(SEQ),
-                   "--max-tokens", str(RESCORE_TOKENS), "--device", "cpu", "--rules", "PG801", "--format", "json"])
+    common = [
+        str(folder),
+        "--val",
+        str(data / "derived_docs_sample200_sp8192.bin"),
+        "--tokenizer",
+        str(data / "fineweb_8192_bpe.model"),
+    ]
+    rc = cli_main(
+        [
+            "verify",
+            *common,
+            "--artifact",
+            str(artifact),
+            "--mode",
+            "plain",
+            "--seq-len",
+            str(SEQ),
+            "--max-tokens",
+            str(RESCORE_TOKENS),
+            "--device",
+            "cpu",
+            "--rules",
+            "PG801",
+            "--format",
+            "json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     (f,) = [x for x in report["findings"] if x["rule_id"] == "PG801"]
     assert f["evidence_level"] == "rescore"
@@ -318,8 +420,21 @@ def test_verify_cli_rescore_and_usage_errors(artifact: Path, data: Path, tmp_pat
     assert cli_main(["verify", *common]) == 2
     assert "nothing to do" in capsys.readouterr().err
     assert cli_main(["verify", *common, "--rerun"]) == 2  # no --train
-    assert cli_main(["verify", str(folder), "--val", str(tmp_path / "none*.bin"), "--tokenizer",
-                     str(data / "fineweb_8192_bpe.model"), "--artifact", str(artifact)]) == 2
+    assert (
+        cli_main(
+            [
+                "verify",
+                str(folder),
+                "--val",
+                str(tmp_path / "none*.bin"),
+                "--tokenizer",
+                str(data / "fineweb_8192_bpe.model"),
+                "--artifact",
+                str(artifact),
+            ]
+        )
+        == 2
+    )
     assert "data failed validation" in capsys.readouterr().err
 
 
@@ -327,8 +442,17 @@ def test_verify_cli_rescore_and_usage_errors(artifact: Path, data: Path, tmp_pat
 def test_rescore_on_cuda_matches_cpu_within_tolerance(artifact: Path, data: Path, rescored) -> None:
     from auditor.constants import RESCORE_BPB_TOLERANCE
 
-    gpu = rescore(artifact, str(data / "derived_docs_sample200_sp8192.bin"), data / "fineweb_8192_bpe.model",
-                  mode="sliding", seq_len=SEQ, stride=16, batch_seqs=16, max_tokens=RESCORE_TOKENS, device="cuda")
+    gpu = rescore(
+        artifact,
+        str(data / "derived_docs_sample200_sp8192.bin"),
+        data / "fineweb_8192_bpe.model",
+        mode="sliding",
+        seq_len=SEQ,
+        stride=16,
+        batch_seqs=16,
+        max_tokens=RESCORE_TOKENS,
+        device="cuda",
+    )
     assert gpu.ok and abs(gpu.val_bpb - rescored["sliding"].val_bpb) <= RESCORE_BPB_TOLERANCE
 
 
@@ -337,7 +461,13 @@ def test_launch_and_data_layout(tmp_path: Path, rerun_data) -> None:
 
     assert launch_command("train_gpt.py", 1, "py") == ["py", "train_gpt.py"]
     assert launch_command("train_gpt.py", 8, "py") == [
-        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train_gpt.py"]
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=8",
+        "train_gpt.py",
+    ]
     staged = stage_data(tmp_path / "d", rerun_data["train"], rerun_data["val"], None)
     assert sorted(p.name for p in staged.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
     root = stage_data_dir(tmp_path / "root", staged, rerun_data["tokenizer"], 1024)

@@ -29,7 +29,11 @@ def test_baseline_int8_zlib_era() -> None:
     assert final.eval_ms == 1416  # carried over from the 4-decimal twin line
     assert log.seed == 1337 and log.seed_source == "log"
     assert log.world_size == 8 and log.val_tokens == 62021632 and log.train_shards == 80
-    assert log.stop is not None and (log.stop.train_ms, log.stop.step, log.stop.line_no) == (600030, 13044, 42)
+    assert log.stop is not None and (log.stop.train_ms, log.stop.step, log.stop.line_no) == (
+        600030,
+        13044,
+        42,
+    )
     assert log.steps[-1].step_avg_ms == 46.01 and not log.steps[-1].coarse
     assert [g.name for g in log.gpus] == ["NVIDIA H100 80GB HBM3"] * 2
     assert log.torch_version == "2.9.1+cu128"
@@ -137,7 +141,11 @@ def test_unknown_and_garbage_lines_ignored() -> None:
 
 
 def test_score_rank_order() -> None:
-    assert score_rank("quantized_ttt_phased") > score_rank("legal_ttt_exact") > score_rank("quantized_sliding_window")
+    assert (
+        score_rank("quantized_ttt_phased")
+        > score_rank("legal_ttt_exact")
+        > score_rank("quantized_sliding_window")
+    )
     assert score_rank("final_int6_sliding_window") > score_rank("final_int8_zlib_roundtrip_exact")
     assert score_rank("diagnostic quantized") is None and score_rank("pre-quantization post-ema") is None
     assert score_rank("DIAGNOSTIC post_ema") is None
@@ -145,8 +153,14 @@ def test_score_rank_order() -> None:
 
 @pytest.mark.parametrize(
     ("name", "seed"),
-    [("train_seed42.log", 42), ("log_10mins_seed-1337.txt", 1337), ("ternary_log_7.txt", 7),
-     ("4096_hybrid448_s1337.txt", 1337), ("log_eggroll_3-last-layers.txt", None), ("train.log", None)],
+    [
+        ("train_seed42.log", 42),
+        ("log_10mins_seed-1337.txt", 1337),
+        ("ternary_log_7.txt", 7),
+        ("4096_hybrid448_s1337.txt", 1337),
+        ("log_eggroll_3-last-layers.txt", None),
+        ("train.log", None),
+    ],
 )
 def test_seed_from_filename(name: str, seed: int | None) -> None:
     assert seed_from_filename(name) == seed
@@ -155,11 +169,13 @@ def test_seed_from_filename(name: str, seed: int | None) -> None:
 def test_logs_of_is_memoized_and_skips_non_run_files() -> None:
     from auditor.evidence.logs import logs_of
 
-    sub = submission_from_files({
-        "train_gpt.py": "print(1)\n",
-        "train_seed42.log": (LOGS / "sliding_window_int6.log").read_text(),
-        "notes.txt": "some notes about the run\n",
-    })
+    sub = submission_from_files(
+        {
+            "train_gpt.py": "print(1)\n",
+            "train_seed42.log": (LOGS / "sliding_window_int6.log").read_text(),
+            "notes.txt": "some notes about the run\n",
+        }
+    )
     ctx = build_context(sub)
     first = logs_of(ctx)
     assert [p.path for p in first] == ["train_seed42.log"]
@@ -177,6 +193,8 @@ def test_underlined_docstring_title_does_not_end_the_embedded_source() -> None:
 def test_log_with_invalid_utf8_is_still_read() -> None:
     from auditor.evidence.logs import logs_of
 
-    sub = submission_from_files({"train.log": b"seed:1\n\xff\xfe progress\nquantized val_loss:2.0 val_bpb:1.2 eval_time:1ms\n"})
+    sub = submission_from_files(
+        {"train.log": b"seed:1\n\xff\xfe progress\nquantized val_loss:2.0 val_bpb:1.2 eval_time:1ms\n"}
+    )
     logs = logs_of(build_context(sub))
     assert len(logs) == 1 and logs[0].final_score.line_no == 3

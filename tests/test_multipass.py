@@ -23,15 +23,26 @@ def test_online_cache_passes() -> None:
     src = fixture_source("multipass_rescore")
     src = src.replace(
         "    for i in range(1, tokens.numel()):\n        table[(tokens[i - 1] * 1009 + tokens[i]) % buckets] += 1"
-        "  # MARK:write\n", "")
+        "  # MARK:write\n",
+        "",
+    )
     src = src.replace(
         "            count += seq_len\n",
-        "            count += seq_len\n            table[(x * 1009 + y) % buckets] += 1\n")
+        "            count += seq_len\n            table[(x * 1009 + y) % buckets] += 1\n",
+    )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
 
 
-@pytest.mark.parametrize("name", ["ttt_score_first_legal", "slot_standard", "ttt_phased_legal",
-                                  "ttt_lora_per_doc_legal", "ttt_train_all_then_score"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ttt_score_first_legal",
+        "slot_standard",
+        "ttt_phased_legal",
+        "ttt_lora_per_doc_legal",
+        "ttt_train_all_then_score",
+    ],
+)
 def test_single_pass_fixtures_pass(name: str) -> None:
     # per-window input buffers (x_batch[i] = chunk), doc boundaries and sliding windows are not rescoring state
     assert outcome(audit_fixture(name, RULE), RULE)[0] is Verdict.PASS
@@ -68,14 +79,18 @@ def test_min_over_passes_in_a_loop_fails() -> None:
 
 
 def test_single_result_min_is_fine() -> None:
-    src = _MIN_IN_LOOP.replace("    for width in (128, 256, 512):\n        results.append(score(model, tokens, width))\n",
-                               "    results.append(score(model, tokens, 256))\n")
+    src = _MIN_IN_LOOP.replace(
+        "    for width in (128, 256, 512):\n        results.append(score(model, tokens, width))\n",
+        "    results.append(score(model, tokens, 256))\n",
+    )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
 
 
 @pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
 def test_verdict_survives_renaming(transform) -> None:
-    assert outcome(audit_source(transform(fixture_source("multipass_rescore")), RULE), RULE)[0] is Verdict.FAIL
+    assert (
+        outcome(audit_source(transform(fixture_source("multipass_rescore")), RULE), RULE)[0] is Verdict.FAIL
+    )
 
 
 _CACHE_PASSES = """\
@@ -166,5 +181,7 @@ def test_rescoring_early_chunks_with_the_warm_cache_fails() -> None:
 def test_online_loop_alone_passes() -> None:
     src = _LOOP_PASSES.replace(
         "    for ci in range(0, 4 * 512, 512):\n        x, y = tokens[ci:ci + 512], tokens[ci + 1:ci + 513]\n"
-        "        losses[ci] = score_chunk(model, x, y, counts)\n", "")
+        "        losses[ci] = score_chunk(model, x, y, counts)\n",
+        "",
+    )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS

@@ -22,8 +22,16 @@ def test_target_hashed_into_key_fails_at_key_line() -> None:
     assert len(fail[0].flow) == 3
 
 
-@pytest.mark.parametrize("name", ["ngram_context_only_legal", "ngram_tilt_normalized_legal",
-                                  "bigram_hash_input_side_legal", "ppm_byte_mixture", "smear_no_bos_mask"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ngram_context_only_legal",
+        "ngram_tilt_normalized_legal",
+        "bigram_hash_input_side_legal",
+        "ppm_byte_mixture",
+        "smear_no_bos_mask",
+    ],
+)
 def test_legal_or_other_rule_fixtures_pass(name: str) -> None:
     verdict, findings = run_fixture(name, RULE)
     assert verdict is Verdict.PASS, [f.message for f in findings]
@@ -31,6 +39,7 @@ def test_legal_or_other_rule_fixtures_pass(name: str) -> None:
 
 def test_update_after_scoring_alone_is_legal() -> None:
     """Deleting the target-keyed lookup (keeping the post-scoring update with the same key) must pass."""
+
     def drop_lookup(src: str) -> str:
         src = src.replace("full_c = full_table[full_key].astype(np.float64)", "full_c = ctx_c * 0.5")
         assert "full_table[full_key]" not in src
@@ -42,7 +51,8 @@ def test_update_after_scoring_alone_is_legal() -> None:
 
 def test_default_off_flag_is_info_not_fail() -> None:
     verdict, findings = run_fixture(
-        "ngram_target_in_key", RULE, lambda s: s.replace('"NGRAM_ENABLED", "1"', '"NGRAM_ENABLED", "0"'))
+        "ngram_target_in_key", RULE, lambda s: s.replace('"NGRAM_ENABLED", "1"', '"NGRAM_ENABLED", "0"')
+    )
     assert verdict is Verdict.PASS
     assert findings and all(not f.gating for f in findings)
     assert "Not run by default" in findings[0].message
@@ -50,28 +60,40 @@ def test_default_off_flag_is_info_not_fail() -> None:
 
 def test_run_command_turning_the_flag_on_makes_it_fail() -> None:
     readme = "# run\n\n```\nNGRAM_ENABLED=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n"
-    verdict, _ = run_fixture("ngram_target_in_key", RULE,
-                             lambda s: s.replace('"NGRAM_ENABLED", "1"', '"NGRAM_ENABLED", "0"'),
-                             extra={"README.md": readme})
+    verdict, _ = run_fixture(
+        "ngram_target_in_key",
+        RULE,
+        lambda s: s.replace('"NGRAM_ENABLED", "1"', '"NGRAM_ENABLED", "0"'),
+        extra={"README.md": readme},
+    )
     assert verdict is Verdict.FAIL
 
 
 def test_gate_reading_the_realized_token_fails() -> None:
     def gate(src: str) -> str:
-        return src.replace("hit = ctx_c >= 2", "hit = word_start_lut[tgt.astype(np.int64)] > 0").replace(
-            "PRIMES = np.array(", "word_start_lut = np.load('word_start.npy')\nPRIMES = np.array(").replace(
-            "full_c = full_table[full_key].astype(np.float64)", "full_c = ctx_c")
+        return (
+            src.replace("hit = ctx_c >= 2", "hit = word_start_lut[tgt.astype(np.int64)] > 0")
+            .replace("PRIMES = np.array(", "word_start_lut = np.load('word_start.npy')\nPRIMES = np.array(")
+            .replace("full_c = full_table[full_key].astype(np.float64)", "full_c = ctx_c")
+        )
+
     verdict, findings = run_fixture("ngram_target_in_key", RULE, gate)
     assert verdict is Verdict.FAIL
     assert "word_start_lut" in gating(findings, Verdict.FAIL)[0].primary.snippet
 
 
-@pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=3), minify],
-                         ids=["rename", "minify"])
-@pytest.mark.parametrize(("name", "expected"), [("ngram_target_in_key", Verdict.FAIL),
-                                                ("ngram_context_only_legal", Verdict.PASS),
-                                                ("ngram_tilt_normalized_legal", Verdict.PASS),
-                                                ("bigram_hash_input_side_legal", Verdict.PASS)])
+@pytest.mark.parametrize(
+    "transform", [lambda s: rename_identifiers(s, seed=3), minify], ids=["rename", "minify"]
+)
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ngram_target_in_key", Verdict.FAIL),
+        ("ngram_context_only_legal", Verdict.PASS),
+        ("ngram_tilt_normalized_legal", Verdict.PASS),
+        ("bigram_hash_input_side_legal", Verdict.PASS),
+    ],
+)
 def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> None:
     verdict, findings = run_fixture(name, RULE, transform)
     assert verdict is expected, [f.message for f in findings]
@@ -84,19 +106,37 @@ def test_renamed_fail_keeps_its_line() -> None:
 
 
 DEV = [
-    ("c58742a3e6600afd5ebe75a4e799850bad504adf",
-     "records/track_10min_16mb/2026-03-25_BackoffNgramMixer_DriftFreeTTT_0.6683", Verdict.FAIL, 113),
-    ("682797376f06e5c2297f4ffcc6fe45aaeba5c108",
-     "records/track_10min_16mb/2026-03-26_ScoreFirst_TTT_Ngram_Backoff", Verdict.FAIL, 1164),
-    ("e5e366078d8181a86868ef1c6dbd1595758bce0e",
-     "records/track_non_record_16mb/2026-03-20_SharedCore8x12d896_MLP1_1xH100SXM", Verdict.PASS, None),
-    ("9c011678af64fc49827fd8b6106c85a61502eee6",
-     "records/track_non_record_16mb/2026-03-27_CompressedUT_CE_EMA_ExportAlignedQAT_1.4457", Verdict.PASS, None),
+    (
+        "c58742a3e6600afd5ebe75a4e799850bad504adf",
+        "records/track_10min_16mb/2026-03-25_BackoffNgramMixer_DriftFreeTTT_0.6683",
+        Verdict.FAIL,
+        113,
+    ),
+    (
+        "682797376f06e5c2297f4ffcc6fe45aaeba5c108",
+        "records/track_10min_16mb/2026-03-26_ScoreFirst_TTT_Ngram_Backoff",
+        Verdict.FAIL,
+        1164,
+    ),
+    (
+        "e5e366078d8181a86868ef1c6dbd1595758bce0e",
+        "records/track_non_record_16mb/2026-03-20_SharedCore8x12d896_MLP1_1xH100SXM",
+        Verdict.PASS,
+        None,
+    ),
+    (
+        "9c011678af64fc49827fd8b6106c85a61502eee6",
+        "records/track_non_record_16mb/2026-03-27_CompressedUT_CE_EMA_ExportAlignedQAT_1.4457",
+        Verdict.PASS,
+        None,
+    ),
     ("HEAD", "records/track_10min_16mb/2026-04-09_A2_Muon097_3Seed", Verdict.PASS, None),
 ]
 
 
-@pytest.mark.parametrize(("rev", "path", "expected", "line"), DEV, ids=[d[1].rsplit("/", 1)[-1][:30] for d in DEV])
+@pytest.mark.parametrize(
+    ("rev", "path", "expected", "line"), DEV, ids=[d[1].rsplit("/", 1)[-1][:30] for d in DEV]
+)
 def test_labelled_submissions(rev: str, path: str, expected: Verdict, line: int | None) -> None:
     if not mirror_has(rev):
         pytest.skip("parameter-golf mirror not available")

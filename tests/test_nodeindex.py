@@ -9,7 +9,7 @@ from auditor.flow.nodeindex import NodeIndex, child_nodes, walk
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_SAMPLE = '''
+_SAMPLE = """
 import torch as T
 class M(T.nn.Module):
     scale: float = 0.5
@@ -28,7 +28,7 @@ def top(n):
     match n:
         case [1, *rest]:
             return rest
-'''
+"""
 
 
 def _trees() -> list[ast.AST]:

@@ -92,7 +92,9 @@ def test_analysis_of_a_2000_line_script_is_fast() -> None:
         )
         n += 1
     calls = "".join(f"    helper_{i}(model, val_tokens, args.seq_len)\n" for i in range(n))
-    src = base.replace("    print(f\"quantized_ttt_phased", calls + "    print(f\"quantized_ttt_phased") + "".join(extra)
+    src = base.replace(
+        '    print(f"quantized_ttt_phased', calls + '    print(f"quantized_ttt_phased'
+    ) + "".join(extra)
     ctx = build_context(submission_from_files({"train_gpt.py": src}))
     t0 = time.perf_counter()
     facts = analyse_order(ctx)

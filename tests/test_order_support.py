@@ -28,7 +28,9 @@ def audit_fixture(name: str, rule_id: str) -> Report:
 
 def outcome(report: Report, rule_id: str) -> tuple[Verdict, Finding | None]:
     verdict = next(rv.gating_verdict for rv in report.per_rule() if rv.rule_id == rule_id)
-    first = next((f for f in report.findings if f.rule_id == rule_id and f.gating and f.verdict is verdict), None)
+    first = next(
+        (f for f in report.findings if f.rule_id == rule_id and f.gating and f.verdict is verdict), None
+    )
     return verdict, first
 
 

@@ -48,9 +48,18 @@ def run(one_thread, shared_dir, tmp_path_factory):
     val = tokens[-VAL_TOKENS:]
     write_shard(tmp / "fineweb_val_000000.bin", val)
     model_cfg = ModelConfig.tiny()
-    tcfg = TrainConfig(train_files=str(tmp / "fineweb_train_*.bin"), train_batch_tokens=4 * SEQ, train_seq_len=SEQ,
-                       iterations=3, warmup_steps=0, max_wallclock_seconds=0, val_loss_every=0, train_log_every=1,
-                       grad_accum_steps=1, compile=False)
+    tcfg = TrainConfig(
+        train_files=str(tmp / "fineweb_train_*.bin"),
+        train_batch_tokens=4 * SEQ,
+        train_seq_len=SEQ,
+        iterations=3,
+        warmup_steps=0,
+        max_wallclock_seconds=0,
+        val_loss_every=0,
+        train_log_every=1,
+        grad_accum_steps=1,
+        compile=False,
+    )
     loader = TokenLoader(tcfg.train_files, SEQ, seed=1)
     result = train(model_cfg, tcfg, device="cpu", loader=loader)
     model = result.model
@@ -59,16 +68,26 @@ def run(one_thread, shared_dir, tmp_path_factory):
     calib = TokenLoader(tcfg.train_files, SEQ, seed=2)
     batches = [calib.next_step(4 * SEQ, 1)[0][0] for _ in range(2)]
     qcfg = QuantConfig(min_numel=1024)  # small enough that the tiny model's block matrices get int6 GPTQ
-    qstate, report = quantize_model(model, batches, tmp / "model.ptz", config=model_cfg, qcfg=qcfg,
-                                    forward=model.logits)
+    qstate, report = quantize_model(
+        model, batches, tmp / "model.ptz", config=model_cfg, qcfg=qcfg, forward=model.logits
+    )
     restored, _ = restore_model(tmp / "model.ptz")
     luts = build_luts(load_sentencepiece(data / "fineweb_8192_bpe.model"))
     stream = ValStream.build(val, target_bytes(val, luts))
-    return {"train": result, "model": model, "restored": restored, "qstate": qstate, "report": report,
-            "stream": stream, "cfg": model_cfg, "tmp": tmp, "data": data,
-            "ttt_in_memory": eval_ttt(_copy(model), stream, EVAL, coverage=True),
-            "ttt_reloaded": eval_ttt(_copy(restored), stream, EVAL, coverage=True),
-            "sliding_reloaded": eval_sliding(_copy(restored), stream, EVAL, coverage=True)}
+    return {
+        "train": result,
+        "model": model,
+        "restored": restored,
+        "qstate": qstate,
+        "report": report,
+        "stream": stream,
+        "cfg": model_cfg,
+        "tmp": tmp,
+        "data": data,
+        "ttt_in_memory": eval_ttt(_copy(model), stream, EVAL, coverage=True),
+        "ttt_reloaded": eval_ttt(_copy(restored), stream, EVAL, coverage=True),
+        "sliding_reloaded": eval_sliding(_copy(restored), stream, EVAL, coverage=True),
+    }
 
 
 def test_training_ran_and_loss_is_finite(run):
@@ -92,7 +111,7 @@ def test_reload_is_bit_exact(run):
 
 def test_size_lines_in_challenge_format(run):
     lines = run["report"].log_lines()
-    model_bytes = (run["report"].path and run["report"].model_bytes)
+    model_bytes = run["report"].path and run["report"].model_bytes
     assert f"Serialized model quantized+brotli: {model_bytes} bytes" in lines
     total = model_bytes + run["report"].code_bytes
     assert f"Total submission size quantized+brotli: {total} bytes" in lines
@@ -132,17 +151,60 @@ def test_cli_quantize_then_eval(run, capsys):
     """The command line does the same from a `train --out` checkpoint: artifact, then all three evals."""
     tmp, data = run["tmp"], run["data"]
     ckpt = tmp / "final_model.pt"
-    torch.save({"model_config": dataclasses.asdict(run["cfg"]), "state_dict": run["train"].model.state_dict()}, ckpt)
-    rc = cli_main(["quantize", str(ckpt), "--calibration-files", str(tmp / "fineweb_train_*.bin"),
-                   "--out", str(tmp / "cli.ptz"), "--calibration-batches", "2", "--calibration-tokens", "256",
-                   "--seq-len", str(SEQ), "--device", "cpu", "--no-progress", "--log", str(tmp / "cli.log")])
+    torch.save(
+        {"model_config": dataclasses.asdict(run["cfg"]), "state_dict": run["train"].model.state_dict()}, ckpt
+    )
+    rc = cli_main(
+        [
+            "quantize",
+            str(ckpt),
+            "--calibration-files",
+            str(tmp / "fineweb_train_*.bin"),
+            "--out",
+            str(tmp / "cli.ptz"),
+            "--calibration-batches",
+            "2",
+            "--calibration-tokens",
+            "256",
+            "--seq-len",
+            str(SEQ),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--log",
+            str(tmp / "cli.log"),
+        ]
+    )
     assert rc == 0
     quant = json.loads(capsys.readouterr().out)
     assert quant["model_bytes"] == (tmp / "cli.ptz").stat().st_size
-    rc = cli_main(["eval", str(tmp / "cli.ptz"), "--val", str(tmp / "fineweb_val_*.bin"), "--tokenizer",
-                   str(data / "fineweb_8192_bpe.model"), "--modes", "plain,sliding,ttt", "--seq-len", str(SEQ),
-                   "--stride", "16", "--batch-seqs", "16", "--chunk-tokens", "512", "--ttt-epochs", "1",
-                   "--device", "cpu", "--no-progress", "--log", str(tmp / "cli.log")])
+    rc = cli_main(
+        [
+            "eval",
+            str(tmp / "cli.ptz"),
+            "--val",
+            str(tmp / "fineweb_val_*.bin"),
+            "--tokenizer",
+            str(data / "fineweb_8192_bpe.model"),
+            "--modes",
+            "plain,sliding,ttt",
+            "--seq-len",
+            str(SEQ),
+            "--stride",
+            "16",
+            "--batch-seqs",
+            "16",
+            "--chunk-tokens",
+            "512",
+            "--ttt-epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--log",
+            str(tmp / "cli.log"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr()
     summary = json.loads(out.out)
@@ -150,7 +212,9 @@ def test_cli_quantize_then_eval(run, capsys):
     assert labels == ["quantized", "quantized_sliding_window", "quantized_ttt"]
     assert all(r["tokens"] == VAL_TOKENS - 1 for r in summary["results"])
     for label in labels:
-        assert re.search(rf"^{label} val_loss:\d+\.\d{{8}} val_bpb:\d+\.\d{{8}} eval_time:\d+ms$", out.err, re.M)
+        assert re.search(
+            rf"^{label} val_loss:\d+\.\d{{8}} val_bpb:\d+\.\d{{8}} eval_time:\d+ms$", out.err, re.M
+        )
     assert "ttt:start chunks=4 ttt_lr=0.005 ttt_epochs=1" in out.err
 
     # the auditor's own log parser reads what we wrote, and picks the TTT line as the score
@@ -165,7 +229,18 @@ def test_cli_quantize_then_eval(run, capsys):
 def test_cli_eval_bad_artifact_is_a_message_not_a_traceback(run, capsys):
     tmp, data = run["tmp"], run["data"]
     (tmp / "junk.ptz").write_bytes(b"junk")
-    rc = cli_main(["eval", str(tmp / "junk.ptz"), "--val", str(tmp / "fineweb_val_*.bin"), "--tokenizer",
-                   str(data / "fineweb_8192_bpe.model"), "--device", "cpu", "--no-progress"])
+    rc = cli_main(
+        [
+            "eval",
+            str(tmp / "junk.ptz"),
+            "--val",
+            str(tmp / "fineweb_val_*.bin"),
+            "--tokenizer",
+            str(data / "fineweb_8192_bpe.model"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     assert "not brotli data" in capsys.readouterr().err

@@ -149,8 +149,12 @@ def test_ttt_without_epochs_is_the_sliding_eval(stream):
     no_train = EvalConfig(**{**CFG.__dict__, "ttt_epochs": 0})
     ttt = eval_ttt(tiny_model(), stream, no_train)
     sliding = eval_sliding(tiny_model(), stream, no_train)
-    assert (ttt.val_loss, ttt.val_bpb, ttt.tokens, ttt.bytes) == (sliding.val_loss, sliding.val_bpb,
-                                                                  sliding.tokens, sliding.bytes)
+    assert (ttt.val_loss, ttt.val_bpb, ttt.tokens, ttt.bytes) == (
+        sliding.val_loss,
+        sliding.val_bpb,
+        sliding.tokens,
+        sliding.bytes,
+    )
 
 
 def test_ttt_learning_changes_the_score(stream):
@@ -184,7 +188,9 @@ def test_score_first_check_catches_train_then_score(stream):
     TrainThenScore(model, stream, CFG, observer=check).run()
     problems = check.violations()
     assert problems and "chunk 0 was scored with parameters that differ from the initial ones" in problems[0]
-    assert len([p for p in problems if "differ" in p]) == len(check.trained)  # each chunk trained before scored
+    assert len([p for p in problems if "differ" in p]) == len(
+        check.trained
+    )  # each chunk trained before scored
 
 
 def test_score_first_check_catches_an_update_during_scoring(stream):
@@ -215,7 +221,12 @@ def _ranked_worker(rank: int, world: int, port: int, toks: np.ndarray, per: np.n
         sliding = eval_sliding(tiny_model(), stream, CFG, ranks=ranks, coverage=True)
         ttt = eval_ttt(tiny_model(), stream, CFG, ranks=ranks, coverage=True)
         if rank == 0:
-            out["sliding"] = (sliding.val_loss, sliding.tokens, sliding.bytes, bool(np.all(sliding.extra["coverage"] == 1)))
+            out["sliding"] = (
+                sliding.val_loss,
+                sliding.tokens,
+                sliding.bytes,
+                bool(np.all(sliding.extra["coverage"] == 1)),
+            )
             out["ttt"] = (ttt.val_loss, ttt.tokens, ttt.bytes, bool(np.all(ttt.extra["coverage"] == 1)))
     finally:
         dist.destroy_process_group()
@@ -251,8 +262,11 @@ def test_gpu_compiled_bf16_eval_matches_eager_fp32(stream):
     device = torch.device("cuda")
     gpu_stream = ValStream(stream.tokens.to(device), stream.bytes_per_target.to(device))
     fast = eval_sliding(tiny_model().to(device), gpu_stream, CFG, coverage=True)
-    exact = eval_sliding(tiny_model().to(device), gpu_stream, EvalConfig(**{**CFG.__dict__, "compile": False,
-                                                                          "autocast": False}))
+    exact = eval_sliding(
+        tiny_model().to(device),
+        gpu_stream,
+        EvalConfig(**{**CFG.__dict__, "compile": False, "autocast": False}),
+    )
     assert fast.tokens == exact.tokens == stream.num_targets and np.all(fast.extra["coverage"] == 1)
     assert fast.val_bpb == pytest.approx(exact.val_bpb, abs=2e-3)  # bf16 matmuls vs fp32
     ttt = eval_ttt(tiny_model().to(device), gpu_stream, CFG, coverage=True)

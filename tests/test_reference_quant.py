@@ -125,11 +125,21 @@ def test_container_round_trip_all_dtypes():
     assert back.config == {"dim": 32}
     for name, qt in qstate.tensors.items():
         other = back.tensors[name]
-        assert (other.kind, other.shape, other.orig_dtype, other.bits) == (qt.kind, qt.shape, qt.orig_dtype, qt.bits)
+        assert (other.kind, other.shape, other.orig_dtype, other.bits) == (
+            qt.kind,
+            qt.shape,
+            qt.orig_dtype,
+            qt.bits,
+        )
         assert torch.equal(other.data, qt.data)
     kinds = {n: qt.kind for n, qt in qstate.tensors.items()}
-    assert kinds == {"tok_emb.weight": "gptq", "fc.weight": "gptq", "out.weight": "gptq", "gain": "passthrough",
-                     "steps": "raw"}
+    assert kinds == {
+        "tok_emb.weight": "gptq",
+        "fc.weight": "gptq",
+        "out.weight": "gptq",
+        "gain": "passthrough",
+        "steps": "raw",
+    }
     assert qstate.tensors["tok_emb.weight"].bits == 8 and qstate.tensors["fc.weight"].bits == 6
     assert state_checksum(dequantize(back)) == state_checksum(dequantize(qstate))
 
@@ -145,21 +155,25 @@ def test_artifact_file_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(0)
     toy = _Toy()
     calib = [torch.randint(0, 300, (4, 32)) for _ in range(4)]
-    qstate, report = quantize_model(toy, calib, tmp_path / "a.ptz", config={"kind": "toy"},
-                                    qcfg=QuantConfig(min_numel=1000))
+    qstate, report = quantize_model(
+        toy, calib, tmp_path / "a.ptz", config={"kind": "toy"}, qcfg=QuantConfig(min_numel=1000)
+    )
     assert report.hessians == 3 and report.quantized == {"int8": 1, "int6": 2, "passthrough": 1, "raw": 1}
     assert report.model_bytes == (tmp_path / "a.ptz").stat().st_size
 
     fresh = _Toy()
-    restored, loaded = restore_model(tmp_path / "a.ptz", build=lambda cfg: fresh if cfg == {"kind": "toy"} else None)
+    restored, loaded = restore_model(
+        tmp_path / "a.ptz", build=lambda cfg: fresh if cfg == {"kind": "toy"} else None
+    )
     assert state_checksum(restored.state_dict()) == state_checksum(toy.state_dict())
     assert loaded.meta["quant"]["matrix_bits"] == 6
 
 
 def test_size_report_lines_and_code_sizes(tmp_path):
     toy = _Toy()
-    _, report = quantize_model(toy, [torch.randint(0, 300, (2, 8))], tmp_path / "a.ptz", config={},
-                               qcfg=QuantConfig(min_numel=1000))
+    _, report = quantize_model(
+        toy, [torch.randint(0, 300, (2, 8))], tmp_path / "a.ptz", config={}, qcfg=QuantConfig(min_numel=1000)
+    )
     sizes = code_sizes()
     assert sizes["code_files"] >= 5 and 0 < sizes["code_bytes_wrapped"] < sizes["code_bytes_raw"]
     lines = report.log_lines()

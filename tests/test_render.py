@@ -21,23 +21,58 @@ BASIS = Basis(ref="issue #1017", date="2026-03-26", quote="Score before update."
 def sample_report() -> Report:
     decoded = Location("train_gpt.py", 120, 9, 120, 30, layer="train_gpt.py#L1", snippet="loss.backward()")
     fail = Finding(
-        "PG001", "analysis-defeated", Verdict.FAIL, "update | before score", severity=Severity.HIGH,
-        category="evidence", locations=[decoded],
-        flow=[FlowStep(Location("train_gpt.py", 10, 5, layer="train_gpt.py#L1"), "val tokens loaded"),
-              FlowStep(decoded, "backward on val loss")],
+        "PG001",
+        "analysis-defeated",
+        Verdict.FAIL,
+        "update | before score",
+        severity=Severity.HIGH,
+        category="evidence",
+        locations=[decoded],
+        flow=[
+            FlowStep(Location("train_gpt.py", 10, 5, layer="train_gpt.py#L1"), "val tokens loaded"),
+            FlowStep(decoded, "backward on val loss"),
+        ],
         related=[Location("train_gpt.py", 140, 1, layer="train_gpt.py#L1", snippet="eval_val(...)")],
-        evidence="scored at line 140 after update at line 120", basis=BASIS, data={"order": [120, 140]},
+        evidence="scored at line 140 after update at line 120",
+        basis=BASIS,
+        data={"order": [120, 140]},
     )
-    warn = Finding("PG001", "analysis-defeated", Verdict.WARN, "shim not decodable", severity=Severity.MEDIUM,
-                   category="evidence", locations=[Location("helper.py", 3, 1, 3, 20)], basis=BASIS)
-    info = Finding("PG001", "analysis-defeated", Verdict.PASS, "dead code would download", severity=Severity.INFO,
-                   category="evidence", locations=[Location("train_gpt.py", 5)], basis=BASIS)
-    waived = Finding("PG001", "analysis-defeated", Verdict.FAIL, "waived thing", severity=Severity.HIGH,
-                     category="evidence", locations=[Location("train_gpt.py", 7)], basis=BASIS,
-                     waived=True, waiver_reason="ruled legal")
+    warn = Finding(
+        "PG001",
+        "analysis-defeated",
+        Verdict.WARN,
+        "shim not decodable",
+        severity=Severity.MEDIUM,
+        category="evidence",
+        locations=[Location("helper.py", 3, 1, 3, 20)],
+        basis=BASIS,
+    )
+    info = Finding(
+        "PG001",
+        "analysis-defeated",
+        Verdict.PASS,
+        "dead code would download",
+        severity=Severity.INFO,
+        category="evidence",
+        locations=[Location("train_gpt.py", 5)],
+        basis=BASIS,
+    )
+    waived = Finding(
+        "PG001",
+        "analysis-defeated",
+        Verdict.FAIL,
+        "waived thing",
+        severity=Severity.HIGH,
+        category="evidence",
+        locations=[Location("train_gpt.py", 7)],
+        basis=BASIS,
+        waived=True,
+        waiver_reason="ruled legal",
+    )
     return Report(
         submission=SubmissionIdentity(path="records/x", entry="train_gpt.py"),
-        tool_version="0.1.0", ruleset_version="test",
+        tool_version="0.1.0",
+        ruleset_version="test",
         findings=[fail, warn, info, waived],
         rules_run=[("PG001", "analysis-defeated", "evidence")],
         errors=[],

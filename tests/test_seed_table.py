@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from auditor.engine import audit
 from auditor.evidence.table import seed_table
 from auditor.submission import load_path
@@ -46,10 +48,13 @@ def test_dict_and_text_forms() -> None:
 def test_several_logs_of_one_seed_pick_the_claimed_one() -> None:
     log = (FIX / "logs" / "sliding_window_int6.log").read_text()
     rerun = log.replace("1.14430897", "1.14500000").replace("1.1443 ", "1.1450 ")
-    sub = submission_from_files({
-        "train_seed42_original.log": log, "train_seed42_rerun.log": rerun,
-        "submission.json": '{"val_bpb": 1.14430897, "seed_results": {"42": {"val_bpb": 1.14430897}}}',
-    })
+    sub = submission_from_files(
+        {
+            "train_seed42_original.log": log,
+            "train_seed42_rerun.log": rerun,
+            "submission.json": '{"val_bpb": 1.14430897, "seed_results": {"42": {"val_bpb": 1.14430897}}}',
+        }
+    )
     table = seed_table(sub)
     assert len(table.rows) == 1 and table.rows[0].log == "train_seed42_original.log"
     assert [r.log for r in table.other_runs] == ["train_seed42_rerun.log"]
@@ -70,8 +75,22 @@ def test_audit_report_carries_the_table() -> None:
 
 def test_rescore_command(tmp_path: Path) -> None:
     out = tmp_path / "t.csv"
-    proc = subprocess.run([sys.executable, "-m", "auditor.cli", "rescore", str(FIX / "size_over_cap"), "--format",
-                           "csv", "--output", str(out)], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditor.cli",
+            "rescore",
+            str(FIX / "size_over_cap"),
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert {r["seed"]: r["artifact_bytes"] for r in rows}["42"] == "16024793"
@@ -89,12 +108,20 @@ def test_merged_records_scored_line_matches_claimed_seeds() -> None:
         pytest.skip("needs the openai/parameter-golf mirror")
     from auditor.submission import load_git
 
-    ls = subprocess.run(["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", "records/"],
-                        capture_output=True, text=True, check=True).stdout.split("\n")
+    ls = subprocess.run(
+        ["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", "records/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     dirs = []
     for track in filter(None, ls):
-        sub_ls = subprocess.run(["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", track + "/"],
-                                capture_output=True, text=True, check=True).stdout.split("\n")
+        sub_ls = subprocess.run(
+            ["git", f"--git-dir={MIRROR}", "ls-tree", "-d", "--name-only", "HEAD", track + "/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
         dirs += [d for d in sub_ls if d]
     assert len(dirs) >= 60
     agree = total = 0
@@ -113,7 +140,9 @@ def test_rescore_command_prints_csv_and_json(capsys: pytest.CaptureFixture[str])
     assert main(["rescore", folder, "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 1
-    assert {"seed", "label", "val_loss", "val_bpb", "tokens", "train_ms", "eval_ms", "artifact_bytes"} <= set(rows[0])
+    assert {"seed", "label", "val_loss", "val_bpb", "tokens", "train_ms", "eval_ms", "artifact_bytes"} <= set(
+        rows[0]
+    )
     assert rows[0]["label"] == "final_int8_zlib_roundtrip_exact" and rows[0]["tokens"] == "62021632"
     assert main(["rescore", folder, "--format", "json"]) == 0
     assert "final_int8_zlib_roundtrip_exact" in capsys.readouterr().out

@@ -82,8 +82,10 @@ def test_truncation_rule_matches_load_validation_tokens() -> None:
 
 def test_real_derived_shards(shared_dir: Path) -> None:
     data = shared_dir / "data"
-    for name, count in (("derived_docs_sample200_sp1024.bin", 628_457),
-                        ("derived_docs_sample200_sp8192.bin", 420_548)):
+    for name, count in (
+        ("derived_docs_sample200_sp1024.bin", 628_457),
+        ("derived_docs_sample200_sp8192.bin", 420_548),
+    ):
         header = read_header(data / name)
         assert header.num_tokens == count and header.extra_nonzero == 0
         tokens = read_shard(data / name)

@@ -24,13 +24,16 @@ from auditor.submission import load_git, load_path
 MIRROR = Path(os.environ.get("PGOLF_REPO", "/work/.mirror/openai+parameter-golf/repo"))
 
 
-@pytest.mark.parametrize("a, b, x, expected", [
-    (1.0, 1.0, 0.3, 0.3),  # uniform
-    (2.0, 1.0, 0.5, 0.25),  # I_x(a,1) = x^a
-    (1.0, 3.0, 0.2, 1 - 0.8 ** 3),  # I_x(1,b) = 1-(1-x)^b
-    (0.5, 0.5, 0.5, 0.5),  # symmetric
-    (0.5, 0.5, 0.25, 1 / 3),  # arcsine law: (2/pi) asin(sqrt(x))
-])
+@pytest.mark.parametrize(
+    "a, b, x, expected",
+    [
+        (1.0, 1.0, 0.3, 0.3),  # uniform
+        (2.0, 1.0, 0.5, 0.25),  # I_x(a,1) = x^a
+        (1.0, 3.0, 0.2, 1 - 0.8**3),  # I_x(1,b) = 1-(1-x)^b
+        (0.5, 0.5, 0.5, 0.5),  # symmetric
+        (0.5, 0.5, 0.25, 1 / 3),  # arcsine law: (2/pi) asin(sqrt(x))
+    ],
+)
 def test_betainc_closed_forms(a: float, b: float, x: float, expected: float) -> None:
     assert betainc(a, b, x) == pytest.approx(expected, abs=1e-13)
 
@@ -84,8 +87,9 @@ def test_seeds_needed_is_the_smallest_n_that_reaches_alpha() -> None:
     from auditor.evidence.significance import _with_moments
 
     def p_at(k: int) -> float:
-        return welch_one_sided(_with_moments(2.32016667, 0.00125831, k), _with_moments(2.33033333, 0.00152753, k),
-                               0.005).p
+        return welch_one_sided(
+            _with_moments(2.32016667, 0.00125831, k), _with_moments(2.33033333, 0.00152753, k), 0.005
+        ).p
 
     assert p_at(n) < 0.01 and (n == 2 or p_at(n - 1) >= 0.01)
     assert seeds_needed([2.33, 2.331], [2.332, 2.333], 0.005, 0.01) is None  # gain under the margin
@@ -97,11 +101,14 @@ def test_assess_reports_both_rules() -> None:
 
 
 # -- PG751 on fixtures --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("folder, verdict", [
-    ("candidate_significant", Verdict.PASS),
-    ("candidate_applied_only", Verdict.WARN),
-    ("candidate_not_significant", Verdict.FAIL),
-])
+@pytest.mark.parametrize(
+    "folder, verdict",
+    [
+        ("candidate_significant", Verdict.PASS),
+        ("candidate_applied_only", Verdict.WARN),
+        ("candidate_not_significant", Verdict.FAIL),
+    ],
+)
 def test_rule_against_a_reference_folder(fixtures_dir: Path, folder: str, verdict: Verdict) -> None:
     sub = load_path(fixtures_dir / "significance" / folder)
     sub.options["reference"] = str(fixtures_dir / "significance" / "reference")
@@ -138,8 +145,14 @@ def test_real_pair_reproduces_the_leaderboard_p_value() -> None:
     if not MIRROR.exists():
         pytest.skip("no local mirror of openai/parameter-golf (set PGOLF_REPO)")
     base = "records/track_10min_16mb/"
-    cand = seed_values_of(load_git(MIRROR, "HEAD", base + "2026-04-22_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT_MLPClip12"))
-    ref = seed_values_of(load_git(MIRROR, "HEAD", base + "2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT"))
+    cand = seed_values_of(
+        load_git(
+            MIRROR, "HEAD", base + "2026-04-22_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT_MLPClip12"
+        )
+    )
+    ref = seed_values_of(
+        load_git(MIRROR, "HEAD", base + "2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT")
+    )
     rep = assess(cand.losses, ref.losses)
     assert (rep.n_candidate, rep.n_reference) == (5, 3)
     assert round(rep.applied_p, 3) == 0.063 and not rep.written_ok

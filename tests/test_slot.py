@@ -31,7 +31,8 @@ def test_positions_evidence() -> None:
 def test_unmasked_optimization_fails() -> None:
     # no mask at all: the delta is fitted on every target of the window, the scored ones included
     src = fixture_source("slot_causal_context_only").replace(
-        "((nll * mask).sum() / mask.sum()).backward()", "nll.mean().backward()")
+        "((nll * mask).sum() / mask.sum()).backward()", "nll.mean().backward()"
+    )
     verdict, finding = outcome(audit_source(src, RULE), RULE)
     assert verdict is Verdict.FAIL and finding is not None and finding.data["positions"] == "all"
 

@@ -62,15 +62,23 @@ def test_eval_timing_separates_untimed_parts() -> None:
 
 def test_non_record_overrun_is_a_note() -> None:
     text = (FIX / "time_overrun" / "train_seed42.log").read_text()
-    sub = submission_from_files({"train_seed42.log": text, "train_gpt.py": "print(1)\n",
-                                 "submission.json": '{"val_bpb": 1.05, "track": "non-record-16mb"}'})
+    sub = submission_from_files(
+        {
+            "train_seed42.log": text,
+            "train_gpt.py": "print(1)\n",
+            "submission.json": '{"val_bpb": 1.05, "track": "non-record-16mb"}',
+        }
+    )
     got = run(sub, "PG631")
     assert got and all(f.severity is Severity.INFO for f in got)
 
 
 def test_hessian_spill_after_the_ruling_fails_and_before_warns() -> None:
-    text = (FIX / "time_ok_clean_twin" / "train_seed42.log").read_text().replace(
-        "GPTQ:collected 67 Hessians in 4.1s", "GPTQ:collected 67 Hessians in 7.9s")
+    text = (
+        (FIX / "time_ok_clean_twin" / "train_seed42.log")
+        .read_text()
+        .replace("GPTQ:collected 67 Hessians in 4.1s", "GPTQ:collected 67 Hessians in 7.9s")
+    )
     late = submission_from_files({"train_seed42.log": text, "submission.json": '{"date": "2026-04-30"}'})
     early = submission_from_files({"train_seed42.log": text, "submission.json": '{"date": "2026-04-09"}'})
     assert [f.verdict for f in run(late, "PG631")] == [Verdict.FAIL]
@@ -82,10 +90,13 @@ PR1945 = "records/track_10min_16mb/2026-04-30_V19_PR1908_AsymLogit_WD2"
 
 
 @pytest.mark.skipif(not MIRROR.exists(), reason="needs the openai/parameter-golf mirror")
-@pytest.mark.parametrize(("dev_id", "rev", "expected"), [
-    ("DEV-011", "3f49b5e2ee409a9beb007ae2b4b40a32a3cb6d84", Verdict.FAIL),
-    ("DEV-018", "7006753424886886bc27a17f839f6afd01962a08", Verdict.PASS),
-])
+@pytest.mark.parametrize(
+    ("dev_id", "rev", "expected"),
+    [
+        ("DEV-011", "3f49b5e2ee409a9beb007ae2b4b40a32a3cb6d84", Verdict.FAIL),
+        ("DEV-018", "7006753424886886bc27a17f839f6afd01962a08", Verdict.PASS),
+    ],
+)
 def test_dev_labels_pr1945(dev_id: str, rev: str, expected: Verdict) -> None:
     from auditor.submission import load_git
 

@@ -63,8 +63,10 @@ def test_warmup_whose_adapter_is_kept_fails() -> None:
     src = fixture_source("ttt_compile_warmup_val")
     src = src.replace("        del warm, warm_opt\n", "    kept = warm\n")
     src = src.replace("eval_chunks(model, val_tokens, args)", "eval_chunks(model, val_tokens, args, kept)")
-    src = src.replace("def eval_chunks(model, tokens, args):\n    adapter = Adapter(64, 1024, args.lora_rank)",
-                      "def eval_chunks(model, tokens, args, adapter):")
+    src = src.replace(
+        "def eval_chunks(model, tokens, args):\n    adapter = Adapter(64, 1024, args.lora_rank)",
+        "def eval_chunks(model, tokens, args, adapter):",
+    )
     verdict, _ = outcome(audit_source(src, RULE), RULE)
     assert verdict is Verdict.FAIL
 
@@ -162,7 +164,9 @@ def test_default_off_turned_on_by_the_readme_run_command_fails() -> None:
 
 def test_dead_function_is_reported_as_info() -> None:
     # the train-all-then-score shape inside a function nobody calls: info, never a FAIL
-    src = fixture_source("ttt_score_first_legal") + '''
+    src = (
+        fixture_source("ttt_score_first_legal")
+        + """
 
 def unused_adapt_then_score(model, tokens, seq_len):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -170,7 +174,8 @@ def unused_adapt_then_score(model, tokens, seq_len):
         F.cross_entropy(model(tokens[i:i + seq_len]), tokens[i + 1:i + seq_len + 1]).backward()
         opt.step()
     return eval_val(model, tokens, seq_len)
-'''
+"""
+    )
     report = audit_source(src, RULE)
     assert outcome(report, RULE)[0] is Verdict.PASS
     dead = [f for f in report.findings if f.rule_id == RULE and f.data.get("dead")]
@@ -198,6 +203,6 @@ def test_eval_after_per_call_adapter_ttt_passes() -> None:
     src = fixture_source("ttt_lora_per_doc_legal").replace(
         '    print(f"quantized_ttt_lora val_loss:{eval_per_doc(model, val_tokens, args):.6f}")\n',
         '    print(f"quantized_ttt_lora val_loss:{eval_per_doc(model, val_tokens, args):.6f}")\n'
-        '    print(eval_val(model, val_tokens, args.seq_len))\n',
+        "    print(eval_val(model, val_tokens, args.seq_len))\n",
     )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS

@@ -23,8 +23,10 @@ RULES = ("PG401", "PG402")
 
 def verdicts(files: dict[str, bytes]) -> dict[str, tuple[Verdict, list[Finding]]]:
     report = audit(submission_from_files(files), [get_rule(r) for r in RULES])
-    return {rv.rule_id: (rv.gating_verdict, [f for f in report.findings if f.rule_id == rv.rule_id])
-            for rv in report.per_rule()}
+    return {
+        rv.rule_id: (rv.gating_verdict, [f for f in report.findings if f.rule_id == rv.rule_id])
+        for rv in report.per_rule()
+    }
 
 
 def fixture_files(folder: str, transform=None) -> dict[str, bytes]:
@@ -72,7 +74,9 @@ def test_calib_on_val_points_at_where_val_batches_enter_calibration() -> None:
     assert any("calib_stream = TokenStream(args.val_files)" in s.location.snippet for s in fail.flow)
 
 
-@pytest.mark.parametrize("transform", [lambda s: rename_identifiers(s, seed=4), minify], ids=["renamed", "minified"])
+@pytest.mark.parametrize(
+    "transform", [lambda s: rename_identifiers(s, seed=4), minify], ids=["renamed", "minified"]
+)
 @pytest.mark.parametrize("folder", sorted(EXPECTED))
 def test_verdicts_survive_renaming_and_minification(folder: str, transform) -> None:
     got = verdicts(fixture_files(folder, transform))
@@ -80,8 +84,9 @@ def test_verdicts_survive_renaming_and_minification(folder: str, transform) -> N
 
 
 def _git_show(rev: str, path: str) -> bytes:
-    return subprocess.run(["git", f"--git-dir={MIRROR}", "show", f"{rev}:{path}"], capture_output=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["git", f"--git-dir={MIRROR}", "show", f"{rev}:{path}"], capture_output=True, check=True
+    ).stdout
 
 
 @pytest.mark.skipif(not MIRROR.exists(), reason="openai/parameter-golf mirror not present")
@@ -91,14 +96,17 @@ def test_real_val_calibration_fails_and_the_merged_self_generated_version_passes
     fail = next(f for f in old["PG402"][1] if f.verdict is Verdict.FAIL)
     # reported where the driver hands the val-built loader to the Hessian collection, with the loader's
     # construction on the val shard pattern in the flow
-    assert fail.primary.snippet.startswith(("hessians = collect_hessians(", "calib_loader = DistributedTokenLoader("))
+    assert fail.primary.snippet.startswith(
+        ("hessians = collect_hessians(", "calib_loader = DistributedTokenLoader(")
+    )
     assert any("DistributedTokenLoader(args.val_files" in s.location.snippet for s in fail.flow)
     assert any("hooks capture" in s.message for s in fail.flow)
     assert old["PG401"][0] is Verdict.PASS
     merged = verdicts({"train_gpt.py": _git_show("HEAD", VALCALIB)})
     assert merged["PG402"][0] is Verdict.PASS and merged["PG401"][0] is Verdict.PASS
-    renamed = verdicts({"train_gpt.py": rename_identifiers(_git_show(PR728_COMMIT, VALCALIB).decode(),
-                                                           seed=9).encode()})
+    renamed = verdicts(
+        {"train_gpt.py": rename_identifiers(_git_show(PR728_COMMIT, VALCALIB).decode(), seed=9).encode()}
+    )
     assert renamed["PG402"][0] is Verdict.FAIL
     assert next(f for f in renamed["PG402"][1] if f.gating).primary.line == fail.primary.line
 

@@ -17,11 +17,23 @@ from auditor.waivers import apply_waivers, load_waivers
 
 def _report(*verdicts: Verdict, severity: Severity = Severity.HIGH) -> Report:
     findings = [
-        Finding("PG001", "analysis-defeated", v, f"m{i}", severity=severity, locations=[Location("train_gpt.py", i + 1)])
+        Finding(
+            "PG001",
+            "analysis-defeated",
+            v,
+            f"m{i}",
+            severity=severity,
+            locations=[Location("train_gpt.py", i + 1)],
+        )
         for i, v in enumerate(verdicts)
     ]
-    return Report(SubmissionIdentity("x", "train_gpt.py"), "0", "0", findings=findings,
-                  rules_run=[("PG001", "analysis-defeated", "evidence")])
+    return Report(
+        SubmissionIdentity("x", "train_gpt.py"),
+        "0",
+        "0",
+        findings=findings,
+        rules_run=[("PG001", "analysis-defeated", "evidence")],
+    )
 
 
 @pytest.mark.parametrize(
@@ -52,7 +64,10 @@ def _write(tmp: Path, text: str) -> Path:
 def test_waiver_clears_only_the_matching_finding(tmp_path: Path) -> None:
     report = _report(Verdict.FAIL, Verdict.FAIL)
     target = report.findings[0]
-    waivers = load_waivers(_write(tmp_path, f'''
+    waivers = load_waivers(
+        _write(
+            tmp_path,
+            f'''
 [[waiver]]
 rule = "PG001"
 path = "train_gpt.py"
@@ -65,7 +80,9 @@ rule = "PG001"
 path = "other.py"
 fingerprint = "0000000000000000"
 reason = "stale"
-'''))
+''',
+        )
+    )
     apply_waivers(report, waivers)
     assert target.waived and "ruled legal" in target.waiver_reason
     assert not report.findings[1].waived
@@ -76,8 +93,13 @@ reason = "stale"
 def test_expired_waiver_does_not_apply(tmp_path: Path) -> None:
     report = _report(Verdict.FAIL)
     fp = report.findings[0].fingerprint
-    waivers = load_waivers(_write(tmp_path, f'[[waiver]]\nrule="PG001"\npath="train_gpt.py"\n'
-                                            f'fingerprint="{fp}"\nreason="r"\nexpires=2026-01-01\n'))
+    waivers = load_waivers(
+        _write(
+            tmp_path,
+            f'[[waiver]]\nrule="PG001"\npath="train_gpt.py"\n'
+            f'fingerprint="{fp}"\nreason="r"\nexpires=2026-01-01\n',
+        )
+    )
     apply_waivers(report, waivers, today=dt.date(2026, 11, 22))
     assert not report.findings[0].waived and "expired" in report.unused_waivers[0]
 
@@ -104,8 +126,11 @@ def test_cli_waiver_round_trip_and_strict(tmp_path: Path, capsys: pytest.Capture
     assert main([str(sub), "--strict", "--format", "json"]) == STRICT_WARN
     data = json.loads(capsys.readouterr().out)
     finding = next(f for f in data["findings"] if f["verdict"] == "WARN")
-    waiver = _write(tmp_path, f'[[waiver]]\nrule="{finding["rule_id"]}"\npath="train_gpt.py"\n'
-                              f'fingerprint="{finding["fingerprint"]}"\nreason="known false positive"\n')
+    waiver = _write(
+        tmp_path,
+        f'[[waiver]]\nrule="{finding["rule_id"]}"\npath="train_gpt.py"\n'
+        f'fingerprint="{finding["fingerprint"]}"\nreason="known false positive"\n',
+    )
     assert main([str(sub), "--strict", "--format", "json", "--waivers", str(waiver)]) == OK
     data = json.loads(capsys.readouterr().out)
     assert data["summary"]["waived"] == 1 and data["findings"][0]["waived"] is True

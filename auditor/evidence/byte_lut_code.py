@@ -37,8 +37,15 @@ RAW_PIECE_METHODS = {"id_to_piece", "IdToPiece", "convert_ids_to_tokens", "id_to
 PIECE_METHODS = RAW_PIECE_METHODS | {"decode", "decode_ids", "DecodeIds", "decode_pieces", "DecodePieces"}
 BYTE_TEST_METHODS = {"is_byte", "IsByte"}
 STRIP_METHODS = {"lstrip", "removeprefix", "strip"}
-LOADERS = {("np", "load"), ("numpy", "load"), ("json", "load"), ("json", "loads"), ("torch", "load"),
-           ("pickle", "load"), ("pickle", "loads")}
+LOADERS = {
+    ("np", "load"),
+    ("numpy", "load"),
+    ("json", "load"),
+    ("json", "loads"),
+    ("torch", "load"),
+    ("pickle", "load"),
+    ("pickle", "loads"),
+}
 LUT_KEY = re.compile(r"byte|space|boundary", re.I)
 CASEOPS_TEXT = re.compile(r"caseops|lossless_caps", re.I)
 SIDECAR_TEXT = re.compile(r"_bytes_|val_bytes|byte_sidecar|bytes_files", re.I)
@@ -57,12 +64,13 @@ class LutBuilder:
     space_to_blank: list[ast.AST] = field(default_factory=list)  # "▁" replaced by " " (still one byte)
     mentions_leading_space: bool = False
     measures_raw_piece: bool = False  # a measured text is a raw piece (id_to_piece), which keeps its "▁"
-    plus_constant: list[ast.AST] = field(default_factory=list)  # len(<piece>.encode()) + 1: a byte added by hand
+    plus_constant: list[ast.AST] = field(
+        default_factory=list
+    )  # len(<piece>.encode()) + 1: a byte added by hand
 
     @property
     def line(self) -> int:
         return self.length_calls[0].lineno if self.length_calls else getattr(self.scope, "lineno", 0)
-
 
 
 @dataclass
@@ -122,8 +130,12 @@ def _is_strip(node: ast.AST) -> bool:
 def _is_space_to_blank(node: ast.AST) -> bool:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "replace":
         args = node.args
-        return (len(args) > 1 and LEADING_SPACE in (_const_str(args[0]) or "")
-                and (_const_str(args[1]) or "").strip() == "" and _const_str(args[1]) != "")
+        return (
+            len(args) > 1
+            and LEADING_SPACE in (_const_str(args[0]) or "")
+            and (_const_str(args[1]) or "").strip() == ""
+            and _const_str(args[1]) != ""
+        )
     return False
 
 
@@ -171,12 +183,14 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
             arg = n.args[0]
             if isinstance(arg, ast.Call) and _attr(arg) == "encode":
                 text = arg.func.value  # type: ignore[attr-defined]
-                if (_root_name(text) in piece_names or any(
-                        isinstance(x, ast.Call) and _attr(x) in PIECE_METHODS for x in ast.walk(text))) \
-                        and _stored_as_table(n, parents, nodes):
+                if (
+                    _root_name(text) in piece_names
+                    or any(isinstance(x, ast.Call) and _attr(x) in PIECE_METHODS for x in ast.walk(text))
+                ) and _stored_as_table(n, parents, nodes):
                     b.length_calls.append(n)
                     if _root_name(text) in raw_names or any(
-                            isinstance(x, ast.Call) and _attr(x) in RAW_PIECE_METHODS for x in ast.walk(text)):
+                        isinstance(x, ast.Call) and _attr(x) in RAW_PIECE_METHODS for x in ast.walk(text)
+                    ):
                         b.measures_raw_piece = True
                     if _contains_strip(text):
                         b.strips.append(text)
@@ -188,10 +202,16 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
                 b.byte_tests.append(n)
             if LEADING_SPACE in s:
                 b.mentions_leading_space = True
-        if isinstance(n, ast.Call) and _attr(n) == "startswith" and n.args \
-                and LEADING_SPACE in (_const_str(n.args[0]) or ""):
+        if (
+            isinstance(n, ast.Call)
+            and _attr(n) == "startswith"
+            and n.args
+            and LEADING_SPACE in (_const_str(n.args[0]) or "")
+        ):
             b.leading_space_tests.append(n)
-        if isinstance(n, ast.Compare) and any(LEADING_SPACE == _const_str(c) for c in [n.left, *n.comparators]):
+        if isinstance(n, ast.Compare) and any(
+            LEADING_SPACE == _const_str(c) for c in [n.left, *n.comparators]
+        ):
             b.leading_space_tests.append(n)
         if _is_space_to_blank(n):
             b.space_to_blank.append(n)
@@ -201,12 +221,15 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add):
             sides = (n.left, n.right)
             if any(id(x) in measured for x in sides) and any(
-                    isinstance(x, ast.Constant) and isinstance(x.value, int) and x.value > 0 for x in sides):
+                isinstance(x, ast.Constant) and isinstance(x.value, int) and x.value > 0 for x in sides
+            ):
                 b.plus_constant.append(n)
     return b if b.length_calls else None
 
 
-def _stored_as_table(length: ast.Call, parents: Callable[[int], ast.AST | None], nodes: list[ast.AST]) -> bool:
+def _stored_as_table(
+    length: ast.Call, parents: Callable[[int], ast.AST | None], nodes: list[ast.AST]
+) -> bool:
     """The measured length ends up in a per-token table: `t[i] = len(...)`, `out.append(len(...))`, a
     comprehension element, a returned value, or a local that is then stored that way. A length printed in a report
     or packed into a tuple of statistics is not a byte LUT."""
@@ -263,8 +286,13 @@ def _side_file_luts(unit: CodeUnit, scope: ast.AST, index: NodeIndex) -> list[Si
         if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id in loaded:
             key = _const_str(n.slice)
             call = loaded[n.value.id]
-        elif isinstance(n, ast.Call) and _attr(n) == "get" and isinstance(n.func.value, ast.Name) \
-                and n.func.value.id in loaded and n.args:  # type: ignore[attr-defined]
+        elif (
+            isinstance(n, ast.Call)
+            and _attr(n) == "get"
+            and isinstance(n.func.value, ast.Name)
+            and n.func.value.id in loaded
+            and n.args
+        ):  # type: ignore[attr-defined]
             key = _const_str(n.args[0])
             call = loaded[n.func.value.id]  # type: ignore[attr-defined]
         elif isinstance(n, ast.Subscript) and isinstance(n.value, ast.Call) and _is_loader(n.value):
@@ -324,8 +352,9 @@ def _analyse(ctx: AuditContext) -> ByteCodeFacts:
             s = _const_str(n)
             if s is None:
                 if isinstance(n, ast.Import | ast.ImportFrom):
-                    names = [a.name for a in n.names] + ([n.module] if isinstance(n, ast.ImportFrom) and n.module
-                                                         else [])
+                    names = [a.name for a in n.names] + (
+                        [n.module] if isinstance(n, ast.ImportFrom) and n.module else []
+                    )
                     if any(CASEOPS_TEXT.search(x or "") for x in names):
                         facts.caseops_marks.append((unit, n, "import of a lossless-caps (CaseOps) module"))
                 continue

@@ -95,27 +95,45 @@ def check_lut_files(sub: Submission) -> list[LutFileCheck]:
             continue
         keys = sorted(arrays)
         base_key = next((k for k in BASE_KEYS if k in arrays), None)
-        if base_key is None or arrays[base_key].ndim != 1 or not np.issubdtype(arrays[base_key].dtype, np.integer):
+        if (
+            base_key is None
+            or arrays[base_key].ndim != 1
+            or not np.issubdtype(arrays[base_key].dtype, np.integer)
+        ):
             continue  # not a byte LUT
         base = arrays[base_key].astype(np.int64)
         out.append(_judge(path, keys, base_key, base, models, vocabs))
     return out
 
 
-def _judge(path: str, keys: list[str], base_key: str, base: np.ndarray, models: dict[str, bytes],
-           vocabs: dict[str, bytes]) -> LutFileCheck:
+def _judge(
+    path: str,
+    keys: list[str],
+    base_key: str,
+    base: np.ndarray,
+    models: dict[str, bytes],
+    vocabs: dict[str, bytes],
+) -> LutFileCheck:
     for mpath, model in models.items():
         ref = _sp_luts(model, len(base))
         if ref is None or len(ref) < len(base):
             continue
         diff = np.flatnonzero(ref[: len(base)] != base)
         if diff.size:
-            return LutFileCheck(path, keys, base_key, "wrong",
-                                f"{path}[{base_key}] differs from the LUT rebuilt from {mpath} at {diff.size} ids "
-                                f"(e.g. id {int(diff[0])}: {int(base[diff[0]])} vs {int(ref[diff[0]])})",
-                                mpath, diff[:50].tolist(), base[diff[:50]].tolist())
-        return LutFileCheck(path, keys, base_key, "agrees", f"{path}[{base_key}] equals the LUT rebuilt from {mpath}",
-                            mpath)
+            return LutFileCheck(
+                path,
+                keys,
+                base_key,
+                "wrong",
+                f"{path}[{base_key}] differs from the LUT rebuilt from {mpath} at {diff.size} ids "
+                f"(e.g. id {int(diff[0])}: {int(base[diff[0]])} vs {int(ref[diff[0]])})",
+                mpath,
+                diff[:50].tolist(),
+                base[diff[:50]].tolist(),
+            )
+        return LutFileCheck(
+            path, keys, base_key, "agrees", f"{path}[{base_key}] equals the LUT rebuilt from {mpath}", mpath
+        )
     for vpath, vocab in vocabs.items():
         singles = tokenmonster_single_bytes(vocab)
         if singles is None:
@@ -126,14 +144,31 @@ def _judge(path: str, keys: list[str], base_key: str, base: np.ndarray, models: 
         bad = sorted(tid for tid in fallback if base[tid] != 1)
         if bad:
             values = sorted({int(base[t]) for t in bad})
-            return LutFileCheck(path, keys, base_key, "wrong",
-                                f"{path}[{base_key}]: {len(bad)} of the {len(fallback)} single-byte tokens 0x80..0xFF "
-                                f"of {vpath} (byte-fallback: one source byte each) have base_bytes "
-                                f"{'/'.join(map(str, values))} instead of 1", vpath, bad[:50],
-                                [int(base[t]) for t in bad[:50]])
-        return LutFileCheck(path, keys, base_key, "agrees",
-                            f"{path}[{base_key}]: the {len(fallback)} byte-fallback tokens of {vpath} count 1 byte",
-                            vpath)
-    return LutFileCheck(path, keys, base_key, "unverifiable",
-                        f"{path} holds a byte LUT ({base_key}, {len(base)} entries) but no tokenizer in the folder "
-                        "lets it be checked")
+            return LutFileCheck(
+                path,
+                keys,
+                base_key,
+                "wrong",
+                f"{path}[{base_key}]: {len(bad)} of the {len(fallback)} single-byte tokens 0x80..0xFF "
+                f"of {vpath} (byte-fallback: one source byte each) have base_bytes "
+                f"{'/'.join(map(str, values))} instead of 1",
+                vpath,
+                bad[:50],
+                [int(base[t]) for t in bad[:50]],
+            )
+        return LutFileCheck(
+            path,
+            keys,
+            base_key,
+            "agrees",
+            f"{path}[{base_key}]: the {len(fallback)} byte-fallback tokens of {vpath} count 1 byte",
+            vpath,
+        )
+    return LutFileCheck(
+        path,
+        keys,
+        base_key,
+        "unverifiable",
+        f"{path} holds a byte LUT ({base_key}, {len(base)} entries) but no tokenizer in the folder "
+        "lets it be checked",
+    )

@@ -113,8 +113,10 @@ def _as_ids(tokens: np.ndarray | Iterable[int], luts: ByteLUTs | None = None) ->
     if luts is not None and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= luts.table_size:
-            raise ByteAccountingError(f"token id {hi if hi >= luts.table_size else lo} is outside the "
-                                      f"LUT (table size {luts.table_size})")
+            raise ByteAccountingError(
+                f"token id {hi if hi >= luts.table_size else lo} is outside the "
+                f"LUT (table size {luts.table_size})"
+            )
     return arr
 
 
@@ -189,8 +191,12 @@ def canonical_denominator(
     kept = truncated_length(n, seq_len) if seq_len else n
     targets = max(kept - 1, 0)
     report = DenominatorReport(
-        tokens_total=n, tokens_kept=kept, targets=targets, seq_len=seq_len,
-        source="sidecar" if sidecar is not None else "lut", denominator=0,
+        tokens_total=n,
+        tokens_kept=kept,
+        targets=targets,
+        seq_len=seq_len,
+        source="sidecar" if sidecar is not None else "lut",
+        denominator=0,
         tail_targets_dropped=max(n - 1, 0) - targets,
     )
     tail_lut = tail_side = None
@@ -207,7 +213,9 @@ def canonical_denominator(
             raise ByteAccountingError(f"sidecar must be one-dimensional, got shape {side.shape}")
         if side.size < n:
             # the challenge's load_validation_byte_sidecar raises here too (rules.md §B.4)
-            raise ByteAccountingError(f"sidecar has {side.size} entries for {n} tokens (shorter than the stream)")
+            raise ByteAccountingError(
+                f"sidecar has {side.size} entries for {n} tokens (shorter than the stream)"
+            )
         if side.size > n:
             report.notes.append(f"sidecar has {side.size - n} more entries than the token stream; sliced")
         side = side[:n].astype(np.int64)
@@ -248,7 +256,7 @@ def iter_docs(jsonl: str | os.PathLike[str], limit: int | None = None) -> Iterat
                 raise ByteAccountingError(f"{p}:{lineno}: not JSON ({exc.msg})") from None
             text = obj.get("text") if isinstance(obj, dict) else None
             if not isinstance(text, str):
-                raise ByteAccountingError(f"{p}:{lineno}: no string \"text\" field")
+                raise ByteAccountingError(f'{p}:{lineno}: no string "text" field')
             count += 1
             yield text
 
@@ -311,16 +319,25 @@ class TextAgreement:
     def problems(self) -> list[str]:
         out = []
         if self.lut_vs_decoded:
-            out.append(f"LUT bytes {self.lut_bytes:,} differ from decoded-text bytes {self.decoded_bytes:,} "
-                       f"by {self.lut_vs_decoded:+,}")
+            out.append(
+                f"LUT bytes {self.lut_bytes:,} differ from decoded-text bytes {self.decoded_bytes:,} "
+                f"by {self.lut_vs_decoded:+,}"
+            )
         if self.sidecar_vs_raw:
-            out.append(f"sidecar bytes {self.sidecar_bytes:,} differ from raw-text bytes {self.raw_bytes:,} "
-                       f"by {self.sidecar_vs_raw:+,}")
+            out.append(
+                f"sidecar bytes {self.sidecar_bytes:,} differ from raw-text bytes {self.raw_bytes:,} "
+                f"by {self.sidecar_vs_raw:+,}"
+            )
         return out
 
 
-def check_against_text(tokens: np.ndarray, sp: Any, luts: ByteLUTs | None = None,
-                       raw_bytes: int | None = None, sidecar: np.ndarray | None = None) -> TextAgreement:
+def check_against_text(
+    tokens: np.ndarray,
+    sp: Any,
+    luts: ByteLUTs | None = None,
+    raw_bytes: int | None = None,
+    sidecar: np.ndarray | None = None,
+) -> TextAgreement:
     """Compare the LUT total over the whole stream (no truncation) with decoded and raw text bytes."""
     luts = luts or build_luts(sp)
     lut_total = int(token_bytes(tokens, luts).sum())
@@ -342,8 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--shards", help="glob of token shards (e.g. .../fineweb_val_*.bin)")
     src.add_argument("--docs", help='jsonl of {"text": ...} documents, tokenized as [BOS] + encode(doc)')
-    ap.add_argument("--sidecar", help="glob of per-token byte sidecar shards (CaseOps fineweb_val_bytes_*.bin)")
-    ap.add_argument("--seq-len", type=int, default=None, help="apply the ((N-1)//seq_len)*seq_len+1 truncation")
+    ap.add_argument(
+        "--sidecar", help="glob of per-token byte sidecar shards (CaseOps fineweb_val_bytes_*.bin)"
+    )
+    ap.add_argument(
+        "--seq-len", type=int, default=None, help="apply the ((N-1)//seq_len)*seq_len+1 truncation"
+    )
     ap.add_argument("--vocab-size", type=int, default=None)
     args = ap.parse_args(argv)
     try:

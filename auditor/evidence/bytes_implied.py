@@ -123,8 +123,13 @@ _FACT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("data_path", re.compile(r"^\s*(?:data_path|datasets_dir|train_files|val_files)" + _KV + r"(?P<v>\S+)")),
     ("data_path", re.compile(r"^(?:train_loader:dataset:|val_loader:shards pattern=)(?P<v>\S+)")),
     ("train_shards", re.compile(r"^(?:train_shards: ?|train_loader:dataset:\S+ train_shards:)(?P<v>\d+)")),
-    ("val_tokens", re.compile(r"^(?:val_tokens: ?|val_loader:(?:shards pattern=\S+ | )tokens:|Validation tokens: )"
-                              r"(?P<v>\d[\d,]*)")),
+    (
+        "val_tokens",
+        re.compile(
+            r"^(?:val_tokens: ?|val_loader:(?:shards pattern=\S+ | )tokens:|Validation tokens: )"
+            r"(?P<v>\d[\d,]*)"
+        ),
+    ),
 )
 
 
@@ -179,27 +184,39 @@ def family_of(facts: TokenizerFacts) -> FamilyGuess:
     if facts.sidecar_enabled:
         return FamilyGuess("caseops_sp8192", "`val_bpb:byte_sidecar:enabled`", facts.lines.get("sidecar", 0))
     if facts.mentions_caseops or facts.caseops_enabled:
-        line = facts.lines.get("tokenizer_path") or facts.lines.get("data_path") or facts.lines.get(
-            "caseops_enabled", 0)
+        line = (
+            facts.lines.get("tokenizer_path")
+            or facts.lines.get("data_path")
+            or facts.lines.get("caseops_enabled", 0)
+        )
         return FamilyGuess("caseops_sp8192", "CaseOps tokenizer/data path", line)
     kind = (facts.tokenizer_kind or "").lower()
     if kind and kind not in ("sentencepiece", "byte"):
-        return FamilyGuess(None, f"custom tokenizer kind `{facts.tokenizer_kind}`", facts.lines.get("tokenizer_kind", 0))
+        return FamilyGuess(
+            None, f"custom tokenizer kind `{facts.tokenizer_kind}`", facts.lines.get("tokenizer_kind", 0)
+        )
     path = (facts.tokenizer_path or "").lower()
     m = re.search(r"fineweb_(\d+)_bpe\.model$", path)
     if m and f"sp{m.group(1)}" in _families():
-        return FamilyGuess(f"sp{m.group(1)}", f"tokenizer `{facts.tokenizer_path}`", facts.lines.get("tokenizer_path", 0))
+        return FamilyGuess(
+            f"sp{m.group(1)}", f"tokenizer `{facts.tokenizer_path}`", facts.lines.get("tokenizer_path", 0)
+        )
     if kind == "byte" or "byte260" in path or any("byte260" in p for p in facts.data_paths):
         return FamilyGuess("byte260", "byte tokenizer", facts.lines.get("tokenizer_kind", 0))
     if path and not path.endswith(".model"):
-        return FamilyGuess(None, f"tokenizer `{facts.tokenizer_path}` is not a SentencePiece model",
-                           facts.lines.get("tokenizer_path", 0))
+        return FamilyGuess(
+            None,
+            f"tokenizer `{facts.tokenizer_path}` is not a SentencePiece model",
+            facts.lines.get("tokenizer_path", 0),
+        )
     for p in facts.data_paths:
         m = re.search(r"fineweb10B_sp(\d+)(?:/|$)", p)
         if m and f"sp{m.group(1)}" in _families():
             return FamilyGuess(f"sp{m.group(1)}", f"dataset `{p}`", facts.lines.get("data_path", 0))
     if facts.vocab_size and f"sp{facts.vocab_size}" in _families():
-        return FamilyGuess(f"sp{facts.vocab_size}", f"vocab_size {facts.vocab_size}", facts.lines.get("vocab_size", 0))
+        return FamilyGuess(
+            f"sp{facts.vocab_size}", f"vocab_size {facts.vocab_size}", facts.lines.get("vocab_size", 0)
+        )
     if facts.val_tokens in canonical_token_counts():
         fam = canonical_token_counts()[facts.val_tokens]
         return FamilyGuess(fam, f"val_tokens {facts.val_tokens:,}", facts.lines.get("val_tokens", 0))
@@ -238,19 +255,26 @@ class DenominatorCheck:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "status": self.status, "family": self.family, "tokens": self.tokens,
-            "tokens_assumed": self.tokens_assumed, "val_loss": self.val_loss, "val_bpb": self.val_bpb,
-            "implied": round(self.implied, 1), "uncertainty": round(self.uncertainty, 1),
+            "status": self.status,
+            "family": self.family,
+            "tokens": self.tokens,
+            "tokens_assumed": self.tokens_assumed,
+            "val_loss": self.val_loss,
+            "val_bpb": self.val_bpb,
+            "implied": round(self.implied, 1),
+            "uncertainty": round(self.uncertainty, 1),
             "canonical": self.canonical.denominator if self.canonical else None,
             "canonical_tokens": self.canonical.val_tokens if self.canonical else None,
             "expected": round(self.expected, 1) if self.expected is not None else None,
             "delta": round(self.delta, 1) if self.delta is not None else None,
-            "tolerance": round(self.tolerance, 1), "corrected_bpb": self.corrected_bpb,
+            "tolerance": round(self.tolerance, 1),
+            "corrected_bpb": self.corrected_bpb,
         }
 
 
-def check_denominator(val_loss: float, val_bpb: float, decimals: int, family: str | None,
-                      tokens: int | None) -> DenominatorCheck | None:
+def check_denominator(
+    val_loss: float, val_bpb: float, decimals: int, family: str | None, tokens: int | None
+) -> DenominatorCheck | None:
     """Judge one (val_loss, val_bpb) pair. None when there is nothing to compute (no token count at all)."""
     rows = canonical_evals(family) if family else []
     assumed = tokens is None
@@ -279,14 +303,19 @@ def check_denominator(val_loss: float, val_bpb: float, decimals: int, family: st
         # size of the validation text itself is the only fair reference. Far fewer targets AND far fewer bytes
         # than the text means the score covers part of the validation set.
         _against_text(check)
-        if check.status == "mismatch" and deficit > MAX_TRUNCATION_TAIL_TOKENS \
-                and check.implied < VAL_TEXT_BYTES_MIN:
+        if (
+            check.status == "mismatch"
+            and deficit > MAX_TRUNCATION_TAIL_TOKENS
+            and check.implied < VAL_TEXT_BYTES_MIN
+        ):
             check.status = "truncated"
             check.corrected_bpb = None
         return check
     # the canonical stream cut to a longer eval seq_len: the missing tail targets take their bytes with them
     check.expected = canon.denominator - deficit * canon.bytes_per_token
-    check.tolerance = DENOMINATOR_TAIL_TOLERANCE_BYTES + deficit * MAX_BYTES_PER_TOKEN_MARGIN + check.uncertainty
+    check.tolerance = (
+        DENOMINATOR_TAIL_TOLERANCE_BYTES + deficit * MAX_BYTES_PER_TOKEN_MARGIN + check.uncertainty
+    )
     _settle(check)
     return check
 
@@ -323,27 +352,42 @@ class OverlapSign:
 def caseops_overlap_signs(facts: TokenizerFacts, family: str | None) -> list[OverlapSign]:
     signs: list[OverlapSign] = []
     if facts.val_tokens == CASEOPS_LEAKY_VAL_TOKENS:
-        signs.append(OverlapSign(
-            "leaky_val_tokens",
-            f"val_tokens {facts.val_tokens:,} is the 10k-document CaseOps validation set made by "
-            "prepare_caseops_data.py's --val-docs=10000 default: training started at doc 10,000, so 40,000 of the "
-            "50,000 canonical validation docs were trained on",
-            facts.lines.get("val_tokens", 0), True))
-    if family == "caseops_sp8192" and facts.train_shards is not None \
-            and facts.train_shards > CASEOPS_CANONICAL_TRAIN_SHARDS:
-        signs.append(OverlapSign(
-            "local_train_shards",
-            f"train_shards: {facts.train_shards} instead of {CASEOPS_CANONICAL_TRAIN_SHARDS}: locally prepared "
-            "10M-token CaseOps shards (prepare_caseops_data.py, default --val-docs=10000), whose training split "
-            "contains validation documents",
-            _train_shards_line(facts), True))
+        signs.append(
+            OverlapSign(
+                "leaky_val_tokens",
+                f"val_tokens {facts.val_tokens:,} is the 10k-document CaseOps validation set made by "
+                "prepare_caseops_data.py's --val-docs=10000 default: training started at doc 10,000, so 40,000 of the "
+                "50,000 canonical validation docs were trained on",
+                facts.lines.get("val_tokens", 0),
+                True,
+            )
+        )
+    if (
+        family == "caseops_sp8192"
+        and facts.train_shards is not None
+        and facts.train_shards > CASEOPS_CANONICAL_TRAIN_SHARDS
+    ):
+        signs.append(
+            OverlapSign(
+                "local_train_shards",
+                f"train_shards: {facts.train_shards} instead of {CASEOPS_CANONICAL_TRAIN_SHARDS}: locally prepared "
+                "10M-token CaseOps shards (prepare_caseops_data.py, default --val-docs=10000), whose training split "
+                "contains validation documents",
+                _train_shards_line(facts),
+                True,
+            )
+        )
     doubled = facts.doubled_datasets_path
     if doubled and family == "caseops_sp8192":
-        signs.append(OverlapSign(
-            "doubled_datasets_path",
-            f"data path `{doubled}` has the doubled `datasets/datasets` of a local prepare_caseops_data.py run "
-            "(corroborating only: the clean Hugging Face export can produce it too)",
-            facts.lines.get("data_path", 0), False))
+        signs.append(
+            OverlapSign(
+                "doubled_datasets_path",
+                f"data path `{doubled}` has the doubled `datasets/datasets` of a local prepare_caseops_data.py run "
+                "(corroborating only: the clean Hugging Face export can produce it too)",
+                facts.lines.get("data_path", 0),
+                False,
+            )
+        )
     return signs
 
 

@@ -25,11 +25,11 @@ class Number:
 
     @property
     def half_ulp(self) -> float:
-        return 0.5 * 10.0 ** -self.decimals
+        return 0.5 * 10.0**-self.decimals
 
     def agrees(self, other: float, other_decimals: int | None = None) -> bool:
         """Equal within the rounding of both printed precisions (plus float noise)."""
-        tol = self.half_ulp + (0.5 * 10.0 ** -other_decimals if other_decimals is not None else 0.0)
+        tol = self.half_ulp + (0.5 * 10.0**-other_decimals if other_decimals is not None else 0.0)
         return abs(self.value - other) <= tol + 1e-12
 
 
@@ -107,7 +107,7 @@ def _int(value: Any) -> int | None:
 
 def _seed_key(key: Any) -> int | None:
     k = str(key).strip()
-    k = k[len("seed"):].lstrip("_-") if k.lower().startswith("seed") else k
+    k = k[len("seed") :].lstrip("_-") if k.lower().startswith("seed") else k
     return int(k) if k.isdigit() else None
 
 
@@ -118,7 +118,9 @@ def _read_seed_block(seed: int, source: str, block: Any) -> ClaimedSeed:
         return out
     out.val_bpb = number(block.get("val_bpb", block.get("bpb")))
     out.val_loss = number(block.get("val_loss", block.get("val_loss_nats")))
-    out.artifact_bytes = _int(block.get("artifact_bytes", block.get("bytes_total", block.get("artifact_size_bytes"))))
+    out.artifact_bytes = _int(
+        block.get("artifact_bytes", block.get("bytes_total", block.get("artifact_size_bytes")))
+    )
     t = number(block.get("train_time_s"))
     if t is None and number(block.get("train_time_ms")) is not None:
         t = Number(number(block.get("train_time_ms")).value / 1000.0, 3)  # type: ignore[union-attr]
@@ -131,8 +133,9 @@ def _read_seed_block(seed: int, source: str, block: Any) -> ClaimedSeed:
     return out
 
 
-def parse_claims(data: dict[str, Any] | None, path: str | None = None, raw_text: str = "",
-                 problem: str | None = None) -> Claims:
+def parse_claims(
+    data: dict[str, Any] | None, path: str | None = None, raw_text: str = "", problem: str | None = None
+) -> Claims:
     claims = Claims(path=path, data=data or {}, problem=problem, raw_text=raw_text)
     if not data:
         return claims
@@ -142,7 +145,9 @@ def parse_claims(data: dict[str, Any] | None, path: str | None = None, raw_text:
             claims.val_bpb, claims.val_bpb_key = n, key
             break
     claims.val_loss = number(data.get("val_loss", data.get("mean_val_loss", data.get("mean_val_loss_nats"))))
-    claims.bytes_total = _int(data.get("bytes_total", data.get("artifact_bytes", data.get("artifact_size_bytes"))))
+    claims.bytes_total = _int(
+        data.get("bytes_total", data.get("artifact_bytes", data.get("artifact_size_bytes")))
+    )
     claims.bytes_code = _int(data.get("bytes_code", data.get("code_bytes")))
     track = data.get("track")
     claims.track = str(track) if isinstance(track, str) else None
@@ -210,7 +215,7 @@ def json_dumps_short(value: Any) -> str:
 
 # -- track --------------------------------------------------------------------------------------------------------
 def track_of(sub: Any, claims: Claims) -> str | None:
-    """"record" | "non-record" | None (unknown), from the folder's track dir, else submission.json."""
+    """ "record" | "non-record" | None (unknown), from the folder's track dir, else submission.json."""
     where = " ".join(x for x in (sub.git_path or "", str(sub.root)) if x).lower()
     if "track_non_record" in where:
         return "non-record"

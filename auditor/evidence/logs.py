@@ -86,14 +86,18 @@ GPU_LIST = re.compile(r"^GPU (?P<i>\d+): (?P<name>.+?)(?: \(UUID: .*\))?$")
 SEED_OLD = re.compile(r"^seed:\s*(?P<n>\d+)\s*$")
 HPARAM = re.compile(r"^  (?P<k>[A-Za-z_]\w*): (?P<v>.*)$")
 WORLD = re.compile(r"^world_size:(?P<w>\d+)(?: grad_accum_steps:(?P<g>\d+))?")
-BATCH_LINE = re.compile(r"^train_batch_tokens:\d+ .*?iterations:(?P<it>\d+).*?max_wallclock_seconds:(?P<mw>[\d.]+)")
+BATCH_LINE = re.compile(
+    r"^train_batch_tokens:\d+ .*?iterations:(?P<it>\d+).*?max_wallclock_seconds:(?P<mw>[\d.]+)"
+)
 VAL_TOKENS = re.compile(r"^(?:val_tokens: ?(?P<a>\d+)|val_loader:shards pattern=\S+ tokens:(?P<b>\d+))")
 TRAIN_SHARDS = re.compile(r"^(?:train_shards: ?(?P<a>\d+)|train_loader:dataset:\S+ train_shards:(?P<b>\d+))")
 TTP = re.compile(r"^ttp: b(?P<i>\d+)/(?P<n>\d+)\b")
 TTT_PROGRESS = re.compile(r"^ttt_progress: batch (?P<i>\d+)/(?P<n>\d+)\b")
 TTT_PHASED = re.compile(r"^ttt_phased: total_docs:(?P<d>\d+)")
 # Lines that say a scored evaluation pass has begun (a score line must follow them).
-EVAL_BEGIN = re.compile(r"^(?:beginning TTT eval timer|ttt_phased: |ttt_sliding:start|ttt:start|ttt_lora:docs:)")
+EVAL_BEGIN = re.compile(
+    r"^(?:beginning TTT eval timer|ttt_phased: |ttt_sliding:start|ttt:start|ttt_lora:docs:)"
+)
 SEPARATOR = re.compile(r"^={20,}\s*$")
 CODE_START = re.compile(r"^(?:[rbuRBU]?[\"']|import \w|from [\w.]+ import |#!|# -\*-)")  # docstring, imports
 # "train_seed42.log", "log_10mins_seed-1337.txt", "ternary_log_42.txt", "..._s1337.txt"; not "eggroll_3-last".
@@ -255,8 +259,16 @@ class ParsedLog:
     def is_run_log(self) -> bool:
         """True when anything of a training/eval run was recognised (a notes .txt is not a run log)."""
         return bool(
-            self.score_lines or self.periodic_val or self.stop or self.steps or self.sizes or self.hparams
-            or self.world_size or self.seed_source == "log" or self.val_tokens or self.embedded_source
+            self.score_lines
+            or self.periodic_val
+            or self.stop
+            or self.steps
+            or self.sizes
+            or self.hparams
+            or self.world_size
+            or self.seed_source == "log"
+            or self.val_tokens
+            or self.embedded_source
         )
 
     @property
@@ -285,8 +297,14 @@ class ParsedLog:
     def location(self, line_no: int) -> Location:
         """A Location on a log line, with the line (as shipped) as snippet."""
         text = self.line(line_no)
-        return Location(path=self.path, line=line_no, col=1 if line_no else 0, end_line=line_no,
-                        end_col=len(text) + 1 if line_no else 0, snippet=text.strip()[:240])
+        return Location(
+            path=self.path,
+            line=line_no,
+            col=1 if line_no else 0,
+            end_line=line_no,
+            end_col=len(text) + 1 if line_no else 0,
+            snippet=text.strip()[:240],
+        )
 
 
 # -- score selection ---------------------------------------------------------------------------------------------
@@ -297,8 +315,13 @@ def score_rank(label: str) -> int | None:
     other legal TTT > sliding window > quantized round-trip > plain quantized eval.
     """
     low = label.lower()
-    if low.startswith("diagnostic") or "pre-quant" in low or "prequant" in low or "post_ema" in low \
-            or "post-ema" in low:
+    if (
+        low.startswith("diagnostic")
+        or "pre-quant" in low
+        or "prequant" in low
+        or "post_ema" in low
+        or "post-ema" in low
+    ):
         return None
     if "ttt" in low and "phased" in low:
         return 60
@@ -346,7 +369,7 @@ def _logical(raw: str) -> tuple[str, bool]:
         raw = raw.rsplit("\r", 1)[-1]
     m = TIMESTAMP.match(raw)
     if m:
-        return raw[m.end():], True
+        return raw[m.end() :], True
     return raw, False
 
 
@@ -458,17 +481,21 @@ def parse_log(text: str, path: str) -> ParsedLog:
             continue
         m = STEP_OLD.match(ln)
         if m:
-            log.steps.append(StepLine(int(m["s"]), int(m["it"]), float(m["ms"]),
-                                      float(m["avg"]) if m["avg"] else None, n))
+            log.steps.append(
+                StepLine(int(m["s"]), int(m["it"]), float(m["ms"]), float(m["avg"]) if m["avg"] else None, n)
+            )
             continue
         m = STEP_NEW.match(ln)
         if m:
-            log.steps.append(StepLine(int(m["s"]), int(m["it"]), float(m["min"]) * 60_000.0, None, n, coarse=True))
+            log.steps.append(
+                StepLine(int(m["s"]), int(m["it"]), float(m["min"]) * 60_000.0, None, n, coarse=True)
+            )
             continue
         m = STOP.match(ln)
         if m:
-            log.stop = StopLine(float(m["ms"]), int(m["s"]) if m["s"] else None,
-                                int(m["it"]) if m["it"] else None, n, ln)
+            log.stop = StopLine(
+                float(m["ms"]), int(m["s"]) if m["s"] else None, int(m["it"]) if m["it"] else None, n, ln
+            )
             continue
         if _parse_sizes(log, ln, n):
             continue
@@ -478,7 +505,9 @@ def parse_log(text: str, path: str) -> ParsedLog:
             continue
         m = GPTQ_RESERVE.match(ln)
         if m:
-            gptq.update(reserve_s=float(m["s"]), effective_ms=float(m["ms"]) if m["ms"] else None, reserve_line=n)
+            gptq.update(
+                reserve_s=float(m["s"]), effective_ms=float(m["ms"]) if m["ms"] else None, reserve_line=n
+            )
             continue
         m = TOTAL_EVAL.match(ln)
         if m:
@@ -537,7 +566,9 @@ def parse_log(text: str, path: str) -> ParsedLog:
         if m and ("NVIDIA" in m["name"] or "H100" in m["name"]):
             log.gpus.append(GpuLine(int(m["i"]), m["name"].strip(), n))
 
-    log.timestamped = stamped > 0 and stamped >= (len(lines) - (src.end_line - src.start_line + 1 if src else 0)) // 2
+    log.timestamped = (
+        stamped > 0 and stamped >= (len(lines) - (src.end_line - src.start_line + 1 if src else 0)) // 2
+    )
     log.gptq = GptqInfo(**gptq)  # type: ignore[arg-type]
     if ttp_seen:
         log.ttp = Progress(ttp_seen, ttp_max, ttp_total, ttp_line)
@@ -563,7 +594,9 @@ def _add_score(log: ParsedLog, m: re.Match[str], n: int, ln: str) -> None:
         else:
             words.append(tok)
     if m["qual"]:
-        words.append("sliding")  # "final_int8_zlib_roundtrip_exact sliding val_loss:..": a sliding-window eval
+        words.append(
+            "sliding"
+        )  # "final_int8_zlib_roundtrip_exact sliding val_loss:..": a sliding-window eval
     label = " ".join(words)
     rest = m["rest"]
     extras += [(k, v) for k, v in KEYVAL.findall(rest) if k not in ("eval_time", "time", "elapsed")]
@@ -602,7 +635,9 @@ def _parse_sizes(log: ParsedLog, ln: str, n: int) -> bool:
     m = TOTAL_SIZE.match(ln)
     if m:
         # Without a codec the line is raw fp model + code (~67 MB), not the artifact (rules.md §E).
-        log.sizes.append(SizeLine("Total submission size", m["codec"], int(m["n"]), n, m["codec"] is not None, ln))
+        log.sizes.append(
+            SizeLine("Total submission size", m["codec"], int(m["n"]), n, m["codec"] is not None, ln)
+        )
         return True
     m = MODEL_SIZE.match(ln)
     if m:
@@ -659,11 +694,29 @@ def _merge_exact_eval_times(log: ParsedLog) -> None:
     for s in log.score_lines:
         if s.eval_ms is None and "_exact" in s.label:
             base = s.label.replace("_exact", "", 1)
-            twin = next((p for p in reversed(out) if p.label == base and p.eval_ms is not None
-                         and abs(p.val_bpb - s.val_bpb) <= 0.5 * 10 ** -p.decimals + 1e-12), None)
+            twin = next(
+                (
+                    p
+                    for p in reversed(out)
+                    if p.label == base
+                    and p.eval_ms is not None
+                    and abs(p.val_bpb - s.val_bpb) <= 0.5 * 10**-p.decimals + 1e-12
+                ),
+                None,
+            )
             if twin is not None:
-                s = ScoreLine(s.label, s.val_loss, s.val_bpb, twin.eval_ms, s.decimals, s.line_no,
-                              s.is_diagnostic, s.text, s.is_prequant, s.extras)
+                s = ScoreLine(
+                    s.label,
+                    s.val_loss,
+                    s.val_bpb,
+                    twin.eval_ms,
+                    s.decimals,
+                    s.line_no,
+                    s.is_diagnostic,
+                    s.text,
+                    s.is_prequant,
+                    s.extras,
+                )
         out.append(s)
     log.score_lines = out
 
@@ -677,7 +730,9 @@ def _judge_truncation(log: ParsedLog) -> None:
             f"({log.line(log.eval_begin_line).strip()[:80]!r}) but no score line follows it"
         )
         if log.ttp and log.ttp.total and log.ttp.max_index < log.ttp.total:
-            log.truncation_reason += f"; phased TTT progress stops at batch {log.ttp.max_index}/{log.ttp.total}"
+            log.truncation_reason += (
+                f"; phased TTT progress stops at batch {log.ttp.max_index}/{log.ttp.total}"
+            )
         return
     if final is None and (log.stop or log.steps):
         log.truncated = True
@@ -709,4 +764,6 @@ def read_log_text(sub: object, path: str) -> str | None:
 def logs_of(ctx: AuditContext) -> list[ParsedLog]:
     """Every run log of the submission, parsed once per audit (files that show no run output are left out)."""
     sub = ctx.submission
-    return ctx.memo("parsed_logs", lambda: parse_submission_logs(sub.log_paths, lambda p: read_log_text(sub, p)))
+    return ctx.memo(
+        "parsed_logs", lambda: parse_submission_logs(sub.log_paths, lambda p: read_log_text(sub, p))
+    )

@@ -96,15 +96,19 @@ def welch_one_sided(candidate: list[float], reference: list[float], margin: floa
     if se == 0.0:
         # identical seeds on both sides: the sign of the difference is certain
         p = 0.0 if diff > margin else 1.0
-        return Welch(math.copysign(math.inf, diff - margin) if diff != margin else 0.0, math.inf, p, diff, 0.0)
+        return Welch(
+            math.copysign(math.inf, diff - margin) if diff != margin else 0.0, math.inf, p, diff, 0.0
+        )
     t = (diff - margin) / se
-    df = (qc + qr) ** 2 / ((qc * qc / (len(candidate) - 1) if qc else 0.0) + (qr * qr / (len(reference) - 1) if qr
-                                                                               else 0.0))
+    df = (qc + qr) ** 2 / (
+        (qc * qc / (len(candidate) - 1) if qc else 0.0) + (qr * qr / (len(reference) - 1) if qr else 0.0)
+    )
     return Welch(t, df, t_sf(t, df), diff, se)
 
 
-def seeds_needed(candidate: list[float], reference: list[float], margin: float, alpha: float,
-                 max_n: int = 1000) -> int | None:
+def seeds_needed(
+    candidate: list[float], reference: list[float], margin: float, alpha: float, max_n: int = 1000
+) -> int | None:
     """Smallest n (seeds per group, both groups) at which the observed means and standard deviations would give
     p < alpha; None when the observed improvement does not exceed the margin (no n is enough)."""
     mc, mr = fmean(candidate), fmean(reference)
@@ -155,8 +159,13 @@ class SignificanceReport:
         return asdict(self)
 
 
-def assess(candidate: list[float], reference: list[float], candidate_bpb: list[float] | None = None,
-           reference_bpb: list[float] | None = None, margin: float = RECORD_MARGIN_NATS) -> SignificanceReport:
+def assess(
+    candidate: list[float],
+    reference: list[float],
+    candidate_bpb: list[float] | None = None,
+    reference_bpb: list[float] | None = None,
+    margin: float = RECORD_MARGIN_NATS,
+) -> SignificanceReport:
     """Both tests and the seed count, on per-seed val_loss in nats."""
     written = welch_one_sided(candidate, reference, margin)
     applied = welch_one_sided(candidate, reference, 0.0)
@@ -164,15 +173,21 @@ def assess(candidate: list[float], reference: list[float], candidate_bpb: list[f
     if candidate_bpb and reference_bpb:
         bpb_gain = fmean(reference_bpb) - fmean(candidate_bpb)
     return SignificanceReport(
-        n_candidate=len(candidate), n_reference=len(reference),
-        mean_candidate=fmean(candidate), mean_reference=fmean(reference),
-        improvement_nats=applied.improvement, improvement_bpb=bpb_gain,
-        written_p=written.p, applied_p=applied.p,
+        n_candidate=len(candidate),
+        n_reference=len(reference),
+        mean_candidate=fmean(candidate),
+        mean_reference=fmean(reference),
+        improvement_nats=applied.improvement,
+        improvement_bpb=bpb_gain,
+        written_p=written.p,
+        applied_p=applied.p,
         written_ok=written.improvement >= margin and written.p < RECORD_P_WRITTEN,
         applied_ok=applied.improvement > 0 and applied.p < RECORD_P_APPLIED,
         seeds_needed_written=seeds_needed(candidate, reference, margin, RECORD_P_WRITTEN),
         seeds_needed_applied=seeds_needed(candidate, reference, 0.0, RECORD_P_APPLIED),
-        t_written=written.t, t_applied=applied.t, df=applied.df,
+        t_written=written.t,
+        t_applied=applied.t,
+        df=applied.df,
     )
 
 
@@ -223,8 +238,14 @@ def seed_values_from_claims(claims) -> SeedValues:  # auditor.evidence.claims.Cl
         block = claims.main_seed(seed)
         if block is None or block.val_loss is None:
             continue
-        out.append(SeedValue(seed, block.val_loss.value, block.val_bpb.value if block.val_bpb else None,
-                             f"claims:{block.source}"))
+        out.append(
+            SeedValue(
+                seed,
+                block.val_loss.value,
+                block.val_bpb.value if block.val_bpb else None,
+                f"claims:{block.source}",
+            )
+        )
     return SeedValues(out, "claims" if out else "none", [])
 
 

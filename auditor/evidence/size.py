@@ -30,7 +30,21 @@ from auditor.evidence.logs import ParsedLog, logs_of
 if TYPE_CHECKING:
     from auditor.facts import AuditContext
 
-CODE_FILE_SUFFIXES = {".py", ".pyx", ".c", ".cc", ".cpp", ".cu", ".cuh", ".h", ".hpp", ".sh", ".js", ".rs", ".go"}
+CODE_FILE_SUFFIXES = {
+    ".py",
+    ".pyx",
+    ".c",
+    ".cc",
+    ".cpp",
+    ".cu",
+    ".cuh",
+    ".h",
+    ".hpp",
+    ".sh",
+    ".js",
+    ".rs",
+    ".go",
+}
 MINIFY_FLAGS = "--no-rename-locals --no-hoist-literals --remove-literal-statements"
 WRAPPER_HEAD = b'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("'
 WRAPPER_TAIL = b'")))\n'
@@ -43,12 +57,15 @@ def compressed_code_size(code: str) -> tuple[int | None, str]:
     except ImportError:
         return None, "python-minifier is not installed"
     try:
-        minified = python_minifier.minify(code, rename_locals=False, hoist_literals=False,
-                                          remove_literal_statements=True)
+        minified = python_minifier.minify(
+            code, rename_locals=False, hoist_literals=False, remove_literal_statements=True
+        )
     except Exception as exc:  # the minifier rejects code it cannot parse
         return None, f"python-minifier could not minify the code ({type(exc).__name__})"
     encoded = base64.b85encode(lzma.compress(minified.encode("utf-8")))
-    return len(WRAPPER_HEAD) + len(encoded) + len(WRAPPER_TAIL), f"estimated: pyminify {MINIFY_FLAGS} + lzma + b85"
+    return len(WRAPPER_HEAD) + len(encoded) + len(
+        WRAPPER_TAIL
+    ), f"estimated: pyminify {MINIFY_FLAGS} + lzma + b85"
 
 
 @dataclass
@@ -100,12 +117,27 @@ class SizeAccount:
 
         lines = [
             f"model bytes {self.model_bytes:,} ({self.model_from}); cap {cap:,} (decimal)",
-            row("(1) shipped", self.shipped, f"+ shipped code {self.shipped_code:,} B"
-                + (f" incl. exec'd {', '.join(self.exec_files)}" if self.exec_files else "")),
-            row("(2) compr.", self.compressed, f"+ compressed code {self.compressed_code if self.compressed_code is not None else 'n/a'} B ({self.compressed_from})"),
-            row("(3) +aux", self.with_aux, f"+ auxiliary code {self.aux_code:,} B"
-                + (f" ({', '.join(self.aux_files[:6])}{'...' if len(self.aux_files) > 6 else ''})"
-                   if self.aux_files else "")),
+            row(
+                "(1) shipped",
+                self.shipped,
+                f"+ shipped code {self.shipped_code:,} B"
+                + (f" incl. exec'd {', '.join(self.exec_files)}" if self.exec_files else ""),
+            ),
+            row(
+                "(2) compr.",
+                self.compressed,
+                f"+ compressed code {self.compressed_code if self.compressed_code is not None else 'n/a'} B ({self.compressed_from})",
+            ),
+            row(
+                "(3) +aux",
+                self.with_aux,
+                f"+ auxiliary code {self.aux_code:,} B"
+                + (
+                    f" ({', '.join(self.aux_files[:6])}{'...' if len(self.aux_files) > 6 else ''})"
+                    if self.aux_files
+                    else ""
+                ),
+            ),
             f"applied convention: {self.applied}",
         ]
         if self.logged_total is not None:
@@ -115,10 +147,17 @@ class SizeAccount:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source, "model_bytes": self.model_bytes, "model_from": self.model_from,
-            "shipped": self.shipped, "compressed": self.compressed, "with_aux": self.with_aux,
-            "applied": self.applied, "accepted": self.accepted, "logged_total": self.logged_total,
-            "shipped_code": self.shipped_code, "compressed_code": self.compressed_code,
+            "source": self.source,
+            "model_bytes": self.model_bytes,
+            "model_from": self.model_from,
+            "shipped": self.shipped,
+            "compressed": self.compressed,
+            "with_aux": self.with_aux,
+            "applied": self.applied,
+            "accepted": self.accepted,
+            "logged_total": self.logged_total,
+            "shipped_code": self.shipped_code,
+            "compressed_code": self.compressed_code,
             "aux_code": self.aux_code,
         }
 
@@ -166,18 +205,29 @@ def _code_facts(ctx: AuditContext) -> CodeFacts:
     # Packed: the entry decodes its own payload (b85/lzma...). A layer read from another file is a loader shim.
     layers = [u.layer for u in ctx.units if u.path == entry and u.layer is not None]
     packed = any(not any(c.startswith("file:") for c in layer.codecs) for layer in layers)
-    shim_targets = {c[len("file:"):] for layer in layers for c in layer.codecs if c.startswith("file:")}
+    shim_targets = {c[len("file:") :] for layer in layers for c in layer.codecs if c.startswith("file:")}
     # A loader shim (`exec(open("train_gpt_decode.py").read())`) makes the named file the code that runs.
-    exec_files: list[str] = sorted(p for p in sub.files if p != entry and (p in shim_targets or any(
-        PurePosixPath(p).name == PurePosixPath(t).name for t in shim_targets)))
+    exec_files: list[str] = sorted(
+        p
+        for p in sub.files
+        if p != entry
+        and (p in shim_targets or any(PurePosixPath(p).name == PurePosixPath(t).name for t in shim_targets))
+    )
     if entry_text and "exec(" in entry_text:
         for p in sub.files:
-            if p != entry and p not in exec_files and PurePosixPath(p).suffix == ".py" and re.search(
-                    rf"[\"']{re.escape(PurePosixPath(p).name)}[\"']", entry_text):
+            if (
+                p != entry
+                and p not in exec_files
+                and PurePosixPath(p).suffix == ".py"
+                and re.search(rf"[\"']{re.escape(PurePosixPath(p).name)}[\"']", entry_text)
+            ):
                 exec_files.append(p)
     exec_bytes = sum(sub.files[p].size for p in exec_files)
-    aux = sorted(p for p, f in sub.files.items() if p != entry and p not in exec_files
-                 and PurePosixPath(p).suffix.lower() in CODE_FILE_SUFFIXES)
+    aux = sorted(
+        p
+        for p, f in sub.files.items()
+        if p != entry and p not in exec_files and PurePosixPath(p).suffix.lower() in CODE_FILE_SUFFIXES
+    )
     aux_bytes = sum(sub.files[p].size for p in aux)
     # The code the compressed convention would wrap: the innermost decoded layer, or the exec'd file.
     code = None
@@ -195,9 +245,13 @@ def account_for_log(log: ParsedLog, facts: CodeFacts) -> SizeAccount | None:
     raw_code = log.code_size("uncompressed") or log.code_size("raw")
     logged_compressed = log.code_size("compressed")
     if model is not None:
-        m_bytes, m_from, line = model.bytes, f"log line {model.line_no}: {model.label} {model.codec}", model.line_no
+        m_bytes, m_from, line = (
+            model.bytes,
+            f"log line {model.line_no}: {model.label} {model.codec}",
+            model.line_no,
+        )
     elif total is not None:
-        code_in_total = (logged_compressed or raw_code)
+        code_in_total = logged_compressed or raw_code
         sub = code_in_total.bytes if code_in_total else facts.entry_bytes + facts.exec_bytes
         m_bytes = total.bytes - sub
         m_from = f"log line {total.line_no} total minus {sub:,} B of code"
@@ -209,18 +263,31 @@ def account_for_log(log: ParsedLog, facts: CodeFacts) -> SizeAccount | None:
     if facts.entry is None and raw_code is not None:
         shipped_code = raw_code.bytes  # no train_gpt.py shipped: the code size the run logged is all we have
     if logged_compressed is not None:
-        comp, comp_from = logged_compressed.bytes, f"log line {logged_compressed.line_no}: Code size (compressed)"
-    elif (m_bytes + shipped_code + facts.aux_bytes <= ARTIFACT_CAP_BYTES
-          and (total is None or total.bytes <= ARTIFACT_CAP_BYTES)):
+        comp, comp_from = (
+            logged_compressed.bytes,
+            f"log line {logged_compressed.line_no}: Code size (compressed)",
+        )
+    elif m_bytes + shipped_code + facts.aux_bytes <= ARTIFACT_CAP_BYTES and (
+        total is None or total.bytes <= ARTIFACT_CAP_BYTES
+    ):
         # Every convention fits already; the ~1 s minifier estimate could not change anything.
         comp, comp_from = None, "not estimated: the shipped bytes already fit"
     else:
         comp, comp_from = facts.compressed_estimate, facts.compressed_how
     return SizeAccount(
-        source=log.path, line=line, model_bytes=m_bytes, model_from=m_from,
-        shipped_code=shipped_code, compressed_code=comp, compressed_from=comp_from,
-        aux_code=facts.aux_bytes, aux_files=facts.aux_files, exec_files=facts.exec_files, applied=applied,
-        logged_total=total.bytes if total else None, logged_total_line=total.line_no if total else 0,
+        source=log.path,
+        line=line,
+        model_bytes=m_bytes,
+        model_from=m_from,
+        shipped_code=shipped_code,
+        compressed_code=comp,
+        compressed_from=comp_from,
+        aux_code=facts.aux_bytes,
+        aux_files=facts.aux_files,
+        exec_files=facts.exec_files,
+        applied=applied,
+        logged_total=total.bytes if total else None,
+        logged_total_line=total.line_no if total else 0,
     )
 
 
@@ -237,13 +304,22 @@ def account_from_claims(ctx: AuditContext, facts: CodeFacts) -> list[SizeAccount
         totals.append(("submission.json bytes_total", claims.bytes_total))
     out = []
     for where, total in totals:
-        out.append(SizeAccount(
-            source="submission.json", line=0, model_bytes=total - code,
-            model_from=f"{where} {total:,} minus {code:,} B of code", shipped_code=facts.entry_bytes + facts.exec_bytes,
-            compressed_code=facts.compressed_estimate, compressed_from=facts.compressed_how,
-            aux_code=facts.aux_bytes, aux_files=facts.aux_files, exec_files=facts.exec_files,
-            applied="compressed" if facts.entry_packed else "shipped", logged_total=total,
-        ))
+        out.append(
+            SizeAccount(
+                source="submission.json",
+                line=0,
+                model_bytes=total - code,
+                model_from=f"{where} {total:,} minus {code:,} B of code",
+                shipped_code=facts.entry_bytes + facts.exec_bytes,
+                compressed_code=facts.compressed_estimate,
+                compressed_from=facts.compressed_how,
+                aux_code=facts.aux_bytes,
+                aux_files=facts.aux_files,
+                exec_files=facts.exec_files,
+                applied="compressed" if facts.entry_packed else "shipped",
+                logged_total=total,
+            )
+        )
     return out
 
 

@@ -22,8 +22,19 @@ if TYPE_CHECKING:
     from auditor.submission import Submission
 
 COLUMNS = (
-    "seed", "label", "val_loss", "val_bpb", "tokens", "train_ms", "eval_ms", "artifact_bytes",
-    "log", "line", "decimals", "claimed_val_bpb", "claim_agrees",
+    "seed",
+    "label",
+    "val_loss",
+    "val_bpb",
+    "tokens",
+    "train_ms",
+    "eval_ms",
+    "artifact_bytes",
+    "log",
+    "line",
+    "decimals",
+    "claimed_val_bpb",
+    "claim_agrees",
 )
 
 
@@ -84,16 +95,35 @@ class SeedTable:
     def to_text(self) -> str:
         if not self.rows:
             return "no run logs found (nothing to tabulate)"
-        head = ("seed", "scored line", "val_loss", "val_bpb", "tokens", "train_ms", "eval_ms", "artifact", "claim",
-                "log:line")
+        head = (
+            "seed",
+            "scored line",
+            "val_loss",
+            "val_bpb",
+            "tokens",
+            "train_ms",
+            "eval_ms",
+            "artifact",
+            "claim",
+            "log:line",
+        )
         body = []
         for r in self.rows:
             claim = "" if r.claim_agrees is None else ("ok" if r.claim_agrees else f"!= {r.claimed_val_bpb}")
-            body.append((
-                "" if r.seed is None else str(r.seed), r.label or "(no score)",
-                _fmt(r.val_loss), _fmt(r.val_bpb), _fmt(r.tokens), _fmt(r.train_ms), _fmt(r.eval_ms),
-                _fmt(r.artifact_bytes), claim, f"{r.log}:{r.line}" if r.line else r.log,
-            ))
+            body.append(
+                (
+                    "" if r.seed is None else str(r.seed),
+                    r.label or "(no score)",
+                    _fmt(r.val_loss),
+                    _fmt(r.val_bpb),
+                    _fmt(r.tokens),
+                    _fmt(r.train_ms),
+                    _fmt(r.eval_ms),
+                    _fmt(r.artifact_bytes),
+                    claim,
+                    f"{r.log}:{r.line}" if r.line else r.log,
+                )
+            )
         widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
@@ -101,8 +131,11 @@ class SeedTable:
         if mean is not None:
             std = self.std_val_bpb
             lines.append("")
-            lines.append(f"mean val_bpb {mean:.8f}" + (f" (std {std:.8f})" if std is not None else "")
-                         + (f"; claimed {self.claimed_mean_val_bpb}" if self.claimed_mean_val_bpb is not None else ""))
+            lines.append(
+                f"mean val_bpb {mean:.8f}"
+                + (f" (std {std:.8f})" if std is not None else "")
+                + (f"; claimed {self.claimed_mean_val_bpb}" if self.claimed_mean_val_bpb is not None else "")
+            )
         for r in self.other_runs:
             lines.append(f"also for seed {r.seed}: {r.log}:{r.line} {r.label} val_bpb {_fmt(r.val_bpb)}")
         return "\n".join(lines)
@@ -138,8 +171,10 @@ def row_for(log: ParsedLog, seed: int | None) -> SeedRow:
 
 
 def build_seed_table(logs: list[ParsedLog], claims: Claims) -> SeedTable:
-    table = SeedTable(claimed_mean_val_bpb=claims.val_bpb.value if claims.val_bpb else None,
-                      claimed_seeds=list(claims.seed_list))
+    table = SeedTable(
+        claimed_mean_val_bpb=claims.val_bpb.value if claims.val_bpb else None,
+        claimed_seeds=list(claims.seed_list),
+    )
     by_seed: dict[int, list[ParsedLog]] = {}
     for log in logs:
         if log.seed is None:
@@ -166,9 +201,18 @@ def build_seed_table(logs: list[ParsedLog], claims: Claims) -> SeedTable:
         claimed = claims.main_seed(seed)
         chosen = None
         if claimed and claimed.val_bpb:
-            chosen = next((lg for lg in group if lg.final_score
-                           and any(b.val_bpb and b.val_bpb.agrees(lg.final_score.val_bpb, lg.final_score.decimals)
-                                   for b in claims.seeds.get(seed, []))), None)
+            chosen = next(
+                (
+                    lg
+                    for lg in group
+                    if lg.final_score
+                    and any(
+                        b.val_bpb and b.val_bpb.agrees(lg.final_score.val_bpb, lg.final_score.decimals)
+                        for b in claims.seeds.get(seed, [])
+                    )
+                ),
+                None,
+            )
         if chosen is None:
             scored = [lg for lg in group if lg.final_score] or group
             chosen = scored[-1]
@@ -182,7 +226,9 @@ def _with_claim(row: SeedRow, claims: Claims, seed: int) -> SeedRow:
     if claimed and claimed.val_bpb:
         row.claimed_val_bpb = claimed.val_bpb.value
         row.claim_agrees = row.val_bpb is not None and any(
-            b.val_bpb is not None and b.val_bpb.agrees(row.val_bpb, row.decimals) for b in claims.seeds.get(seed, []))
+            b.val_bpb is not None and b.val_bpb.agrees(row.val_bpb, row.decimals)
+            for b in claims.seeds.get(seed, [])
+        )
     return row
 
 

@@ -53,8 +53,10 @@ class TrainTiming:
     def describe(self) -> str:
         parts = [f"train_time {self.train_ms:,.0f} ms (line {self.line})"]
         if self.step_ms:
-            parts.append(f"step time {self.step_ms:.1f} ms ({self.step_ms_from}); tolerance "
-                         f"{STEP_TOLERANCE:g} steps = {self.tolerance_ms:,.0f} ms")
+            parts.append(
+                f"step time {self.step_ms:.1f} ms ({self.step_ms_from}); tolerance "
+                f"{STEP_TOLERANCE:g} steps = {self.tolerance_ms:,.0f} ms"
+            )
         if self.hessian_s is not None:
             parts.append(f"GPTQ Hessians {self.hessian_s:g} s (line {self.hessian_line})")
         if self.reserve_s is not None:
@@ -82,14 +84,23 @@ def train_timing(log: ParsedLog) -> TrainTiming | None:
         step_ms, how = train_ms / step, f"mean over {step} steps"
     # The hyperparameter dump is exact; `gptq:reserving 0s` of older scripts rounded 0.5 s to 0.
     try:
-        reserve = float(log.hparams["gptq_reserve_seconds"]) if "gptq_reserve_seconds" in log.hparams else None
+        reserve = (
+            float(log.hparams["gptq_reserve_seconds"]) if "gptq_reserve_seconds" in log.hparams else None
+        )
     except ValueError:
         reserve = None
     if reserve is None:
         reserve = log.gptq.reserve_s
     return TrainTiming(
-        train_ms=train_ms, line=line, step=step, step_ms=step_ms, step_ms_from=how, stopped_by_cap=capped,
-        hessian_s=log.gptq.collect_s, hessian_line=log.gptq.collect_line, reserve_s=reserve,
+        train_ms=train_ms,
+        line=line,
+        step=step,
+        step_ms=step_ms,
+        step_ms_from=how,
+        stopped_by_cap=capped,
+        hessian_s=log.gptq.collect_s,
+        hessian_line=log.gptq.collect_line,
+        reserve_s=reserve,
         reserve_line=log.gptq.reserve_line,
     )
 
@@ -107,8 +118,11 @@ class EvalTiming:
         return (self.scored_ms or 0.0) + self.other_evals_ms + sum(ms for _, ms, _ in self.untimed)
 
     def describe(self) -> str:
-        lines = [f"scored pass {self.scored_ms:,.0f} ms ({self.scored_from}, line {self.scored_line})"
-                 if self.scored_ms is not None else "scored pass: no timer logged"]
+        lines = [
+            f"scored pass {self.scored_ms:,.0f} ms ({self.scored_from}, line {self.scored_line})"
+            if self.scored_ms is not None
+            else "scored pass: no timer logged"
+        ]
         if self.other_evals_ms:
             lines.append(f"earlier non-diagnostic evals {self.other_evals_ms:,.0f} ms")
         for what, ms, line in self.untimed:
@@ -135,7 +149,7 @@ def eval_timing(log: ParsedLog) -> EvalTiming | None:
         key = s.label.replace("_exact", "")
         if key == final.label.replace("_exact", "") or key in counted:
             continue  # the 8-decimal twin of a line already counted
-        if abs(s.val_bpb - final.val_bpb) <= 0.5 * (10.0 ** -s.decimals + 10.0 ** -final.decimals):
+        if abs(s.val_bpb - final.val_bpb) <= 0.5 * (10.0**-s.decimals + 10.0**-final.decimals):
             continue  # the scored pass itself, printed by another line (`ttt_sliding:done` next to `legal_ttt`)
         counted.add(key)
         if s.is_diagnostic or s.is_prequant:
@@ -143,5 +157,7 @@ def eval_timing(log: ParsedLog) -> EvalTiming | None:
         else:
             timing.other_evals_ms += s.eval_ms
     if log.ttt_compile_warmup_s is not None:
-        timing.untimed.append(("TTT compile warmup", log.ttt_compile_warmup_s * 1000.0, log.ttt_compile_warmup_line))
+        timing.untimed.append(
+            ("TTT compile warmup", log.ttt_compile_warmup_s * 1000.0, log.ttt_compile_warmup_line)
+        )
     return timing

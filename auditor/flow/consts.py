@@ -37,8 +37,21 @@ _ENV_GETTERS = {"os.environ.get", "os.getenv", "environ.get", "getenv"}
 _MAX_DEPTH = 24
 _CONVERTERS = {"int": int, "float": float, "bool": bool, "str": str}
 # Set by the launcher (torchrun / SLURM), not by the submission: their "defaults" say nothing about a real run.
-RUNTIME_ENV = frozenset({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                         "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "CUDA_VISIBLE_DEVICES"})
+RUNTIME_ENV = frozenset(
+    {
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "GROUP_RANK",
+        "NODE_RANK",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,9 @@ def parse_run_commands(files: dict[str, str]) -> list[RunCommand]:
                 continue
             if not _LAUNCH.search(line):
                 continue
-            inline = {k: v.strip("\"'") for k, v in _ASSIGN.findall(line.split("torchrun")[0].split("python")[0])}
+            inline = {
+                k: v.strip("\"'") for k, v in _ASSIGN.findall(line.split("torchrun")[0].split("python")[0])
+            }
             if not inline and not exports:
                 continue
             env = {**exports, **inline}
@@ -108,8 +123,15 @@ class ConstEval:
         if self._frames:  # inside an inlined helper: values depend on its arguments, no memo
             try:
                 return self._value(unit_name, expr, func, depth + 1)
-            except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, KeyError,
-                    IndexError):
+            except (
+                TypeError,
+                ValueError,
+                ZeroDivisionError,
+                OverflowError,
+                AttributeError,
+                KeyError,
+                IndexError,
+            ):
                 return UNKNOWN
         key = (id(expr), id(func), unit_name)
         memo = self.prog.const_memo(self.env)
@@ -122,7 +144,15 @@ class ConstEval:
         self.env_used = set()
         try:
             got = self._value(unit_name, expr, func, depth + 1)
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, KeyError, IndexError):
+        except (
+            TypeError,
+            ValueError,
+            ZeroDivisionError,
+            OverflowError,
+            AttributeError,
+            KeyError,
+            IndexError,
+        ):
             got = UNKNOWN
         finally:
             used = frozenset(self.env_used)
@@ -278,12 +308,15 @@ class ConstEval:
         """Fold a small helper (`def _e(k, d, t=str): v = os.environ.get(k, str(d)); return t(v)`) for these
         arguments: straight-line assignments, ifs and returns only."""
         node = callee.node
-        if not isinstance(node, (ast.FunctionDef,)) or len(node.body) > 10 or any(
-                not isinstance(x, (ast.Assign, ast.If, ast.Return, ast.Expr)) for x in node.body):
+        if (
+            not isinstance(node, (ast.FunctionDef,))
+            or len(node.body) > 10
+            or any(not isinstance(x, (ast.Assign, ast.If, ast.Return, ast.Expr)) for x in node.body)
+        ):
             return UNKNOWN
         a = node.args
         params = [p.arg for p in a.posonlyargs + a.args]
-        defaults = dict(zip(params[len(params) - len(a.defaults):], a.defaults))
+        defaults = dict(zip(params[len(params) - len(a.defaults) :], a.defaults))
         frame: dict[str, Any] = {}
         for i, p in enumerate(params):
             if i < len(call.args):

@@ -57,7 +57,9 @@ NG = "ng"
 # Validation shard file patterns: "fineweb_val_*.bin", "val_000001.bin", "fineweb_val_bytes_*.bin".
 VAL_PATTERN = re.compile(r"(?:^|[/_\-.])val(?:idation)?_[^\s{}:]*(?:\*|\[|\d{3,}|\.bin|\.npy)", re.IGNORECASE)
 # Results that carry the *shape* of their input, not its content: barriers for taint.
-SHAPE_METHODS = frozenset({"numel", "size", "dim", "nelement", "__len__", "element_size", "stride", "ndimension"})
+SHAPE_METHODS = frozenset(
+    {"numel", "size", "dim", "nelement", "__len__", "element_size", "stride", "ndimension"}
+)
 SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad"})
 SHAPE_FUNCS = frozenset({"len", "isinstance", "type", "id", "hasattr"})
 # In-place container/tensor mutators: `x.append(v)` makes x carry v's labels.
@@ -66,8 +68,16 @@ NO_GRAD_CALLS = frozenset({"no_grad", "inference_mode"})
 # In-place writes keyed by an index (lookup tables, caches) and the position of the index argument:
 # `t.index_add_(0, keys, v)`, `t.scatter_add_(0, keys, v)`, `t.index_put_((keys,), v)`, `d.update(...)`.
 KEYED_WRITERS = {
-    "index_add_": 1, "scatter_add_": 1, "scatter_": 1, "scatter_reduce_": 1, "index_copy_": 1, "index_fill_": 1,
-    "index_put_": 0, "put_": 0, "update": 0, "setdefault": 0,
+    "index_add_": 1,
+    "scatter_add_": 1,
+    "scatter_": 1,
+    "scatter_reduce_": 1,
+    "index_copy_": 1,
+    "index_fill_": 1,
+    "index_put_": 0,
+    "put_": 0,
+    "update": 0,
+    "setdefault": 0,
 }
 _BUILTIN_NAMES = frozenset(dir(builtins))
 MAX_EVENTS = 5000
@@ -290,7 +300,9 @@ class Event:
     # writes: the written object's name in each function of the chain, outermost first ("" where it is local)
     names: tuple[str, ...] = ()
     keyed: bool = False  # writes: at keys computed from validation content
-    owner: FuncInfo | None = None  # updates: the function whose local object is updated (gone when it returns)
+    owner: FuncInfo | None = (
+        None  # updates: the function whose local object is updated (gone when it returns)
+    )
     throwaway: bool = False
     step: ast.AST | None = None  # optimizer.step() committing the update
     step_func: FuncInfo | None = None
@@ -303,22 +315,40 @@ class Event:
         return self.func.unit.location(self.node)
 
     def flow(self, message: str) -> list[FlowStep]:
-        steps = [
-            FlowStep(fi.unit.location(call), f"calls {_call_name(call)}()") for call, fi in self.chain
-        ]
+        steps = [FlowStep(fi.unit.location(call), f"calls {_call_name(call)}()") for call, fi in self.chain]
         steps.append(FlowStep(self.location(), message))
         return steps
 
-    def spliced(self, call: ast.AST, caller: FuncInfo, subst: dict[str, Labels], loops: tuple[ast.AST, ...],
-                branches: tuple[Branch, ...], seq_head: int, ng: bool, caller_name: str = "") -> Event:
+    def spliced(
+        self,
+        call: ast.AST,
+        caller: FuncInfo,
+        subst: dict[str, Labels],
+        loops: tuple[ast.AST, ...],
+        branches: tuple[Branch, ...],
+        seq_head: int,
+        ng: bool,
+        caller_name: str = "",
+    ) -> Event:
         labels = substitute(self.labels, subst)
         if self.kind == "score" and ng:
             labels = labels | {NG}
         return Event(
-            kind=self.kind, node=self.node, func=self.func, labels=labels, loops=loops + self.loops,
-            branches=branches + self.branches, chain=((call, caller), *self.chain), seq=(seq_head, *self.seq),
-            rg=self.rg, target=self.target, throwaway=self.throwaway, step=self.step, step_func=self.step_func,
-            names=(caller_name, *self.names) if self.names else (), keyed=self.keyed,
+            kind=self.kind,
+            node=self.node,
+            func=self.func,
+            labels=labels,
+            loops=loops + self.loops,
+            branches=branches + self.branches,
+            chain=((call, caller), *self.chain),
+            seq=(seq_head, *self.seq),
+            rg=self.rg,
+            target=self.target,
+            throwaway=self.throwaway,
+            step=self.step,
+            step_func=self.step_func,
+            names=(caller_name, *self.names) if self.names else (),
+            keyed=self.keyed,
         )
 
 
@@ -367,7 +397,9 @@ class _FunctionInterpreter:
         self.state: dict[str, Labels] = {}
         self.events: dict[tuple[int, int], Event] = {}
         self.ret: set[str] = set()
-        self.aliases: dict[str, ast.expr] = {}  # local name -> expression it was last bound to (for call binding)
+        self.aliases: dict[
+            str, ast.expr
+        ] = {}  # local name -> expression it was last bound to (for call binding)
         for param in fi.params:
             self.state[param] = frozenset({f"p:{param}"})
         for param in (fi.vararg, fi.kwarg):
@@ -429,10 +461,14 @@ class _FunctionInterpreter:
         elif isinstance(s, ast.If):
             self.expr(s.test, ctx)
             before = dict(self.state)
-            self.block(s.body, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),)))
+            self.block(
+                s.body, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),))
+            )
             after_body = self.state
             self.state = dict(before)
-            self.block(s.orelse, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),)))
+            self.block(
+                s.orelse, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),))
+            )
             for k, v in after_body.items():
                 self.state[k] = self.state.get(k, EMPTY) | v
         elif isinstance(s, (ast.With, ast.AsyncWith)):
@@ -565,8 +601,15 @@ class _FunctionInterpreter:
         rg = frozenset(lab for lab in labels if lab.startswith("rg:"))
         key = (id(node), 0)
         self.events[key] = Event(
-            kind=kind, node=node, func=self.fi, labels=labels, loops=ctx.loops, branches=ctx.branches,
-            seq=(getattr(node, "lineno", 0) * 1000 + getattr(node, "col_offset", 0),), rg=rg, **kw,  # type: ignore[arg-type]
+            kind=kind,
+            node=node,
+            func=self.fi,
+            labels=labels,
+            loops=ctx.loops,
+            branches=ctx.branches,
+            seq=(getattr(node, "lineno", 0) * 1000 + getattr(node, "col_offset", 0),),
+            rg=rg,
+            **kw,  # type: ignore[arg-type]
         )
 
     # -- expressions --------------------------------------------------------------------------------------------
@@ -605,7 +648,11 @@ class _FunctionInterpreter:
             # formatted expressions still run (`print(f"{evaluate(model, val):.4f}")` scores)
             out = EMPTY
             for part in e.values:
-                if isinstance(part, ast.Constant) and isinstance(part.value, str) and VAL_PATTERN.search(part.value):
+                if (
+                    isinstance(part, ast.Constant)
+                    and isinstance(part.value, str)
+                    and VAL_PATTERN.search(part.value)
+                ):
                     out = frozenset({VAL})
                 elif isinstance(part, ast.FormattedValue):
                     self.expr(part.value, ctx)
@@ -698,7 +745,9 @@ class _FunctionInterpreter:
         target = self.p.resolve(c, self.fi, self)
         if isinstance(target, FuncInfo):
             if isinstance(func, ast.Attribute) and not _is_self_receiver(func, self.fi):
-                self._splice_callbacks(c, all_args, ctx)  # the receiver's class is a guess: keep callbacks too
+                self._splice_callbacks(
+                    c, all_args, ctx
+                )  # the receiver's class is a guess: keep callbacks too
             summary = self.p.summary(target)
             subst = self.p.bind(target, c, arg_labels, kw_labels, self)
             ret = substitute(summary.ret, subst)
@@ -767,7 +816,8 @@ class _FunctionInterpreter:
             for i, ev in enumerate(summary.events):
                 if ev.kind != "deferred":
                     self.events[(id(c), 10**6 + id(found.node) % 10**5 * 100 + i)] = ev.spliced(
-                        c, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng)
+                        c, self.fi, subst, ctx.loops, ctx.branches, base, ctx.ng
+                    )
 
     def _record_update(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
         valish = VAL in labels or any(lab.startswith("p:") for lab in labels)
@@ -775,8 +825,9 @@ class _FunctionInterpreter:
             return
         self._record("update", c, labels, ctx)
 
-    def _splice(self, call: ast.Call, callee: FuncInfo, summary: Summary, subst: dict[str, Labels],
-                ctx: _Ctx) -> bool:
+    def _splice(
+        self, call: ast.Call, callee: FuncInfo, summary: Summary, subst: dict[str, Labels], ctx: _Ctx
+    ) -> bool:
         """Copy the callee's events in at the call site; True when the call scores validation data."""
         base = getattr(call, "lineno", 0) * 1000 + getattr(call, "col_offset", 0)
         added: list[Event] = []
@@ -791,7 +842,9 @@ class _FunctionInterpreter:
                 for j, iev in enumerate(inner.events):
                     if iev.kind == "deferred":
                         continue
-                    nested = iev.spliced(ev.node, callee, inner_subst, ev.loops, ev.branches, ev.seq[0], False)
+                    nested = iev.spliced(
+                        ev.node, callee, inner_subst, ev.loops, ev.branches, ev.seq[0], False
+                    )
                     spliced = nested.spliced(call, self.fi, {}, ctx.loops, ctx.branches, base, ctx.ng)
                     self.events[(id(call), i * 1000 + j)] = spliced
                     added.append(spliced)
@@ -807,7 +860,12 @@ class _FunctionInterpreter:
 
 
 def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:
-    return isinstance(func.value, ast.Name) and fi.is_method and bool(fi.params) and func.value.id == fi.params[0]
+    return (
+        isinstance(func.value, ast.Name)
+        and fi.is_method
+        and bool(fi.params)
+        and func.value.id == fi.params[0]
+    )
 
 
 def _valish(labels: Labels) -> bool:
@@ -825,8 +883,21 @@ def _is_min_selection(c: ast.Call) -> bool:
     return False
 
 
-_ZERO_CTORS = frozenset({"zeros", "zeros_like", "tensor", "scalar_tensor", "full", "as_tensor", "float64", "float32",
-                         "double", "float", "int"})
+_ZERO_CTORS = frozenset(
+    {
+        "zeros",
+        "zeros_like",
+        "tensor",
+        "scalar_tensor",
+        "full",
+        "as_tensor",
+        "float64",
+        "float32",
+        "double",
+        "float",
+        "int",
+    }
+)
 
 
 def _running_sums(fi: FuncInfo) -> set[str]:
@@ -842,7 +913,9 @@ def _running_sums(fi: FuncInfo) -> set[str]:
             flat: list[ast.expr] = []
             for t in targets:
                 flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
-            for t, v in zip(flat, values if len(values) == len(flat) else [st.value] * len(flat), strict=False):
+            for t, v in zip(
+                flat, values if len(values) == len(flat) else [st.value] * len(flat), strict=False
+            ):
                 if isinstance(t, ast.Name) and _is_zero(v):
                     out.add(t.id)
     out |= {p for p in fi.params if p not in returned}
@@ -1056,7 +1129,9 @@ class OrderProgram:
         self.ng_only = ng_only
 
     # -- resolution and binding ---------------------------------------------------------------------------------
-    def resolve(self, c: ast.Call, fi: FuncInfo, interp: _FunctionInterpreter | None) -> FuncInfo | ClassInfo | None:
+    def resolve(
+        self, c: ast.Call, fi: FuncInfo, interp: _FunctionInterpreter | None
+    ) -> FuncInfo | ClassInfo | None:
         func = c.func
         if isinstance(func, ast.Name):
             if interp is not None and func.id in interp.aliases and func.id not in fi.nested:
@@ -1077,8 +1152,14 @@ class OrderProgram:
             return self.external(c)  # `cache.update(...)`: the shared call graph knows the receiver's class
         return None
 
-    def bind(self, callee: FuncInfo, c: ast.Call, arg_labels: list[Labels], kw_labels: dict[str | None, Labels],
-             interp: _FunctionInterpreter) -> dict[str, Labels]:
+    def bind(
+        self,
+        callee: FuncInfo,
+        c: ast.Call,
+        arg_labels: list[Labels],
+        kw_labels: dict[str | None, Labels],
+        interp: _FunctionInterpreter,
+    ) -> dict[str, Labels]:
         params = list(callee.params)
         if callee.is_method and params:
             params = params[1:]  # bound instance (self.m(...) or Class(...) -> __init__)
@@ -1108,7 +1189,9 @@ class OrderProgram:
             subst[callee.kwarg] = extra
         return subst
 
-    def name_in_caller(self, callee: FuncInfo, call: ast.Call, name: str, caller: FuncInfo | None = None) -> str:
+    def name_in_caller(
+        self, callee: FuncInfo, call: ast.Call, name: str, caller: FuncInfo | None = None
+    ) -> str:
         """The caller's name for an object the callee knows as `name` (its receiver, a parameter, or for a closure
         a free variable of the enclosing caller), or ""."""
         if not name:
@@ -1157,8 +1240,9 @@ class OrderProgram:
             name = nxt
         return name
 
-    def bound_function(self, callee: FuncInfo, param: str, call: ast.Call,
-                       interp: _FunctionInterpreter) -> FuncInfo | None:
+    def bound_function(
+        self, callee: FuncInfo, param: str, call: ast.Call, interp: _FunctionInterpreter
+    ) -> FuncInfo | None:
         """The function the caller passes for `param` of `callee` at `call` (`timed_eval('x', eval_val, ...)`)."""
         params = callee.params[1:] if callee.is_method else callee.params
         expr: ast.expr | None = None
@@ -1193,7 +1277,16 @@ def _is_main_guard(s: ast.stmt) -> bool:
     return any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts)
 
 
-_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop, ast.alias)
+_LEAVES = (
+    ast.Name,
+    ast.Constant,
+    ast.expr_context,
+    ast.operator,
+    ast.boolop,
+    ast.cmpop,
+    ast.unaryop,
+    ast.alias,
+)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
@@ -1256,7 +1349,9 @@ def assigned_names(s: ast.stmt) -> set[str]:
         targets = [s.target]
     elif isinstance(s, (ast.For, ast.AsyncFor)):
         targets = [s.target]
-    elif isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Attribute):
+    elif (
+        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Attribute)
+    ):
         attr = s.value.func.attr
         if attr in MUTATORS or attr.endswith("_"):
             b = _base_name(s.value.func.value)
@@ -1391,8 +1486,12 @@ def classify_update(ev: Event) -> None:
     line = getattr(ev.node, "lineno", 0)
     step_call: ast.Call | None = None
     for n, _ng in _calls_with_ng(fi.body):
-        if (isinstance(n.func, ast.Attribute) and n.func.attr == "step" and not n.args
-                and getattr(n, "lineno", 0) >= line):
+        if (
+            isinstance(n.func, ast.Attribute)
+            and n.func.attr == "step"
+            and not n.args
+            and getattr(n, "lineno", 0) >= line
+        ):
             if step_call is None or n.lineno < step_call.lineno:
                 recv = _base_name(n.func.value)
                 if recv and _optimizer_params(recv, defs) is not None:
@@ -1422,15 +1521,20 @@ def _optimizer_params(name: str, defs: dict[str, list[ast.stmt]], before: int = 
             call = s.value
             dotted = _dotted(call.func) or ""
             if ".optim." in f".{dotted}" or dotted.startswith("optim."):
-                return call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "params"),
-                                                             None)
+                return (
+                    call.args[0]
+                    if call.args
+                    else next((k.value for k in call.keywords if k.arg == "params"), None)
+                )
             if call.args:
                 # a helper that builds the optimizer (`build_opt(config, lora)`): the argument that is an object
                 # built here is what it optimizes; else its first argument
                 for arg in call.args:
                     base = _base_name(arg)
-                    if base and any(isinstance(d, ast.Assign) and isinstance(d.value, ast.Call)
-                                    for d in defs.get(base, [])):
+                    if base and any(
+                        isinstance(d, ast.Assign) and isinstance(d.value, ast.Call)
+                        for d in defs.get(base, [])
+                    ):
                         return arg
                 return call.args[0]
     return None
@@ -1453,7 +1557,11 @@ def _owned_locally(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], dep
                 continue
         return False
     for node in ast.walk(fi.node):
-        if isinstance(node, (ast.Return, ast.Yield)) and node.value is not None and root in names_in(node.value):
+        if (
+            isinstance(node, (ast.Return, ast.Yield))
+            and node.value is not None
+            and root in names_in(node.value)
+        ):
             return False
         if isinstance(node, (ast.Global, ast.Nonlocal)) and root in node.names:
             return False
@@ -1480,8 +1588,9 @@ def _param_roots(params: ast.expr, defs: dict[str, list[ast.stmt]], depth: int =
     return roots
 
 
-def _is_free_tensor_def(name: str, defs: dict[str, list[ast.stmt]], consts: dict[str, object],
-                        before: int = 10**9) -> bool:
+def _is_free_tensor_def(
+    name: str, defs: dict[str, list[ast.stmt]], consts: dict[str, object], before: int = 10**9
+) -> bool:
     """Is `name`, as last bound before line `before`, a tensor created with requires_grad?"""
     own = [s for s in defs.get(name, []) if isinstance(s, (ast.Assign, ast.AnnAssign))]
     prior = [s for s in own if getattr(s, "lineno", 0) <= before]
@@ -1514,7 +1623,11 @@ def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], back
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == root:
             if node.attr not in ("parameters", "named_parameters", "to", "train", "eval", "zero_grad"):
                 return False
-        if isinstance(node, (ast.Return, ast.Yield)) and node.value is not None and root in names_in(node.value):
+        if (
+            isinstance(node, (ast.Return, ast.Yield))
+            and node.value is not None
+            and root in names_in(node.value)
+        ):
             return False
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id == root:
             return False
@@ -1524,10 +1637,22 @@ def _is_throwaway(root: str, fi: FuncInfo, defs: dict[str, list[ast.stmt]], back
     return True
 
 
-_HARMLESS_METHODS = frozenset({
-    "parameters", "named_parameters", "to", "train", "eval", "zero_grad", "cpu", "cuda", "float", "half",
-    "bfloat16", "requires_grad_",
-})
+_HARMLESS_METHODS = frozenset(
+    {
+        "parameters",
+        "named_parameters",
+        "to",
+        "train",
+        "eval",
+        "zero_grad",
+        "cpu",
+        "cuda",
+        "float",
+        "half",
+        "bfloat16",
+        "requires_grad_",
+    }
+)
 
 
 def _parent_map(root: ast.AST) -> dict[int, ast.AST]:
@@ -1608,7 +1733,12 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
             classify_update(ev)
             classified[id(ev.node)] = ev
         else:
-            ev.target, ev.throwaway, ev.step, ev.step_func = known.target, known.throwaway, known.step, known.step_func
+            ev.target, ev.throwaway, ev.step, ev.step_func = (
+                known.target,
+                known.throwaway,
+                known.step,
+                known.step_func,
+            )
             ev.owner = known.owner
     return OrderFacts(program.index.roots[entry.name], events, program)
 
@@ -1729,7 +1859,9 @@ def dead_function_events(ctx: AuditContext) -> list[tuple[FuncInfo, list[Event]]
             continue
         as_val = {p: frozenset({VAL}) for p in [*fi.params, fi.vararg or "", fi.kwarg or ""]}
         events = [
-            ev.spliced(fi.node, fi, as_val, (), (), 0, False) for ev in summary.events if ev.kind != "deferred"
+            ev.spliced(fi.node, fi, as_val, (), (), 0, False)
+            for ev in summary.events
+            if ev.kind != "deferred"
         ]
         for ev in events:
             ev.chain = ()
@@ -1752,7 +1884,11 @@ def _shared_resolver(ctx: AuditContext, index: ProgramIndex) -> Callable[[ast.Ca
 
     def resolve(call: ast.Call) -> FuncInfo | None:
         site = prog.site_of(call)
-        if site is None or len(site.callees) != 1 or getattr(site, "resolution", "") not in _TRUSTED_RESOLUTIONS:
+        if (
+            site is None
+            or len(site.callees) != 1
+            or getattr(site, "resolution", "") not in _TRUSTED_RESOLUTIONS
+        ):
             return None
         return by_node.get(id(site.callees[0].node))
 
@@ -1842,8 +1978,12 @@ def position_slices(stmts: Iterable[ast.stmt]) -> set[tuple[str, str]]:
 
 
 def _minus_one(node: ast.expr | None) -> bool:
-    return (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and isinstance(node.right, ast.Constant)
-            and node.right.value == 1)
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Sub)
+        and isinstance(node.right, ast.Constant)
+        and node.right.value == 1
+    )
 
 
 def _constant_bound(node: ast.expr | None) -> bool:
@@ -1884,8 +2024,13 @@ def canonical(text: str, defs: dict[str, list[ast.stmt]], depth: int) -> str:
 def _canon(node: ast.AST, defs: dict[str, list[ast.stmt]], depth: int) -> str:
     if isinstance(node, ast.Name):
         own = defs.get(node.id, [])
-        if depth > 0 and len(own) == 1 and isinstance(own[0], ast.Assign) and len(own[0].targets) == 1 \
-                and isinstance(own[0].targets[0], ast.Name):
+        if (
+            depth > 0
+            and len(own) == 1
+            and isinstance(own[0], ast.Assign)
+            and len(own[0].targets) == 1
+            and isinstance(own[0].targets[0], ast.Name)
+        ):
             return _canon(own[0].value, defs, depth - 1)
         return "N"
     if isinstance(node, ast.Constant):

@@ -23,8 +23,17 @@ from auditor.flow.taint import train_taint, val_taint
 if TYPE_CHECKING:
     from auditor.facts import AuditContext
 
-_SERIALIZERS = {"torch.save", "pickle.dump", "pickle.dumps", "numpy.save", "numpy.savez", "numpy.savez_compressed",
-                "safetensors.torch.save_file", "save_file", "torch.jit.save"}
+_SERIALIZERS = {
+    "torch.save",
+    "pickle.dump",
+    "pickle.dumps",
+    "numpy.save",
+    "numpy.savez",
+    "numpy.savez_compressed",
+    "safetensors.torch.save_file",
+    "save_file",
+    "torch.jit.save",
+}
 _COMPRESS_MODULES = ("zlib", "lzma", "bz2", "brotli", "zstd", "zstandard", "gzip", "lz4")
 _SCHEDULER_HINTS = ("sched", "lr_", "warmup", "swa")
 
@@ -72,7 +81,11 @@ def _writes_bytes(site: CallSite) -> bool:
     if not isinstance(recv, ast.Name):
         return False
     for n in site.caller.own_nodes():
-        if isinstance(n, ast.withitem) and isinstance(n.optional_vars, ast.Name) and n.optional_vars.id == recv.id:
+        if (
+            isinstance(n, ast.withitem)
+            and isinstance(n.optional_vars, ast.Name)
+            and n.optional_vars.id == recv.id
+        ):
             return _is_open_wb(n.context_expr)
         if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == recv.id for t in n.targets):
             if _is_open_wb(n.value):
@@ -87,8 +100,13 @@ def _is_open_wb(e: ast.AST) -> bool:
     if name != "open":
         return False
     modes = [a for a in e.args[1:2]] + [k.value for k in e.keywords if k.arg == "mode"]
-    return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and "b" in m.value and (
-        "w" in m.value or "a" in m.value) for m in modes)
+    return any(
+        isinstance(m, ast.Constant)
+        and isinstance(m.value, str)
+        and "b" in m.value
+        and ("w" in m.value or "a" in m.value)
+        for m in modes
+    )
 
 
 @dataclass
@@ -128,7 +146,9 @@ def _compute(ctx: AuditContext) -> Phases:
     prog = program_of(ctx)
     events = prog.entry_sequence()
     ph = Phases(events)
-    drivers = prog.inlined_driver_sites()  # calls whose bodies are inlined: their subtree is every phase at once
+    drivers = (
+        prog.inlined_driver_sites()
+    )  # calls whose bodies are inlined: their subtree is every phase at once
     tt = train_taint(ctx)
     vt = val_taint(ctx)
 
@@ -141,8 +161,11 @@ def _compute(ctx: AuditContext) -> Phases:
     def flag(f: Func, i: int) -> bool:
         got = flags.get(f)
         if got is None:
-            got = flags[f] = (any(is_update(s) for s in f.calls), any(is_serializer(s) for s in f.calls),
-                              any(is_deserializer(s) for s in f.calls))
+            got = flags[f] = (
+                any(is_update(s) for s in f.calls),
+                any(is_serializer(s) for s in f.calls),
+                any(is_deserializer(s) for s in f.calls),
+            )
         return got[i]
 
     def drives_updates(ev: EntryEvent) -> bool:
@@ -173,10 +196,12 @@ def _compute(ctx: AuditContext) -> Phases:
     for lp in loops_seen:  # warmup loops and the main loop all qualify: training spans first .. last
         inside = [e for e in events if lp in e.loops]
         if not any(consumes(e, tt) and drives_updates(e) for e in inside) and not (
-                any(drives_updates(e) for e in inside) and any(consumes(e, tt) for e in inside)):
+            any(drives_updates(e) for e in inside) and any(consumes(e, tt) for e in inside)
+        ):
             continue
         if any(consumes(e, vt) and drives_updates(e) for e in inside) and not any(
-                consumes(e, tt) and drives_updates(e) for e in inside):
+            consumes(e, tt) and drives_updates(e) for e in inside
+        ):
             continue  # an update loop over validation data is test-time training, not training
         ph.training_loop = lp
         start, end = min(e.index for e in inside), max(e.index for e in inside)
@@ -184,8 +209,20 @@ def _compute(ctx: AuditContext) -> Phases:
         ph.training_end = max(ph.training_end, end)
         ph.confident = True
     if ph.training_loop is None:  # a training call that is not inlined (e.g. called twice)
-        cands = [e for e in events if drives_updates(e) and (consumes(e, tt) or any(
-            tt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:200] if is_update(s)))]
+        cands = [
+            e
+            for e in events
+            if drives_updates(e)
+            and (
+                consumes(e, tt)
+                or any(
+                    tt.is_tainted(f.unit, s.node, f)
+                    for f in reach_of(e)
+                    for s in f.calls[:200]
+                    if is_update(s)
+                )
+            )
+        ]
         if cands:
             ph.training_start = cands[0].index
             ph.training_end = cands[0].index
@@ -199,11 +236,29 @@ def _compute(ctx: AuditContext) -> Phases:
     # 2. serialization: the last artifact write after training and before the artifact is read back (or, when
     # it never is, before the last val-consuming event)
     after = ph.training_end
-    first_load = next((e.index for e in events if e.index > after and id(e.site.node) not in drivers and (
-        is_deserializer(e.site) or any(flag(f, 2) for f in reach_of(e)))), None)
-    last_val = max((e.index for e in events if e.index > after and id(e.site.node) not in drivers and (
-        consumes(e, vt) or any(vt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:50]))),
-        default=len(events))
+    first_load = next(
+        (
+            e.index
+            for e in events
+            if e.index > after
+            and id(e.site.node) not in drivers
+            and (is_deserializer(e.site) or any(flag(f, 2) for f in reach_of(e)))
+        ),
+        None,
+    )
+    last_val = max(
+        (
+            e.index
+            for e in events
+            if e.index > after
+            and id(e.site.node) not in drivers
+            and (
+                consumes(e, vt)
+                or any(vt.is_tainted(f.unit, s.node, f) for f in reach_of(e) for s in f.calls[:50])
+            )
+        ),
+        default=len(events),
+    )
     stop = first_load if first_load is not None else last_val
     for e in events:
         if e.index <= after or e.index >= stop or id(e.site.node) in drivers:

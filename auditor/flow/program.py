@@ -21,17 +21,44 @@ from auditor.flow.nodeindex import child_nodes
 if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
 
-_OPAQUE = ast.Constant(value=UNKNOWN)  # an assignment whose value cannot be folded (tuple unpack, loop target...)
+_OPAQUE = ast.Constant(
+    value=UNKNOWN
+)  # an assignment whose value cannot be folded (tuple unpack, loop target...)
 _FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
 _DEF_NODES = (*_FUNC_NODES, ast.ClassDef)
 # nodes the body walker records nothing for and that hold no node it would record: not worth a visit
 _INERT = (ast.Constant, ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
 # External calls that hand back (a wrapper of) their first argument: the receiver's class survives them.
-_TYPE_PRESERVING = {"compile", "DistributedDataParallel", "DDP", "FSDP", "FullyShardedDataParallel", "deepcopy",
-                    "to", "cuda", "cpu", "float", "half", "bfloat16", "eval", "train", "requires_grad_"}
-_PROTOCOL = ("__init__", "__call__", "forward", "__enter__", "__exit__", "__iter__", "__next__", "__len__",
-             "__getitem__", "__post_init__")
+_TYPE_PRESERVING = {
+    "compile",
+    "DistributedDataParallel",
+    "DDP",
+    "FSDP",
+    "FullyShardedDataParallel",
+    "deepcopy",
+    "to",
+    "cuda",
+    "cpu",
+    "float",
+    "half",
+    "bfloat16",
+    "eval",
+    "train",
+    "requires_grad_",
+}
+_PROTOCOL = (
+    "__init__",
+    "__call__",
+    "forward",
+    "__enter__",
+    "__exit__",
+    "__iter__",
+    "__next__",
+    "__len__",
+    "__getitem__",
+    "__post_init__",
+)
 
 
 @dataclass(eq=False)
@@ -133,7 +160,9 @@ class Func:
     nested: dict[str, Func] = field(default_factory=dict)
     nested_classes: dict[str, ClassInfo] = field(default_factory=dict)
     calls: list[CallSite] = field(default_factory=list)
-    refs: list[tuple[ast.AST, Func, tuple[Gate, ...]]] = field(default_factory=list)  # function used as a value
+    refs: list[tuple[ast.AST, Func, tuple[Gate, ...]]] = field(
+        default_factory=list
+    )  # function used as a value
     regions: list[tuple[tuple[int, int], tuple[int, int], Gate]] = field(default_factory=list)
     is_static: bool = False
     kind: str = "function"  # "function" | "module" | "classbody"
@@ -360,20 +389,30 @@ class Program:
                     elif not base and a.name in self.module_by_name:
                         mod.imported_names[local] = (a.name, "")
 
-    def _declare_scope(self, owner: Func, body: list[ast.stmt], prefix: str, cls: ClassInfo | None = None) -> None:
+    def _declare_scope(
+        self, owner: Func, body: list[ast.stmt], prefix: str, cls: ClassInfo | None = None
+    ) -> None:
         """Create Funcs/ClassInfos for definitions directly in `body` (searching through if/try/with blocks)."""
         for stmt in _flat_statements(body):
             if isinstance(stmt, _FUNC_NODES):
                 qual = f"{prefix}{stmt.name}"
-                f = Func(qual, owner.unit, stmt, owner.module, cls=cls,
-                         parent=owner if owner.kind == "function" else None)
+                f = Func(
+                    qual,
+                    owner.unit,
+                    stmt,
+                    owner.module,
+                    cls=cls,
+                    parent=owner if owner.kind == "function" else None,
+                )
                 a = stmt.args
                 f.params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
                 if a.vararg:
                     f.params.append(a.vararg.arg)
                 if a.kwarg:
                     f.params.append(a.kwarg.arg)
-                f.is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in stmt.decorator_list)
+                f.is_static = any(
+                    isinstance(d, ast.Name) and d.id == "staticmethod" for d in stmt.decorator_list
+                )
                 self.funcs.append(f)
                 if cls is not None:
                     cls.methods.setdefault(stmt.name, f)
@@ -384,8 +423,14 @@ class Program:
                 self._declare_scope(f, stmt.body, prefix=f"{qual}.")
             elif isinstance(stmt, ast.ClassDef):
                 qual = f"{prefix}{stmt.name}"
-                cbody = Func(f"{qual}.<body>", owner.unit, stmt, owner.module, kind="classbody",
-                             parent=owner if owner.kind == "function" else None)
+                cbody = Func(
+                    f"{qual}.<body>",
+                    owner.unit,
+                    stmt,
+                    owner.module,
+                    kind="classbody",
+                    parent=owner if owner.kind == "function" else None,
+                )
                 info = ClassInfo(qual, owner.unit, stmt, owner.module, cbody, base_exprs=list(stmt.bases))
                 cbody.cls = info
                 _note_assigned(cbody, stmt.body)
@@ -417,8 +462,14 @@ class Program:
                 targets, value = [n.target], n.value
             for t in targets:
                 for leaf, sub in _target_leaves(t, value):
-                    if isinstance(leaf, ast.Attribute) and isinstance(leaf.value, ast.Name) and leaf.value.id == me:
-                        f.cls.self_attrs.setdefault(leaf.attr, []).append((sub if sub is not None else _OPAQUE, f))
+                    if (
+                        isinstance(leaf, ast.Attribute)
+                        and isinstance(leaf.value, ast.Name)
+                        and leaf.value.id == me
+                    ):
+                        f.cls.self_attrs.setdefault(leaf.attr, []).append(
+                            (sub if sub is not None else _OPAQUE, f)
+                        )
 
     def _walk_body(self, f: Func) -> None:
         """Record call sites (post-order = evaluation order), function references and decided branches."""
@@ -446,8 +497,11 @@ class Program:
             return None
         mod = self.modules.get(unit_name)
         root = node.id
-        if mod is not None and node.id in mod.import_alias and not (func is not None and
-                                                                    _locally_bound(func, node.id)):
+        if (
+            mod is not None
+            and node.id in mod.import_alias
+            and not (func is not None and _locally_bound(func, node.id))
+        ):
             root = mod.import_alias[node.id]
         return ".".join([root, *reversed(parts)])
 
@@ -458,8 +512,11 @@ class Program:
         mod = self.modules.get(unit_name)
         if func is not None and isinstance(node, ast.Name) and _locally_bound(func, node.id):
             return False
-        return isinstance(node, ast.Name) and mod is not None and node.id in mod.import_alias and (
-            node.id not in mod.imported_names
+        return (
+            isinstance(node, ast.Name)
+            and mod is not None
+            and node.id in mod.import_alias
+            and (node.id not in mod.imported_names)
         )
 
     def lookup_name(self, func: Func, name: str) -> Func | ClassInfo | Module | None:
@@ -486,8 +543,10 @@ class Program:
                 return None
             if not attr:
                 return other
-            return other.func.nested.get(attr) or other.func.nested_classes.get(attr) or (
-                self.module_by_name.get(f"{other_name}.{attr}")
+            return (
+                other.func.nested.get(attr)
+                or other.func.nested_classes.get(attr)
+                or (self.module_by_name.get(f"{other_name}.{attr}"))
             )
         if name in mod.func.assigned:
             return self._alias_target(mod.func, name)
@@ -500,9 +559,12 @@ class Program:
             return None
         e = exprs[0]
         for _ in range(4):
-            if isinstance(e, ast.Call) and e.args and (self.dotted(scope.unit.name, e.func, scope) or "").split(".")[
-                -1
-            ] in _TYPE_PRESERVING | {"partial"}:
+            if (
+                isinstance(e, ast.Call)
+                and e.args
+                and (self.dotted(scope.unit.name, e.func, scope) or "").split(".")[-1]
+                in _TYPE_PRESERVING | {"partial"}
+            ):
                 e = e.args[0]
             else:
                 break
@@ -521,8 +583,13 @@ class Program:
                 continue
             if len(exprs) == 1 and isinstance(exprs[0], ast.Name):
                 target = exprs[0].id
-                if not any(target in s.assigned or (s.kind == "function" and target in s.params)
-                           for s in _scopes(func)) and target not in func.module.import_alias:
+                if (
+                    not any(
+                        target in s.assigned or (s.kind == "function" and target in s.params)
+                        for s in _scopes(func)
+                    )
+                    and target not in func.module.import_alias
+                ):
                     return target
             return None
         return None
@@ -556,12 +623,23 @@ class Program:
             target = self._callee_object(func, expr.func)
             if isinstance(target, ClassInfo):
                 return target
-            last = (self.dotted(un, expr.func, func) or "").split(".")[-1] if not isinstance(
-                expr.func, ast.Attribute) else expr.func.attr
+            last = (
+                (self.dotted(un, expr.func, func) or "").split(".")[-1]
+                if not isinstance(expr.func, ast.Attribute)
+                else expr.func.attr
+            )
             if last in _TYPE_PRESERVING:
-                if isinstance(expr.func, ast.Attribute) and last in ("to", "cuda", "cpu", "float", "half",
-                                                                        "bfloat16", "eval", "train",
-                                                                        "requires_grad_"):
+                if isinstance(expr.func, ast.Attribute) and last in (
+                    "to",
+                    "cuda",
+                    "cpu",
+                    "float",
+                    "half",
+                    "bfloat16",
+                    "eval",
+                    "train",
+                    "requires_grad_",
+                ):
                     return self.type_of(un, expr.func.value, func, depth + 1)
                 if expr.args:
                     return self.type_of(un, expr.args[0], func, depth + 1)
@@ -574,7 +652,12 @@ class Program:
             scope: Func | None = func
             while scope is not None:
                 if scope.kind == "function" and expr.id in scope.params:
-                    if scope.cls is not None and scope.params and expr.id == scope.params[0] and not scope.is_static:
+                    if (
+                        scope.cls is not None
+                        and scope.params
+                        and expr.id == scope.params[0]
+                        and not scope.is_static
+                    ):
                         return scope.cls
                     return self._param_type(scope, expr.id, depth)
                 if scope.kind == "function" and expr.id in scope.assigned:
@@ -639,7 +722,9 @@ class Program:
         un = func.unit.name
         target = self._callee_object(func, fexpr)
         if isinstance(target, Func):
-            how = "import" if isinstance(fexpr, ast.Attribute) or target.module is not func.module else "direct"
+            how = (
+                "import" if isinstance(fexpr, ast.Attribute) or target.module is not func.module else "direct"
+            )
             return [target], None, None, how
         if isinstance(target, ClassInfo):
             init = [m for m in (target.method("__init__"), target.method("__post_init__")) if m is not None]
@@ -653,8 +738,10 @@ class Program:
                 return ([m] if m else []), None, None, "typed"
             if fexpr.id in func.module.import_alias and not _locally_bound(func, fexpr.id):
                 return [], None, self.dotted(un, fexpr, func), "external"
-            bound = any(fexpr.id in (s.params if s.kind == "function" else []) or fexpr.id in s.assigned
-                        for s in _scopes(func))
+            bound = any(
+                fexpr.id in (s.params if s.kind == "function" else []) or fexpr.id in s.assigned
+                for s in _scopes(func)
+            )
             if not bound:
                 return [], None, fexpr.id, "external"
             builtin = self._builtin_alias(func, fexpr.id)
@@ -676,8 +763,11 @@ class Program:
             if t is not None:
                 m = t.method(fexpr.attr)
                 if m is not None:
-                    how = "self" if isinstance(recv, ast.Name) and func.params and recv.id == func.params[0] else (
-                        "typed")
+                    how = (
+                        "self"
+                        if isinstance(recv, ast.Name) and func.params and recv.id == func.params[0]
+                        else ("typed")
+                    )
                     return [m], None, None, how
                 return [], None, None, "typed"
             cands = self._methods_by_name.get(fexpr.attr, [])
@@ -687,8 +777,13 @@ class Program:
         return [], None, None, "none"
 
     # ------------------------------------------------------------------------------------------- constants
-    def eval_const(self, unit: CodeUnit | str, expr: ast.AST, func: Func | str | None = None,
-                   env: dict[str, str] | None = None) -> Any:
+    def eval_const(
+        self,
+        unit: CodeUnit | str,
+        expr: ast.AST,
+        func: Func | str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Any:
         """Fold `expr` under the defaults (or `env`); UNKNOWN when it cannot be decided statically."""
         un = unit if isinstance(unit, str) else unit.name
         f = self.func(un, func) if isinstance(func, str) else func
@@ -715,8 +810,16 @@ class Program:
                     enabled.append(cmd)
                 elif taken and not alt_taken:
                     disabled.append(cmd)
-        return Gate(func.unit, test, branch, taken, default, tuple(sorted(ev.env_used)), tuple(enabled),
-                    tuple(disabled))
+        return Gate(
+            func.unit,
+            test,
+            branch,
+            taken,
+            default,
+            tuple(sorted(ev.env_used)),
+            tuple(enabled),
+            tuple(disabled),
+        )
 
     def const_memo(self, env: dict[str, str] | None) -> dict:
         key = tuple(sorted(env.items())) if env is not None else None
@@ -814,9 +917,14 @@ class Program:
                             reason = f"reachable; default-off but enabled by a run command ({g2.describe()})"
                         out[target] = Reach("live", reason, g2, path + (target.qualname,))
                     else:
-                        out[target] = Reach("gated_off", f"only reachable through {g2.describe()}" if g2 else
-                                            "only reachable through default-off code", g2,
-                                            path + (target.qualname,))
+                        out[target] = Reach(
+                            "gated_off",
+                            f"only reachable through {g2.describe()}"
+                            if g2
+                            else "only reachable through default-off code",
+                            g2,
+                            path + (target.qualname,),
+                        )
                     queue.append((target, path + (target.qualname,), g2 if mode == "gated" else g2))
         return out
 
@@ -854,8 +962,10 @@ class Program:
         if func.kind == "classbody" and func.cls is not None:
             return Reach("dead", f"class {func.cls.name} is never used")
         if any(reason for _, reason, g in self.defeated if self.func_reach(g).live):
-            return Reach("unknown", f"{func.qualname} is not called directly, but dynamic dispatch elsewhere "
-                                    "may reach it")
+            return Reach(
+                "unknown",
+                f"{func.qualname} is not called directly, but dynamic dispatch elsewhere may reach it",
+            )
         return Reach("dead", f"{func.qualname} is never called from the entry point")
 
     def reach(self, unit: CodeUnit | str, node: ast.AST, func: Func | None = None) -> Reach:
@@ -870,7 +980,9 @@ class Program:
         off = next((g for g in gates if not g.taken), None)
         if off is not None:
             if off.enabled_by:
-                return Reach("live", f"default-off but enabled by a run command ({off.describe()})", off, r.path)
+                return Reach(
+                    "live", f"default-off but enabled by a run command ({off.describe()})", off, r.path
+                )
             return Reach("gated_off", off.describe(), off, r.path)
         return r
 
@@ -881,7 +993,9 @@ class Program:
         off = site.deciding_gate
         if off is not None:
             if off.enabled_by:
-                return Reach("live", f"default-off but enabled by a run command ({off.describe()})", off, r.path)
+                return Reach(
+                    "live", f"default-off but enabled by a run command ({off.describe()})", off, r.path
+                )
             return Reach("gated_off", off.describe(), off, r.path)
         return r
 
@@ -899,8 +1013,13 @@ class Program:
             return []
         out: list[EntryEvent] = []
 
-        def expand(f: Func, via: tuple[CallSite, ...], loops: tuple[ast.AST, ...], gate: Gate | None,
-                   active: set[Func]) -> None:
+        def expand(
+            f: Func,
+            via: tuple[CallSite, ...],
+            loops: tuple[ast.AST, ...],
+            gate: Gate | None,
+            active: set[Func],
+        ) -> None:
             for site in sorted(f.calls, key=lambda s: s.order):
                 g = gate or site.deciding_gate
                 all_loops = loops + site.loops
@@ -930,8 +1049,9 @@ class Program:
         key = (id(site.node), include_gated)
         got = self._under.get(key)
         if got is None:
-            got = self._under[key] = self.reachable_from(list(site.callees), include_gated) if site.callees \
-                else set()
+            got = self._under[key] = (
+                self.reachable_from(list(site.callees), include_gated) if site.callees else set()
+            )
         return got
 
     def reachable_from(self, funcs: list[Func], include_gated: bool = False) -> set[Func]:
@@ -1022,24 +1142,34 @@ class _BodyWalker:
         if isinstance(fexpr, ast.Name):
             return
         if isinstance(fexpr, ast.Attribute):
-            self._visit_callee_expr(fexpr.value, gates, loops) if isinstance(fexpr.value, ast.Attribute) else (
-                self.visit(fexpr.value, gates, loops) if not isinstance(fexpr.value, ast.Name) else None)
+            self._visit_callee_expr(fexpr.value, gates, loops) if isinstance(
+                fexpr.value, ast.Attribute
+            ) else (self.visit(fexpr.value, gates, loops) if not isinstance(fexpr.value, ast.Name) else None)
             return
         self.visit(fexpr, gates, loops)
 
     def _note_defeated(self, n: ast.Call, ext: str | None) -> None:
         fexpr = n.func
         reason = None
-        if (isinstance(fexpr, ast.Call) and isinstance(fexpr.func, ast.Name) and fexpr.func.id == "getattr"
-                and len(fexpr.args) >= 2 and not isinstance(fexpr.args[1], ast.Constant)
-                and not self.prog.is_external_root(self.f.unit.name, fexpr.args[0], self.f)):
+        if (
+            isinstance(fexpr, ast.Call)
+            and isinstance(fexpr.func, ast.Name)
+            and fexpr.func.id == "getattr"
+            and len(fexpr.args) >= 2
+            and not isinstance(fexpr.args[1], ast.Constant)
+            and not self.prog.is_external_root(self.f.unit.name, fexpr.args[0], self.f)
+        ):
             reason = "call through getattr with a computed attribute name"
         elif ext in ("exec", "eval", "builtins.exec", "builtins.eval"):
             reason = f"{ext}() of code that is not decoded statically"
         elif ext in ("importlib.import_module", "__import__"):
             reason = "module imported by computed name"
-        elif isinstance(fexpr, ast.Subscript) and isinstance(fexpr.value, ast.Call) and isinstance(
-                fexpr.value.func, ast.Name) and fexpr.value.func.id in ("globals", "locals", "vars"):
+        elif (
+            isinstance(fexpr, ast.Subscript)
+            and isinstance(fexpr.value, ast.Call)
+            and isinstance(fexpr.value.func, ast.Name)
+            and fexpr.value.func.id in ("globals", "locals", "vars")
+        ):
             reason = f"call through {fexpr.value.func.id}()[...]"
         if reason:
             self.prog.defeated.append((self.f.unit.location(n), reason, self.f))
@@ -1050,8 +1180,12 @@ def _locally_bound(func: Func, name: str) -> bool:
     """Is `name` a parameter, local or nested definition of `func` or an enclosing function?"""
     scope: Func | None = func
     while scope is not None:
-        if scope.kind == "function" and (name in scope.params or name in scope.nested or name in scope.nested_classes
-                                         or (name in scope.assigned and name not in scope.local_imports)):
+        if scope.kind == "function" and (
+            name in scope.params
+            or name in scope.nested
+            or name in scope.nested_classes
+            or (name in scope.assigned and name not in scope.local_imports)
+        ):
             return True
         scope = scope.parent
     return False
@@ -1083,8 +1217,11 @@ def _flat_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 def _target_leaves(target: ast.AST, value: ast.AST | None) -> Iterator[tuple[ast.AST, ast.AST | None]]:
     """(leaf target, the value sub-expression assigned to it or None when it cannot be split)."""
     if isinstance(target, (ast.Tuple, ast.List)):
-        vals = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(
-            target.elts) else None
+        vals = (
+            value.elts
+            if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
+            else None
+        )
         for i, t in enumerate(target.elts):
             yield from _target_leaves(t.value if isinstance(t, ast.Starred) else t, vals[i] if vals else None)
     else:

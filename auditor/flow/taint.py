@@ -26,27 +26,88 @@ if TYPE_CHECKING:
     from auditor.facts import AuditContext
 
 VAL, TRAIN = "val", "train"  # shard *content* (what a reader returned, and everything derived from it)
-VAL_PATH, TRAIN_PATH = "val-path", "train-path"  # shard *names* (patterns, file lists) before anything is read
+VAL_PATH, TRAIN_PATH = (
+    "val-path",
+    "train-path",
+)  # shard *names* (patterns, file lists) before anything is read
 _PATH_OF = {VAL: VAL_PATH, TRAIN: TRAIN_PATH}
 _DATA_OF = {VAL_PATH: VAL, TRAIN_PATH: TRAIN}
 # Calls that turn a shard name into shard content.
-_READERS = {"open", "io.open", "builtins.open", "numpy.fromfile", "numpy.memmap", "numpy.load", "numpy.loadtxt",
-            "torch.load", "torch.from_file", "mmap.mmap", "datasets.load_dataset", "datasets.load_from_disk",
-            "pandas.read_parquet", "pandas.read_csv", "pyarrow.parquet.read_table", "safetensors.torch.load_file"}
+_READERS = {
+    "open",
+    "io.open",
+    "builtins.open",
+    "numpy.fromfile",
+    "numpy.memmap",
+    "numpy.load",
+    "numpy.loadtxt",
+    "torch.load",
+    "torch.from_file",
+    "mmap.mmap",
+    "datasets.load_dataset",
+    "datasets.load_from_disk",
+    "pandas.read_parquet",
+    "pandas.read_csv",
+    "pyarrow.parquet.read_table",
+    "safetensors.torch.load_file",
+}
 _READER_ATTRS = {"read_bytes", "read_text", "fromfile", "memmap", "read", "readlines", "read_parquet"}
 # Shard and split names as the challenge's data pipeline writes them (rules.md section C).
 SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {
-    VAL: re.compile(r"fineweb_val|(?:^|[/_\-.*])val(?:idation)?_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])val(?:idation)?\.bin",
-                    re.I),
-    TRAIN: re.compile(r"fineweb_train|(?:^|[/_\-.*])train_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])train\.bin", re.I),
+    VAL: re.compile(
+        r"fineweb_val|(?:^|[/_\-.*])val(?:idation)?_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])val(?:idation)?\.bin",
+        re.I,
+    ),
+    TRAIN: re.compile(
+        r"fineweb_train|(?:^|[/_\-.*])train_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])train\.bin", re.I
+    ),
 }
 # Results that describe a tensor without carrying its content.
-_METADATA_CALLS = {"len", "numel", "size", "dim", "isinstance", "type", "id", "element_size", "nelement",
-                   "is_floating_point", "is_contiguous", "get_device", "hasattr", "callable", "print", "bool"}
+_METADATA_CALLS = {
+    "len",
+    "numel",
+    "size",
+    "dim",
+    "isinstance",
+    "type",
+    "id",
+    "element_size",
+    "nelement",
+    "is_floating_point",
+    "is_contiguous",
+    "get_device",
+    "hasattr",
+    "callable",
+    "print",
+    "bool",
+}
 _METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "__class__", "__name__"}
-_MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "copy_", "add_", "put", "put_",
-             "index_add_", "index_copy_", "scatter_", "scatter_add_", "mul_", "sub_", "addmm_", "addmm", "baddbmm_",
-             "appendleft", "push", "register_buffer", "register_parameter", "load_state_dict"}
+_MUTATORS = {
+    "append",
+    "extend",
+    "insert",
+    "add",
+    "update",
+    "setdefault",
+    "copy_",
+    "add_",
+    "put",
+    "put_",
+    "index_add_",
+    "index_copy_",
+    "scatter_",
+    "scatter_add_",
+    "mul_",
+    "sub_",
+    "addmm_",
+    "addmm",
+    "baddbmm_",
+    "appendleft",
+    "push",
+    "register_buffer",
+    "register_parameter",
+    "load_state_dict",
+}
 _HOOK_REGISTRARS = re.compile(r"^register_.*hook$")
 _MAX_PATH = 20
 _MAX_CONTEXTS = 4000
@@ -135,7 +196,7 @@ def _trim(path: tuple[Step, ...]) -> tuple[Step, ...]:
     forward pass) in between, because rules read those."""
     if len(path) < _MAX_PATH:
         return path
-    head, middle, tail = path[:3], path[3:-(_MAX_PATH // 2)], path[-(_MAX_PATH // 2):]
+    head, middle, tail = path[:3], path[3 : -(_MAX_PATH // 2)], path[-(_MAX_PATH // 2) :]
     markers = tuple(s for s in middle if s[2] in _MARKERS)[-3:]
     return head + markers + tail
 
@@ -214,7 +275,9 @@ class TaintEngine:
             order.append(entry)
         for f in order:  # imported own modules first, so their globals exist when the entry runs
             self._module(f)
-        for f in self.prog.funcs:  # code never called still gets one look (dead/gated code is reported as such)
+        for (
+            f
+        ) in self.prog.funcs:  # code never called still gets one look (dead/gated code is reported as such)
             if f.kind == "function" and f not in self.ctxs:
                 parent = self.ctxs.get(f.parent, [None])[0] if f.parent is not None else None
                 self.context(f, {}, EMPTY, parent, None, None)
@@ -228,10 +291,21 @@ class TaintEngine:
         self._analyse(ctx)
         return ctx
 
-    def context(self, f: Func, args: dict[str, AV], self_av: AV, parent: Ctx | None, site: object | None,
-                caller: Ctx | None) -> Ctx:
-        key = (f.fid, tuple(sorted((k, v.signature()) for k, v in args.items())), self_av.signature(),
-               id(parent) if parent is not None and parent.func.kind == "function" else 0)
+    def context(
+        self,
+        f: Func,
+        args: dict[str, AV],
+        self_av: AV,
+        parent: Ctx | None,
+        site: object | None,
+        caller: Ctx | None,
+    ) -> Ctx:
+        key = (
+            f.fid,
+            tuple(sorted((k, v.signature()) for k, v in args.items())),
+            self_av.signature(),
+            id(parent) if parent is not None and parent.func.kind == "function" else 0,
+        )
         got = self._by_key.get(key)
         if got is not None:
             return got
@@ -303,14 +377,19 @@ class TaintEngine:
                 head()
             self._block(ctx, body)
             ctx.env = _join_envs([before, ctx.env])
-            if trip == 0 and all(v is before.get(k) or v.deep_kinds() == before.get(k, EMPTY).deep_kinds()
-                                 for k, v in ctx.env.items()):
+            if trip == 0 and all(
+                v is before.get(k) or v.deep_kinds() == before.get(k, EMPTY).deep_kinds()
+                for k, v in ctx.env.items()
+            ):
                 break  # nothing new is carried into a second iteration
 
     @staticmethod
     def _snapshot(ctx: Ctx) -> tuple:
-        return (tuple(sorted((k, v.signature(2)) for k, v in ctx.env.items())), ctx.ret.signature(2),
-                ctx.self_av.signature(2))
+        return (
+            tuple(sorted((k, v.signature(2)) for k, v in ctx.env.items())),
+            ctx.ret.signature(2),
+            ctx.self_av.signature(2),
+        )
 
     # ----------------------------------------------------------------------------------------------- hooks
     def _registers_hooks(self, ctx: Ctx) -> bool:
@@ -337,8 +416,9 @@ class TaintEngine:
             nf = todo.pop()
             todo.extend(nf.nested.values())
             parent = ctx if nf.parent is ctx.func else self._nested_parent(ctx, nf)
-            hook = Ctx(nf, ("hook", nf.fid, id(ctx)), {p: taint for p in nf.params}, EMPTY, EMPTY, parent, None,
-                       ctx)
+            hook = Ctx(
+                nf, ("hook", nf.fid, id(ctx)), {p: taint for p in nf.params}, EMPTY, EMPTY, parent, None, ctx
+            )
             self.ctxs.setdefault(nf, []).append(hook)
             before = {k: v for k, v in ctx.env.items()}
             for _ in range(2):
@@ -358,7 +438,9 @@ class TaintEngine:
     # ----------------------------------------------------------------------------------------------- env
     def _short(self, node: ast.AST) -> str:
         got = self._short_texts.get(id(node))
-        if got is not None and got[0] is node:  # the entry holds the node, so its id cannot be reused meanwhile
+        if (
+            got is not None and got[0] is node
+        ):  # the entry holds the node, so its id cannot be reused meanwhile
             return got[1]
         text = _short(node)
         self._short_texts[id(node)] = (node, text)
@@ -407,8 +489,11 @@ class TaintEngine:
     def _bind(self, ctx: Ctx, name: str, av: AV, node: ast.AST, strong: bool = True) -> None:
         holder = self._holder(ctx, name)
         if av.kinds:
-            text = self._short(node) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else (
-                f"{name} = {self._short(node)}")
+            text = (
+                self._short(node)
+                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                else (f"{name} = {self._short(node)}")
+            )
             av = av.with_step((ctx.func.unit, node, text))
         old = holder.env.get(name)
         if holder is not ctx or holder.func.kind != "function":
@@ -444,7 +529,9 @@ class TaintEngine:
         elif isinstance(target, ast.Starred):
             self._assign(ctx, target.value, av, node)
 
-    def _mutate(self, ctx: Ctx, container: ast.AST, av: AV, node: ast.AST, key: ast.AST | None = None) -> None:
+    def _mutate(
+        self, ctx: Ctx, container: ast.AST, av: AV, node: ast.AST, key: ast.AST | None = None
+    ) -> None:
         """`c[k] = v`, `c.append(v)`, `c[k] += v`: the container now holds tainted data."""
         if not av.deep_kinds():
             return
@@ -462,7 +549,11 @@ class TaintEngine:
         if cur is None:
             cur = self.lookup(ctx, root.id)
         add = AV(av.flat().with_step(step).kinds)
-        if container is not root and isinstance(container, ast.Attribute) and isinstance(container.value, ast.Name):
+        if (
+            container is not root
+            and isinstance(container, ast.Attribute)
+            and isinstance(container.value, ast.Name)
+        ):
             fields = dict(cur.fields)
             fields[container.attr] = join(fields.get(container.attr, EMPTY), add)
             holder.env[root.id] = AV(cur.kinds, tuple(sorted(fields.items())), cur.items, cur.cls)
@@ -589,8 +680,11 @@ class TaintEngine:
                     f = base.field(e.slice.value)
                     if f is not None:
                         return f
-                if isinstance(e.slice.value, int) and base.items is not None and -len(base.items) <= \
-                        e.slice.value < len(base.items):
+                if (
+                    isinstance(e.slice.value, int)
+                    and base.items is not None
+                    and -len(base.items) <= e.slice.value < len(base.items)
+                ):
                     return base.items[e.slice.value]
             return AV(base.flat().kinds)
         if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
@@ -692,8 +786,13 @@ class TaintEngine:
         return ctx
 
     def _call(self, ctx: Ctx, e: ast.Call) -> AV:  # noqa: C901 - call dispatch
-        if (isinstance(e.func, ast.Name) and e.func.id == "getattr" and len(e.args) >= 2
-                and isinstance(e.args[1], ast.Constant) and isinstance(e.args[1].value, str)):
+        if (
+            isinstance(e.func, ast.Name)
+            and e.func.id == "getattr"
+            and len(e.args) >= 2
+            and isinstance(e.args[1], ast.Constant)
+            and isinstance(e.args[1].value, str)
+        ):
             # getattr(obj, "name", default) reads one field, like obj.name
             got = self.eval(ctx, ast.Attribute(value=e.args[0], attr=e.args[1].value, ctx=ast.Load()))
             return join(got, self.eval(ctx, e.args[2])) if len(e.args) > 2 else got
@@ -705,8 +804,11 @@ class TaintEngine:
             recv_av = self.eval(ctx, e.func.value)
         elif not isinstance(e.func, ast.Name):
             recv_av = self.eval(ctx, e.func)
-        name = e.func.attr if isinstance(e.func, ast.Attribute) else (e.func.id if isinstance(e.func, ast.Name)
-                                                                     else "")
+        name = (
+            e.func.attr
+            if isinstance(e.func, ast.Attribute)
+            else (e.func.id if isinstance(e.func, ast.Name) else "")
+        )
         everything = EMPTY
         for av in arg_avs + list(kw_avs.values()):
             everything = join(everything, av.flat())
@@ -717,13 +819,24 @@ class TaintEngine:
             out = EMPTY
             for callee in site.callees[:4]:
                 out = join(out, self._invoke(ctx, site, callee, recv_av))
-            if site.callees[0].name in ("forward", "__call__") and everything.kinds and not isinstance(
-                    e.func, ast.Attribute):
+            if (
+                site.callees[0].name in ("forward", "__call__")
+                and everything.kinds
+                and not isinstance(e.func, ast.Attribute)
+            ):
                 out = join(out, everything).with_step((ctx.func.unit, e, FORWARD_STEP))
             return out
-        if site is not None and site.resolution == "none" and isinstance(e.func, (ast.Name, ast.Attribute)) and (
-                everything.kinds and name not in _MUTATORS and name not in _METADATA_CALLS
-                and not (isinstance(e.func, ast.Attribute) and not recv_av.empty)):
+        if (
+            site is not None
+            and site.resolution == "none"
+            and isinstance(e.func, (ast.Name, ast.Attribute))
+            and (
+                everything.kinds
+                and name not in _MUTATORS
+                and name not in _METADATA_CALLS
+                and not (isinstance(e.func, ast.Attribute) and not recv_av.empty)
+            )
+        ):
             # calling a callable object we cannot see into (a model, a compiled module): its output depends on
             # the data through a forward pass
             return everything.with_step((ctx.func.unit, e, FORWARD_STEP))
@@ -751,7 +864,9 @@ class TaintEngine:
         for pname, expr in callee.bind(site.node, bound_self=site.is_bound_call(callee)).items():
             av = self.eval(ctx, expr)
             if not av.empty:
-                out[pname] = _with_step_deep(av, (ctx.func.unit, expr, f"passed to {callee.qualname}() as `{pname}`"))
+                out[pname] = _with_step_deep(
+                    av, (ctx.func.unit, expr, f"passed to {callee.qualname}() as `{pname}`")
+                )
         return out
 
     def _invoke(self, ctx: Ctx, site, callee: Func, recv_av: AV) -> AV:
@@ -762,8 +877,12 @@ class TaintEngine:
         parent = self._lexical_parent(ctx, callee)
         c = self.context(callee, args, self_av, parent, site, ctx)
         self.edges[(id(ctx), id(site.node), callee)] = c
-        if (c.self_av is not self_av and isinstance(site.node.func, ast.Attribute)
-                and isinstance(site.node.func.value, ast.Name) and c.self_av.fields):
+        if (
+            c.self_av is not self_av
+            and isinstance(site.node.func, ast.Attribute)
+            and isinstance(site.node.func.value, ast.Name)
+            and c.self_av.fields
+        ):
             # fields a method stored on the receiver are visible to the caller afterwards
             name = site.node.func.value.id
             holder = self._holder(ctx, name)
@@ -850,13 +969,15 @@ def _reroot(av: AV, callee: str, args: dict[str, AV], depth: int = 3) -> AV:
         for i in range(len(path) - 1, -1, -1):
             msg = path[i][2]
             if msg.startswith(prefix):
-                arg = args.get(msg[len(prefix):].rstrip("`"))
+                arg = args.get(msg[len(prefix) :].rstrip("`"))
                 mine = None
                 if arg is not None:  # content read inside the callee starts from the name it was given
-                    mine = deep_path(arg, kind) or (deep_path(arg, _PATH_OF[kind]) if kind in _PATH_OF else None)
+                    mine = deep_path(arg, kind) or (
+                        deep_path(arg, _PATH_OF[kind]) if kind in _PATH_OF else None
+                    )
                 if mine is None or mine == path[: i + 1]:
                     return path
-                return _trim(mine + path[i + 1:])
+                return _trim(mine + path[i + 1 :])
         return path
 
     kinds = tuple((k, fix(k, p)) for k, p in av.kinds)
@@ -873,8 +994,11 @@ def _is_gram(e: ast.BinOp) -> bool:
     inner = None
     if isinstance(left, ast.Attribute) and left.attr in ("T", "mT", "H"):
         inner = left.value
-    elif isinstance(left, ast.Call) and isinstance(left.func, ast.Attribute) and left.func.attr in (
-            "t", "transpose", "permute"):
+    elif (
+        isinstance(left, ast.Call)
+        and isinstance(left.func, ast.Attribute)
+        and left.func.attr in ("t", "transpose", "permute")
+    ):
         inner = left.func.value
     return inner is not None and ast.dump(inner) == ast.dump(right)
 

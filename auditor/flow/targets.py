@@ -34,16 +34,41 @@ LABEL_LOSSES = frozenset({"cross_entropy", "nll_loss"})
 DIST_CALLS = frozenset({"softmax", "log_softmax"})
 NORMALIZERS = frozenset({"sum", "logsumexp", "nansum"})
 SHAPE_ATTRS = frozenset({"shape", "dtype", "device", "ndim", "is_cuda"})
-SHAPE_CALLS = frozenset({"len", "size", "numel", "dim", "nelement", "range", "arange", "zeros", "ones", "empty",
-                         "zeros_like", "ones_like", "empty_like", "full"})
+SHAPE_CALLS = frozenset(
+    {
+        "len",
+        "size",
+        "numel",
+        "dim",
+        "nelement",
+        "range",
+        "arange",
+        "zeros",
+        "ones",
+        "empty",
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full",
+    }
+)
 LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # operator / context singletons: never interesting on their own, skipped to keep the walk small
 _LEAF_KINDS = (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
 # node kinds that bind or mutate a variable (what _DefCollector.visit looks at)
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_DEF_SITES = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
-              ast.withitem, ast.Call)
+_DEF_SITES = (
+    ast.Assign,
+    ast.AnnAssign,
+    ast.AugAssign,
+    ast.NamedExpr,
+    ast.For,
+    ast.AsyncFor,
+    ast.comprehension,
+    ast.withitem,
+    ast.Call,
+)
 # calls whose result is a score / probability / model output, not the token they were given
 _NOT_TOKEN_VALUED = LABEL_LOSSES | DIST_CALLS | LOG_CALLS | {"gather", "exp", "sigmoid", "tanh", "embedding"}
 
@@ -82,8 +107,12 @@ def _walk_no_scopes(node: ast.AST) -> Iterator[ast.AST]:
     while stack:
         n = stack.pop()
         yield n
-        children = [c for c in ast.iter_child_nodes(n) if not isinstance(c, (*_FUNCS, ast.ClassDef, ast.Lambda))]
-        stack.extend(reversed(children))  # source order: definitions are seen before later unpacking reads them
+        children = [
+            c for c in ast.iter_child_nodes(n) if not isinstance(c, (*_FUNCS, ast.ClassDef, ast.Lambda))
+        ]
+        stack.extend(
+            reversed(children)
+        )  # source order: definitions are seen before later unpacking reads them
 
 
 def _dump(node: ast.AST | None) -> str:
@@ -103,7 +132,11 @@ def linear_form(node: ast.AST | None) -> tuple[str, int] | None:
         return None
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
         right = node.right
-        if isinstance(right, ast.Constant) and isinstance(right.value, int) and not isinstance(right.value, bool):
+        if (
+            isinstance(right, ast.Constant)
+            and isinstance(right.value, int)
+            and not isinstance(right.value, bool)
+        ):
             base = linear_form(node.left)
             if base is None:
                 return None
@@ -128,12 +161,16 @@ class Scope:
     params: list[str] = field(default_factory=list)
     is_method: bool = False
     defs: dict[str, list[ast.AST]] = field(default_factory=dict)
-    index_defs: dict[str, list[ast.AST]] = field(default_factory=dict)  # `x[mask] = v` -> mask selects x's value
+    index_defs: dict[str, list[ast.AST]] = field(
+        default_factory=dict
+    )  # `x[mask] = v` -> mask selects x's value
     nodes: list[ast.AST] = field(default_factory=list)
     target_vars: set[str] = field(default_factory=set)  # variables holding the target token(s)
     target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
-    own_calls: frozenset[str] = frozenset()  # names of the submission's own functions: their results are opaque
+    own_calls: frozenset[str] = (
+        frozenset()
+    )  # names of the submission's own functions: their results are opaque
     # variables whose value is target-valued / a distribution / a realized-token loss (fixed points, cached)
     _sets: dict[str, set[str]] = field(default_factory=dict)
 
@@ -145,7 +182,9 @@ class Scope:
             self.defs.setdefault(key, []).append(value)
 
     # -- backward slices ----------------------------------------------------------------------------------------
-    def closure(self, expr: ast.AST, mode: str = "value", skip: frozenset[str] = frozenset()) -> list[ast.AST]:
+    def closure(
+        self, expr: ast.AST, mode: str = "value", skip: frozenset[str] = frozenset()
+    ) -> list[ast.AST]:
         """The nodes the value of `expr` is computed from, following definitions of the variables it reads.
 
         mode "value": only what the *value* depends on (not subscript indices, shapes, comparisons or the tests
@@ -188,8 +227,12 @@ class Scope:
         got = self._sets.get(kind)
         if got is not None:
             return got
-        have: set[str] = set(self.target_vars) if kind == "target" else set(self.nll_params) if kind == "loss" else set()
-        self._sets[kind] = have  # visible (partial) while computing: recursion reads the current approximation
+        have: set[str] = (
+            set(self.target_vars) if kind == "target" else set(self.nll_params) if kind == "loss" else set()
+        )
+        self._sets[kind] = (
+            have  # visible (partial) while computing: recursion reads the current approximation
+        )
         changed = True
         while changed:
             changed = False
@@ -222,7 +265,11 @@ class Scope:
                 if kind == "loss":
                     if name in LABEL_LOSSES:
                         return True
-                    if name == "gather" and isinstance(n.func, ast.Attribute) and self.is_distribution(n.func.value):
+                    if (
+                        name == "gather"
+                        and isinstance(n.func, ast.Attribute)
+                        and self.is_distribution(n.func.value)
+                    ):
                         return True
             if kind == "dist" and isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Sub)):
                 if _has_normalizer(n.right):
@@ -282,13 +329,20 @@ class Scope:
             return [n.value]
         if isinstance(n, ast.Call):
             name = call_name(n)
-            if name in SHAPE_CALLS or name in LOOKUP_CALLS or name in _NOT_TOKEN_VALUED or name in self.own_calls:
+            if (
+                name in SHAPE_CALLS
+                or name in LOOKUP_CALLS
+                or name in _NOT_TOKEN_VALUED
+                or name in self.own_calls
+            ):
                 return []  # own functions: a loss or model output computed from the target is not the token
             out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
             if isinstance(n.func, ast.Attribute):
                 out.append(n.func.value)
             return out
-        if isinstance(n, (ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List, ast.Starred, ast.NamedExpr)):
+        if isinstance(
+            n, (ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List, ast.Starred, ast.NamedExpr)
+        ):
             return [c for c in ast.iter_child_nodes(n) if isinstance(c, ast.expr)]
         return []
 
@@ -357,8 +411,21 @@ class _DefCollector:
             self.bind(n.optional_vars, n.context_expr)
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             # container mutation: lst.append(v), lst.extend(vs), d.update(...), t.copy_(v), t.index_put_(...)
-            if n.func.attr in {"append", "extend", "add", "insert", "update", "copy_", "put_", "index_put_",
-                               "scatter_", "scatter_add_", "masked_scatter_", "fill_", "add_"}:
+            if n.func.attr in {
+                "append",
+                "extend",
+                "add",
+                "insert",
+                "update",
+                "copy_",
+                "put_",
+                "index_put_",
+                "scatter_",
+                "scatter_add_",
+                "masked_scatter_",
+                "fill_",
+                "add_",
+            }:
                 root = store_root(n.func.value)
                 for a in n.args[-1:]:
                     s.add_def(root, a)
@@ -400,7 +467,11 @@ class _DefCollector:
         key = var_key(base)
         if key is None:
             return None
-        elems = [d for d in self.scope.defs.get(key, ()) if isinstance(d, (ast.Tuple, ast.List)) and len(d.elts) == n]
+        elems = [
+            d
+            for d in self.scope.defs.get(key, ())
+            if isinstance(d, (ast.Tuple, ast.List)) and len(d.elts) == n
+        ]
         if not elems:
             return None
         merged: list[ast.AST] = []
@@ -487,7 +558,12 @@ def _slice_pair_target(a: ast.Subscript, b: ast.Subscript) -> bool:
         if _dump(x) == _dump(y):
             continue
         # s[p - k] (context) next to s[p] (target)
-        if isinstance(x, ast.BinOp) and isinstance(x.op, ast.Sub) and _dump(x.left) == _dump(y) and not shifted:
+        if (
+            isinstance(x, ast.BinOp)
+            and isinstance(x.op, ast.Sub)
+            and _dump(x.left) == _dump(y)
+            and not shifted
+        ):
             shifted = True
             continue
         lx, ly = linear_form(x), linear_form(y)
@@ -505,13 +581,20 @@ def find_targets(scope: Scope) -> None:
         if isinstance(n, ast.Call):
             name = call_name(n)
             if name in LABEL_LOSSES:
-                label = n.args[1] if len(n.args) > 1 else next(
-                    (k.value for k in n.keywords if k.arg in {"target", "targets", "labels"}), None)
+                label = (
+                    n.args[1]
+                    if len(n.args) > 1
+                    else next((k.value for k in n.keywords if k.arg in {"target", "targets", "labels"}), None)
+                )
                 if label is not None:
                     scope.target_vars |= roots(label)
                     scope.target_nodes.add(id(label))
             elif name == "gather" and isinstance(n.func, ast.Attribute):
-                idx = n.args[1] if len(n.args) > 1 else next((k.value for k in n.keywords if k.arg == "index"), None)
+                idx = (
+                    n.args[1]
+                    if len(n.args) > 1
+                    else next((k.value for k in n.keywords if k.arg == "index"), None)
+                )
                 if idx is not None and scope.is_distribution(n.func.value):
                     scope.target_vars |= roots(idx)
                     scope.target_nodes.add(id(idx))
@@ -544,9 +627,18 @@ def roots(expr: ast.AST) -> set[str]:
                 stack.append(n.value)
         elif isinstance(n, ast.Subscript):
             stack.append(n.value)
-        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and call_name(n) not in SHAPE_CALLS:
+        elif (
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and call_name(n) not in SHAPE_CALLS
+        ):
             stack.append(n.func.value)
-        elif isinstance(n, ast.Call) and call_name(n) in {"int", "long", "asarray", "as_tensor", "tensor", "array"}:
+        elif isinstance(n, ast.Call) and call_name(n) in {
+            "int",
+            "long",
+            "asarray",
+            "as_tensor",
+            "tensor",
+            "array",
+        }:
             stack.extend(n.args[:1])
         elif isinstance(n, (ast.Tuple, ast.List)):
             stack.extend(n.elts)
@@ -621,7 +713,11 @@ def _compute(ctx: AuditContext) -> TargetFacts:
                         callee.target_vars.add(param)
                         callee.invalidate()
                         changed = True
-                    if param not in callee.nll_params and param not in callee.target_vars and s.is_realized_loss(arg):
+                    if (
+                        param not in callee.nll_params
+                        and param not in callee.target_vars
+                        and s.is_realized_loss(arg)
+                    ):
                         callee.nll_params.add(param)
                         callee.invalidate()
                         changed = True
@@ -656,8 +752,9 @@ def log_aliases(scope: Scope, module: Scope | None) -> set[str]:
     return out
 
 
-def score_sinks(scope: Scope, module: Scope | None = None,
-                own_funcs: frozenset[str] = frozenset()) -> list[tuple[ast.Call, ast.AST]]:
+def score_sinks(
+    scope: Scope, module: Scope | None = None, own_funcs: frozenset[str] = frozenset()
+) -> list[tuple[ast.Call, ast.AST]]:
     """(call, argument) pairs where a probability becomes a score in this scope. `own_funcs`: names of functions
     the submission defines (a bare `log(...)` calling one of them is a logging helper)."""
     aliases = log_aliases(scope, module)
@@ -682,8 +779,10 @@ def score_sinks(scope: Scope, module: Scope | None = None,
 def _is_message_log(call: ast.Call, own_funcs: frozenset[str]) -> bool:
     if isinstance(call.func, ast.Name) and call.func.id in own_funcs:
         return True
-    return any(isinstance(a, ast.JoinedStr) or (isinstance(a, ast.Constant) and isinstance(a.value, str))
-               for a in call.args)
+    return any(
+        isinstance(a, ast.JoinedStr) or (isinstance(a, ast.Constant) and isinstance(a.value, str))
+        for a in call.args
+    )
 
 
 def module_scope(facts: TargetFacts, unit: CodeUnit) -> Scope | None:
@@ -717,8 +816,12 @@ def _self_flag_off(prog: object, unit: CodeUnit, node: ast.AST) -> str | None:
     if func is None or func.cls is None:
         return None
     for test in _enclosing_if_tests(func.node, node):
-        if not (isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) and func.params
-                and test.value.id == func.params[0]):
+        if not (
+            isinstance(test, ast.Attribute)
+            and isinstance(test.value, ast.Name)
+            and func.params
+            and test.value.id == func.params[0]
+        ):
             continue
         exprs = func.cls.attr_exprs(test.attr)
         if not exprs:
@@ -729,8 +832,12 @@ def _self_flag_off(prog: object, unit: CodeUnit, node: ast.AST) -> str | None:
             sources = [(e, f)]
             if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id in f.params:
                 # `self.on = h.flag` with `h` a parameter: the config classes that define `flag`
-                sources += [(x, g) for c in prog.classes_defining(e.attr)  # type: ignore[attr-defined]
-                            if c is not func.cls for x, g in c.attr_exprs(e.attr)]
+                sources += [
+                    (x, g)
+                    for c in prog.classes_defining(e.attr)  # type: ignore[attr-defined]
+                    if c is not func.cls
+                    for x, g in c.attr_exprs(e.attr)
+                ]
             for env in envs:
                 folded = [prog.eval_const(unit, x, g, env=env) for x, g in sources]  # type: ignore[attr-defined]
                 known = [v for v in folded if v is not UNKNOWN]
@@ -748,9 +855,9 @@ def _enclosing_if_tests(fn: ast.AST, node: ast.AST) -> list[ast.AST]:
         for child in ast.iter_child_nodes(n):
             if child is node:
                 return True
-            if getattr(child, "lineno", 0) <= node.lineno <= (getattr(child, "end_lineno", 0) or 0) or not hasattr(
-                child, "lineno"
-            ):
+            if getattr(child, "lineno", 0) <= node.lineno <= (
+                getattr(child, "end_lineno", 0) or 0
+            ) or not hasattr(child, "lineno"):
                 if visit(child):
                     if isinstance(n, ast.If) and child in n.body:
                         out.append(n.test)
@@ -792,10 +899,18 @@ def key_formation(scope: Scope, chain: list[ast.AST]) -> ast.AST | None:
             other = n.right if nxt is n.left else n.left
             if isinstance(other, ast.Constant) or scope.is_target_valued(other):
                 continue
-            if not any(isinstance(x, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) for x in ast.walk(other)):
+            if not any(
+                isinstance(x, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) for x in ast.walk(other)
+            ):
                 continue
             return n
-        if isinstance(n, ast.Call) and call_name(n) in {"bitwise_xor", "bitwise_and", "bitwise_or", "add", "mul"}:
+        if isinstance(n, ast.Call) and call_name(n) in {
+            "bitwise_xor",
+            "bitwise_and",
+            "bitwise_or",
+            "add",
+            "mul",
+        }:
             return n
     return None
 

@@ -80,7 +80,8 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
         caller_ctxs = engine.ctxs.get(ev.site.caller) or [None]
         for cctx in caller_ctxs:
             stack: list[tuple[CallSite, Ctx | None, tuple[CallSite, ...], Gate | None, tuple]] = [
-                (ev.site, cctx, (ev.site,), ev.gate, (cctx,))]
+                (ev.site, cctx, (ev.site,), ev.gate, (cctx,))
+            ]
             while stack:
                 site, sctx, chain, gate, cchain = stack.pop()
                 key = (id(site.node), id(sctx))

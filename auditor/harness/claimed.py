@@ -37,7 +37,7 @@ class Claimed:
 
     @property
     def half_ulp(self) -> float:
-        return 0.5 * 10.0 ** -self.decimals
+        return 0.5 * 10.0**-self.decimals
 
 
 def harness_results(ctx: AuditContext) -> dict[str, Any]:
@@ -83,7 +83,9 @@ def claimed_for(ctx: AuditContext, seed: int | None) -> Claimed:
     per_seed = [b.val_bpb.value for s in claims.seeds if (b := claims.main_seed(s)) and b.val_bpb]
     if len(per_seed) >= 2:
         out.seed_std = statistics.stdev(per_seed)
-    seed_logs = [lg for lg in logs if seed is not None and lg.answers_to_seed(seed)] if seed is not None else logs
+    seed_logs = (
+        [lg for lg in logs if seed is not None and lg.answers_to_seed(seed)] if seed is not None else logs
+    )
     scored = [lg for lg in seed_logs if lg.final_score]
     if scored:
         log = scored[-1]
@@ -103,15 +105,17 @@ def claimed_for(ctx: AuditContext, seed: int | None) -> Claimed:
         out.val_bpb, out.decimals = block.val_bpb.value, block.val_bpb.decimals
         out.source = f"{claims.path} {block.source}"
         key = block.source.rsplit(".", 1)[-1]
-        out.location = _json_location(claims, block.val_bpb.value, block.val_bpb.decimals, "val_bpb",
-                                      after=f'"{key}"')
+        out.location = _json_location(
+            claims, block.val_bpb.value, block.val_bpb.decimals, "val_bpb", after=f'"{key}"'
+        )
         return out
     single_run = len(claims.seed_list) <= 1 and len({lg.seed for lg in logs if lg.seed is not None}) <= 1
     if claims.val_bpb is not None and not claims.seeds and single_run:
         out.val_bpb, out.decimals = claims.val_bpb.value, claims.val_bpb.decimals
         out.source = f"{claims.path} {claims.val_bpb_key}"
-        out.location = _json_location(claims, claims.val_bpb.value, claims.val_bpb.decimals,
-                                      claims.val_bpb_key or "val_bpb")
+        out.location = _json_location(
+            claims, claims.val_bpb.value, claims.val_bpb.decimals, claims.val_bpb_key or "val_bpb"
+        )
         return out
     if seed is not None and scored:
         s = scored[-1].final_score
@@ -124,6 +128,7 @@ def claimed_for(ctx: AuditContext, seed: int | None) -> Claimed:
         out.val_bpb, out.decimals = claims.val_bpb.value, claims.val_bpb.decimals
         out.is_mean = len(claims.seed_list) > 1
         out.source = f"{claims.path} {claims.val_bpb_key}" + (" (mean over seeds)" if out.is_mean else "")
-        out.location = _json_location(claims, claims.val_bpb.value, claims.val_bpb.decimals,
-                                      claims.val_bpb_key or "val_bpb")
+        out.location = _json_location(
+            claims, claims.val_bpb.value, claims.val_bpb.decimals, claims.val_bpb_key or "val_bpb"
+        )
     return out

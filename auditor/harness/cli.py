@@ -19,23 +19,33 @@ FORMATS = ("text", "json", "sarif", "markdown")
 
 
 def add_verify_parser(sub: Any) -> argparse.ArgumentParser:
-    v = sub.add_parser("verify", help="rescore an artifact and/or rerun the submission on real data (executes it)")
+    v = sub.add_parser(
+        "verify", help="rescore an artifact and/or rerun the submission on real data (executes it)"
+    )
     v.add_argument("path", help="record folder")
     v.add_argument("--val", required=True, help="glob of validation shards (fineweb_val_*.bin)")
     v.add_argument("--tokenizer", help="SentencePiece .model of the submission's tokenizer (byte LUTs)")
-    v.add_argument("--sidecar", help="glob of CaseOps byte sidecars (fineweb_val_bytes_*.bin); replaces the LUTs")
+    v.add_argument(
+        "--sidecar", help="glob of CaseOps byte sidecars (fineweb_val_bytes_*.bin); replaces the LUTs"
+    )
     v.add_argument("--artifact", action="append", help="reference-format artifact to rescore (repeatable)")
     v.add_argument("--mode", choices=("ttt", "sliding", "plain"), default="ttt", help="eval of the rescore")
     v.add_argument("--seq-len", type=int, default=2048)
     v.add_argument("--stride", type=int, default=64)
     v.add_argument("--chunk-tokens", type=int, default=32_768, help="score-first TTT chunk")
     v.add_argument("--ttt-epochs", type=int, default=3)
-    v.add_argument("--max-tokens", type=int, help="score only the first N tokens (smoke tests; never canonical)")
+    v.add_argument(
+        "--max-tokens", type=int, help="score only the first N tokens (smoke tests; never canonical)"
+    )
     v.add_argument("--device", default="auto", help="auto | cuda | cpu")
-    v.add_argument("--rerun", action="store_true", help="run the submission's train_gpt.py (executes its code)")
+    v.add_argument(
+        "--rerun", action="store_true", help="run the submission's train_gpt.py (executes its code)"
+    )
     v.add_argument("--train", help="glob of training shards for --rerun")
     v.add_argument("--gpus", type=int, default=1, help="processes for --rerun (torchrun --nproc_per_node)")
-    v.add_argument("--seed", action="append", type=int, help="seed (repeatable); names the artifact's seed too")
+    v.add_argument(
+        "--seed", action="append", type=int, help="seed (repeatable); names the artifact's seed too"
+    )
     v.add_argument("--timeout", type=float, help="hard limit per rerun in seconds (default 600+600+600)")
     v.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the rerun (repeatable)")
     v.add_argument("--scratch", help="directory for the rerun copies and logs (default: a new temp dir)")
@@ -100,9 +110,21 @@ def run_verify(args: argparse.Namespace) -> int:
             raise InputError(f"no such artifact: {artifact}")
         seed = seeds[i] if len(seeds) == len(args.artifact) else None
         _progress(f"rescoring {artifact} ({args.mode})")
-        res = rescore(artifact, args.val, args.tokenizer, sidecar=args.sidecar, mode=args.mode, seed=seed,
-                      seq_len=args.seq_len, stride=args.stride, chunk_tokens=args.chunk_tokens,
-                      ttt_epochs=args.ttt_epochs, max_tokens=args.max_tokens, device=args.device, data=data)
+        res = rescore(
+            artifact,
+            args.val,
+            args.tokenizer,
+            sidecar=args.sidecar,
+            mode=args.mode,
+            seed=seed,
+            seq_len=args.seq_len,
+            stride=args.stride,
+            chunk_tokens=args.chunk_tokens,
+            ttt_epochs=args.ttt_epochs,
+            max_tokens=args.max_tokens,
+            device=args.device,
+            data=data,
+        )
         _progress(res.log_line() if res.ok else f"rescore failed: {res.error}")
         harness.setdefault("rescore", []).append(res.to_dict())
 
@@ -110,12 +132,26 @@ def run_verify(args: argparse.Namespace) -> int:
         results = []
         for seed in seeds or [1337]:
             _progress(f"rerunning {sub.entry or 'train_gpt.py'} with SEED={seed} on {args.gpus} process(es)")
-            res = rerun(args.path, val=args.val, tokenizer=args.tokenizer, seed=seed, train=args.train,
-                        sidecar=args.sidecar, gpus=args.gpus, timeout_s=args.timeout, scratch=args.scratch,
-                        extra_env=extra_env, canonical=data.canonical, data_summary=data.summary(),
-                        vocab_size=data.tokenizer.vocab_size if data.tokenizer else None)
-            state = "finished" if res.finished else ("killed at the limit" if res.timed_out else
-                                                     res.error or f"exit {res.returncode}")
+            res = rerun(
+                args.path,
+                val=args.val,
+                tokenizer=args.tokenizer,
+                seed=seed,
+                train=args.train,
+                sidecar=args.sidecar,
+                gpus=args.gpus,
+                timeout_s=args.timeout,
+                scratch=args.scratch,
+                extra_env=extra_env,
+                canonical=data.canonical,
+                data_summary=data.summary(),
+                vocab_size=data.tokenizer.vocab_size if data.tokenizer else None,
+            )
+            state = (
+                "finished"
+                if res.finished
+                else ("killed at the limit" if res.timed_out else res.error or f"exit {res.returncode}")
+            )
             _progress(f"seed {seed}: {state} in {res.wall_s:.0f}s; log {res.log_path}")
             results.append(res)
         attach_reruns(sub, results)

@@ -60,9 +60,12 @@ class DataReport:
         return not self.problems
 
     def summary(self) -> str:
-        kind = f"canonical {self.family} validation data" if self.canonical else "NON-CANONICAL validation data"
+        kind = (
+            f"canonical {self.family} validation data" if self.canonical else "NON-CANONICAL validation data"
+        )
         return f"{kind}: {len(self.val)} shard(s), {self.val_tokens:,} tokens" + (
-            f"; {'; '.join(self.notes)}" if self.notes else "")
+            f"; {'; '.join(self.notes)}" if self.notes else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -127,8 +130,9 @@ def tokenizer_info(path: str | Path) -> TokenizerInfo:
     return info
 
 
-def validate_data(val: str, tokenizer: str | Path | None = None, sidecar: str | None = None,
-                  train: str | None = None) -> DataReport:
+def validate_data(
+    val: str, tokenizer: str | Path | None = None, sidecar: str | None = None, train: str | None = None
+) -> DataReport:
     """Check the mounted data; see the module docstring for what canonical means."""
     rep = DataReport()
     val_paths = shard_files(val)
@@ -146,7 +150,9 @@ def validate_data(val: str, tokenizer: str | Path | None = None, sidecar: str | 
         rep.train_tokens = sum(s.tokens for s in rep.train)
         overlap = {Path(s.path).resolve() for s in rep.train} & {Path(s.path).resolve() for s in rep.val}
         if overlap:
-            rep.problems.append(f"training and validation globs share {len(overlap)} file(s), e.g. {min(overlap)}")
+            rep.problems.append(
+                f"training and validation globs share {len(overlap)} file(s), e.g. {min(overlap)}"
+            )
     if sidecar:
         side_paths = shard_files(sidecar, exclude_sidecars=False)
         if not side_paths:
@@ -156,7 +162,9 @@ def validate_data(val: str, tokenizer: str | Path | None = None, sidecar: str | 
         side_tokens = sum(s.tokens for s in rep.sidecar)
         if side_paths and side_tokens < rep.val_tokens:
             # the challenge's load_validation_byte_sidecar refuses a sidecar shorter than the stream (rules.md §B.4)
-            rep.problems.append(f"byte sidecar has {side_tokens:,} entries for {rep.val_tokens:,} validation tokens")
+            rep.problems.append(
+                f"byte sidecar has {side_tokens:,} entries for {rep.val_tokens:,} validation tokens"
+            )
     if tokenizer:
         rep.tokenizer = tokenizer_info(tokenizer)
         if rep.tokenizer.problem:
@@ -165,8 +173,10 @@ def validate_data(val: str, tokenizer: str | Path | None = None, sidecar: str | 
         rep.max_token_id = _max_token(val_paths)
         vocab = rep.tokenizer.vocab_size if rep.tokenizer and not rep.tokenizer.problem else None
         if vocab and rep.max_token_id is not None and rep.max_token_id >= vocab:
-            rep.problems.append(f"validation token id {rep.max_token_id} is outside the tokenizer's vocabulary "
-                                f"({vocab}): shards and tokenizer do not belong together")
+            rep.problems.append(
+                f"validation token id {rep.max_token_id} is outside the tokenizer's vocabulary "
+                f"({vocab}): shards and tokenizer do not belong together"
+            )
     if not tokenizer and not sidecar:
         rep.problems.append("no tokenizer .model and no byte sidecar: validation bytes cannot be counted")
     _judge_canonical(rep)
@@ -189,10 +199,14 @@ def _judge_canonical(rep: DataReport) -> None:
     rep.family = family
     expected_tokens = next((n for fam, _, _, n in OFFICIAL_VAL_SHARDS if fam == family), None)
     if expected_tokens is not None and rep.val_tokens != expected_tokens:
-        rep.notes.append(f"official {family} shard but {rep.val_tokens:,} tokens, expected {expected_tokens:,}")
+        rep.notes.append(
+            f"official {family} shard but {rep.val_tokens:,} tokens, expected {expected_tokens:,}"
+        )
         return
     if tok_family is not None and tok_family != family and not (rep.sidecar and family == "sp8192"):
-        rep.notes.append(f"official {family} shard but the tokenizer is {tok_family}: bytes would be miscounted")
+        rep.notes.append(
+            f"official {family} shard but the tokenizer is {tok_family}: bytes would be miscounted"
+        )
         return
     if rep.tokenizer is None and not rep.sidecar:
         return

@@ -60,7 +60,9 @@ class RerunResult:
     canonical: bool = False  # the data was the official validation set
     data_summary: str = ""
     env: dict[str, str] = field(default_factory=dict)  # what the harness set (not the inherited environment)
-    artifacts: list[str] = field(default_factory=list)  # model files the run wrote (*.ptz, *.pt), kept in workdir
+    artifacts: list[str] = field(
+        default_factory=list
+    )  # model files the run wrote (*.ptz, *.pt), kept in workdir
     error: str | None = None
 
     @property
@@ -76,8 +78,11 @@ class RerunResult:
 def stage_data(dest: Path, train: str | None, val: str, sidecar: str | None) -> Path:
     """A DATA_PATH directory with the user's shards linked under the challenge's file names."""
     dest.mkdir(parents=True, exist_ok=True)
-    groups = (("fineweb_train", shard_files(train) if train else []), ("fineweb_val", shard_files(val)),
-              ("fineweb_val_bytes", shard_files(sidecar, exclude_sidecars=False) if sidecar else []))
+    groups = (
+        ("fineweb_train", shard_files(train) if train else []),
+        ("fineweb_val", shard_files(val)),
+        ("fineweb_val_bytes", shard_files(sidecar, exclude_sidecars=False) if sidecar else []),
+    )
     for prefix, files in groups:
         for i, src in enumerate(files):
             link = dest / f"{prefix}_{i:06d}.bin"
@@ -123,10 +128,24 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def rerun(record_dir: str | Path, *, val: str, tokenizer: str | Path | None, seed: int, train: str | None = None,
-          sidecar: str | None = None, gpus: int = 1, timeout_s: float | None = None, scratch: str | Path | None = None,
-          entry: str = "train_gpt.py", extra_env: dict[str, str] | None = None, python: str = sys.executable,
-          canonical: bool = False, data_summary: str = "", vocab_size: int | None = None) -> RerunResult:
+def rerun(
+    record_dir: str | Path,
+    *,
+    val: str,
+    tokenizer: str | Path | None,
+    seed: int,
+    train: str | None = None,
+    sidecar: str | None = None,
+    gpus: int = 1,
+    timeout_s: float | None = None,
+    scratch: str | Path | None = None,
+    entry: str = "train_gpt.py",
+    extra_env: dict[str, str] | None = None,
+    python: str = sys.executable,
+    canonical: bool = False,
+    data_summary: str = "",
+    vocab_size: int | None = None,
+) -> RerunResult:
     """Run the record's entry script once for `seed`; see the module docstring. Never raises on a failed run."""
     record = Path(record_dir)
     work = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix="pgolf-rerun-"))
@@ -135,8 +154,18 @@ def rerun(record_dir: str | Path, *, val: str, tokenizer: str | Path | None, see
     log_path = work / f"seed{seed}" / log_name
     limit = float(timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S)
     command = launch_command(entry, gpus, python)
-    res = RerunResult(seed, gpus, command, str(run_dir), log_name, str(log_path), limit, canonical=canonical,
-                      data_summary=data_summary, cuda=_cuda_available())
+    res = RerunResult(
+        seed,
+        gpus,
+        command,
+        str(run_dir),
+        log_name,
+        str(log_path),
+        limit,
+        canonical=canonical,
+        data_summary=data_summary,
+        cuda=_cuda_available(),
+    )
     if not (record / entry).is_file():
         res.error = f"{record / entry}: no such entry script to rerun"
         return res
@@ -145,15 +174,27 @@ def rerun(record_dir: str | Path, *, val: str, tokenizer: str | Path | None, see
     shutil.copytree(record, run_dir, ignore=COPY_IGNORE, symlinks=False)
     data_path = stage_data(work / f"seed{seed}" / "data", train, val, sidecar)
     data_dir = stage_data_dir(work / f"seed{seed}" / "data_root", data_path, tokenizer, vocab_size)
-    res.env = {"DATA_PATH": str(data_path), "DATA_DIR": str(data_dir), "SEED": str(seed),
-               "RUN_ID": f"rerun_seed{seed}",
-               **({"TOKENIZER_PATH": str(Path(tokenizer).resolve())} if tokenizer else {}), **(extra_env or {})}
+    res.env = {
+        "DATA_PATH": str(data_path),
+        "DATA_DIR": str(data_dir),
+        "SEED": str(seed),
+        "RUN_ID": f"rerun_seed{seed}",
+        **({"TOKENIZER_PATH": str(Path(tokenizer).resolve())} if tokenizer else {}),
+        **(extra_env or {}),
+    }
     env = {**os.environ, **res.env, "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
     with log_path.open("wb") as log:
         try:
-            proc = subprocess.Popen(command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                cwd=run_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError as exc:
             res.error = f"cannot start {command[0]}: {exc.strerror or exc}"
             return res

@@ -58,10 +58,23 @@ def seed_from_name(path: str | Path) -> int | None:
     return int(m[1]) if m else None
 
 
-def rescore(artifact: str | Path, val: str, tokenizer: str | Path | None = None, *, sidecar: str | None = None,
-            mode: str = "ttt", seed: int | None = None, seq_len: int = 2048, stride: int = 64,
-            batch_seqs: int = 32, chunk_tokens: int = 32_768, ttt_epochs: int = 3, max_tokens: int | None = None,
-            device: str = "auto", data: DataReport | None = None) -> RescoreResult:
+def rescore(
+    artifact: str | Path,
+    val: str,
+    tokenizer: str | Path | None = None,
+    *,
+    sidecar: str | None = None,
+    mode: str = "ttt",
+    seed: int | None = None,
+    seq_len: int = 2048,
+    stride: int = 64,
+    batch_seqs: int = 32,
+    chunk_tokens: int = 32_768,
+    ttt_epochs: int = 3,
+    max_tokens: int | None = None,
+    device: str = "auto",
+    data: DataReport | None = None,
+) -> RescoreResult:
     """Score `artifact` on `val` with the reference evaluation; see the module docstring."""
     res = RescoreResult(str(artifact), mode, seed if seed is not None else seed_from_name(artifact))
     if mode not in MODES:
@@ -78,16 +91,39 @@ def rescore(artifact: str | Path, val: str, tokenizer: str | Path | None = None,
     if max_tokens is not None:
         res.data_summary += f"; only the first {max_tokens:,} tokens scored"
     try:
-        return _run(res, artifact, val, tokenizer, sidecar, seq_len, stride, batch_seqs, chunk_tokens, ttt_epochs,
-                    max_tokens, device)
+        return _run(
+            res,
+            artifact,
+            val,
+            tokenizer,
+            sidecar,
+            seq_len,
+            stride,
+            batch_seqs,
+            chunk_tokens,
+            ttt_epochs,
+            max_tokens,
+            device,
+        )
     except Exception as exc:  # the artifact or eval failed: a result that says so, not a traceback
         res.error = f"{type(exc).__name__}: {exc}"
         return res
 
 
-def _run(res: RescoreResult, artifact: str | Path, val: str, tokenizer: str | Path | None, sidecar: str | None,
-         seq_len: int, stride: int, batch_seqs: int, chunk_tokens: int, ttt_epochs: int, max_tokens: int | None,
-         device_name: str) -> RescoreResult:
+def _run(
+    res: RescoreResult,
+    artifact: str | Path,
+    val: str,
+    tokenizer: str | Path | None,
+    sidecar: str | None,
+    seq_len: int,
+    stride: int,
+    batch_seqs: int,
+    chunk_tokens: int,
+    ttt_epochs: int,
+    max_tokens: int | None,
+    device_name: str,
+) -> RescoreResult:
     import numpy as np
     import torch
 
@@ -100,8 +136,13 @@ def _run(res: RescoreResult, artifact: str | Path, val: str, tokenizer: str | Pa
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device_name)
     res.device = str(device)
-    cfg = EvalConfig(seq_len=seq_len, stride=min(stride, seq_len), batch_seqs=batch_seqs,
-                     chunk_tokens=chunk_tokens, ttt_epochs=ttt_epochs)
+    cfg = EvalConfig(
+        seq_len=seq_len,
+        stride=min(stride, seq_len),
+        batch_seqs=batch_seqs,
+        chunk_tokens=chunk_tokens,
+        ttt_epochs=ttt_epochs,
+    )
     t0 = time.perf_counter()
     try:
         model, _ = restore_model(artifact)
@@ -112,7 +153,9 @@ def _run(res: RescoreResult, artifact: str | Path, val: str, tokenizer: str | Pa
     if device.type == "cuda":
         model.to_mixed_precision()
     res.load_ms = 1e3 * (time.perf_counter() - t0)
-    stream = load_val_stream(val, tokenizer, seq_len=seq_len, device=device, sidecar=sidecar, max_tokens=max_tokens)
+    stream = load_val_stream(
+        val, tokenizer, seq_len=seq_len, device=device, sidecar=sidecar, max_tokens=max_tokens
+    )
 
     # The denominator, recomputed on its own from the shards (same truncation) by the canonical byte accounting.
     tokens = np.asarray(load_concatenated(val), dtype=np.int64)
@@ -126,10 +169,16 @@ def _run(res: RescoreResult, artifact: str | Path, val: str, tokenizer: str | Pa
     run = {"plain": eval_plain, "sliding": eval_sliding, "ttt": eval_ttt}[res.mode]
     result = run(model, stream, cfg)
     res.val_loss, res.val_bpb = float(result.val_loss), float(result.val_bpb)
-    res.tokens, res.bytes, res.eval_time_ms = int(result.tokens), int(result.bytes), float(result.eval_time_ms)
+    res.tokens, res.bytes, res.eval_time_ms = (
+        int(result.tokens),
+        int(result.bytes),
+        float(result.eval_time_ms),
+    )
     if res.tokens != denom.targets or res.bytes != res.denominator:
-        res.error = (f"the evaluation scored {res.tokens:,} targets / {res.bytes:,} bytes but the canonical "
-                     f"accounting of the same stream is {denom.targets:,} / {res.denominator:,}")
+        res.error = (
+            f"the evaluation scored {res.tokens:,} targets / {res.bytes:,} bytes but the canonical "
+            f"accounting of the same stream is {denom.targets:,} / {res.denominator:,}"
+        )
     elif not (math.isfinite(res.val_bpb) and res.val_bpb > 0):
         res.error = f"rescored val_bpb is not a positive finite number ({res.val_bpb})"
     return res

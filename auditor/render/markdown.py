@@ -37,13 +37,17 @@ def render_markdown(report: Report) -> str:
         key=lambda f: (-f.verdict.rank, f.rule_id),
     )
     notes = [f for f in report.active if not f.gating and f.message]
-    return _environment().get_template("pr_comment.md.j2").render(
-        marker=STICKY_MARKER,
-        report=report,
-        overall=report.overall,
-        per_rule=report.per_rule(),
-        summary=report.summary(),
-        findings=findings,
-        notes=notes,
-        waived=report.waived,
+    return (
+        _environment()
+        .get_template("pr_comment.md.j2")
+        .render(
+            marker=STICKY_MARKER,
+            report=report,
+            overall=report.overall,
+            per_rule=report.per_rule(),
+            summary=report.summary(),
+            findings=findings,
+            notes=notes,
+            waived=report.waived,
+        )
     )

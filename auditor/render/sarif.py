@@ -9,12 +9,19 @@ from auditor.findings import Finding, Location, Report, Severity, Verdict
 from rules import all_rules
 from rules.base import Rule
 
-SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+SARIF_SCHEMA_URI = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
 INFORMATION_URI = "https://github.com/pgolf-audit/pgolf-audit"
 SRCROOT = "SRCROOT"
 
 _LEVEL = {Verdict.FAIL: "error", Verdict.WARN: "warning", Verdict.PASS: "none", Verdict.SKIP: "none"}
-_KIND = {Verdict.FAIL: "fail", Verdict.WARN: "review", Verdict.PASS: "informational", Verdict.SKIP: "notApplicable"}
+_KIND = {
+    Verdict.FAIL: "fail",
+    Verdict.WARN: "review",
+    Verdict.PASS: "informational",
+    Verdict.SKIP: "notApplicable",
+}
 _DEFAULT_LEVEL = {
     Severity.CRITICAL: "error",
     Severity.HIGH: "error",
@@ -122,7 +129,8 @@ def to_sarif(report: Report) -> dict[str, Any]:
     rule_index = {r.id: i for i, r in enumerate(rules)}
     results = [_result(f, rule_index) for f in report.findings]
     notifications = [
-        {"level": "warning", "message": {"text": err}, "descriptor": {"id": "internal"}} for err in report.errors
+        {"level": "warning", "message": {"text": err}, "descriptor": {"id": "internal"}}
+        for err in report.errors
     ]
     run: dict[str, Any] = {
         "tool": {
@@ -135,7 +143,9 @@ def to_sarif(report: Report) -> dict[str, Any]:
                 "properties": {"rulesetVersion": report.ruleset_version},
             }
         },
-        "originalUriBaseIds": {SRCROOT: {"description": {"text": f"submission root: {report.submission.path}"}}},
+        "originalUriBaseIds": {
+            SRCROOT: {"description": {"text": f"submission root: {report.submission.path}"}}
+        },
         "invocations": [
             {
                 "executionSuccessful": not report.errors,
@@ -147,7 +157,8 @@ def to_sarif(report: Report) -> dict[str, Any]:
             "overall": report.overall.value,
             "summary": report.summary(),
             "unpackedLayers": [
-                {"file": la.path, "layer": la.name, "codecs": list(la.codecs), "line": la.line} for la in report.layers
+                {"file": la.path, "layer": la.name, "codecs": list(la.codecs), "line": la.line}
+                for la in report.layers
             ],
         },
     }

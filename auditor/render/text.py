@@ -45,8 +45,15 @@ def _finding_lines(f: Finding) -> list[Text]:
 
 def render_text(report: Report, color: bool = False, width: int = 110) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
-                      emoji=False, soft_wrap=True)
+    console = Console(
+        file=buf,
+        force_terminal=color,
+        no_color=not color,
+        width=width,
+        highlight=False,
+        emoji=False,
+        soft_wrap=True,
+    )
     overall = report.overall
     title = Text()
     title.append("pgolf-audit ", style="bold")
@@ -56,15 +63,25 @@ def render_text(report: Report, color: bool = False, width: int = 110) -> str:
     meta = f"entry: {report.submission.entry or '-'}   tool {report.tool_version}   rules {report.ruleset_version}"
     console.print(Text(meta, style="dim"))
     for layer in report.layers:
-        console.print(Text(f"unpacked {layer.path} -> {layer.name} via {' > '.join(layer.codecs)} "
-                           f"(exec at line {layer.line}, {layer.decoded_bytes} bytes)", style="dim"))
+        console.print(
+            Text(
+                f"unpacked {layer.path} -> {layer.name} via {' > '.join(layer.codecs)} "
+                f"(exec at line {layer.line}, {layer.decoded_bytes} bytes)",
+                style="dim",
+            )
+        )
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("rule", "name", "category", "verdict", "findings"):
         table.add_column(col)
     for rv in report.per_rule():
-        table.add_row(rv.rule_id, rv.rule_name, rv.category,
-                      Text(rv.verdict.value, style=_STYLE[rv.verdict.value]), str(rv.findings))
+        table.add_row(
+            rv.rule_id,
+            rv.rule_name,
+            rv.category,
+            Text(rv.verdict.value, style=_STYLE[rv.verdict.value]),
+            str(rv.findings),
+        )
     console.print(table)
 
     shown = [f for f in report.active if f.verdict in (Verdict.FAIL, Verdict.WARN) and f.gating]
@@ -92,6 +109,11 @@ def render_text(report: Report, color: bool = False, width: int = 110) -> str:
         for err in report.errors:
             console.print(Text(f"  {err}"))
     s = report.summary()
-    console.print(Text(f"\n{s['FAIL']} FAIL, {s['WARN']} WARN, {s['PASS']} PASS, {s['SKIP']} SKIP, "
-                       f"{s['waived']} waived  ->  {overall.value}", style=_STYLE[overall.value]))
+    console.print(
+        Text(
+            f"\n{s['FAIL']} FAIL, {s['WARN']} WARN, {s['PASS']} PASS, {s['SKIP']} SKIP, "
+            f"{s['waived']} waived  ->  {overall.value}",
+            style=_STYLE[overall.value],
+        )
+    )
     return buf.getvalue()
