@@ -121,6 +121,7 @@ def evaluate(rows: list[dict[str, str]], git_dir: Path) -> tuple[list[RowResult]
 
 def render_text(results: list[RowResult], confusion: dict[str, Confusion]) -> str:
     names = {r.id: (r.name, r.category) for r in all_rules()}
+    nw = max(len(n) for n, _ in names.values()) + 2
     out = ["Per submission", f"{'id':<9}{'pr':<7}{'label':<8}{'expected':<30}{'FAIL rules':<34}ok"]
     for r in results:
         fails = ",".join(sorted(r.failed_rules)) or "-"
@@ -130,14 +131,14 @@ def render_text(results: list[RowResult], confusion: dict[str, Confusion]) -> st
     out += [
         "",
         "Confusion per rule (FAIL vs label category)",
-        f"{'rule':<7}{'name':<34}{'category':<22}{'TP':>4}{'FP':>4}{'FN':>4}{'TN':>4}  precision recall",
+        f"{'rule':<7}{'name':<{nw}}{'category':<22}{'TP':>4}{'FP':>4}{'FN':>4}{'TN':>4}  precision recall",
     ]
     for rid, c in confusion.items():
         name, cat = names[rid]
         d = c.as_dict()
         p = f"{d['precision']:.2f}" if d["precision"] is not None else "-"
         rc = f"{d['recall']:.2f}" if d["recall"] is not None else "-"
-        out.append(f"{rid:<7}{name:<34}{cat:<22}{c.tp:>4}{c.fp:>4}{c.fn:>4}{c.tn:>4}  {p:>9} {rc:>6}")
+        out.append(f"{rid:<7}{name:<{nw}}{cat:<22}{c.tp:>4}{c.fp:>4}{c.fn:>4}{c.tn:>4}  {p:>9} {rc:>6}")
     ok = sum(r.ok for r in results)
     out += ["", f"{ok}/{len(results)} rows as labelled"]
     return "\n".join(out) + "\n"
