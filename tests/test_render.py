@@ -135,3 +135,14 @@ def test_text_colour_only_when_asked(color: bool) -> None:
     text = render(sample_report(), "text", color=color)
     assert ("\x1b[" in text) is color
     assert "FAIL" in text and "train_gpt.py#L1:120:9" in text and "WAIVED: ruled legal" in text
+
+
+def test_markdown_table_lists_the_worst_rules_first() -> None:
+    from auditor.engine import audit
+    from auditor.submission import load_path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "eval_download"
+    md = render(audit(load_path(fixture)), "markdown")
+    rows = [line for line in md.splitlines() if line.startswith("| `PG")]
+    verdicts = [("FAIL" in r) * 3 + ("WARN" in r) * 2 for r in rows]
+    assert verdicts == sorted(verdicts, reverse=True) and verdicts[0] == 3

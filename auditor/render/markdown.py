@@ -44,7 +44,10 @@ def render_markdown(report: Report) -> str:
             marker=STICKY_MARKER,
             report=report,
             overall=report.overall,
-            per_rule=report.per_rule(),
+            # Worst first, so a reviewer sees what needs attention without scrolling past thirty PASS rows.
+            per_rule=sorted(
+                report.per_rule(), key=lambda rv: (-rv.verdict.rank if rv.verdict.rank > 1 else 0, rv.rule_id)
+            ),
             summary=report.summary(),
             findings=findings,
             notes=notes,
