@@ -264,3 +264,27 @@ def test_reachability_does_not_depend_on_names() -> None:
         return sorted((f.line, p.func_reach(f).status) for f in p.funcs if f.kind == "function")
 
     assert statuses(plain) == statuses(renamed)
+
+
+def test_dispatch_defeated_only_in_dead_code_leaves_other_dead_code_dead() -> None:
+    # Regression (seen on a real PR head): asking the reach of a dead function whose only "defeat" sits in
+    # another dead function used to recurse without end.
+    prog = prog_of(
+        {
+            "train_gpt.py": """
+        import sys
+
+        def never_called(name):
+            return getattr(sys.modules[__name__], "run_" + name)()
+
+        def also_unused():
+            return 2
+
+        if __name__ == "__main__":
+            print("hi")
+        """
+        }
+    )
+    assert len(prog.defeated) == 1
+    assert prog.func_reach(prog.func("train_gpt.py", "also_unused")).status == "dead"
+    assert prog.func_reach(prog.func("train_gpt.py", "never_called")).status == "dead"

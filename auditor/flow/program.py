@@ -327,6 +327,7 @@ class Program:
         self.run_commands: list[RunCommand] = parse_run_commands(_run_files(ctx))
         self.entry_module: Module | None = None
         self._reach: dict[Func, Reach] | None = None
+        self._dispatch_defeated_live: bool | None = None
         self._type_cache: dict[tuple[int, str], ClassInfo | None] = {}
         self._site_index: dict[int, CallSite] | None = None
         self.branch_gates: dict[tuple[int, str], Gate] = {}  # (id(If/IfExp node), "body"|"orelse") -> Gate
@@ -961,7 +962,13 @@ class Program:
             return Reach("unknown", "no entry script could be analysed")
         if func.kind == "classbody" and func.cls is not None:
             return Reach("dead", f"class {func.cls.name} is never used")
-        if any(reason for _, reason, g in self.defeated if self.func_reach(g).live):
+        if self._dispatch_defeated_live is None:
+            # Only defeats inside code the entry reaches count. Asking func_reach() of the defeating function
+            # itself would recurse without end when that function is unreachable too.
+            self._dispatch_defeated_live = any(
+                reason for _, reason, g in self.defeated if (r := self._reach.get(g)) is not None and r.live
+            )
+        if self._dispatch_defeated_live:
             return Reach(
                 "unknown",
                 f"{func.qualname} is not called directly, but dynamic dispatch elsewhere may reach it",
