@@ -143,7 +143,22 @@ def _contains_strip(node: ast.AST) -> bool:
     return any(_is_strip(n) for n in ast.walk(node))
 
 
-def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) -> LutBuilder | None:
+def _len_names(tree: ast.Module) -> frozenset[str]:
+    """`len` and the module-level aliases of it (`D=len`: python-minifier hoists builtins this way)."""
+    aliases = {"len"}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name) and stmt.value.id == "len":
+            aliases.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+    return frozenset(aliases)
+
+
+def _analyse_scope(
+    unit: CodeUnit,
+    scope: ast.AST,
+    name: str,
+    index: NodeIndex,
+    len_names: frozenset[str] = frozenset({"len"}),
+) -> LutBuilder | None:
     nodes = index.scope_nodes(scope)
     piece_calls = [n for n in nodes if isinstance(n, ast.Call) and _attr(n) in PIECE_METHODS]
     if not piece_calls:
@@ -179,7 +194,7 @@ def _analyse_scope(unit: CodeUnit, scope: ast.AST, name: str, index: NodeIndex) 
     parent_of = {id(c): p for p in nodes for c in ast.iter_child_nodes(p)}  # within this scope only
     parents = parent_of.get
     for n in nodes:
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len" and n.args:
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in len_names and n.args:
             arg = n.args[0]
             if isinstance(arg, ast.Call) and _attr(arg) == "encode":
                 text = arg.func.value  # type: ignore[attr-defined]
@@ -341,9 +356,10 @@ def _analyse(ctx: AuditContext) -> ByteCodeFacts:
         calls = index.of_type(ast.Call)
         piece_lines = sorted(c.lineno for c in calls if _attr(c) in PIECE_METHODS)
         loader_lines = sorted(c.lineno for c in calls if _is_loader(c))  # type: ignore[arg-type]
+        len_names = _len_names(tree)
         for scope, name in scopes:
             if _has_line_in(piece_lines, scope):
-                b = _analyse_scope(unit, scope, name, index)
+                b = _analyse_scope(unit, scope, name, index, len_names)
                 if b is not None:
                     facts.builders.append(b)
             if _has_line_in(loader_lines, scope):

@@ -664,14 +664,29 @@ class _FunctionInterpreter:
         if isinstance(e, ast.Call):
             return self.call(e, ctx)
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            for gen in e.generators:
-                it = self.expr(gen.iter, ctx)
-                self.assign(gen.target, it, None, ctx)
-                for cond in gen.ifs:
-                    self.expr(cond, ctx)
-            if isinstance(e, ast.DictComp):
-                return self.expr(e.key, ctx) | self.expr(e.value, ctx)
-            return self.expr(e.elt, ctx)
+            # Comprehension variables live in their own scope (minifiers reuse outer names for them): bind them,
+            # evaluate, then restore whatever the enclosing function had under those names.
+            names = {n.id for gen in e.generators for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
+            saved = {n: (self.state.get(n), self.aliases.get(n)) for n in names}
+            try:
+                for gen in e.generators:
+                    it = self.expr(gen.iter, ctx)
+                    self.assign(gen.target, it, None, ctx)
+                    for cond in gen.ifs:
+                        self.expr(cond, ctx)
+                if isinstance(e, ast.DictComp):
+                    return self.expr(e.key, ctx) | self.expr(e.value, ctx)
+                return self.expr(e.elt, ctx)
+            finally:
+                for n, (state, alias) in saved.items():
+                    if state is None:
+                        self.state.pop(n, None)
+                    else:
+                        self.state[n] = state
+                    if alias is None:
+                        self.aliases.pop(n, None)
+                    else:
+                        self.aliases[n] = alias
         if isinstance(e, ast.Lambda):
             # a lambda handed to a helper (`measure(lambda: evaluate(model, val))`) runs there: its body's calls
             # are taken to run here, in order
