@@ -144,12 +144,11 @@ def _contains_strip(node: ast.AST) -> bool:
 
 
 def _len_names(tree: ast.Module) -> frozenset[str]:
-    """`len` and the module-level aliases of it (`D=len`: python-minifier hoists builtins this way)."""
-    aliases = {"len"}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name) and stmt.value.id == "len":
-            aliases.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
-    return frozenset(aliases)
+    """`len` and its module-level aliases bound once (`D=len`: python-minifier hoists builtins this way), resolved
+    by the same module-constant folding the order analysis uses."""
+    from auditor.flow.order import module_constants
+
+    return frozenset({"len"} | {k for k, v in module_constants(tree, ast.Name).items() if v == "len"})
 
 
 def _analyse_scope(
