@@ -22,7 +22,7 @@ from auditor.errors import InputError
 from auditor.exitcodes import exit_code
 from auditor.findings import Report
 from auditor.render.markdown import STICKY_MARKER, render_markdown
-from auditor.submission import load_git
+from auditor.submission import git_command, load_git
 
 RECORD_ROOT = "records"
 MAX_COMMENT_CHARS = 65_000  # GitHub rejects issue comments over 65,536 characters
@@ -30,7 +30,7 @@ MAX_COMMENT_CHARS = 65_000  # GitHub rejects issue comments over 65,536 characte
 
 def changed_record_folders(git_dir: str, base: str, head: str) -> list[str]:
     """Record folders (records/<track>/<dir>) with files changed between base and head (merge-base diff)."""
-    base_args = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+    base_args = git_command(git_dir)
     proc = subprocess.run(
         [*base_args, "diff", "--name-only", "-z", f"{base}...{head}", "--", RECORD_ROOT],
         capture_output=True,

@@ -263,6 +263,12 @@ def _load_folder(root: Path) -> Submission:
     return sub
 
 
+def git_command(git_dir: str | Path) -> list[str]:
+    """`git` pointed at a repository: a bare one (or a .git folder) by --git-dir, a work tree by -C."""
+    git_dir = str(git_dir)
+    return ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+
+
 def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
     """Read every blob under `rev:path` with git plumbing; nothing is checked out."""
     git_dir = str(git_dir)
@@ -271,7 +277,7 @@ def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
         raise InputError(f"no such git repository: {git_dir}")
     if rev.startswith("-") or "\n" in rev or not rev.strip():
         raise InputError(f"not a git revision: {rev!r}")
-    base = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+    base = git_command(git_dir)
     try:
         ls = subprocess.run(
             [*base, "ls-tree", "-r", "-l", "-z", rev, "--", path],

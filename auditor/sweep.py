@@ -12,7 +12,7 @@ from pathlib import Path
 from auditor.engine import audit, select_rules
 from auditor.errors import InputError
 from auditor.findings import Verdict
-from auditor.submission import load_git
+from auditor.submission import git_command, load_git
 
 
 @dataclass
@@ -27,7 +27,7 @@ class FolderResult:
 
 def record_folders(git_dir: str, rev: str, root: str) -> list[str]:
     """Folders two levels below `root` (records/<track>/<dir>); names may contain spaces."""
-    base = ["git", f"--git-dir={git_dir}"] if Path(git_dir, "HEAD").exists() else ["git", "-C", git_dir]
+    base = git_command(git_dir)
     proc = subprocess.run(
         [*base, "ls-tree", "-d", "-z", "--name-only", f"{rev}:{root}"],
         capture_output=True,
