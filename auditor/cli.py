@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--git-dir", required=True, help="local clone of the labelled repository")
     c.add_argument("--format", "-f", choices=("text", "json"), default="text")
     c.add_argument("--output", "-o")
+    c.add_argument("--jobs", "-j", type=int, default=0, help="worker processes for a review table (default: CPUs)")
 
     sw = sub.add_parser("sweep", help="audit every record folder under a tree at a revision; one line each")
     sw.add_argument("--git-dir", required=True)
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="reference model: train | eval | tokenize | bench")
     ref.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _tsv_header(path: Path) -> list[str]:
+    """First line of a TSV, split; an unreadable file is left to the reader, which says why."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n").split("\t")
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +163,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_rescore(args)
     if args.command == "corpus":
         from auditor.corpus import run_corpus
+        from auditor.reviews import is_review_table, run_reviews
 
+        header = _tsv_header(Path(args.labels))
+        if is_review_table(header):
+            return run_reviews(Path(args.labels), Path(args.git_dir), args.format, args.output, args.jobs)
         return run_corpus(Path(args.labels), Path(args.git_dir), args.format, args.output)
     if args.command == "sweep":
         from auditor.sweep import run_sweep
