@@ -11,9 +11,6 @@ EVAL_LIMIT_MS = 600_000  # a further 10 min for evaluation (README FAQ; rules.md
 RECORD_MARGIN_NATS = 0.005  # written rule (README "Submission Process"; rules.md §A.12)
 RECORD_P_WRITTEN = 0.01  # written rule
 RECORD_P_APPLIED = 0.25  # applied chronological-frontier cutoff (PR #1902, PR #1899/#1900)
-SHARD_MAGIC = 20240520  # shard header[0] (data/download_hf_docs_and_tokenize.py; rules.md §C)
-SHARD_VERSION = 1
-SHARD_HEADER_INTS = 256
 
 # --- Validation data and byte denominators (owner: evidence checks) -------------------------------------------
 # A canonical evaluation: for one tokenizer family, the number of scored targets a full-coverage eval logs as

@@ -117,7 +117,7 @@ def record_model(R: ModuleType, h: Any, state: dict[str, Any], device: Any) -> A
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from auditor.shards import load_concatenated, write_shard
+    from pgolf_data.shards import load_concatenated, write_shard
     from reference_model.attention import set_sdpa_backend
     from reference_model.evaluate import EvalConfig, ScoreFirstTTT, eval_sliding, load_val_stream
 

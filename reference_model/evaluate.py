@@ -43,8 +43,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from auditor.evidence.bytes_canonical import ByteLUTs, build_luts, load_sentencepiece, token_bytes
-from auditor.shards import load_concatenated, truncated_length
+from pgolf_data.bytes import ByteLUTs, build_luts, load_sentencepiece, token_bytes
+from pgolf_data.shards import load_concatenated, truncated_length
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.shards import read_shard, shard_files
+from pgolf_data.shards import read_shard, shard_files
 
 
 class TokenLoader:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from auditor.evidence.bytes_canonical import build_luts, iter_docs, load_sentencepiece, token_bytes
-from auditor.shards import write_shard
+from pgolf_data.bytes import build_luts, iter_docs, load_sentencepiece, token_bytes
+from pgolf_data.shards import write_shard
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # the challenge exports 100M-token shards
 
@@ -137,7 +137,7 @@ def _write_sidecar(
 
 
 def _stream_lut_bytes(shards: list[str], sp: Any) -> int:
-    from auditor.shards import load_concatenated
+    from pgolf_data.shards import load_concatenated
 
     stream = load_concatenated(shards)
     return int(token_bytes(np.asarray(stream, dtype=np.int64), build_luts(sp)).sum())

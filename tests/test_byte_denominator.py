@@ -244,7 +244,7 @@ def test_side_file_lut_with_byte_fallback_at_3_bytes_fails() -> None:
 
 
 def test_side_file_lut_against_a_shipped_sentencepiece_model(shared_dir: Path) -> None:
-    from auditor.evidence.bytes_canonical import build_luts, load_sentencepiece
+    from pgolf_data.bytes import build_luts, load_sentencepiece
 
     model = (shared_dir / "data" / "fineweb_1024_bpe.model").read_bytes()
     luts = build_luts(load_sentencepiece(shared_dir / "data" / "fineweb_1024_bpe.model"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from auditor.constants import CASEOPS_SENTINELS
-from auditor.evidence.bytes_canonical import (
+from pgolf_data.bytes import (
     ByteAccountingError,
     build_luts,
     canonical_denominator,
@@ -21,7 +21,7 @@ from auditor.evidence.bytes_canonical import (
     pair_bytes,
     token_bytes,
 )
-from auditor.shards import read_shard
+from pgolf_data.shards import read_shard
 
 
 class FakeSP:
@@ -166,7 +166,7 @@ def test_command_line_reports_the_denominator(
 ) -> None:
     import json
 
-    from auditor.evidence.bytes_canonical import main
+    from pgolf_data.bytes import main
 
     args = [
         "--model",

@@ -21,7 +21,7 @@ from auditor.harness import data as data_mod
 from auditor.harness.data import sha256_file, validate_data
 from auditor.harness.rerun import DEFAULT_TIMEOUT_S, attach_reruns, mark_rerun_evidence, rerun
 from auditor.harness.rescore import rescore
-from auditor.shards import read_shard, write_shard
+from pgolf_data.shards import read_shard, write_shard
 from auditor.submission import load_path
 from rules import get_rule
 
@@ -158,7 +158,7 @@ def rescored(artifact: Path, data: Path):
 
 
 def test_rescore_uses_canonical_byte_accounting(rescored, data: Path) -> None:
-    from auditor.evidence.bytes_canonical import build_luts, canonical_denominator, load_sentencepiece
+    from pgolf_data.bytes import build_luts, canonical_denominator, load_sentencepiece
 
     tokens = np.asarray(read_shard(data / "derived_docs_sample200_sp8192.bin"))[:RESCORE_TOKENS]
     denom = canonical_denominator(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.evidence.bytes_canonical import build_luts, load_sentencepiece
+from pgolf_data.bytes import build_luts, load_sentencepiece
 from auditor.evidence.logs import parse_log
-from auditor.shards import read_shard, write_shard
+from pgolf_data.shards import read_shard, write_shard
 from reference_model.cli import main as cli_main
 from reference_model.config import ModelConfig
 from reference_model.evaluate import EvalConfig, ValStream, eval_sliding, eval_ttt, target_bytes

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from auditor.evidence.bytes_canonical import build_luts, load_sentencepiece
-from auditor.shards import read_shard
+from pgolf_data.bytes import build_luts, load_sentencepiece
+from pgolf_data.shards import read_shard
 from reference_model.config import ModelConfig
 from reference_model.evaluate import (
     EvalConfig,

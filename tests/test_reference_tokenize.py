@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from auditor.evidence.bytes_canonical import build_luts, load_sentencepiece, token_bytes
-from auditor.shards import HEADER_BYTES, load_concatenated, read_header, read_shard, write_shard
+from pgolf_data.bytes import build_luts, load_sentencepiece, token_bytes
+from pgolf_data.shards import HEADER_BYTES, load_concatenated, read_header, read_shard, write_shard
 from reference_model.cli import main as cli_main
 from reference_model.tokenize import tokenize_jsonl
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.constants import SHARD_MAGIC
-from auditor.shards import (
+from pgolf_data.shards import (
     HEADER_BYTES,
+    SHARD_MAGIC,
     ShardError,
     load_concatenated,
     read_header,

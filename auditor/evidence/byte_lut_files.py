@@ -77,7 +77,7 @@ def _sp_luts(model: bytes, table: int) -> np.ndarray | None:
         sp = spm.SentencePieceProcessor(model_proto=model)
     except Exception:  # a broken model is just "not verifiable"
         return None
-    from auditor.evidence.bytes_canonical import build_luts
+    from pgolf_data.bytes import build_luts
 
     return build_luts(sp, vocab_size=table).base_bytes
 

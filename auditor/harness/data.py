@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.constants import CASEOPS_SENTINELS, OFFICIAL_VAL_SHARDS
-from auditor.shards import ShardError, read_header, shard_files, validate_header
+from pgolf_data.shards import ShardError, read_header, shard_files, validate_header
 
 HASH_CHUNK = 1 << 22
 
@@ -99,7 +99,7 @@ def _shard_info(path: Path, hash_it: bool) -> ShardInfo:
 
 
 def _max_token(paths: list[Path]) -> int | None:
-    from auditor.shards import read_shard
+    from pgolf_data.shards import read_shard
 
     hi = None
     for p in paths:
@@ -111,7 +111,7 @@ def _max_token(paths: list[Path]) -> int | None:
 
 
 def tokenizer_info(path: str | Path) -> TokenizerInfo:
-    from auditor.evidence.bytes_canonical import ByteAccountingError, load_sentencepiece
+    from pgolf_data.bytes import ByteAccountingError, load_sentencepiece
 
     info = TokenizerInfo(str(path))
     try:

@@ -36,7 +36,7 @@ from typing import Any
 from auditor.constants import EVAL_LIMIT_MS, RERUN_MARGIN_S, TRAIN_LIMIT_MS
 from auditor.findings import EvidenceLevel, Report, Severity, Verdict
 from auditor.harness import HARNESS_OPTION
-from auditor.shards import shard_files
+from pgolf_data.shards import shard_files
 from auditor.submission import Submission, SubmissionFile
 
 DEFAULT_TIMEOUT_S = (TRAIN_LIMIT_MS + EVAL_LIMIT_MS) / 1000 + RERUN_MARGIN_S

@@ -127,8 +127,8 @@ def _run(
     import numpy as np
     import torch
 
-    from auditor.evidence.bytes_canonical import build_luts, canonical_denominator, load_sentencepiece
-    from auditor.shards import load_concatenated
+    from pgolf_data.bytes import build_luts, canonical_denominator, load_sentencepiece
+    from pgolf_data.shards import load_concatenated
     from reference_model.evaluate import EvalConfig, eval_plain, eval_sliding, eval_ttt, load_val_stream
     from reference_model.quant import ArtifactError, restore_model
 
