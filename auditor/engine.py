@@ -116,10 +116,8 @@ def audit(
         errors=errors,
         rules_run=[(r.id, r.name, r.category) for r in rules],
     )
-    for key in ("log_table", "byte_denominator_table"):
-        if key in ctx._memo:
-            table = ctx._memo[key]
-            report.tables[key] = table.to_dict() if hasattr(table, "to_dict") else table
+    for key, table in ctx.tables.items():
+        report.tables[key] = table.to_dict() if hasattr(table, "to_dict") else table
     if waivers is not None:
         from auditor.waivers import apply_waivers
 

@@ -100,6 +100,8 @@ class AuditContext:
     layers: list[UnpackedLayer] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     _memo: dict[Any, Any] = field(default_factory=dict)
+    # Tables a rule publishes for the report (e.g. the per-seed log table); the engine copies them, nothing else.
+    tables: dict[str, Any] = field(default_factory=dict)
 
     @property
     def entry_unit(self) -> CodeUnit | None:
@@ -125,6 +127,11 @@ class AuditContext:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def publish_table(self, name: str, table: Any) -> None:
+        """Attach a table to the report under `tables[name]` (an object with `to_dict()`, or JSON-able data).
+        Publishing the same name twice keeps the last table: tables are results, not accumulators."""
+        self.tables[name] = table
 
 
 def build_context(submission: Submission) -> AuditContext:

@@ -137,9 +137,10 @@ class ImpliedByteDenominator(Rule):
         if not logs:
             yield self.skip("no run logs: the byte denominator cannot be checked from evidence")
             return
-        table: list[dict[str, object]] = ctx.memo("byte_denominator_table", list)
+        table: list[dict[str, object]] = []
         for log in logs:
             yield from self._check_log(log, table)
+        ctx.publish_table("byte_denominator_table", table)
 
     def _check_log(self, log: ParsedLog, table: list[dict[str, object]]) -> Iterable[Finding]:
         facts = tokenizer_facts(log)

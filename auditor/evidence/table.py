@@ -239,5 +239,7 @@ def seed_table(sub: Submission) -> SeedTable:
 
 
 def seed_table_of(ctx: AuditContext) -> SeedTable:
-    """The same table inside an audit, memoized as ``log_table`` (the engine copies it into the report)."""
-    return ctx.memo("log_table", lambda: build_seed_table(logs_of(ctx), claims_of(ctx)))
+    """The same table inside an audit, computed once and published as ``log_table`` for the report."""
+    table = ctx.memo("log_table", lambda: build_seed_table(logs_of(ctx), claims_of(ctx)))
+    ctx.publish_table("log_table", table)
+    return table
