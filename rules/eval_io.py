@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, Severity, Verdict
+from auditor.flow import vocab
 from auditor.flow.phases import Phases, phases_of
 from auditor.flow.program import CallSite, Program, program_of
 from auditor.flow.taint import train_taint
@@ -21,89 +22,12 @@ from rules._flowcases import line_of, record
 from rules.base import Case, Rule
 
 # --------------------------------------------------------------------------------------------------- network sinks
-_NET_MODULES = (
-    "socket",
-    "requests",
-    "httpx",
-    "aiohttp",
-    "urllib3",
-    "http.client",
-    "ftplib",
-    "paramiko",
-    "boto3",
-    "gdown",
-    "wget",
-    "pycurl",
-    "smtplib",
-    "websocket",
-    "websockets",
-    "grpc",
-)
-_NET_CALLS = (
-    "urllib.request.urlopen",
-    "urllib.request.urlretrieve",
-    "urllib.request.Request",
-    "urllib.request.build_opener",
-    "urllib.urlopen",
-    "urllib.urlretrieve",
-    "urllib2.urlopen",
-    "datasets.load_dataset",
-    "torch.hub.load",
-    "torch.hub.download_url_to_file",
-    "torch.hub.load_state_dict_from_url",
-    "torch.utils.model_zoo.load_url",
-    "tiktoken.get_encoding",
-    "kagglehub.dataset_download",
-    "kagglehub.model_download",
-)
-_NET_PACKAGES = ("huggingface_hub", "hf_transfer", "modelscope")
-_NET_PROGRAMS = {
-    "curl",
-    "wget",
-    "git",
-    "pip",
-    "pip3",
-    "huggingface-cli",
-    "hf",
-    "aria2c",
-    "scp",
-    "rsync",
-    "ssh",
-    "sftp",
-    "ftp",
-    "nc",
-    "netcat",
-    "apt",
-    "apt-get",
-    "conda",
-    "gsutil",
-    "aws",
-    "az",
-    "rclone",
-    "gdown",
-    "kaggle",
-    "uv",
-    "npm",
-    "telnet",
-}
-_SUBPROCESS = {
-    "subprocess.run",
-    "subprocess.call",
-    "subprocess.check_call",
-    "subprocess.check_output",
-    "subprocess.Popen",
-    "subprocess.getoutput",
-    "subprocess.getstatusoutput",
-    "os.system",
-    "os.popen",
-    "os.execv",
-    "os.execvp",
-    "os.execl",
-    "os.execlp",
-    "os.spawnv",
-    "os.spawnl",
-    "pty.spawn",
-}
+# declared once in auditor.flow.vocab (library semantics as data)
+_NET_MODULES = vocab.NET_MODULES
+_NET_CALLS = vocab.NET_CALLS
+_NET_PACKAGES = vocab.NET_PACKAGES
+_NET_PROGRAMS = vocab.NET_PROGRAMS
+_SUBPROCESS = vocab.SUBPROCESS_CALLS
 
 
 def network_reason(prog: Program, site: CallSite) -> str | None:
@@ -122,7 +46,7 @@ def network_reason(prog: Program, site: CallSite) -> str | None:
         root == "transformers"
         and site.attr == "from_pretrained"
         or ext.endswith(".from_pretrained")
-        and root in ("transformers", "sentence_transformers", "diffusers", "timm", "peft")
+        and root in vocab.PRETRAINED_HUBS
     ):
         return f"{ext}() downloads from the Hugging Face hub unless given a local path"
     if ext in _SUBPROCESS:

@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import ast
 import builtins
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auditor.findings import FlowStep, Location
+from auditor.flow import vocab
 
 if TYPE_CHECKING:
     from auditor.facts import AuditContext, CodeUnit
@@ -54,31 +54,18 @@ EMPTY: Labels = frozenset()
 VAL = "val"
 NG = "ng"
 
+# Library semantics are declared once in auditor.flow.vocab; these names are kept for this module's readers.
 # Validation shard file patterns: "fineweb_val_*.bin", "val_000001.bin", "fineweb_val_bytes_*.bin".
-VAL_PATTERN = re.compile(r"(?:^|[/_\-.])val(?:idation)?_[^\s{}:]*(?:\*|\[|\d{3,}|\.bin|\.npy)", re.IGNORECASE)
+VAL_PATTERN = vocab.VAL_SHARD
 # Results that carry the *shape* of their input, not its content: barriers for taint.
-SHAPE_METHODS = frozenset(
-    {"numel", "size", "dim", "nelement", "__len__", "element_size", "stride", "ndimension"}
-)
-SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad"})
-SHAPE_FUNCS = frozenset({"len", "isinstance", "type", "id", "hasattr"})
-# In-place container/tensor mutators: `x.append(v)` makes x carry v's labels.
-MUTATORS = frozenset({"append", "extend", "insert", "update", "add", "setdefault", "put"})
-NO_GRAD_CALLS = frozenset({"no_grad", "inference_mode"})
-# In-place writes keyed by an index (lookup tables, caches) and the position of the index argument:
-# `t.index_add_(0, keys, v)`, `t.scatter_add_(0, keys, v)`, `t.index_put_((keys,), v)`, `d.update(...)`.
-KEYED_WRITERS = {
-    "index_add_": 1,
-    "scatter_add_": 1,
-    "scatter_": 1,
-    "scatter_reduce_": 1,
-    "index_copy_": 1,
-    "index_fill_": 1,
-    "index_put_": 0,
-    "put_": 0,
-    "update": 0,
-    "setdefault": 0,
-}
+SHAPE_METHODS = vocab.METADATA_CALLS
+SHAPE_ATTRS = vocab.METADATA_ATTRS
+SHAPE_FUNCS = vocab.METADATA_CALLS
+# In-place container mutators: `x.append(v)` makes x carry v's labels (`x.op_()` tensor writes are matched by
+# their trailing underscore where this module asks).
+MUTATORS = vocab.CONTAINER_MUTATORS
+NO_GRAD_CALLS = vocab.NO_GRAD_CONTEXTS
+KEYED_WRITERS = vocab.KEYED_WRITERS
 _BUILTIN_NAMES = frozenset(dir(builtins))
 MAX_EVENTS = 5000
 MAX_ROUNDS = 4

@@ -17,35 +17,26 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from auditor.flow import vocab
 from auditor.flow.program import CallSite, EntryEvent, Func, program_of
 from auditor.flow.taint import train_taint, val_taint
 
 if TYPE_CHECKING:
     from auditor.facts import AuditContext
 
-_SERIALIZERS = {
-    "torch.save",
-    "pickle.dump",
-    "pickle.dumps",
-    "numpy.save",
-    "numpy.savez",
-    "numpy.savez_compressed",
-    "safetensors.torch.save_file",
-    "save_file",
-    "torch.jit.save",
-}
-_COMPRESS_MODULES = ("zlib", "lzma", "bz2", "brotli", "zstd", "zstandard", "gzip", "lz4")
-_SCHEDULER_HINTS = ("sched", "lr_", "warmup", "swa")
+_SERIALIZERS = vocab.SERIALIZER_CALLS
+_COMPRESS_MODULES = vocab.COMPRESS_MODULES
+_SCHEDULER_HINTS = vocab.SCHEDULER_HINTS
 
 
 def is_update(site: CallSite) -> bool:
     """`loss.backward()`, `torch.autograd.grad(...)`, `opt.step()` (not a scheduler)."""
-    if site.ext in ("torch.autograd.grad", "torch.autograd.backward"):
+    if site.ext in vocab.BACKWARD_CALLS:
         return True
     attr = site.attr
-    if attr == "backward":
+    if attr == vocab.BACKWARD_ATTR:
         return True
-    if attr == "step" and isinstance(site.node.func, ast.Attribute):
+    if attr == vocab.STEP_ATTR and isinstance(site.node.func, ast.Attribute):
         # a learning-rate scheduler's step() is not an update; its receiver is the only hint available
         recv = ast.unparse(site.node.func.value).lower()
         return not any(h in recv for h in _SCHEDULER_HINTS)

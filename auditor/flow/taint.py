@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auditor.findings import FlowStep
+from auditor.flow import vocab
 from auditor.flow.program import ClassInfo, Func, Program, program_of
 
 if TYPE_CHECKING:
@@ -32,82 +33,15 @@ VAL_PATH, TRAIN_PATH = (
 )  # shard *names* (patterns, file lists) before anything is read
 _PATH_OF = {VAL: VAL_PATH, TRAIN: TRAIN_PATH}
 _DATA_OF = {VAL_PATH: VAL, TRAIN_PATH: TRAIN}
-# Calls that turn a shard name into shard content.
-_READERS = {
-    "open",
-    "io.open",
-    "builtins.open",
-    "numpy.fromfile",
-    "numpy.memmap",
-    "numpy.load",
-    "numpy.loadtxt",
-    "torch.load",
-    "torch.from_file",
-    "mmap.mmap",
-    "datasets.load_dataset",
-    "datasets.load_from_disk",
-    "pandas.read_parquet",
-    "pandas.read_csv",
-    "pyarrow.parquet.read_table",
-    "safetensors.torch.load_file",
-}
-_READER_ATTRS = {"read_bytes", "read_text", "fromfile", "memmap", "read", "readlines", "read_parquet"}
+# Sources, sanitizers and mutators are declared once in auditor.flow.vocab (library semantics as data).
+_READERS = vocab.READER_CALLS
+_READER_ATTRS = vocab.READER_ATTRS
 # Shard and split names as the challenge's data pipeline writes them (rules.md section C).
-SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {
-    VAL: re.compile(
-        r"fineweb_val|(?:^|[/_\-.*])val(?:idation)?_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])val(?:idation)?\.bin",
-        re.I,
-    ),
-    TRAIN: re.compile(
-        r"fineweb_train|(?:^|[/_\-.*])train_[^/\s]*(?:\*|\.bin)|(?:^|[/_\-.*])train\.bin", re.I
-    ),
-}
-# Results that describe a tensor without carrying its content.
-_METADATA_CALLS = {
-    "len",
-    "numel",
-    "size",
-    "dim",
-    "isinstance",
-    "type",
-    "id",
-    "element_size",
-    "nelement",
-    "is_floating_point",
-    "is_contiguous",
-    "get_device",
-    "hasattr",
-    "callable",
-    "print",
-    "bool",
-}
-_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "__class__", "__name__"}
-_MUTATORS = {
-    "append",
-    "extend",
-    "insert",
-    "add",
-    "update",
-    "setdefault",
-    "copy_",
-    "add_",
-    "put",
-    "put_",
-    "index_add_",
-    "index_copy_",
-    "scatter_",
-    "scatter_add_",
-    "mul_",
-    "sub_",
-    "addmm_",
-    "addmm",
-    "baddbmm_",
-    "appendleft",
-    "push",
-    "register_buffer",
-    "register_parameter",
-    "load_state_dict",
-}
+SOURCE_PATTERNS: dict[str, re.Pattern[str]] = {VAL: vocab.VAL_SHARD, TRAIN: vocab.TRAIN_SHARD}
+# Results that describe a tensor without carrying its content (`print`/`bool` results carry no tensor either).
+_METADATA_CALLS = vocab.METADATA_CALLS | {"print", "bool"}
+_METADATA_ATTRS = vocab.METADATA_ATTRS
+_MUTATORS = vocab.MUTATORS
 _HOOK_REGISTRARS = re.compile(r"^register_.*hook$")
 _MAX_PATH = 20
 _MAX_CONTEXTS = 4000

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from auditor.flow import vocab
 from auditor.flow.nodeindex import child_nodes
 
 if TYPE_CHECKING:
@@ -33,25 +34,9 @@ LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "logaddexp", "logaddexp2
 LABEL_LOSSES = frozenset({"cross_entropy", "nll_loss"})
 DIST_CALLS = frozenset({"softmax", "log_softmax"})
 NORMALIZERS = frozenset({"sum", "logsumexp", "nansum"})
-SHAPE_ATTRS = frozenset({"shape", "dtype", "device", "ndim", "is_cuda"})
-SHAPE_CALLS = frozenset(
-    {
-        "len",
-        "size",
-        "numel",
-        "dim",
-        "nelement",
-        "range",
-        "arange",
-        "zeros",
-        "ones",
-        "empty",
-        "zeros_like",
-        "ones_like",
-        "empty_like",
-        "full",
-    }
-)
+# declared once in auditor.flow.vocab: metadata carries no values; shape builders take none from their argument
+SHAPE_ATTRS = vocab.METADATA_ATTRS
+SHAPE_CALLS = vocab.METADATA_CALLS | vocab.SHAPE_BUILDERS
 LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # operator / context singletons: never interesting on their own, skipped to keep the walk small
