@@ -24,6 +24,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def add_text_flags(p: argparse.ArgumentParser) -> None:
+    """The terminal report's detail (text format only; exit codes are the same whatever is shown)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "-v", "--verbose", action="store_true", help="also paths, rulings, per-rule table and notes"
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="the summary line only (for CI)")
+    p.add_argument("--show-passing", action="store_true", help="the per-rule table, passing rules included")
+    p.add_argument("--statistics", action="store_true", help="count the FAIL/WARN findings per rule")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pgolf-audit", description="Audit Parameter Golf submissions for rule compliance.")
     p.add_argument(
@@ -50,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reference-bpb", help="comma-separated per-seed val_loss (nats) of the previous record")
     a.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     a.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    add_text_flags(a)
 
     sub.add_parser("rules", help="list all rules").add_argument(
         "--format", choices=("text", "json"), default="text"
@@ -70,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--git-dir", required=True, help="local clone of the labelled repository")
     c.add_argument("--format", "-f", choices=("text", "json"), default="text")
     c.add_argument("--output", "-o")
-    c.add_argument("--jobs", "-j", type=int, default=0, help="worker processes for a review table (default: CPUs)")
+    c.add_argument(
+        "--jobs", "-j", type=int, default=0, help="worker processes for a review table (default: CPUs)"
+    )
 
     sw = sub.add_parser("sweep", help="audit every record folder under a tree at a revision; one line each")
     sw.add_argument("--git-dir", required=True)

@@ -7,11 +7,15 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from auditor.errors import InputError, UsageError
 from auditor.exitcodes import OK, exit_code
 from auditor.submission import Submission, load_git, load_path
 from rules import all_rules, get_rule
+
+if TYPE_CHECKING:
+    from auditor.render.text import TextOptions
 
 
 def load_submission(args: argparse.Namespace) -> Submission:
@@ -55,8 +59,19 @@ def run_audit(args: argparse.Namespace) -> int:
     sub.options.update(options)
     report = audit(sub, rules, waivers=waivers, debug=args.debug)
     color = args.color == "always" or (args.color == "auto" and not args.output and sys.stdout.isatty())
-    _emit(render(report, args.format, color=color), args.output)
+    _emit(render(report, args.format, color=color, text_options=text_options(args)), args.output)
     return exit_code(report, strict=args.strict)
+
+
+def text_options(args: argparse.Namespace) -> TextOptions:
+    from auditor.render.text import TextOptions
+
+    return TextOptions(
+        verbose=bool(getattr(args, "verbose", False)),
+        statistics=bool(getattr(args, "statistics", False)),
+        quiet=bool(getattr(args, "quiet", False)),
+        show_passing=bool(getattr(args, "show_passing", False)),
+    )
 
 
 def run_rescore(args: argparse.Namespace) -> int:

@@ -146,3 +146,77 @@ def test_markdown_table_lists_the_worst_rules_first() -> None:
     rows = [line for line in md.splitlines() if line.startswith("| `PG")]
     verdicts = [("FAIL" in r) * 3 + ("WARN" in r) * 2 for r in rows]
     assert verdicts == sorted(verdicts, reverse=True) and verdicts[0] == 3
+
+
+def _text(report: Report, **opts: bool) -> str:
+    from auditor.render.text import TextOptions
+
+    return render(report, "text", text_options=TextOptions(**opts))
+
+
+def _two_fail_one_warn() -> Report:
+    rep = sample_report()
+    second = Finding(
+        "PG201",
+        "ttt-val-before-score",
+        Verdict.FAIL,
+        "update before score",
+        severity=Severity.CRITICAL,
+        category="ttt_val_before_score",
+        locations=[Location("train_gpt.py", 83, 13, snippet="loss.backward()")],
+        basis=BASIS,
+    )
+    rep.findings.insert(0, second)
+    rep.rules_run.append(("PG201", "ttt-val-before-score", "ttt_val_before_score"))
+    return rep
+
+
+def test_text_lists_fail_then_warn_then_one_summary_line() -> None:
+    text = _text(_two_fail_one_warn())
+    lines = text.splitlines()
+    heads = [ln for ln in lines[: lines.index("Waived findings (maintainer waivers)")] if ": PG" in ln]
+    assert heads == [
+        "train_gpt.py#L1:120:9: PG001 analysis-defeated [FAIL]",
+        "train_gpt.py:83:13: PG201 ttt-val-before-score [FAIL]",
+        "helper.py:3:1: PG001 analysis-defeated [WARN]",
+    ]
+    assert "   83 | loss.backward()" in lines
+    # counts are per rule (PG001's worst gating verdict is FAIL), as in the JSON summary
+    assert lines[-1] == "2 FAIL, 0 WARN, 1 waived in 2 rules -> FAIL"
+    # the per-rule table, the notes and the flow are verbose-only
+    assert (
+        "category" not in text and "dead code would download" not in text and "val tokens loaded" not in text
+    )
+
+
+def test_text_verbose_shows_table_notes_flow_and_ruling() -> None:
+    text = _text(_two_fail_one_warn(), verbose=True)
+    assert "val tokens loaded" in text and "dead code would download" in text
+    assert "ruling: issue #1017 (2026-03-26)" in text
+    assert any(ln.split()[:2] == ["PG201", "ttt-val-before-score"] for ln in text.splitlines())
+
+
+def test_text_quiet_is_the_summary_alone() -> None:
+    assert _text(_two_fail_one_warn(), quiet=True) == "2 FAIL, 0 WARN, 1 waived in 2 rules -> FAIL\n"
+
+
+def test_text_statistics_counts_per_rule() -> None:
+    lines = _text(_two_fail_one_warn(), statistics=True).splitlines()
+    stats = [ln.split() for ln in lines if ln.strip()[:1].isdigit() and "PG" in ln]
+    assert stats == [
+        ["1", "PG001", "analysis-defeated", "FAIL"],
+        ["1", "PG001", "analysis-defeated", "WARN"],
+        ["1", "PG201", "ttt-val-before-score", "FAIL"],
+    ]
+
+
+def test_cli_quiet_keeps_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli import main
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "ttt_prequant_on_val"
+    loud = main([str(fixture)])
+    capsys.readouterr()
+    quiet = main([str(fixture), "--quiet"])
+    out = capsys.readouterr().out
+    assert loud == quiet == 1
+    assert out.count("\n") == 1 and out.rstrip().endswith("-> FAIL")

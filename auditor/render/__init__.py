@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from auditor.errors import UsageError
 from auditor.findings import Report
 
+if TYPE_CHECKING:
+    from auditor.render.text import TextOptions
 
-def render(report: Report, fmt: str, color: bool = False) -> str:
+
+def render(report: Report, fmt: str, color: bool = False, text_options: TextOptions | None = None) -> str:
     if fmt == "json":
         return report.to_json()
     if fmt == "text":
         from auditor.render.text import render_text
 
-        return render_text(report, color=color)
+        return render_text(report, color=color, options=text_options)
     if fmt == "sarif":
         from auditor.render.sarif import to_sarif
 
