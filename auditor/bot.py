@@ -60,18 +60,13 @@ def audit_pull_request(git_dir: str, base: str, head: str) -> list[Report]:
 
 
 def combined_comment(reports: list[Report]) -> str:
+    """One comment for every audited folder. Each report gets an equal share of GitHub's size limit; inside its
+    share the verdict tables are never cut, only finding details (render_markdown says how many it left out)."""
     if not reports:
         return f"{STICKY_MARKER}\n## pgolf-audit\n\nThis pull request changes no record folder under `records/`.\n"
-    parts = [render_markdown(r) for r in reports]
-    body = (
-        parts[0]
-        if len(parts) == 1
-        else "\n---\n".join([parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]])
-    )
-    if len(body) > MAX_COMMENT_CHARS:
-        cut = body[: MAX_COMMENT_CHARS - 200]
-        body = cut[: cut.rfind("\n")] + "\n\n_…truncated; run `pgolf-audit` locally for the full report._\n"
-    return body
+    share = MAX_COMMENT_CHARS // len(reports) - 10
+    parts = [render_markdown(r, budget=share) for r in reports]
+    return "\n---\n".join([parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]])
 
 
 @dataclass

@@ -143,9 +143,59 @@ def test_markdown_table_lists_the_worst_rules_first() -> None:
 
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "eval_download"
     md = render(audit(load_path(fixture)), "markdown")
-    rows = [line for line in md.splitlines() if line.startswith("| `PG")]
+    rows = [line for line in md.splitlines() if line.startswith("| [`PG")]
     verdicts = [("FAIL" in r) * 3 + ("WARN" in r) * 2 for r in rows]
     assert verdicts == sorted(verdicts, reverse=True) and verdicts[0] == 3
+    # only FAIL and WARN rules in the table; the rest is one collapsed line
+    assert all(v >= 2 for v in verdicts)
+    assert "rules pass or do not apply</summary>" in md and "docs/rules.md#pg201) PASS" in md
+
+
+def test_markdown_per_seed_table_from_the_logs() -> None:
+    from auditor.engine import audit
+    from auditor.submission import load_path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "clean_baseline"
+    report = audit(load_path(fixture))
+    md = render(report, "markdown")
+    seeds = report.tables["log_table"]["rows"]
+    assert seeds, "the fixture ships run logs"
+    head = "| Seed | Scored line | val_bpb (log) | Claimed | Agrees | Log |"
+    assert head in md
+    first = md.splitlines()[md.splitlines().index(head) + 2]
+    seed = seeds[0]["seed"]
+    assert first.startswith(
+        f"| {'—' if seed is None else seed} | {seeds[0]['label']} | {seeds[0]['val_bpb']} |"
+    )
+    assert first.endswith(f"`{seeds[0]['log']}:{seeds[0]['line']}` |")
+
+
+def test_markdown_stays_under_githubs_limit_and_keeps_the_verdict_table() -> None:
+    from auditor.bot import combined_comment
+    from auditor.render.markdown import GITHUB_COMMENT_LIMIT
+
+    rep = sample_report()
+    big = rep.findings[0]
+    for i in range(400):  # 400 long findings: ~1 MB of details
+        rep.findings.append(
+            Finding(
+                "PG001",
+                "analysis-defeated",
+                Verdict.FAIL,
+                f"finding {i}",
+                severity=Severity.HIGH,
+                category="evidence",
+                locations=[Location("train_gpt.py", i + 1, 1, snippet="x" * 200)],
+                evidence="e" * 2500,
+                flow=big.flow,
+                basis=BASIS,
+            )
+        )
+    body = combined_comment([rep, rep])
+    assert len(body) < GITHUB_COMMENT_LIMIT
+    assert body.count("| Rule | Name | Verdict |") == 2  # each folder's verdict table survives
+    assert "left out to fit GitHub's comment limit" in body
+    assert body.count("<details>") == body.count("</details>")  # no block cut in half
 
 
 def _text(report: Report, **opts: bool) -> str:
