@@ -1,9 +1,17 @@
-"""Rescore a quantized artifact in the reference format on the verifier's validation shards.
+"""Rescore a quantized artifact on the verifier's validation shards with our own evaluation.
 
-The artifact is restored with `reference_model.quant.restore_model` (our container holds no pickle, so loading
-runs no code), scored with `reference_model.evaluate` (plain | sliding | score-first TTT), and the byte denominator
-is recomputed independently with `auditor.evidence.bytes_canonical.canonical_denominator` on the same truncated
-stream: the evaluator's accumulated bytes must equal it exactly, else the rescore is refused (rules.md §B.1).
+Two artifact formats are understood, neither by executing anything:
+- the reference container (`reference_model.quant`; it holds no pickle and carries its own config);
+- the record family's ``torch.save({"w": quantized, "m": meta})``, byte-shuffled and brotli/lzma/zlib-compressed
+  (`auditor.harness.artifact_load`, tensors-only unpickling), rebuilt in the reference model from the
+  submission's hyperparameters (`auditor.harness.record_map`: the log's printed block, else the code's defaults
+  plus the README run command); an architecture that does not map is refused with the features named.
+
+The model is scored with `reference_model.evaluate` (plain | sliding | score-first TTT, with the submission's
+declared eval length, stride, TTT chunk, epochs, learning rate and momentum unless the verifier overrides them),
+and the byte denominator is recomputed independently with `pgolf_data.bytes.canonical_denominator`
+on the same truncated stream: the evaluator's accumulated bytes must equal it exactly, else the rescore is refused
+(rules.md §B.1).
 
 `rescore(...)` never raises on bad input: a `RescoreResult` with `error` set says what went wrong. Its `to_dict()`
 is what the harness attaches under ``sub.options["harness"]["rescore"]`` for rule PG801.
@@ -13,15 +21,20 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.harness.data import DataReport, validate_data
 
+if TYPE_CHECKING:
+    from auditor.harness.record_map import RecordContext
+
 MODES = ("plain", "sliding", "ttt")
 SEED_IN_NAME = re.compile(r"seed[_\-]?(\d{1,9})", re.I)
+REFERENCE_DEFAULTS = {"seq_len": 2048, "stride": 64, "chunk_tokens": 32_768, "ttt_epochs": 3}
 
 
 @dataclass
@@ -35,19 +48,34 @@ class RescoreResult:
     bytes: int = 0
     denominator: int | None = None  # canonical_denominator on the same stream (must equal `bytes`)
     eval_time_ms: float = 0.0
+    warmup_ms: float = 0.0  # compile warmup, outside the eval clock
     load_ms: float = 0.0
     device: str = ""
     canonical: bool = False  # the data is the official validation set, scored in full
     data_summary: str = ""
     val_sha256: list[str] | None = None
+    format: str = ""  # "reference" | "record"
+    artifact_summary: str = ""  # codec, shuffle, quantization kinds (record format)
+    hparams_source: str = ""  # where the architecture and eval settings came from (record format)
+    eval_settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # seq_len, stride, chunk, epochs, lr, momentum
+    compiled: bool | None = None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.val_bpb is not None
 
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.eval_time_ms / 1e3, 1e-9)
+
     def log_line(self) -> str:
-        return f"rescore_{self.mode} val_loss:{self.val_loss:.8f} val_bpb:{self.val_bpb:.8f} tokens:{self.tokens}"
+        return (
+            f"rescore_{self.mode} val_loss:{self.val_loss:.8f} val_bpb:{self.val_bpb:.8f} tokens:{self.tokens} "
+            f"eval_time:{self.eval_time_ms:.0f}ms"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +86,41 @@ def seed_from_name(path: str | Path) -> int | None:
     return int(m[1]) if m else None
 
 
+class ProgressBar:
+    """A one-line progress bar on stderr (windows scored, tokens/s, ETA), redrawn at most twice a second."""
+
+    def __init__(self, label: str, total: int, stream: Any = None, width: int = 30):
+        self.label, self.total, self.width = label, max(total, 1), width
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        # on a terminal: redraw twice a second; in a log file: one line every 10% at most
+        step = 0.5 if self.tty else 30.0
+        if now - self.last >= step or self.done >= self.total:
+            self.last = now
+            self.draw(now)
+
+    def draw(self, now: float) -> None:
+        frac = min(self.done / self.total, 1.0)
+        rate = self.done / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        bar = "#" * int(frac * self.width)
+        line = (
+            f"{self.label} [{bar:<{self.width}}] {frac:6.1%} {self.done:,}/{self.total:,} windows "
+            f"{now - self.t0:6.0f}s elapsed, ETA {eta:5.0f}s"
+        )
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
 def rescore(
     artifact: str | Path,
     val: str,
@@ -66,16 +129,23 @@ def rescore(
     sidecar: str | None = None,
     mode: str = "ttt",
     seed: int | None = None,
-    seq_len: int = 2048,
-    stride: int = 64,
+    seq_len: int | None = None,
+    stride: int | None = None,
     batch_seqs: int = 32,
-    chunk_tokens: int = 32_768,
-    ttt_epochs: int = 3,
+    chunk_tokens: int | None = None,
+    ttt_epochs: int | None = None,
+    ttt_lr: float | None = None,
+    ttt_momentum: float | None = None,
     max_tokens: int | None = None,
     device: str = "auto",
     data: DataReport | None = None,
+    record: RecordContext | None = None,
+    compile: bool | None = None,
+    progress: bool = False,
 ) -> RescoreResult:
-    """Score `artifact` on `val` with the reference evaluation; see the module docstring."""
+    """Score `artifact` on `val` with the reference evaluation; see the module docstring.
+
+    Eval settings left at None come from the submission (record format) or the reference defaults."""
     res = RescoreResult(str(artifact), mode, seed if seed is not None else seed_from_name(artifact))
     if mode not in MODES:
         res.error = f"unknown eval mode {mode!r} (one of {', '.join(MODES)})"
@@ -90,6 +160,14 @@ def rescore(
     res.canonical = data.canonical and max_tokens is None
     if max_tokens is not None:
         res.data_summary += f"; only the first {max_tokens:,} tokens scored"
+    overrides = {
+        "seq_len": seq_len,
+        "stride": stride,
+        "chunk_tokens": chunk_tokens,
+        "ttt_epochs": ttt_epochs,
+        "ttt_lr": ttt_lr,
+        "ttt_momentum": ttt_momentum,
+    }
     try:
         return _run(
             res,
@@ -97,17 +175,69 @@ def rescore(
             val,
             tokenizer,
             sidecar,
-            seq_len,
-            stride,
+            overrides,
             batch_seqs,
-            chunk_tokens,
-            ttt_epochs,
             max_tokens,
             device,
+            record,
+            compile,
+            progress,
         )
     except Exception as exc:  # the artifact or eval failed: a result that says so, not a traceback
-        res.error = f"{type(exc).__name__}: {exc}"
+        res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
         return res
+
+
+def load_for_rescore(
+    res: RescoreResult, artifact: str | Path, record: RecordContext | None
+) -> tuple[Any, dict[str, Any]] | None:
+    """(model, declared eval settings) from either format; None with `res.error` set when neither loads."""
+    from auditor.harness.artifact_load import ArtifactLoadError, load_record_artifact
+    from auditor.harness.record_map import RecordContext, UnsupportedArchitecture, map_record
+    from reference_model.quant import ArtifactError, restore_model
+
+    try:
+        model, _ = restore_model(artifact)
+        res.format = "reference"
+        return model, {}
+    except ArtifactError as exc:
+        reference_problem = str(exc)
+    try:
+        loaded = load_record_artifact(artifact)
+    except ArtifactLoadError as exc:
+        res.error = f"not a reference-format artifact ({reference_problem}) nor a record-format one ({exc})"
+        return None
+    res.format = "record"
+    res.artifact_summary = loaded.summary()
+    hp, source = (record or RecordContext()).hparams_for(res.seed)
+    res.hparams_source = source
+    if not hp:
+        res.error = (
+            "record-format artifact, but the submission gives no hyperparameters (no logged Hyperparameters block, "
+            "no readable Hyperparameters class): the architecture cannot be rebuilt"
+        )
+        return None
+    try:
+        mapping = map_record(hp, loaded.state, source)
+    except UnsupportedArchitecture as exc:
+        res.error = f"unsupported architecture ({source}): {exc}"
+        return None
+    from reference_model.model import GPT
+
+    model = GPT(mapping.config)
+    model.load_state_dict(mapping.state, strict=True)
+    # the records evaluate with depth recurrence on (their deserialize sets looping_active when num_loops > 0)
+    model.set_recurrence(mapping.config.num_loops > 0)
+    ev = mapping.eval
+    declared = {
+        "seq_len": ev.seq_len,
+        "stride": ev.stride,
+        "chunk_tokens": ev.ttt_chunk_tokens,
+        "ttt_epochs": ev.ttt_epochs,
+        "ttt_lr": ev.ttt_lr,
+        "ttt_momentum": ev.ttt_momentum,
+    }
+    return model, declared
 
 
 def _run(
@@ -116,39 +246,54 @@ def _run(
     val: str,
     tokenizer: str | Path | None,
     sidecar: str | None,
-    seq_len: int,
-    stride: int,
+    overrides: dict[str, Any],
     batch_seqs: int,
-    chunk_tokens: int,
-    ttt_epochs: int,
     max_tokens: int | None,
     device_name: str,
+    record: RecordContext | None,
+    compile: bool | None,
+    progress: bool,
 ) -> RescoreResult:
     import numpy as np
     import torch
 
     from pgolf_data.bytes import build_luts, canonical_denominator, load_sentencepiece
     from pgolf_data.shards import load_concatenated
-    from reference_model.evaluate import EvalConfig, eval_plain, eval_sliding, eval_ttt, load_val_stream
-    from reference_model.quant import ArtifactError, restore_model
+    from reference_model.evaluate import (
+        EvalConfig,
+        ScoreFirstTTT,
+        eval_plain,
+        eval_sliding,
+        load_val_stream,
+        sliding_window_starts,
+    )
 
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device_name)
     res.device = str(device)
-    cfg = EvalConfig(
-        seq_len=seq_len,
-        stride=min(stride, seq_len),
-        batch_seqs=batch_seqs,
-        chunk_tokens=chunk_tokens,
-        ttt_epochs=ttt_epochs,
-    )
     t0 = time.perf_counter()
-    try:
-        model, _ = restore_model(artifact)
-    except ArtifactError as exc:
-        res.error = f"not a reference-format artifact ({exc}); only reference_model artifacts can be rescored"
+    loaded = load_for_rescore(res, artifact, record)
+    if loaded is None:
         return res
+    model, declared = loaded
+    settings = {**REFERENCE_DEFAULTS, **declared}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    seq_len = int(settings["seq_len"])
+    cfg_kwargs: dict[str, Any] = {
+        "seq_len": seq_len,
+        "stride": min(int(settings["stride"]), seq_len),
+        "batch_seqs": batch_seqs,
+        "chunk_tokens": int(settings["chunk_tokens"]),
+        "ttt_epochs": int(settings["ttt_epochs"]),
+        "compile": compile,
+    }
+    for key in ("ttt_lr", "ttt_momentum"):
+        if key in settings:
+            cfg_kwargs[key] = float(settings[key])
+    cfg = EvalConfig(**cfg_kwargs)
+    res.eval_settings = {k: v for k, v in cfg_kwargs.items() if k != "compile"}
+    res.compiled = compile if compile is not None else device.type == "cuda"
     model.to(device)
     if device.type == "cuda":
         model.to_mixed_precision()
@@ -166,14 +311,26 @@ def _run(
     denom = canonical_denominator(tokens, luts=luts, sidecar=side, seq_len=seq_len)
     res.denominator = int(denom.denominator)
 
-    run = {"plain": eval_plain, "sliding": eval_sliding, "ttt": eval_ttt}[res.mode]
-    result = run(model, stream, cfg)
+    n = stream.num_targets
+    total = (
+        len(range(0, n, seq_len))
+        if res.mode == "plain"
+        else len(sliding_window_starts(n, seq_len, cfg.stride))
+    )
+    bar = ProgressBar(f"rescore {res.mode}", total) if progress else None
+    if res.mode == "plain":
+        result = eval_plain(model, stream, cfg, progress=bar)
+    elif res.mode == "sliding":
+        result = eval_sliding(model, stream, cfg, progress=bar)
+    else:
+        result = ScoreFirstTTT(model, stream, cfg, progress=bar).run()
     res.val_loss, res.val_bpb = float(result.val_loss), float(result.val_bpb)
     res.tokens, res.bytes, res.eval_time_ms = (
         int(result.tokens),
         int(result.bytes),
         float(result.eval_time_ms),
     )
+    res.warmup_ms = float(result.warmup_ms)
     if res.tokens != denom.targets or res.bytes != res.denominator:
         res.error = (
             f"the evaluation scored {res.tokens:,} targets / {res.bytes:,} bytes but the canonical "
