@@ -16,6 +16,7 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.targets import (
     Scope,
+    TargetFacts,
     byte_spreads,
     key_formation,
     lookup_index,
@@ -137,7 +138,7 @@ class NgramTargetInKey(Rule):
         for scope in facts.scopes:
             if not scope.target_vars and not scope.target_nodes:
                 continue
-            for hit in _target_keyed_lookups(scope, module_scope(facts, scope.unit), facts.own_funcs):
+            for hit in _target_keyed_lookups(scope, module_scope(facts, scope.unit), facts):
                 key_node, lookup, sink = hit
                 anchor = key_node or lookup
                 where = (scope.unit.name, anchor.lineno)  # type: ignore[attr-defined]
@@ -183,14 +184,17 @@ class NgramTargetInKey(Rule):
 
 
 def _target_keyed_lookups(
-    scope: Scope, module: Scope | None, own: frozenset[str]
+    scope: Scope, module: Scope | None, facts: TargetFacts
 ) -> list[tuple[ast.AST | None, ast.AST, ast.AST]]:
     """(key formation or None, lookup node, sink call) for every table read at a target-valued key that feeds a
     score in this scope. Byte-level mixtures (PG302's business) are left out."""
     out: list[tuple[ast.AST | None, ast.AST, ast.AST]] = []
     done: set[int] = set()
     # mode "all": a gate that selects which positions get the n-gram value (`p[hit] = mix[hit]`) counts too
-    sinks = [(call, scope.closure(arg, mode="all")) for call, arg in score_sinks(scope, module, own)]
+    sinks = [
+        (call, scope.closure(arg, mode="all"))
+        for call, arg in score_sinks(scope, module, facts.own_funcs, facts)
+    ]
     if any(byte_spreads(scope, nodes) for _, nodes in sinks):
         # a byte-level mixture scores the realized token's bytes by construction; issue #1872 finds C1/C3/C4
         # arguably clean there and C2 the violation, which is PG302's finding

@@ -23,6 +23,7 @@ from auditor.flow.targets import (
     LOG_CALLS,
     NORMALIZERS,
     Scope,
+    TargetFacts,
     byte_spreads,
     call_name,
     lookup_index,
@@ -31,6 +32,7 @@ from auditor.flow.targets import (
     reach_of,
     roots,
     score_sinks,
+    sum_maintained,
     target_facts,
 )
 from rules.base import Case, Rule
@@ -152,7 +154,7 @@ class UnnormalizedScoring(Rule):
         seen: set[tuple[str, int]] = set()
         for scope in facts.scopes:
             module = module_scope(facts, scope.unit)
-            for kind, node, detail, sink in _violations(scope, module, facts.own_funcs):
+            for kind, node, detail, sink in _violations(scope, module, facts):
                 where = (scope.unit.name, node.lineno)  # type: ignore[attr-defined]
                 if where in seen:
                     continue
@@ -209,11 +211,11 @@ class UnnormalizedScoring(Rule):
 
 
 def _violations(
-    scope: Scope, module: Scope | None, own: frozenset[str]
+    scope: Scope, module: Scope | None, facts: TargetFacts
 ) -> list[tuple[str, ast.AST, ast.AST, ast.AST]]:
     out: list[tuple[str, ast.AST, ast.AST, ast.AST]] = []
     done: set[int] = set()
-    for call, arg in score_sinks(scope, module, own):
+    for call, arg in score_sinks(scope, module, facts.own_funcs, facts):
         nodes = scope.closure(arg)
         for sp in byte_spreads(scope, nodes):
             if id(sp.node) not in done:
@@ -231,7 +233,9 @@ def _violations(
                 else (lookup_table(read))
             )
             table_vars = roots(table if table is not None else read)
-            if _normalizes(scope, n.right, table_vars):
+            if _normalizes(scope, n.right, table_vars) or _sum_maintained_total(
+                facts, scope, n.right, table_vars
+            ):
                 continue
             done.add(id(n))
             out.append(("ratio", n, read, call))
@@ -311,6 +315,18 @@ def _normalizes(scope: Scope, denominator: ast.AST, table_vars: set[str]) -> boo
             if scope.loaded_vars(scope.closure(operand)) & _expand(scope, table_vars):
                 return True
     return False
+
+
+def _sum_maintained_total(
+    facts: TargetFacts, scope: Scope, denominator: ast.AST, table_vars: set[str]
+) -> bool:
+    """`(count[tgt] + s/V) / (total + s)` where the program keeps `total` equal to the sum of `count` (per row):
+    a normalized estimate (RV-013 shape), unlike a separately hashed context count."""
+    tables = _expand(scope, table_vars)
+    totals = scope.loaded_vars(scope.closure(denominator)) - tables
+    return any(
+        sum_maintained(facts.scopes, t, tot) for t in tables for tot in totals if "." in t or t in scope.defs
+    )
 
 
 def _expand(scope: Scope, table_vars: set[str]) -> set[str]:

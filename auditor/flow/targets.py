@@ -105,29 +105,29 @@ def _dump(node: ast.AST | None) -> str:
 
 
 def linear_form(node: ast.AST | None) -> tuple[str, int] | None:
-    """`a + 1` -> (dump(a), 1); `1` -> ("", 1); None -> ("", 0): enough to compare shifted bounds."""
+    """`a + 1` -> (dump(a), 1); `1` -> ("", 1); None -> ("", 0): enough to compare shifted bounds. Sums are
+    flattened and their terms sorted, so `a + 1 + b` and `a + b` compare as the same base with offsets 1 and 0."""
     if node is None:
         return ("", 0)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-        return ("", node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = linear_form(node.operand)
-        if inner is not None and inner[0] == "":
-            return ("", -inner[1])
-        return None
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
-        right = node.right
-        if (
-            isinstance(right, ast.Constant)
-            and isinstance(right.value, int)
-            and not isinstance(right.value, bool)
-        ):
-            base = linear_form(node.left)
-            if base is None:
-                return None
-            k = right.value if isinstance(node.op, ast.Add) else -right.value
-            return (base[0], base[1] + k)
-    return (_dump(node), 0)
+    terms: list[str] = []
+    const = 0
+
+    def add(n: ast.AST, sign: int) -> bool:
+        nonlocal const
+        if isinstance(n, ast.Constant) and isinstance(n.value, int) and not isinstance(n.value, bool):
+            const += sign * n.value
+            return True
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return add(n.operand, -sign)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub)):
+            return add(n.left, sign) and add(n.right, sign if isinstance(n.op, ast.Add) else -sign)
+        terms.append(("+" if sign > 0 else "-") + _dump(n))
+        return True
+
+    add(node, 1)
+    if isinstance(node, ast.UnaryOp) and terms:
+        return None  # `-x`: not a shifted bound we can compare
+    return ("|".join(sorted(terms)), const)
 
 
 def index_parts(sub: ast.Subscript) -> list[ast.AST]:
@@ -152,10 +152,17 @@ class Scope:
     nodes: list[ast.AST] = field(default_factory=list)
     target_vars: set[str] = field(default_factory=set)  # variables holding the target token(s)
     target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
+    local_target_vars: set[str] = field(default_factory=set)  # target_vars by local evidence, before callers'
+    store_values: set[int] = field(default_factory=set)  # values written with `t[k] = v` (table entries)
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
     own_calls: frozenset[str] = (
         frozenset()
-    )  # names of the submission's own functions: their results are opaque
+    )  # names of the submission's own functions: opaque unless a return summary says otherwise
+    # own calls (and synthetic tuple elements `a, b = f(...)`) -> the arguments whose token flows into the result,
+    # from the callee's return summary (see _propagate); absent: an own call's result is not the token
+    call_pass: dict[int, list[ast.AST]] = field(default_factory=dict)
+    # `a, b = f(...)`: synthetic `f(...)[i]` nodes standing for each element (node, call, i)
+    elt_nodes: list[tuple[ast.Subscript, ast.Call, int]] = field(default_factory=list)
     # variables whose value is target-valued / a distribution / a realized-token loss (fixed points, cached)
     _sets: dict[str, set[str]] = field(default_factory=dict)
 
@@ -256,6 +263,10 @@ class Scope:
                         and self.is_distribution(n.func.value)
                     ):
                         return True
+            if kind == "loss" and isinstance(n, ast.Subscript) and self._target_read_of_dist(n):
+                return (
+                    True  # `lp[rows, y]`: the realized token's (log-)probability read out of a distribution
+                )
             if kind == "dist" and isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Sub)):
                 if _has_normalizer(n.right):
                     return True
@@ -290,8 +301,48 @@ class Scope:
                 stack.append(child)
         return None
 
+    def intrinsic_target(self, expr: ast.AST) -> bool:
+        """Is `expr` the target by this scope's own evidence (a label, a gather index, a shifted view, an own
+        call returning the target), not merely because a caller passed the target into a parameter?"""
+        seen: set[int] = set()
+        seen_vars: set[str] = set()
+        stack: list[ast.AST] = [expr]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if id(n) in self.target_nodes:
+                return True
+            key = var_key(n) if isinstance(getattr(n, "ctx", None), ast.Load) else None
+            if key is not None and key in self.local_target_vars:
+                return True
+            # a table whose entries were written from earlier targets (`hint[p] = best[ctx]`) holds past
+            # tokens, not the one being predicted: entries written with `t[k] = v` are not followed
+            stack.extend(c for c in self._token_children(n, seen_vars) if id(c) not in self.store_values)
+        return False
+
+    def token_sources(self, expr: ast.AST) -> set[str]:
+        """The variables whose token `expr` carries through token-preserving steps (for return summaries)."""
+        out: set[str] = set()
+        seen: set[int] = set()
+        seen_vars: set[str] = set()
+        stack: list[ast.AST] = [expr]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                out.add(n.id)
+            stack.extend(self._token_children(n, seen_vars))
+        return out
+
     def _token_children(self, n: ast.AST, seen_vars: set[str] | None) -> list[ast.AST]:
         """Token-preserving steps back from `n`; with seen_vars None variables are not followed."""
+        passed = self.call_pass.get(id(n))
+        if passed is not None:  # an own call whose return summary passes these arguments' token through
+            return passed
         if isinstance(n, (ast.Compare, ast.BoolOp, ast.Lambda, *_FUNCS)):
             return []
         if isinstance(n, ast.Attribute):
@@ -317,6 +368,7 @@ class Scope:
             if (
                 name in SHAPE_CALLS
                 or name in LOOKUP_CALLS
+                or name == "get"  # `counts.get(tok)`: a value read at the token, not the token
                 or name in _NOT_TOKEN_VALUED
                 or name in self.own_calls
             ):
@@ -335,6 +387,12 @@ class Scope:
     def is_distribution(self, expr: ast.AST) -> bool:
         """Computed from a softmax/log-softmax, or divided by its own sum: a full-vocabulary distribution."""
         return self._expr_in(expr, self._fixpoint("dist"), "dist")
+
+    def _target_read_of_dist(self, sub: ast.Subscript) -> bool:
+        parts = index_parts(sub)
+        return any(not isinstance(p, ast.Slice) and self.is_target_valued(p) for p in parts) and (
+            self.is_distribution(sub.value)
+        )
 
     def is_realized_loss(self, expr: ast.AST) -> bool:
         """Computed from a label loss (`cross_entropy(..., y)`), a log-prob gathered at the target, or a parameter
@@ -419,6 +477,15 @@ class _DefCollector:
         s = self.scope
         if isinstance(tgt, (ast.Tuple, ast.List)):
             parts = self.unpack(value, len(tgt.elts))
+            if parts is None and isinstance(value, ast.Call):
+                # `ctx_key, full_key = self.keys(...)`: one synthetic `call[i]` per element, so the callee's
+                # return summary can say which element carries the target (not both)
+                parts = []
+                for i in range(len(tgt.elts)):
+                    elt = ast.Subscript(value=value, slice=ast.Constant(value=i), ctx=ast.Load())
+                    ast.copy_location(elt, value)
+                    s.elt_nodes.append((elt, value, i))
+                    parts.append(elt)
             for i, elt in enumerate(tgt.elts):
                 self.bind(elt, parts[i] if parts is not None else value)
             return
@@ -427,6 +494,7 @@ class _DefCollector:
             key = store_root(tgt)
             if key is not None:
                 s.index_defs.setdefault(key, []).append(tgt.slice)
+                s.store_values.add(id(value))
 
     def bind_iter(self, tgt: ast.AST, it: ast.AST) -> None:
         # for a, b in zip(X, Y) -> a<-X, b<-Y; for i, x in enumerate(X) -> x<-X
@@ -637,6 +705,8 @@ class TargetFacts:
 
     scopes: list[Scope]
     by_name: dict[str, list[Scope]]
+    # id(scope) -> returned elements (None: the whole value, i: tuple element i) that reach a caller's score
+    scored_returns: dict[int, set[int | None]] = field(default_factory=dict)
 
     @property
     def own_funcs(self) -> frozenset[str]:
@@ -646,35 +716,21 @@ class TargetFacts:
         return [s for s in self.scopes if s.unit is unit]
 
 
-def _resolve(facts: TargetFacts, call: ast.Call) -> list[Scope]:
-    name = call_name(call)
-    if not name:
-        return []
-    cands = facts.by_name.get(name, [])
-    return cands if len(cands) <= 3 else []
-
-
-def _bind(callee: Scope, call: ast.Call) -> list[tuple[str, ast.AST]]:
-    params = list(callee.params)
-    if callee.is_method and isinstance(call.func, ast.Attribute) and params:
-        params = params[1:]
-    out: list[tuple[str, ast.AST]] = []
-    for p, a in zip(params, call.args):
-        if isinstance(a, ast.Starred):
-            break
-        out.append((p, a))
-    names = set(callee.params)
-    for k in call.keywords:
-        if k.arg is not None and k.arg in names:
-            out.append((k.arg, k.value))
-    return out
-
-
 def target_facts(ctx: AuditContext) -> TargetFacts:
     return ctx.memo(("flow.targets",), lambda: _compute(ctx))
 
 
+# a return summary: per returned element (None = the whole value, i = element i of a returned tuple),
+# (the element is the target whatever the arguments, the parameters whose token flows into it)
+Summary = dict[int | None, tuple[bool, frozenset[str]]]
+
+
 def _compute(ctx: AuditContext) -> TargetFacts:
+    """Scopes of every analysed unit, linked through the shared call graph (program.py's resolver): callers'
+    targets and realized losses flow into callees' parameters, callees' return summaries flow back into callers
+    (`full_key = self._bucket(ctx_h ^ (tgt * P))`, `ctx_key, full_key = self._keys(stream, pos)`)."""
+    from auditor.flow.program import program_of
+
     scopes: list[Scope] = []
     for unit in _analysed_units(ctx):
         scopes.extend(build_scopes(unit))
@@ -687,13 +743,38 @@ def _compute(ctx: AuditContext) -> TargetFacts:
     for s in scopes:
         s.own_calls = own
         find_targets(s)
-    # callers' targets / realized losses flow into callees' parameters
-    calls = [(s, n) for s in scopes for n in s.nodes if isinstance(n, ast.Call)]
-    for _ in range(4):
+        s.local_target_vars = set(s.target_vars)
+    try:
+        prog = program_of(ctx)
+    except Exception:  # the shared layer failing leaves each scope with its local evidence only
+        return facts
+    by_node = {id(s.node): s for s in scopes}
+    # (caller scope, call, [(callee scope, {param: arg})]) for every own call the program resolves
+    links: list[tuple[Scope, ast.Call, list[tuple[Scope, dict[str, ast.AST]]]]] = []
+    for s in scopes:
+        for n in s.nodes:
+            if not isinstance(n, ast.Call):
+                continue
+            site = prog.site_of(n)
+            if site is None or not site.callees or (site.resolution == "cha" and len(site.callees) > 3):
+                continue
+            targets = [
+                (by_node[id(f.node)], f.bind(n, site.is_bound_call(f)))
+                for f in site.callees
+                if id(f.node) in by_node
+            ]
+            if targets:
+                links.append((s, n, targets))
+    elts: dict[int, list[tuple[ast.Subscript, int]]] = {}
+    for s in scopes:
+        for elt, call, i in s.elt_nodes:
+            elts.setdefault(id(call), []).append((elt, i))
+    summaries: dict[int, Summary] = {}
+    for _ in range(6):
         changed = False
-        for s, call in calls:
-            for callee in _resolve(facts, call):
-                for param, arg in _bind(callee, call):
+        for s, _call, targets in links:
+            for callee, binding in targets:
+                for param, arg in binding.items():
                     if param not in callee.target_vars and s.is_target_valued(arg):
                         callee.target_vars.add(param)
                         callee.invalidate()
@@ -706,9 +787,91 @@ def _compute(ctx: AuditContext) -> TargetFacts:
                         callee.nll_params.add(param)
                         callee.invalidate()
                         changed = True
+        for s, call, targets in links:
+            for node, key in [(call, None), *[(e, i) for e, i in elts.get(id(call), [])]]:
+                intrinsic = False
+                passed: list[ast.AST] = []
+                for callee, binding in targets:
+                    summary = summaries.get(id(callee))
+                    if summary is None:
+                        summary = summaries[id(callee)] = _return_summary(callee)
+                    for k in (None, key) if key is not None else list(summary):
+                        hit, params = summary.get(k, (False, frozenset()))
+                        intrinsic |= hit
+                        passed.extend(binding[p] for p in params if p in binding)
+                if intrinsic and id(node) not in s.target_nodes:
+                    s.target_nodes.add(id(node))
+                    s.invalidate()
+                    changed = True
+                if passed and s.call_pass.get(id(node)) != passed:
+                    s.call_pass[id(node)] = passed
+                    s.invalidate()
+                    changed = True
         if not changed:
             break
+        summaries.clear()
+    _mark_scored_returns(facts, links, elts)
     return facts
+
+
+def _mark_scored_returns(
+    facts: TargetFacts,
+    links: list[tuple[Scope, ast.Call, list[tuple[Scope, dict[str, ast.AST]]]]],
+    elts: dict[int, list[tuple[ast.Subscript, int]]],
+) -> None:
+    """A callee's returned value that reaches a score in a caller (`ng_p, hit = cache.predict(ctx, tgt)` then
+    `-log((1 - a) * p + a * ng_p)`) is a score sink of the callee too: lookups feeding it feed that score."""
+    modules = {id(s.unit): s for s in facts.scopes if s.name == "<module>"}
+    reach: dict[
+        int, set[int]
+    ] = {}  # scope -> ids of the nodes its sinks (and scored returns) are computed from
+
+    def nodes_of(s: Scope) -> set[int]:
+        got = reach.get(id(s))
+        if got is None:
+            got = set()
+            for _call, arg in score_sinks(s, modules.get(id(s.unit)), facts.own_funcs, facts):
+                got |= {id(n) for n in s.closure(arg, mode="all")}
+            reach[id(s)] = got
+        return got
+
+    for _ in range(6):
+        changed = False
+        for s, call, targets in links:
+            sunk = nodes_of(s)
+            keys: set[int | None] = set()
+            if id(call) in sunk:
+                keys.add(None)
+            keys |= {i for e, i in elts.get(id(call), []) if id(e) in sunk}
+            if not keys:
+                continue
+            for callee, _binding in targets:
+                have = facts.scored_returns.setdefault(id(callee), set())
+                new = keys - have
+                if new:
+                    have |= new
+                    reach.pop(id(callee), None)
+                    changed = True
+        if not changed:
+            break
+
+
+def _return_summary(scope: Scope) -> Summary:
+    """Which returned values are the target (intrinsically) and which parameters' token they carry."""
+    out: dict[int | None, tuple[bool, frozenset[str]]] = {}
+    params = set(scope.params)
+    for n in scope.nodes:
+        if not isinstance(n, ast.Return) or n.value is None:
+            continue
+        parts: list[tuple[int | None, ast.AST]] = (
+            list(enumerate(n.value.elts)) if isinstance(n.value, ast.Tuple) else [(None, n.value)]
+        )
+        for k, expr in parts:
+            hit, got = out.get(k, (False, frozenset()))
+            hit = hit or scope.intrinsic_target(expr)
+            got = got | (scope.token_sources(expr) & params)
+            out[k] = (hit, frozenset(got))
+    return out
 
 
 def _analysed_units(ctx: AuditContext) -> list[CodeUnit]:
@@ -738,12 +901,24 @@ def log_aliases(scope: Scope, module: Scope | None) -> set[str]:
 
 
 def score_sinks(
-    scope: Scope, module: Scope | None = None, own_funcs: frozenset[str] = frozenset()
-) -> list[tuple[ast.Call, ast.AST]]:
+    scope: Scope,
+    module: Scope | None = None,
+    own_funcs: frozenset[str] = frozenset(),
+    facts: TargetFacts | None = None,
+) -> list[tuple[ast.AST, ast.AST]]:
     """(call, argument) pairs where a probability becomes a score in this scope. `own_funcs`: names of functions
-    the submission defines (a bare `log(...)` calling one of them is a logging helper)."""
+    the submission defines (a bare `log(...)` calling one of them is a logging helper). With `facts`, also
+    (return statement, returned value) for the returned values a caller scores."""
     aliases = log_aliases(scope, module)
-    out: list[tuple[ast.Call, ast.AST]] = []
+    out: list[tuple[ast.AST, ast.AST]] = []
+    keys = facts.scored_returns.get(id(scope), set()) if facts is not None else set()
+    if keys:
+        for n in scope.nodes:
+            if isinstance(n, ast.Return) and n.value is not None:
+                if isinstance(n.value, ast.Tuple) and None not in keys:
+                    out.extend((n, e) for i, e in enumerate(n.value.elts) if i in keys)
+                else:
+                    out.append((n, n.value))
     for n in scope.nodes:
         if not isinstance(n, ast.Call):
             continue
@@ -857,6 +1032,8 @@ def lookup_index(node: ast.AST) -> ast.AST | None:
     """The index of a table read: `t[k]`, `np.take(t, k)`, `t.index_select(0, k)`; None for anything else."""
     if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
         return node.slice
+    if isinstance(node, ast.Call) and call_name(node) == "get" and isinstance(node.func, ast.Attribute):
+        return node.args[0] if node.args else None  # `counts.get(tok)`: a dict read at that key
     if isinstance(node, ast.Call) and call_name(node) in LOOKUP_CALLS:
         if isinstance(node.func, ast.Attribute) and call_name(node) == "index_select" and len(node.args) > 1:
             return node.args[1]
@@ -869,7 +1046,7 @@ def lookup_table(node: ast.AST) -> ast.AST | None:
     if isinstance(node, ast.Subscript):
         return node.value
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        if call_name(node) == "index_select":
+        if call_name(node) in ("index_select", "get"):
             return node.func.value
         return node.args[0] if node.args else None
     return None
@@ -931,3 +1108,135 @@ def _is_target_count(scope: Scope, expr: ast.AST) -> bool:
         if idx is not None and scope.is_target_valued(idx):
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Count tables and their totals: `(count[tgt] + s/V) / (total + s)` is a normalized distribution when `total` is
+# maintained as the sum of that same count table (both incremented together, the total at the table's row).
+_INCREMENT_CALLS = frozenset({"scatter_add_", "index_add_", "add_", "index_put_"})
+
+
+@dataclass(frozen=True)
+class Increment:
+    """`key[parts] += ...` (or scatter_add_ / np.add.at) inside one scope; parts are ast dumps of the index."""
+
+    key: str
+    parts: tuple[ast.AST, ...]
+
+
+def increments(scope: Scope) -> list[Increment]:
+    """Every in-place increment of a variable / attribute in this scope."""
+    out: list[Increment] = []
+    for n in scope.nodes:
+        value = n.value if isinstance(n, ast.Assign) else None
+        if isinstance(value, ast.Name) and len(scope.defs.get(value.id, ())) == 1:
+            value = scope.defs[value.id][0]
+        if (
+            isinstance(n, ast.Assign)
+            and len(n.targets) == 1
+            and isinstance(n.targets[0], ast.Subscript)
+            and isinstance(value, ast.BinOp)
+            and isinstance(value.op, ast.Add)
+        ):
+            key = store_root(n.targets[0])  # `c[k] = c.get(k, 0) + 1` (also through a local `c_k = ...`)
+            if key is not None and key in scope.loaded_vars(scope.closure(value)):
+                out.append(Increment(key, tuple(index_parts(n.targets[0]))))
+        elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+            key = store_root(n.target)
+            if key is not None:
+                parts = tuple(index_parts(n.target)) if isinstance(n.target, ast.Subscript) else ()
+                out.append(Increment(key, parts))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            name = n.func.attr
+            if name in _INCREMENT_CALLS:
+                recv = n.func.value
+                while isinstance(recv, ast.Call) and call_name(recv) in {"view", "reshape", "flatten", "to"}:
+                    recv = recv.func.value  # type: ignore[attr-defined]
+                key = store_root(recv)
+                if key is None:
+                    continue
+                if name in {"scatter_add_", "index_add_"} and len(n.args) >= 2:
+                    parts: tuple[ast.AST, ...] = (n.args[1],)
+                elif name == "index_put_" and n.args:
+                    idx = n.args[0]
+                    parts = tuple(idx.elts) if isinstance(idx, (ast.Tuple, ast.List)) else (idx,)
+                else:
+                    parts = ()
+                out.append(Increment(key, parts))
+            elif name == "at" and isinstance(n.func.value, ast.Attribute) and n.func.value.attr == "add":
+                if len(n.args) >= 2:  # np.add.at(table, idx, v)
+                    key = store_root(n.args[0])
+                    idx = n.args[1]
+                    if key is not None:
+                        parts = tuple(idx.elts) if isinstance(idx, ast.Tuple) else (idx,)
+                        out.append(Increment(key, parts))
+    return out
+
+
+def _mixes(scope: Scope, expr: ast.AST) -> bool:
+    """Is an index computed by combining several non-constant values (a hash / flattened key)?"""
+    for n in scope.closure(expr):
+        if isinstance(n, ast.BinOp) and isinstance(
+            n.op, (ast.Add, ast.Mult, ast.BitXor, ast.BitAnd, ast.BitOr, ast.Mod, ast.Sub)
+        ):
+            if not isinstance(n.left, ast.Constant) and not isinstance(n.right, ast.Constant):
+                if not (isinstance(n.op, (ast.Mult,)) and _is_dim_const(n.right)):
+                    return True
+    return False
+
+
+def _is_dim_const(n: ast.AST) -> bool:
+    return isinstance(n, ast.Attribute) and n.attr.isupper() or isinstance(n, ast.Subscript)
+
+
+def _row_of(scope: Scope, table_part: ast.AST, total_parts: tuple[ast.AST, ...]) -> bool:
+    """The table's increment index is the total's row plus a plain token column: `t[row, tok]`, or the flattened
+    `row * V + tok` (no modulus: a hashed bucket `(row * P + tok) % n` collides and is not a row)."""
+    if not isinstance(table_part, ast.BinOp) or not isinstance(table_part.op, ast.Add):
+        defs = scope.defs.get(table_part.id, []) if isinstance(table_part, ast.Name) else []
+        return len(defs) == 1 and _row_of(scope, defs[0], total_parts)
+    left = table_part.left
+    if not (isinstance(left, ast.BinOp) and isinstance(left.op, ast.Mult)):
+        return False
+    return (
+        len(total_parts) == 1
+        and _dump(left.left) == _dump(total_parts[0])
+        and not _mixes(scope, table_part.right)
+    )
+
+
+def sum_maintained(scopes: list[Scope], table_key: str, total_key: str) -> bool:
+    """Is `total_key` kept equal to the sum of `table_key` (per row)? Some scope increments both, the table at
+    the total's row plus a token column that is not hashed together with it; the total is never incremented
+    anywhere without the table."""
+    together = False
+    # object fields are matched by field name when the receivers differ (`entry.counts` read, `self.counts`
+    # incremented in the entry's class), the two fields on one receiver
+    tab_recv, _, tab_field = table_key.rpartition(".")
+    tot_recv, _, tot_field = total_key.rpartition(".")
+    by_field = bool(tab_recv) and tab_recv == tot_recv
+
+    def same(key: str, want: str, fld: str) -> bool:
+        return key == want or (by_field and key.rpartition(".")[2] == fld and "." in key)
+
+    for s in scopes:
+        incs = increments(s)
+        tabs = [i for i in incs if same(i.key, table_key, tab_field)]
+        tots = [i for i in incs if same(i.key, total_key, tot_field)]
+        if by_field:
+            recvs = {i.key.rpartition(".")[0] for i in tabs}
+            tots = [i for i in tots if i.key.rpartition(".")[0] in recvs] if tabs else tots
+        if tots and not tabs:
+            return False
+        for tab in tabs:
+            for tot in tots:
+                n = len(tot.parts)
+                if len(tab.parts) == n + 1 and all(
+                    _dump(a) == _dump(b) for a, b in zip(tab.parts[:n], tot.parts)
+                ):
+                    together |= not _mixes(s, tab.parts[n])
+                elif len(tab.parts) == 1 and n == 0:
+                    together |= not _mixes(s, tab.parts[0])
+                elif len(tab.parts) == 1 and n == 1:
+                    together |= _row_of(s, tab.parts[0], tot.parts)
+    return together
