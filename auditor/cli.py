@@ -16,7 +16,18 @@ from auditor.errors import InputError, UsageError
 from auditor.exitcodes import ERROR
 
 FORMATS = ("text", "json", "sarif", "markdown")
-SUBCOMMANDS = ("audit", "rules", "explain", "rescore", "corpus", "sweep", "reference", "bot", "verify")
+SUBCOMMANDS = (
+    "audit",
+    "rules",
+    "explain",
+    "rescore",
+    "corpus",
+    "sweep",
+    "scan",
+    "reference",
+    "bot",
+    "verify",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--rules", help="comma-separated rule ids, names or categories (default: all)")
     sw.add_argument("--format", "-f", choices=("text", "json"), default="text")
     sw.add_argument("--output", "-o")
+
+    sc = sub.add_parser(
+        "scan", help="audit the record folders every refs/pull/*/head adds or changes (JSON lines)"
+    )
+    sc.add_argument("--git-dir", required=True, help="repository with refs/pull/N/head refs (bare is fine)")
+    sc.add_argument("--prs", help="PR numbers and ranges, e.g. 100-200,1517 (default: every PR head)")
+    sc.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default: CPUs)")
+    sc.add_argument("--output", "-o", required=True, help="JSON lines; an existing file is resumed")
+    sc.add_argument("--html", help="also write a static dashboard (one HTML file, no network)")
+    sc.add_argument("--base", help="main branch to diff against (default: refs/heads/main, else HEAD)")
+    sc.add_argument("--rules", help="comma-separated rule ids, names or categories (default: all)")
+    sc.add_argument("--timeout", type=float, default=300.0, help="seconds per distinct folder (0: none)")
 
     b = sub.add_parser("bot", help="audit the record folders a PR changes and upsert one sticky PR comment")
     b.add_argument(
@@ -188,6 +211,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         rules = args.rules.split(",") if args.rules else None
         return run_sweep(args.git_dir, args.rev, args.root, rules, args.format, args.output)
+    if args.command == "scan":
+        from auditor.scan import run_scan
+
+        rules = args.rules.split(",") if args.rules else None
+        return run_scan(
+            args.git_dir, args.output, args.prs, args.jobs, args.html, args.base, rules, args.timeout
+        )
     if args.command == "bot":
         from auditor.bot import run_bot
 
