@@ -21,18 +21,13 @@ from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Ver
 from auditor.flow.order import (
     Event,
     analyse_order,
-    canonical,
-    closure,
     common_loops,
-    def_map,
     exclusive,
     gate_off,
     is_data_loop,
-    names_in,
-    position_slices,
     source_path,
-    statements_by_id,
 )
+from auditor.flow.positions import compare_positions, per_row_tensor, rows_scored_separately
 from rules.base import Case, Rule
 
 _WINDOW = """\
@@ -187,9 +182,24 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         flow.extend(
             FlowStep(st.location, f"then: {st.message}") for st in score.flow("scored with the tensor")
         )
-        kind, detail = _positions(upd, score)
+        kind, detail = compare_positions(upd.node, upd.func, score)
         data = {"update_line": upd.location().line, "score_line": score.location().line, "positions": kind}
         related = [score.location()]
+        shared_by = _shared_by_batch(upd, score) if kind == "context" else None
+        if shared_by is not None:
+            return self.finding(
+                Verdict.FAIL,
+                f"An eval-time tensor shared by all windows of a batch is optimized (line {upd.location().line}) on "
+                f"their context positions ({detail}), then scores every window of the batch (line "
+                f"{score.location().line}, one window per iteration of the loop at line "
+                f"{score.func.unit.location(shared_by).line}). Overlapping windows' context positions are other "
+                "windows' scored targets, so the tensor is fitted on targets it then scores: standard SLOT, not "
+                "context-only.",
+                [upd.location()],
+                related=related + [score.func.unit.location(shared_by)],
+                flow=flow,
+                data=data | {"positions": "shared-batch-context"},
+            )
         if kind in ("same", "all"):
             what = (
                 f"on the scored positions themselves ({detail})"
@@ -230,56 +240,18 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         )
 
 
-def _positions(upd: Event, score: Event) -> tuple[str, str]:
-    """Compare the positions the optimization loss is restricted to with the scored positions.
-
-    Statements feeding both (window slicing, hidden states) cancel out; what is left on each side is the mask or
-    slice that only the optimization or only the scoring applies."""
-    if upd.func is not score.func and upd.func.parent is not score.func:
-        return "unknown", "optimization and scoring are in different functions"
-    # a closure handed to the optimizer (`lbfgs.step(closure)`) reads the enclosing function's names, except
-    # those it binds itself
-    defs = def_map(score.func)
-    by_id = statements_by_id(score.func)
-    opt_defs = defs
-    if upd.func is not score.func:
-        opt_defs = {**defs, **def_map(upd.func)}
-        by_id.update(statements_by_id(upd.func))
-    opt_ids = closure(opt_defs, _position_names(upd.node), follow_indices=True)
-    score_ids = closure(defs, _position_names(score.node), follow_indices=True)
-    opt_slices = position_slices(by_id[i] for i in opt_ids - score_ids if i in by_id)
-    scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
-    score_slices = position_slices([*(by_id[i] for i in score_ids - opt_ids if i in by_id), *scored_stmt])
-    same = opt_slices & score_slices
-    if same:
-        lo, hi = sorted(same)[0]
-        return "same", f"[{lo}:{hi}]"
-    if not opt_slices:
-        return "all", "no position restriction on the optimized loss"
-    lowers = {lo for lo, _ in score_slices if lo}
-    ending = sorted((lo, hi) for lo, hi in opt_slices if hi and hi in lowers)
-    if ending:
-        lo, hi = ending[0]
-        return "context", f"optimized [{lo}:{hi}], scored from [{hi}:]"
-    # the same bounds under other names (`mask[_i, _s:_wlen]` built in its own loop vs `nll[i, s:wlen]`)
-    for olo, ohi in sorted(opt_slices):
-        for slo, shi in sorted(score_slices):
-            if (
-                olo
-                and canonical(olo, opt_defs, 2) == canonical(slo, defs, 2)
-                and canonical(ohi, opt_defs, 0) == canonical(shi, defs, 0)
-            ):
-                return "same", f"[{olo}:{ohi}] computed like the scored [{slo}:{shi}]"
-    return "unknown", f"optimized {sorted(opt_slices)}, scored {sorted(score_slices)}"
-
-
-def _position_names(node: ast.AST) -> set[str]:
-    """Names the optimized loss / scored value reads, masks and indices included (`nll[mask]`, `nll[i, s:e]`)."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
-        return names_in(node.func.value)
-    if isinstance(node, (ast.AugAssign, ast.Assign)):
-        return names_in(node.value)
-    return names_in(node)
+def _shared_by_batch(upd: Event, score: Event) -> ast.AST | None:
+    """The per-window scoring loop when one eval-time tensor without a per-window axis (`zeros(1, 1, V)`) is fitted
+    for a whole batch of windows and then scores each of them."""
+    rows = rows_scored_separately(upd, score)
+    if rows is None:
+        return None
+    for label in upd.rg:
+        _, _, name = label.rpartition(":")
+        for func in (upd.func, score.func, upd.func.parent):
+            if func is not None and per_row_tensor(name, func) is False:
+                return rows
+    return None
 
 
 def _unparse(node: object) -> str:

@@ -35,6 +35,7 @@ from auditor.flow.order import (
     same_invocation,
     source_path,
 )
+from auditor.flow.positions import compare_positions, rows_scored_separately
 from rules.base import Case, Rule
 
 _SCORE_FIRST = """\
@@ -305,12 +306,23 @@ def _judge(upd: Event, scores: list[Event]) -> tuple[str, Event, object] | None:
         if s.seq > upd.seq:
             if upd.owner is not None and not same_invocation(upd, s, upd.owner):
                 continue  # the updated object (a per-call adapter) is gone before this scoring runs
+            if shared and _prefix_of_one_window(upd, s):
+                continue  # trains on the window's already-scored prefix, scores the disjoint rest
             return ("same-iteration" if shared else "after", s, None)
         if shared:
             revisiting = [lp for lp in shared if not is_data_loop(lp)]
             if revisiting:
                 return ("re-pass", s, loop_var_guard(s, revisiting[0]))
     return None
+
+
+def _prefix_of_one_window(upd: Event, score: Event) -> bool:
+    """Per-window prefix TTT: inside one iteration the update's loss reads only positions before the slice that
+    is then scored (`train(x[:, :s])`, then `loss += nll[s:]`), and the updated weights score that one window, not
+    a batch of overlapping windows whose other rows' scored targets sit in this prefix. The prefix was scored by
+    earlier windows, so the state used at every scored position depends only on tokens before it (C1/C3)."""
+    kind, _ = compare_positions(upd.node, upd.func, score)
+    return kind == "context" and rows_scored_separately(upd, score) is None
 
 
 def _shared_prefix(a: Event, b: Event) -> int:

@@ -185,3 +185,19 @@ def test_online_loop_alone_passes() -> None:
         "",
     )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+def test_running_min_over_monitoring_evals_passes() -> None:
+    # best = min(best, val) inside the training loop: each eval scores another checkpoint (a diagnostic)
+    verdict, _ = outcome(audit_fixture("multipass_min_monitoring_legal", RULE), RULE)
+    assert verdict is Verdict.PASS
+
+
+def test_min_over_final_passes_fails_at_the_min() -> None:
+    verdict, finding = outcome(audit_fixture("multipass_min_of_final_passes", RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == marker_line("multipass_min_of_final_passes", "min")
+    assert finding.message == (
+        f"min(...) at line {finding.primary.line} selects among the results of several scoring passes over "
+        "validation data (min-over-passes)."
+    )

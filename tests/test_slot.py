@@ -9,7 +9,11 @@ from auditor.findings import Severity, Verdict
 from auditor.rename import minify, rename_identifiers
 
 RULE = "PG202"
-CASES = [("slot_standard", Verdict.FAIL), ("slot_causal_context_only", Verdict.WARN)]
+CASES = [
+    ("slot_standard", Verdict.FAIL),
+    ("slot_causal_context_only", Verdict.WARN),
+    ("slot_shared_batch_context", Verdict.FAIL),
+]
 
 
 @pytest.mark.parametrize(("name", "expected"), CASES)
@@ -83,3 +87,27 @@ def test_model_weights_are_not_slot() -> None:
 @pytest.mark.parametrize("transform", [rename_identifiers, minify], ids=["renamed", "minified"])
 def test_verdict_survives_renaming(name: str, expected: Verdict, transform) -> None:
     assert outcome(audit_source(transform(fixture_source(name)), RULE), RULE)[0] is expected
+
+
+def test_delta_shared_by_a_batch_of_windows_is_standard_slot() -> None:
+    name = "slot_shared_batch_context"
+    _, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert finding is not None and finding.data["positions"] == "shared-batch-context"
+    update, score = marker_line(name, "update"), marker_line(name, "score")
+    assert finding.message == (
+        f"An eval-time tensor shared by all windows of a batch is optimized (line {update}) on their context "
+        f"positions (fitted on [:s], scored from [s:]), then scores every window of the batch (line {score}, one "
+        f"window per iteration of the loop at line {score - 2}). Overlapping windows' context positions are other "
+        "windows' scored targets, so the tensor is fitted on targets it then scores: standard SLOT, not "
+        "context-only."
+    )
+
+
+def test_per_window_delta_in_a_batch_stays_context_only() -> None:
+    # a delta with one row per window ([bsz, 1, V]) fitted on each window's own context: the unresolved variant
+    src = fixture_source("slot_shared_batch_context").replace(
+        "torch.zeros(1, 1, base.size(-1), requires_grad=True)",
+        "torch.zeros(len(batch), 1, base.size(-1), requires_grad=True)",
+    )
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.WARN and finding is not None and finding.data["positions"] == "context"

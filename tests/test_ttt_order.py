@@ -18,6 +18,8 @@ CASES = [
     ("ttt_score_first_legal", Verdict.PASS),
     ("ttt_lora_per_doc_legal", Verdict.PASS),
     ("ttt_phased_legal", Verdict.PASS),
+    ("ttt_prefix_restore_legal", Verdict.PASS),
+    ("ttt_prefix_batch_shared", Verdict.FAIL),
 ]
 
 
@@ -206,3 +208,26 @@ def test_eval_after_per_call_adapter_ttt_passes() -> None:
         "    print(eval_val(model, val_tokens, args.seq_len))\n",
     )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+def test_prefix_ttt_on_a_batch_of_windows_fails_with_the_exact_message() -> None:
+    name = "ttt_prefix_batch_shared"
+    _, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert finding is not None and finding.primary is not None
+    update, score = marker_line(name, "update"), marker_line(name, "score")
+    assert finding.message == (
+        f"Update on validation tokens (in eval_prefix_ttt(), line {update}) before those tokens are scored "
+        f"(in eval_prefix_ttt(), line {score}): inside the loop the update comes before the scoring of the same "
+        "iteration."
+    )
+
+
+def test_prefix_ttt_training_on_the_whole_window_fails() -> None:
+    # the same per-window loop, but the update reads the scored suffix too: positions are not disjoint
+    src = (
+        fixture_source("ttt_prefix_restore_legal")
+        .replace("model(x[:, :s])", "model(x)")
+        .replace("y[:, :s].reshape(-1)", "y.reshape(-1)")
+    )
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.data["order"] == "same-iteration"

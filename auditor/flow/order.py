@@ -590,3 +590,29 @@ def _program(ctx: AuditContext):  # noqa: ANN202 - auditor.flow.program.Program,
         return program_of(ctx)
     except Exception:  # the shared layer failing must not take the order rules down: gates read as "on"
         return None
+
+
+def during_training(ctx: AuditContext, ev: Event) -> bool:
+    """Does `ev` run inside the training loop (shared phases: a periodic monitoring eval, a running `min` over
+    them)? Such scoring judges checkpoints that training then moves past; it is a diagnostic, not a scoring pass
+    of the submitted model."""
+    try:
+        from auditor.flow.phases import phases_of
+
+        ph = phases_of(ctx)
+    except Exception:  # phases failing must not change the verdict: not known to be training
+        return False
+    if not ph.confident:
+        return False
+    tl = ph.training_loop
+    # the recognised loop may be the inner micro-step loop: an enclosing step loop is training as well
+    if tl is not None and any(lp is tl or any(n is tl for n in ast.walk(lp)) for lp in ev.loops):
+        return True
+    prog = _program(ctx)
+    if prog is None:
+        return False
+    for call, _caller in ev.chain:
+        site = prog.site_of(call) if isinstance(call, ast.Call) else None
+        if site is not None and ph.phase_of_site(site) == "training":
+            return True
+    return False

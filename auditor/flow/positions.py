@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from auditor.flow.syntax import assigned_names, last_attr, names_in, simple_statements, stmt_reads
 
 if TYPE_CHECKING:
+    from auditor.flow.events import Event
     from auditor.flow.order_index import FuncInfo
 
 
@@ -174,3 +175,109 @@ def _canon(node: ast.AST, defs: dict[str, list[ast.stmt]], depth: int) -> str:
             continue
         parts.append(_canon(child, defs, depth))
     return "(" + " ".join(parts) + ")"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Comparing the positions an update/fit reads with the positions a scoring reads
+# ----------------------------------------------------------------------------------------------------------------
+def compare_positions(fit_node: ast.AST, fit_func: FuncInfo, score: Event) -> tuple[str, str]:
+    """Which positions does the loss that fits state (a backward's loss, a fitted bias) read, compared with the
+    positions `score` accumulates? Returns (kind, detail): kind ``same`` (the scored slice itself), ``all`` (no
+    restriction: the scored positions included), ``context`` (a slice that ends where the scored slice starts),
+    ``unknown``.
+
+    Statements feeding both (window slicing, hidden states) cancel out; what is left on each side is the mask or
+    slice that only the fit or only the scoring applies."""
+    if fit_func is not score.func and fit_func.parent is not score.func:
+        return "unknown", "the fit and the scoring are in different functions"
+    # a closure handed to the optimizer (`lbfgs.step(closure)`) reads the enclosing function's names, except
+    # those it binds itself
+    defs = def_map(score.func)
+    by_id = statements_by_id(score.func)
+    opt_defs = defs
+    if fit_func is not score.func:
+        opt_defs = {**defs, **def_map(fit_func)}
+        by_id.update(statements_by_id(fit_func))
+    opt_ids = closure(opt_defs, position_names(fit_node), follow_indices=True)
+    score_ids = closure(defs, position_names(score.node), follow_indices=True)
+    opt_slices = position_slices(by_id[i] for i in opt_ids - score_ids if i in by_id)
+    scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
+    score_slices = position_slices([*(by_id[i] for i in score_ids - opt_ids if i in by_id), *scored_stmt])
+    same = opt_slices & score_slices
+    if same:
+        lo, hi = sorted(same)[0]
+        return "same", f"[{lo}:{hi}]"
+    if not opt_slices:
+        return "all", "no position restriction on the fitted loss"
+    lowers = {lo for lo, _ in score_slices if lo}
+    # `s = 0 if ws == 0 else context_size`: the first window scores from 0, every other from the context's end
+    lowers |= {alt for lo in list(lowers) for alt in _conditional_bounds(lo, defs)}
+    ending = sorted((lo, hi) for lo, hi in opt_slices if hi and hi in lowers)
+    if ending:
+        lo, hi = ending[0]
+        return "context", f"fitted on [{lo}:{hi}], scored from [{hi}:]"
+    # the same bounds under other names (`mask[_i, _s:_wlen]` built in its own loop vs `nll[i, s:wlen]`)
+    for olo, ohi in sorted(opt_slices):
+        for slo, shi in sorted(score_slices):
+            if (
+                olo
+                and canonical(olo, opt_defs, 2) == canonical(slo, defs, 2)
+                and canonical(ohi, opt_defs, 0) == canonical(shi, defs, 0)
+            ):
+                return "same", f"[{olo}:{ohi}] computed like the scored [{slo}:{shi}]"
+    return "unknown", f"fitted {sorted(opt_slices)}, scored {sorted(score_slices)}"
+
+
+def _conditional_bounds(name: str, defs: dict[str, list[ast.stmt]]) -> set[str]:
+    """The non-constant arms of a bound defined by a conditional (`s = 0 if ws == 0 else ctx`: {"ctx"})."""
+    out: set[str] = set()
+    for d in defs.get(name, []):
+        if isinstance(d, ast.Assign) and isinstance(d.value, ast.IfExp):
+            for arm in (d.value.body, d.value.orelse):
+                if not isinstance(arm, ast.Constant):
+                    out.add(ast.unparse(arm))
+    return out
+
+
+def position_names(node: ast.AST) -> set[str]:
+    """Names the fitted loss / scored value reads, masks and indices included (`nll[mask]`, `nll[i, s:e]`)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
+        return names_in(node.func.value)
+    if isinstance(node, (ast.AugAssign, ast.Assign)):
+        return names_in(node.value)
+    return names_in(node)
+
+
+def rows_scored_separately(fit: Event, score: Event) -> ast.AST | None:
+    """The loop, entered after the fit and not shared with it, in which the scoring visits the rows of a batch one
+    by one (`for i, ws in enumerate(batch): loss += nll[i, s:wlen]`): one fitted state serves several windows.
+    None when each fit serves one scored window."""
+    shared = {id(lp) for lp in fit.loops}
+    for lp in score.loops:
+        if id(lp) not in shared and is_data_loop(lp):
+            return lp
+    return None
+
+
+def per_row_tensor(name: str, func: FuncInfo) -> bool | None:
+    """Was the free tensor `name` created with a leading axis per row of the batch (`zeros(bsz, 1, d)`)? False for
+    a leading axis of constant size 1 or a single axis (`zeros(1, 1, V)`, `zeros(V)`: one tensor shared by every
+    window of the batch); None when its creation is not visible."""
+    for d in def_map(func).get(name, []):
+        if not isinstance(d, ast.Assign):
+            continue
+        node: ast.AST = d.value
+        while isinstance(node, ast.Call):
+            if last_attr(node.func) in ("zeros", "ones", "full", "empty", "randn", "rand", "zeros_like"):
+                shape = list(node.args)
+                if last_attr(node.func) == "full" and len(shape) == 2:
+                    shape = shape[:1]
+                if len(shape) == 1 and isinstance(shape[0], (ast.Tuple, ast.List)):
+                    shape = list(shape[0].elts)
+                if last_attr(node.func) == "zeros_like":
+                    return None
+                if len(shape) <= 1:
+                    return False
+                return not (isinstance(shape[0], ast.Constant) and shape[0].value == 1)
+            node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+    return None
