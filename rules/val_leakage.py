@@ -1,10 +1,19 @@
-"""PG401 / PG402: validation data feeding training, the artifact, or quantization calibration.
+"""PG401 / PG402: validation data feeding training, the artifact, tuning, or quantization calibration.
 
-Validation-derived values are found by data flow from the shard names (auditor.flow.taint), never by variable
-names. PG401 looks at the training phase (updates whose loss reads validation data; training on validation shards
-only) and at the artifact ("paid prefix": validation tokens stored into what is serialized). Test-time training on
-validation data after training belongs to PG201 (score-before-update), not here. PG402 follows validation data
-through calibration statistics (activations captured by forward hooks, X^T X second moments) into the quantizer.
+Both rules are queries over the provenance facts of auditor.flow.taint (found by data flow from the shard names,
+never by variable names):
+
+- PG401, training: a training-phase update whose loss derives from validation content, unless the weights are
+  restored from a snapshot afterwards (per-window test-time training inside a monitoring eval is transient, and
+  PG201 judges it); test-time training after training belongs to PG201 too.
+- PG401, artifact ("paid prefix"): raw validation content (`val`, not a model output or metric such as a logged
+  `val_bpb`, not calibration statistics) in what is serialized.
+- PG401, tuning: a value *selected* by comparing val-derived losses (`val-fit`: a temperature grid-searched on
+  held-out val tokens) handed to a call that consumes validation content (the scoring). Fitted on the very tokens
+  it then scores is also PG202 (SLOT family).
+- PG402: calibration statistics of validation content (`val-stat`: activations captured by registered forward
+  hooks during a forward pass over val, `X^T X` moments) reaching a quantizer input: the artifact written, or
+  weights loaded into a model. Statistics that are only logged (a diagnostic eval) are not calibration.
 """
 
 from __future__ import annotations
@@ -14,11 +23,24 @@ from collections.abc import Iterable
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Location, Severity, Verdict
+from auditor.flow import vocab
 from auditor.flow.phases import is_serializer, is_update, phases_of
 from auditor.flow.program import CallSite, Func, Program, program_of
-from auditor.flow.taint import AV, CALIBRATION_STEPS, FORWARD_STEP, Ctx, TaintView, deep_path, val_taint
+from auditor.flow.taint import (
+    AV,
+    CALIBRATION_STEPS,
+    FIT_STEP,
+    VAL,
+    VAL_FIT,
+    VAL_STAT,
+    Ctx,
+    TaintView,
+    deep_path,
+    val_taint,
+)
 from auditor.flow.walk import walk_events
-from rules._flowcases import line_of, record
+from rules import _val_leakage_cases as cases
+from rules._flowcases import line_of
 from rules.base import Case, Rule
 
 _DESERIALIZERS = ("torch.load", "pickle.load", "pickle.loads", "numpy.load")
@@ -34,12 +56,16 @@ def _site_args(site: CallSite) -> list[ast.AST]:
 
 def _val_av(vt: TaintView, c: Ctx, expr: ast.AST) -> AV | None:
     av = vt.engine.av_in(c, expr)
-    return av if vt.kind in av.deep_kinds() else None
+    return av if vt.holds(av) else None
 
 
 def _steps(vt: TaintView, av: AV):
-    """The witness path (source string first) of the validation content in `av`, fields and items included."""
-    return deep_path(av, vt.kind) or ()
+    """The witness path (source string first) of the first of the view's kinds that `av` carries."""
+    for kind in vt.kinds:
+        got = deep_path(av, kind)
+        if got is not None:
+            return got
+    return ()
 
 
 def _flow(steps, unit, node, message: str) -> list[FlowStep]:
@@ -53,89 +79,19 @@ def _entry_funcs(prog: Program) -> set[Func]:
 
 
 # =================================================================================================== PG401
-_MONITOR_OK = record(
-    setup="""    monitor_tokens = load_tokens(VAL_FILES)""",
-    after_train="""\
-        if step % 50 == 0:
-            print(f"step:{step} val_loss:{evaluate(model, monitor_tokens):.4f}")""",
-)
-
-_VAL_IN_STREAM = record(setup="""    train_tokens = torch.cat([train_tokens, load_tokens(VAL_FILES)])""")
-
-_VAL_ONLY = record(setup="""    train_tokens = load_tokens(VAL_FILES)""")
-
-_PAID_PREFIX = record(
-    after_train="""    prefix = load_tokens(VAL_FILES)[:65536].to(torch.uint16)""",
-    artifact='{"model": model.state_dict(), "prefix": prefix}',
-)
-
-_DEAD_FINETUNE = record(
-    helpers="""
-
-def finetune_on_validation(model, opt):
-    tokens = load_tokens(VAL_FILES)
-    for i in range(10):
-        F.cross_entropy(model(tokens[i:i + 64]), tokens[i + 1:i + 65]).backward()
-        opt.step()
-"""
-)
-
-_FLAG_OFF_FINETUNE = record(
-    flags='VAL_WARMSTART = int(os.environ.get("VAL_WARMSTART", "0"))',
-    setup="""\
-    if VAL_WARMSTART:
-        warm = load_tokens(VAL_FILES)
-        for i in range(VAL_WARMSTART):
-            F.cross_entropy(model(warm[i:i + 64]), warm[i + 1:i + 65]).backward()
-            opt.step()""",
-)
-
-_EVAL_ONLY_TTT = """\
-import glob, io, os, zlib
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-VAL_FILES = os.path.join(os.environ.get("DATA_PATH", "./data"), "fineweb_val_*.bin")
-
-
-def load_tokens(pattern):
-    return torch.cat([torch.from_numpy(np.fromfile(f, dtype=np.uint16).astype(np.int64))
-                      for f in sorted(glob.glob(pattern))])
-
-
-def main():
-    model = torch.nn.Embedding(1024, 1024)
-    with open("final_model.int8.ptz", "rb") as f:
-        model.load_state_dict(torch.load(io.BytesIO(zlib.decompress(f.read()))))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    tokens = load_tokens(VAL_FILES)
-    total = 0.0
-    for i in range(0, tokens.numel() - 65, 64):
-        chunk = tokens[i:i + 65]
-        with torch.no_grad():
-            total += F.cross_entropy(model(chunk[:-1]), chunk[1:]).item()
-        F.cross_entropy(model(chunk[:-1]), chunk[1:]).backward()
-        opt.step()
-    print(f"val_loss:{total:.4f}")
-
-
-if __name__ == "__main__":
-    main()
-"""
-
-
 class TrainOnVal(Rule):
     id = "PG401"
     name = "train-on-val"
-    title = "Validation data used for training or stored in the artifact"
+    title = "Validation data used for training, tuning, or stored in the artifact"
     category = "train_on_val"
     severity = Severity.CRITICAL
     confidence = Confidence.HIGH
     rationale = (
         "The score is only meaningful on data the model never trained on. Validation tokens may not enter the "
-        "training stream, and may not be compressed into the artifact ('paid prefix'). Monitoring validation "
-        "loss during training under no_grad is fine; test-time training after training is judged by PG201."
+        "training stream, may not be compressed into the artifact ('paid prefix'), and may not tune a parameter "
+        "before they are scored (a temperature grid-searched on held-out val tokens). Monitoring validation loss "
+        "during training under no_grad is fine; test-time training (after training, or per window with the "
+        "weights restored) is judged by PG201."
     )
     basis = Basis(
         ref="openai/parameter-golf README (commit 2cff08e1a, Alex Zhao)",
@@ -145,34 +101,58 @@ class TrainOnVal(Rule):
         section="A.1, A.8",
     )
     valid = (
-        Case(code=record(), verdict=Verdict.PASS, note="baseline shape"),
-        Case(code=_MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
-        Case(code=_DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
-        Case(code=_FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
+        Case(code=cases.record(), verdict=Verdict.PASS, note="baseline shape"),
+        Case(code=cases.TUNED_ON_TRAIN, verdict=Verdict.PASS, note="temperature searched on training tokens"),
+        Case(code=cases.BEST_MONITOR_LOGGED, verdict=Verdict.PASS, note="best monitoring loss only logged"),
         Case(
-            code=_EVAL_ONLY_TTT,
+            code=cases.CHECKPOINT_WITH_METRIC,
+            verdict=Verdict.PASS,
+            note="debug checkpoint holding a scalar val_bpb metric, not validation tokens",
+        ),
+        Case(
+            code=cases.PREFIX_TTT_RESTORED,
+            verdict=Verdict.PASS,
+            note="per-window prefix TTT in a monitoring eval, weights restored after every window",
+        ),
+        Case(code=cases.MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
+        Case(code=cases.DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
+        Case(code=cases.FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
+        Case(
+            code=cases.EVAL_ONLY_TTT,
             verdict=Verdict.PASS,
             note="eval-only script: updates after the artifact is loaded are test-time training (PG201)",
         ),
     )
     invalid = (
         Case(
-            code=_VAL_IN_STREAM,
+            code=cases.VAL_IN_STREAM,
             verdict=Verdict.FAIL,
-            line=line_of(_VAL_IN_STREAM, "loss.backward()"),
+            line=line_of(cases.VAL_IN_STREAM, "loss.backward()"),
             note="val shards appended to the training stream",
         ),
         Case(
-            code=_VAL_ONLY,
+            code=cases.VAL_ONLY,
             verdict=Verdict.FAIL,
-            line=line_of(_VAL_ONLY, "loss.backward()"),
+            line=line_of(cases.VAL_ONLY, "loss.backward()"),
             note="training on validation shards only",
         ),
         Case(
-            code=_PAID_PREFIX,
+            code=cases.PAID_PREFIX,
             verdict=Verdict.FAIL,
-            line=line_of(_PAID_PREFIX, "torch.save("),
+            line=line_of(cases.PAID_PREFIX, "torch.save("),
             note="val tokens stored in the artifact",
+        ),
+        Case(
+            code=cases.TUNED_ON_VAL,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.TUNED_ON_VAL, "best_t = t"),
+            note="temperature grid-searched on held-out val tokens, then used to score the rest",
+        ),
+        Case(
+            code=cases.PREFIX_TTT_KEPT,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.PREFIX_TTT_KEPT, ".backward()"),
+            note="val updates during training that are never undone",
         ),
     )
 
@@ -184,7 +164,8 @@ class TrainOnVal(Rule):
         ph = phases_of(ctx)
         vt = val_taint(ctx)
         yield from self._training_updates(ctx, prog, ph, vt)
-        yield from self._paid_prefix(prog, vt)
+        yield from self._paid_prefix(prog, vt.only(VAL))
+        yield from self._tuned_on_val(prog, vt)
         yield from self._not_running(prog, vt)
         if vt.incomplete:
             yield self.finding(
@@ -219,6 +200,15 @@ class TrainOnVal(Rule):
             expr, av = hit
             loc = site.unit.location(site.node)
             flow = _flow(_steps(vt, av), site.unit, site.node, "gradient update on validation-derived loss")
+            restore = _restored_after(site, v.chain)
+            if restore is not None:
+                yield self.info(
+                    "an update on validation data during training, but the weights are restored from a snapshot "
+                    f"afterwards ({restore}): per-window test-time training, judged by PG201",
+                    [loc],
+                    flow=flow,
+                )
+                continue
             if not v.live:
                 yield self.info(
                     f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow
@@ -268,6 +258,50 @@ class TrainOnVal(Rule):
                         )
                     break
 
+    def _tuned_on_val(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
+        """A value selected by comparing val-derived losses, handed to a call that consumes validation content."""
+        fit, raw = vt.only(VAL_FIT), vt.only(VAL)
+        done: set[int] = set()
+        for f, ctxs in vt.engine.ctxs.items():
+            for site in f.calls:
+                if site.ext in ("print", "logging.info") or site.attr in vocab.METADATA_CALLS:
+                    continue
+                args = _site_args(site)
+                for c in ctxs:
+                    tuned = next((a for a in args if fit.holds(vt.engine.av_in(c, a))), None)
+                    if tuned is None or not any(a is not tuned and _val_av(raw, c, a) for a in args):
+                        continue
+                    steps = _steps(fit, vt.engine.av_in(c, tuned))
+                    k = next((i for i, (_, _, m) in enumerate(steps) if m == FIT_STEP), None)
+                    if k is None:
+                        continue
+                    unit, node, _ = steps[k + 1] if k + 1 < len(steps) else steps[k]
+                    if id(node) in done:
+                        break
+                    done.add(id(node))
+                    loc = unit.location(node)
+                    flow = _flow(
+                        steps, site.unit, site.node, "the tuned value is used on validation data here"
+                    )
+                    r = _chain_reach(prog, c, site)
+                    what = (
+                        f"`{ast.unparse(tuned)[:40]}` is selected by comparing losses on validation data and "
+                        f"then used on validation data (`{ast.unparse(site.node)[:60]}`)"
+                    )
+                    if not r.live:
+                        yield self.info(f"{what}, but it does not run: {r.reason}", [loc], flow=flow)
+                    else:
+                        disagree = _command_disagrees(prog, c, site, r)
+                        yield self.finding(
+                            Verdict.WARN if disagree else Verdict.FAIL,
+                            f"{what}: validation tokens tune an evaluation parameter before they are scored"
+                            + (f" ({disagree})" if disagree else ""),
+                            [loc],
+                            flow=flow,
+                            related=[site.unit.location(site.node)],
+                        )
+                    break
+
     def _not_running(self, prog: Program, vt: TaintView) -> Iterable[Finding]:
         """Updates on validation data in functions that never run or only under default-off flags."""
         for f, ctxs in vt.engine.ctxs.items():
@@ -285,113 +319,51 @@ class TrainOnVal(Rule):
                     )
 
 
-def _raw_val_arg(vt: TaintView, c: Ctx, site: CallSite) -> AV | None:
-    """A serialized argument carrying validation data that went through no model and no calibration."""
+def _raw_val_arg(raw: TaintView, c: Ctx, site: CallSite) -> AV | None:
+    """A serialized argument carrying raw validation content (`raw` asks for the `val` kind only: model outputs,
+    metrics and calibration statistics are other kinds)."""
     for a in _site_args(site):
-        av = _val_av(vt, c, a)
-        if av is None:
+        av = _val_av(raw, c, a)
+        if av is not None:
+            return av
+    return None
+
+
+def _snapshots(func: Func) -> set[str]:
+    """Names bound in `func` to a snapshot of state (`copy.deepcopy(m.state_dict())`, `{k: v.clone() ...}`)."""
+    out: set[str] = set()
+    for n in func.own_nodes():
+        if isinstance(n, ast.Assign) and any(
+            isinstance(c, ast.Call)
+            and (c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", ""))
+            in vocab.SNAPSHOT_CALLS
+            for c in ast.walk(n.value)
+        ):
+            out.update(t.id for t in n.targets if isinstance(t, ast.Name))
+    return out
+
+
+def _restored_after(site: CallSite, chain) -> str | None:
+    """Where the weights are restored from a snapshot after this update (in its function, or in a caller on the
+    walk chain after the call that leads here): the update does not persist into the trained model."""
+    links = [(site.caller, site.node)] + [(s.caller, s.node) for s in reversed(list(chain)[:-1])]
+    for func, after in links:
+        names = _snapshots(func)
+        if not names:
             continue
-        msgs = {m for _, _, m in _steps(vt, av)}
-        if msgs & set(CALIBRATION_STEPS) or FORWARD_STEP in msgs:
-            continue  # model outputs (metrics) or calibration statistics: not raw validation text
-        return av
+        for s in func.calls:
+            if s.attr != vocab.RESTORE_ATTR or (s.node.lineno, s.node.col_offset) <= (
+                after.lineno,
+                after.col_offset,
+            ):
+                continue
+            used = {n.id for a in _site_args(s) for n in ast.walk(a) if isinstance(n, ast.Name)}
+            if used & names:
+                return f"{s.unit.location(s.node)}"
     return None
 
 
 # =================================================================================================== PG402
-_CALIB_HELPERS = """
-
-def collect_hessians(model, tokens, n_batches):
-    hessians = {}
-    hooks = []
-
-    def make_hook(name):
-        def hook(module, inputs, output):
-            x = inputs[0].float()
-            hessians[name] = hessians.get(name, 0) + x.T @ x
-        return hook
-
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            hooks.append(module.register_forward_hook(make_hook(name)))
-    with torch.no_grad():
-        for i in range(n_batches):
-            model(tokens[i * 64:(i + 1) * 64])
-    for h in hooks:
-        h.remove()
-    return hessians
-
-
-def quantize_with_hessians(state_dict, hessians):
-    out = {}
-    for name, w in state_dict.items():
-        h = hessians.get(name.rsplit(".", 1)[0])
-        scale = w.abs().amax() / 127 if h is None else (w.abs() * h.diag().sqrt()).amax() / 127
-        out[name] = (torch.round(w / scale).to(torch.int8), scale)
-    return out
-
-
-def generate_calibration(model, n_tokens):
-    tokens = torch.zeros(1, dtype=torch.long)
-    with torch.no_grad():
-        for _ in range(n_tokens):
-            probs = torch.softmax(model(tokens[-1:]), dim=-1)
-            tokens = torch.cat([tokens, torch.multinomial(probs[-1], 1)])
-    return tokens
-"""
-
-_CALIB_VAL = record(
-    helpers=_CALIB_HELPERS,
-    after_train="""\
-    calib_tokens = load_tokens(VAL_FILES)[:65536]
-    hessians = collect_hessians(model, calib_tokens, 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
-    artifact="quantized",
-)
-
-_CALIB_TRAIN = record(
-    helpers=_CALIB_HELPERS,
-    after_train="""\
-    hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
-    artifact="quantized",
-)
-
-_CALIB_SELFGEN = record(
-    helpers=_CALIB_HELPERS,
-    after_train="""\
-    calib_tokens = generate_calibration(model, 4096)
-    hessians = collect_hessians(model, calib_tokens, 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
-    artifact="quantized",
-)
-
-_CALIB_VAL_DEAD = record(
-    helpers=_CALIB_HELPERS
-    + """
-
-def calibrate_on_validation(model):
-    return collect_hessians(model, load_tokens(VAL_FILES), 64)
-""",
-    after_train="""\
-    hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
-    artifact="quantized",
-)
-
-_CALIB_VAL_FLAG = record(
-    flags='CALIB_SOURCE = os.environ.get("CALIB_SOURCE", "train")',
-    helpers=_CALIB_HELPERS,
-    after_train="""\
-    if CALIB_SOURCE == "val":
-        hessians = collect_hessians(model, load_tokens(VAL_FILES)[:65536], 64)
-    else:
-        hessians = collect_hessians(model, train_tokens[:65536], 64)
-    quantized = quantize_with_hessians(model.state_dict(), hessians)""",
-    artifact="quantized",
-)
-
-
 class CalibOnVal(Rule):
     id = "PG402"
     name = "calib-on-val"
@@ -402,7 +374,8 @@ class CalibOnVal(Rule):
     rationale = (
         "GPTQ Hessians, AWQ activation scales and clip searches fit the quantized weights to the data they see; "
         "computed on validation tokens they leak the scored text into the artifact. Calibration from training "
-        "shards, or from tokens the model generates itself, is legal."
+        "shards, or from tokens the model generates itself, is legal; activation statistics of a diagnostic val "
+        "eval that never reach the quantizer (only logged) are not calibration."
     )
     basis = Basis(
         ref="PR #1019 (merged; replaced val calibration after the PR #728 dispute); issue #1017 C3",
@@ -411,24 +384,40 @@ class CalibOnVal(Rule):
         section="A.8",
     )
     valid = (
-        Case(code=_CALIB_TRAIN, verdict=Verdict.PASS, note="GPTQ Hessians from training shards"),
-        Case(code=_CALIB_SELFGEN, verdict=Verdict.PASS, note="AR self-generated calibration tokens"),
-        Case(code=_CALIB_VAL_DEAD, verdict=Verdict.PASS, note="dead code: info only"),
-        Case(code=_CALIB_VAL_FLAG, verdict=Verdict.PASS, note="default-off flag: info only"),
+        Case(code=cases.CALIB_TRAIN, verdict=Verdict.PASS, note="GPTQ Hessians from training shards"),
+        Case(code=cases.CALIB_SELFGEN, verdict=Verdict.PASS, note="AR self-generated calibration tokens"),
+        Case(code=cases.CALIB_VAL_DEAD, verdict=Verdict.PASS, note="dead code: info only"),
+        Case(code=cases.CALIB_VAL_FLAG, verdict=Verdict.PASS, note="default-off flag: info only"),
+        Case(
+            code=cases.ACT_STATS_LOGGED,
+            verdict=Verdict.PASS,
+            note="hook-captured activation statistics of a val eval, only logged: not a quantizer input",
+        ),
+        Case(
+            code=cases.HOOKS_AFTER_MONITOR,
+            verdict=Verdict.PASS,
+            note="the val monitoring evals run before the Hessian hooks are installed and after they are removed",
+        ),
     )
     invalid = (
         Case(
-            code=_CALIB_VAL,
+            code=cases.CALIB_VAL,
             verdict=Verdict.FAIL,
-            line=line_of(_CALIB_VAL, "hessians = collect_hessians("),
+            line=line_of(cases.CALIB_VAL, "hessians = collect_hessians("),
             note="Hessians from validation tokens",
         ),
         Case(
-            code=_CALIB_VAL_FLAG,
+            code=cases.CALIB_VAL_FLAG,
             files={"run.sh": "CALIB_SOURCE=val torchrun --nproc_per_node=8 train_gpt.py\n"},
             verdict=Verdict.WARN,
-            line=line_of(_CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
+            line=line_of(cases.CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
             note="off by default, but the run script selects validation calibration: WARN naming both",
+        ),
+        Case(
+            code=cases.HOOKS_OVER_VAL,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.HOOKS_OVER_VAL, "evaluate(model, load_tokens(VAL_FILES)[:4096])"),
+            note="val batches forwarded while the Hessian hooks are registered",
         ),
     )
 
@@ -438,16 +427,23 @@ class CalibOnVal(Rule):
             yield self.skip("no entry script could be parsed; nothing to follow")
             return
         vt = val_taint(ctx)
+        stat = vt.only(VAL_STAT)
         entry_funcs = _entry_funcs(prog)
         reported: set[int] = set()
         for f, ctxs in vt.engine.ctxs.items():
             for site in f.calls:
+                if not _quantizer_input(site):
+                    continue
                 for c in ctxs:
-                    hit = _calibrated_arg(vt, c, site)
+                    hit = next(
+                        (av for a in _site_args(site) if (av := _val_av(stat, c, a)) is not None), None
+                    )
                     if hit is None:
                         continue
-                    steps = _steps(vt, hit)
-                    cal = next(i for i, (_, _, m) in enumerate(steps) if m in CALIBRATION_STEPS)
+                    steps = _steps(stat, hit)
+                    cal = next((i for i, (_, _, m) in enumerate(steps) if m in CALIBRATION_STEPS), None)
+                    if cal is None:
+                        continue
                     anchor = _anchor(steps[:cal], entry_funcs, prog) or steps[cal]
                     unit, node, _ = anchor
                     if id(node) in reported or id(steps[cal][1]) in reported:
@@ -455,9 +451,17 @@ class CalibOnVal(Rule):
                     reported.update((id(node), id(steps[cal][1])))
                     loc: Location = unit.location(node)
                     flow = _flow(
-                        steps, site.unit, site.node, "calibration statistics of validation data are used here"
+                        steps,
+                        site.unit,
+                        site.node,
+                        "calibration statistics of validation data reach the quantized weights here",
                     )
-                    r = _chain_reach(prog, c, site)
+                    r = prog.reach(unit, node)  # the calibration on val runs only when its hand-off runs
+                    r = (
+                        r
+                        if not r.live or (r.gate is not None and r.gate.enabled_by)
+                        else _chain_reach(prog, c, site)
+                    )
                     if not r.live:
                         yield self.info(
                             f"quantization calibration on validation data, but it does not run: {r.reason}",
@@ -484,18 +488,10 @@ class CalibOnVal(Rule):
             )
 
 
-def _calibrated_arg(vt: TaintView, c: Ctx, site: CallSite) -> AV | None:
-    """The call's result or an argument that carries calibration statistics (hook captures / X^T X) of
-    validation data: where such statistics are produced or consumed."""
-    if site.ext in ("print", "logging.info") or site.attr in ("append", "extend", "get", "items", "keys"):
-        return None
-    for a in [site.node, *site.node.args, *[k.value for k in site.node.keywords]]:
-        av = c.node_avs.get(id(a))
-        if av is None or vt.kind not in av.deep_kinds():
-            continue
-        if any(m in CALIBRATION_STEPS for _, _, m in _steps(vt, av)):
-            return av
-    return None
+def _quantizer_input(site: CallSite) -> bool:
+    """Where calibration statistics become quantized weights that count: the artifact being written, or weights
+    loaded into a model (dequantized state for the scored model)."""
+    return is_serializer(site) or site.attr == vocab.RESTORE_ATTR
 
 
 def _chain_reach(prog: Program, c: Ctx, site: CallSite):

@@ -258,3 +258,28 @@ SUBPROCESS_CALLS: frozenset[str] = frozenset(
         "pty.spawn",
     }
 )
+
+# ----------------------------------------------------------------------------------------- data provenance (taint)
+# Dataset loaders that take a named split: `load_dataset(name, split="train")` returns that split's content
+# whatever the hub or folder (a training split is training data).
+SPLIT_LOADERS: frozenset[str] = frozenset({"datasets.load_dataset", "datasets.load_from_disk"})
+# Loss functions (last component of an import-resolved `torch...` name): their result is a number about the data
+# (outputs and targets), not the data; the taint analysis marks it as model/loss output.
+LOSS_FUNCS: frozenset[str] = frozenset(
+    {
+        "cross_entropy",
+        "nll_loss",
+        "kl_div",
+        "mse_loss",
+        "l1_loss",
+        "smooth_l1_loss",
+        "huber_loss",
+        "binary_cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "poisson_nll_loss",
+    }
+)
+# Restoring a module from a snapshot: `m.load_state_dict(saved)` where `saved` was taken with one of these before
+# an update; the update is then transient (per-window test-time training), not training.
+SNAPSHOT_CALLS: frozenset[str] = frozenset({"state_dict", "deepcopy", "clone", "copy"})
+RESTORE_ATTR = "load_state_dict"
