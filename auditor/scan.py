@@ -470,7 +470,8 @@ def scan(
             stats.folders += 1
             stats.reused_lines += int(reused)
             stats.verdicts[line["overall"]] = stats.verdicts.get(line["overall"], 0) + 1
-            stats.errors += int(line["overall"] == "ERROR")
+            # a tool error is a folder that could not be audited, or a rule that crashed on it (report.errors)
+            stats.errors += int(line["overall"] == "ERROR" or bool(line["error"]))
 
         for head, folder, res in immediate:
             write(head, folder, res)
@@ -534,7 +535,9 @@ def run_scan(
     rules: list[str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> int:
-    """CLI entry: exit 0 when every line was written without a tool error, 2 when some folder errored."""
+    """CLI entry: exit 0 when every line was written without a tool error; 2 when a folder could not be audited
+    or a rule crashed on one (its line says which). FAIL verdicts do not change the exit code: a scan of every PR
+    is a census, not a gate."""
     stats = scan(git_dir, output, prs=prs, jobs=jobs, base=base, rules=rules, timeout_s=timeout_s)
     print(stats.summary(), file=sys.stderr)
     if html:
@@ -543,5 +546,5 @@ def run_scan(
         lines = read_lines(Path(output))
         write_scan_html(lines, html)
         print(f"pgolf-audit scan: wrote {html} ({len(lines)} lines)", file=sys.stderr)
-    errors = sum(1 for x in read_lines(Path(output)) if x.get("overall") == "ERROR")
+    errors = sum(1 for x in read_lines(Path(output)) if x.get("overall") == "ERROR" or x.get("error"))
     return 2 if errors else 0

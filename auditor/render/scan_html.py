@@ -129,7 +129,7 @@ def fail_rate_chart(lines: list[dict[str, Any]], names: dict[str, str]) -> str:
     if not weeks or not rules:
         return '<svg id="chart-failrate" width="560" height="40"><text x="0" y="25" class="lbl">no FAIL yet</text></svg>'
     label_w, cell_w, cell_h, top = 230, max(12, min(40, 700 // len(weeks))), 18, 20
-    width = label_w + cell_w * len(weeks) + 60
+    width = max(560, label_w + cell_w * len(weeks) + 60)
     height = top + cell_h * len(rules) + 50
     parts = [
         f'<svg id="chart-failrate" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
