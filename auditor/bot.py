@@ -131,11 +131,16 @@ def run_bot(
     dry_run: bool,
     output: str | None,
     strict: bool,
+    sarif: str | None = None,
 ) -> int:
     reports = audit_pull_request(git_dir, base, head)
     body = combined_comment(reports)
     if output:
         Path(output).write_text(body, encoding="utf-8")
+    if sarif:  # for code scanning: one run, repository-relative paths (auditor/render/sarif_repo.py)
+        from auditor.render.sarif_repo import combined_sarif
+
+        Path(sarif).write_text(json.dumps(combined_sarif(reports), indent=1) + "\n", encoding="utf-8")
     if dry_run or not repo or pr is None:
         if not output:
             print(body, end="")

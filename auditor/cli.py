@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pr", type=int, help="pull request number")
     b.add_argument("--dry-run", action="store_true", help="print the comment instead of posting it")
     b.add_argument("--output", "-o", help="also write the comment body here")
+    b.add_argument("--sarif", help="also write one SARIF file for code scanning (repository-relative paths)")
     b.add_argument("--strict", action="store_true")
 
     from auditor.harness.cli import add_verify_parser
@@ -222,7 +223,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from auditor.bot import run_bot
 
         return run_bot(
-            args.git_dir, args.base, args.head, args.repo, args.pr, args.dry_run, args.output, args.strict
+            args.git_dir,
+            args.base,
+            args.head,
+            args.repo,
+            args.pr,
+            args.dry_run,
+            args.output,
+            args.strict,
+            sarif=args.sarif,
         )
     if args.command == "verify":
         from auditor.harness.cli import run_verify
