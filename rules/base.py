@@ -35,6 +35,7 @@ CATEGORIES = (
     "calib_on_val",
     "multipass",
     "doc_boundary",
+    "causality",
     "eval_io",
     "byte_denominator",
     "artifact_size",

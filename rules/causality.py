@@ -1,0 +1,1208 @@
+"""PG304: the model that produces the scored probabilities lets tokens at or after position t reach position t.
+
+C1 (issue #1017) requires p_t to be a function of the artifact and the strict prefix x_1..x_{t-1} only. A
+transformer is causal because of how its sequence-mixing ops are called, not because of what they are named, so
+this rule reads the calls themselves:
+
+* attention: `scaled_dot_product_attention` with `is_causal` false and no causal `attn_mask`; flash-attention
+  calls with `causal=False` (or no `causal`, whose library default is false); `flex_attention` without a causal
+  `block_mask`. A mask is causal when what it is built from has triangular structure (`tril`/`triu`, an ordering
+  comparison of positions such as `i >= j`), followed through the submission's own helper functions, callers'
+  arguments and `self.` attributes / `register_buffer`. A causal mask whose leading rows are then overwritten to
+  "allowed" for every column (`mask[:M, M:] = True`: memory / register / global tokens that read the whole
+  sequence while every later position reads them back) is not causal.
+* convolutions over the sequence axis (input transposed to (B, C, T)): `padding='same'` or a centred padding
+  (`k // 2`, `d*(k-1)//2`, any padding between 0 and d*(k-1)), a symmetric or right `F.pad` of the input, or a
+  full `d*(k-1)` padding whose output is cut on the left. Left padding of d*(k-1), or full padding with the last
+  outputs sliced off, is the causal convolution and passes. `kernel_size=1` mixes channels only.
+* bidirectional recurrences (`bidirectional=True` LSTM/GRU/RNN).
+* dense token mixing: an `nn.Linear` applied to a (B, C, T) view, i.e. over the sequence axis (MLP-Mixer).
+
+Only live code counts (`auditor.flow` reachability: dead code and default-off flags are reported as information).
+When an axis, a flag or a mask cannot be resolved statically the verdict is WARN, never PASS. A masked-denoising
+evaluation (the model's input is the scored tokens themselves with some replaced by a constant: MDLM/LLaDA ELBO)
+is bidirectional by design: those findings are WARN, since its score is a variational bound rather than a
+left-to-right factorization and the merged non-record MDLM entry shows no ruling against it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from auditor.facts import AuditContext, CodeUnit
+from auditor.findings import Basis, Confidence, Finding, Location, Severity, Verdict
+from auditor.flow.consts import UNKNOWN
+from auditor.flow.model import CallSite, Func
+from auditor.flow.program import program_of
+from auditor.flow.targets import Scope, call_name, index_parts, reach_of, store_root, target_facts, var_key
+from rules.base import Case, Rule
+
+# Library entry points, matched on the import-resolved dotted name (CallSite.ext) so that aliases do not matter.
+_SDPA = "scaled_dot_product_attention"
+_FLASH = frozenset(
+    {
+        "flash_attn_func",
+        "flash_attn_varlen_func",
+        "flash_attn_qkvpacked_func",
+        "flash_attn_kvpacked_func",
+        "flash_attn_varlen_qkvpacked_func",
+        "flash_attn_varlen_kvpacked_func",
+        "flash_attn_with_kvcache",
+    }
+)
+_FLEX = "flex_attention"
+_RNNS = frozenset({"LSTM", "GRU", "RNN"})
+_TRI_CALLS = frozenset({"tril", "triu", "tril_", "triu_", "tril_indices", "triu_indices"})
+_ORDER_OPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_TRACE_DEPTH = 4
+_META_ATTRS = frozenset({"device", "dtype", "shape", "ndim", "is_cuda"})
+
+# A tiny scored model: {MIX} is the sequence-mixing layer under test, {INIT} its construction.
+_MODEL = """
+import os
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Mixer(nn.Module):
+    def __init__(self, dim, heads, k):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+{INIT}
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+{MIX}
+        return y.transpose(1, 2).reshape(b, t, d)
+
+
+class Model(nn.Module):
+    def __init__(self, vocab, dim):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.mix = Mixer(dim, 4, 3)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids):
+        return self.head(self.mix(self.emb(ids)))
+
+
+def evaluate(model, tokens, seq_len):
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, tokens.numel() - seq_len, seq_len):
+            chunk = tokens[s : s + seq_len + 1]
+            total += F.cross_entropy(model(chunk[None, :-1])[0], chunk[1:], reduction="sum").item()
+    return total
+
+
+if __name__ == "__main__":
+    print(evaluate(Model(1024, 64), torch.load(os.path.join("data", "fineweb_val_000000.pt")), 256))
+"""
+
+
+def _model(mix: str, init: str = "") -> str:
+    return _MODEL.replace("{MIX}", mix.rstrip("\n")).replace("{INIT}", init)
+
+
+_SDPA_CALL = "        y = F.scaled_dot_product_attention(q, k, v{ARGS})\n"
+
+
+@dataclass
+class Construct:
+    """One sequence-mixing construct and what was decided about it."""
+
+    kind: str  # "attention" | "conv" | "rnn" | "mixer"
+    unit: CodeUnit
+    node: ast.AST  # primary location (the call that makes it non-causal)
+    use: ast.AST  # what must run for it to matter (reachability is asked of this node)
+    verdict: Verdict  # FAIL or WARN (legal constructs are not reported)
+    message: str
+    related: list[Location] = field(default_factory=list)
+
+
+class NonCausalModel(Rule):
+    id = "PG304"
+    name = "non-causal-model"
+    title = "The scored model lets the token at t or later tokens reach position t (not strictly causal)"
+    category = "causality"
+    severity = Severity.CRITICAL
+    confidence = Confidence.MEDIUM
+    rationale = (
+        "The probability scored at position t may depend only on the artifact and the strict prefix (C1). "
+        "Non-causal attention (is_causal=False without a triangular mask, causal=False, memory tokens that read "
+        "the whole sequence), centred or 'same'-padded convolutions over the sequence axis, bidirectional "
+        "recurrences and dense token mixing over the sequence let the scored token and later tokens into the "
+        "prediction, so the reported bits are not a code length."
+    )
+    basis = Basis(
+        ref="issue #1017 (NoesisGenesis), condition C1, as cited by maintainers in PR #1902 / #1972 audits",
+        date="2026-03-28",
+        quote=(
+            "At position t, the predictive distribution p_t must be a function only of the submitted artifact A "
+            "and the strict prefix x_1..x_{t-1}."
+        ),
+        url="https://github.com/openai/parameter-golf/issues/1017",
+        section="A.2",
+    )
+    valid = (
+        Case(
+            code=_model(_SDPA_CALL.replace("{ARGS}", ", is_causal=True")),
+            verdict=Verdict.PASS,
+            note="is_causal",
+        ),
+        Case(
+            code=_model(
+                "        mask = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))\n"
+                + _SDPA_CALL.replace("{ARGS}", ", attn_mask=mask, is_causal=False")
+            ),
+            verdict=Verdict.PASS,
+            note="boolean tril mask",
+        ),
+        Case(
+            code=_model(
+                "        bias = torch.triu(torch.full((t, t), float('-inf'), device=x.device), diagonal=1)\n"
+                + _SDPA_CALL.replace("{ARGS}", ", attn_mask=bias")
+            ),
+            verdict=Verdict.PASS,
+            note="additive triu(-inf) mask",
+        ),
+        Case(
+            code=_model(
+                "        y = self.conv(x.reshape(b * t, 1, d)).reshape(b, t, 1, d).expand(b, t, self.heads, d)\n"
+                "        y = y.reshape(b, t, self.heads, d // self.heads * self.heads)[..., : d // self.heads]\n"
+                "        y = y.transpose(1, 2)\n",
+                "        self.conv = nn.Conv1d(1, 1, k, padding=k // 2)\n",
+            ),
+            verdict=Verdict.PASS,
+            note="'same' conv over the feature axis (one channel, length = features)",
+        ),
+        Case(
+            code=_model(
+                "        if int(os.environ.get('BIDIR', '0')):\n"
+                + "    "
+                + _SDPA_CALL.replace("{ARGS}", ", is_causal=False")
+                + "        else:\n"
+                + "    "
+                + _SDPA_CALL.replace("{ARGS}", ", is_causal=True")
+            ),
+            verdict=Verdict.PASS,
+            note="bidirectional branch behind a default-off flag",
+        ),
+    )
+    invalid = (
+        Case(code=_model(_SDPA_CALL.replace("{ARGS}", ", is_causal=False")), verdict=Verdict.FAIL, line=16),
+        Case(
+            code=_model(
+                "        keep = torch.ones(t, t, dtype=torch.bool, device=x.device)\n"
+                + _SDPA_CALL.replace("{ARGS}", ", attn_mask=keep")
+            ),
+            verdict=Verdict.FAIL,
+            line=17,
+            note="mask with no causal structure",
+        ),
+        Case(
+            code=_model(
+                "        h, _ = self.rnn(x)\n        y = h.view(b, t, self.heads, d // self.heads).transpose(1, 2)\n",
+                "        self.rnn = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)\n",
+            ),
+            verdict=Verdict.FAIL,
+            line=12,
+            note="bidirectional GRU",
+        ),
+    )
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        analysis = _Analysis(ctx)
+        constructs = analysis.run()
+        if not constructs:
+            return
+        denoise = analysis.denoising_eval()
+        for c in constructs:
+            yield self._judge(ctx, c, denoise)
+
+    def _judge(self, ctx: AuditContext, c: Construct, denoise: Location | None) -> Finding:
+        loc = c.unit.location(c.node)
+        live, why = reach_of(ctx, c.unit, c.use)
+        if not live:
+            return self.info(f"{c.message}. Not run by default ({why})", [loc], related=c.related)
+        if denoise is not None:
+            return self.finding(
+                Verdict.WARN,
+                f"{c.message}. The evaluation is masked denoising (the model's input is the scored tokens with "
+                f"some replaced by a constant, {denoise}): bidirectional by design, scored as a variational bound, "
+                "not a left-to-right factorization; no ruling covers it (the MDLM entry was merged as non-record)",
+                [loc],
+                related=[denoise, *c.related],
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
+            )
+        if c.verdict is Verdict.WARN:
+            return self.finding(
+                Verdict.WARN,
+                c.message,
+                [loc],
+                related=c.related,
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
+            )
+        return self.finding(Verdict.FAIL, c.message, [loc], related=c.related, evidence=_short(c.node, 300))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Trace:
+    """What a traced expression is built from, across scopes."""
+
+    nodes: list[tuple[Scope, ast.AST]] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+
+
+class _Analysis:
+    def __init__(self, ctx: AuditContext) -> None:
+        self.ctx = ctx
+        self.prog = program_of(ctx)
+        self.facts = target_facts(ctx)
+        self.scope_of_node: dict[int, Scope] = {id(s.node): s for s in self.facts.scopes}
+        self.func_of_node: dict[int, Func] = {id(f.node): f for f in self.prog.funcs}
+        self.out: list[Construct] = []
+
+    # -- entry ----------------------------------------------------------------------------------------------------
+    def run(self) -> list[Construct]:
+        seen: set[tuple[str, int]] = set()
+        for site in self.prog.all_sites():
+            ext = site.ext or ""
+            last = ext.rsplit(".", 1)[-1]
+            if site.callees:  # an own function: its body is judged where its own calls are
+                continue
+            key = (site.unit.name, id(site.node))
+            if key in seen:
+                continue
+            seen.add(key)
+            if last == _SDPA:
+                self._sdpa(site)
+            elif last in _FLASH and "flash" in ext:
+                self._flash(site)
+            elif last == _FLEX:
+                self._flex(site)
+            elif last == "Conv1d" and ext.startswith("torch"):
+                self._conv_module(site)
+            elif last == "conv1d" and ext.startswith("torch"):
+                self._conv_functional(site)
+            elif last in _RNNS and ext.startswith("torch"):
+                self._rnn(site)
+            elif last == "Linear" and ext.startswith("torch"):
+                self._linear(site)
+        return self.out
+
+    def denoising_eval(self) -> Location | None:
+        """A live `where(cond, CONST, tokens)` / `tokens.masked_fill(cond, CONST)` whose tokens are also what is
+        scored in the same function, at the same positions (no shift): the corrupted input of a masked-diffusion
+        ELBO (MDLM/LLaDA), where the model sees the unmasked tokens on both sides by design."""
+        for scope in self.facts.scopes:
+            scored = set(scope.target_vars) | _scored_names(scope)
+            if not scored:
+                continue
+            for n in scope.nodes:
+                if not isinstance(n, ast.Call):
+                    continue
+                name = call_name(n)
+                data: ast.AST | None = None
+                fill: ast.AST | None = None
+                if name == "where" and len(n.args) == 3:
+                    data, fill = n.args[2], n.args[1]
+                elif name in {"masked_fill", "masked_fill_"} and isinstance(n.func, ast.Attribute) and n.args:
+                    data, fill = n.func.value, n.args[-1]
+                if data is None or fill is None:
+                    continue
+                if not (isinstance(data, ast.Name) and data.id in scored) or not _scalar_like(fill):
+                    continue
+                if reach_of(self.ctx, scope.unit, n)[0]:
+                    return scope.unit.location(n)
+        return None
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _scope(self, func: Func | None) -> Scope | None:
+        return self.scope_of_node.get(id(func.node)) if func is not None else None
+
+    def _add(
+        self,
+        kind: str,
+        site_or_unit: CallSite | CodeUnit,
+        node: ast.AST,
+        use: ast.AST,
+        verdict: Verdict,
+        message: str,
+        related: Iterable[Location] = (),
+    ) -> None:
+        unit = site_or_unit.unit if isinstance(site_or_unit, CallSite) else site_or_unit
+        self.out.append(Construct(kind, unit, node, use, verdict, message, list(related)))
+
+    def _kw(self, call: ast.Call, name: str, pos: int | None = None) -> ast.AST | None:
+        for k in call.keywords:
+            if k.arg == name:
+                return k.value
+        if (
+            pos is not None
+            and len(call.args) > pos
+            and not any(isinstance(a, ast.Starred) for a in call.args)
+        ):
+            return call.args[pos]
+        return None
+
+    def _flag(self, func: Func, expr: ast.AST, depth: int = _TRACE_DEPTH) -> tuple[object, str]:
+        """The boolean value of a flag argument: folded under the defaults, or followed through the callers that
+        bind the parameter it reads. ("wrapper", why) when it is a parameter nobody binds directly (a function
+        used as a value: the calls that pass the flag are judged themselves)."""
+        if isinstance(expr, ast.Constant):
+            return bool(expr.value), ""
+        v = self.prog.eval_const(func.unit, expr, func)
+        if v is not UNKNOWN and isinstance(v, (bool, int)):
+            return bool(v), ""
+        if isinstance(expr, ast.Name) and expr.id in func.params and depth > 0:
+            sites = [s for s in self.prog.callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
+            default = _param_default(func.node, expr.id)
+            if not sites:
+                return ("wrapper", f"parameter `{expr.id}` of `{func.qualname}`")
+            values: list[tuple[object, str]] = []
+            for s in sites:
+                arg = s.arg_for(func, expr.id)
+                if arg is None:
+                    if default is None:
+                        values.append((None, f"no value for `{expr.id}` at {s.unit.name}:{s.line}"))
+                        continue
+                    values.append((*self._flag(func, default, 0)[:1], f"default of `{expr.id}`"))
+                    continue
+                val, why = self._flag(s.caller, arg, depth - 1)
+                values.append((val, why or f"{s.unit.name}:{s.line} passes `{_short(arg)}`"))
+            for val, why in values:
+                if val is False:
+                    return False, why
+            for val, why in values:
+                if val is None or val == "wrapper":
+                    return None, why
+            return True, ""
+        return None, f"`{_short(expr)}` cannot be decided statically"
+
+    def _trace(
+        self, scope: Scope, expr: ast.AST, depth: int = _TRACE_DEPTH, acc: _Trace | None = None
+    ) -> _Trace:
+        """Every node `expr` is computed from: local definitions (scope.closure), the returns of own functions it
+        calls, the arguments callers bind to parameters it reads, and `self.` attributes' assignments."""
+        acc = acc if acc is not None else _Trace()
+        nodes = scope.closure(expr, mode="all")
+        acc.nodes.extend((scope, n) for n in nodes)
+        if depth <= 0:
+            return acc
+        func = self.func_of_node.get(id(scope.node))
+        defined = set(scope.defs)
+        meta = {id(n.value) for n in nodes if isinstance(n, ast.Attribute) and n.attr in _META_ATTRS}
+        meta |= {
+            id(a)
+            for n in nodes
+            if isinstance(n, ast.Call) and call_name(n) in {"len", "size"}
+            for a in n.args
+        }
+        meta |= {
+            id(n.func.value)
+            for n in nodes
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr in {"size", "dim"}
+        }
+        for n in nodes:
+            if id(n) in meta:
+                continue  # `x.device`, `x.shape`, `x.size(1)`: the mask takes no values from x
+            if isinstance(n, ast.Call):
+                site = self.prog.site_of(n)
+                for callee in site.callees if site is not None else ():
+                    cs = self._scope(callee)
+                    if cs is None:
+                        continue
+                    for r in ast.walk(callee.node):
+                        if isinstance(r, ast.Return) and r.value is not None:
+                            self._trace(cs, r.value, depth - 1, acc)
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and func is not None:
+                if n.id in func.params and n.id not in defined and n.id != (func.params[:1] or [""])[0]:
+                    sites = self.prog.callers(func)
+                    bound = [(s, s.arg_for(func, n.id)) for s in sites]
+                    bound = [(s, a) for s, a in bound if a is not None]
+                    default = _param_default(func.node, n.id)
+                    if default is not None:
+                        acc.nodes.append((scope, default))
+                    if not bound and default is None:
+                        acc.unresolved.append(f"parameter `{n.id}` of `{func.qualname}` is never bound")
+                    for s, a in bound:
+                        cs = self._scope(s.caller)
+                        if cs is not None:
+                            self._trace(cs, a, depth - 1, acc)
+            elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and func is not None:
+                key = var_key(n)
+                if key is None or key in defined or func.cls is None or not func.params:
+                    continue
+                if not (isinstance(n.value, ast.Name) and n.value.id == func.params[0]):
+                    continue
+                sources = self._attr_sources(func, n.attr)
+                if not sources:
+                    acc.unresolved.append(f"`self.{n.attr}` is never assigned in the class")
+                for value, owner in sources:
+                    cs = self._scope(owner)
+                    if cs is not None:
+                        self._trace(cs, value, depth - 1, acc)
+        return acc
+
+    def _attr_sources(self, func: Func, attr: str) -> list[tuple[ast.AST, Func]]:
+        """`self.attr = v` anywhere in the class (and its bases), plus `self.register_buffer("attr", v)`."""
+        cls = func.cls
+        if cls is None:
+            return []
+        out = list(cls.attr_exprs(attr))
+        for c in cls.mro():
+            for m in c.methods.values():
+                for n in ast.walk(m.node):
+                    if (
+                        isinstance(n, ast.Call)
+                        and call_name(n) == "register_buffer"
+                        and len(n.args) >= 2
+                        and isinstance(n.args[0], ast.Constant)
+                        and n.args[0].value == attr
+                    ):
+                        out.append((n.args[1], m))
+        return out
+
+    def _causal_structure(self, trace: _Trace) -> ast.AST | None:
+        """A triangular op or an ordering comparison of positions in what the mask is built from."""
+        for _, n in trace.nodes:
+            if isinstance(n, ast.Call) and call_name(n) in _TRI_CALLS:
+                return n
+            if isinstance(n, ast.Compare) and any(isinstance(op, _ORDER_OPS) for op in n.ops):
+                operands = [n.left, *n.comparators]
+                if all(not isinstance(o, ast.Constant) for o in operands):
+                    return n
+        return None
+
+    def _memory_rows(self, trace: _Trace) -> tuple[Scope, ast.AST] | None:
+        """`mask[:M, M:] = allowed` / `mask[:M, :] = allowed`: leading rows (memory/global tokens) opened to every
+        later column. In an SDPA mask, allowed is True for boolean masks and 0 for additive (-inf) masks."""
+        additive = any(_is_neg_inf(n) for _, n in trace.nodes)
+        keys: dict[int, set[str]] = {}
+        scopes: dict[int, Scope] = {}
+        for sc, n in trace.nodes:
+            k = var_key(n) if isinstance(n, (ast.Name, ast.Attribute)) else None
+            if k:
+                keys.setdefault(id(sc), set()).add(k)
+                scopes[id(sc)] = sc
+        for sid, sc in scopes.items():
+            for stmt in sc.nodes:
+                if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+                    continue
+                tgt = stmt.targets[0]
+                if not isinstance(tgt, ast.Subscript) or store_root(tgt) not in keys[sid]:
+                    continue
+                parts = index_parts(tgt)
+                if len(parts) < 2:
+                    continue
+                rows, cols = parts[-2], parts[-1]
+                if not (
+                    isinstance(rows, ast.Slice) and rows.upper is not None and _is_zero_or_none(rows.lower)
+                ):
+                    continue
+                if not (isinstance(cols, ast.Slice) and cols.upper is None):
+                    continue
+                if _allowed_value(stmt.value, additive):
+                    return sc, stmt
+        return None
+
+    # -- attention ------------------------------------------------------------------------------------------------
+    def _sdpa(self, site: CallSite) -> None:
+        call = site.node
+        func = site.caller
+        scope = self._scope(func)
+        flag_expr = self._kw(call, "is_causal", 5)
+        mask = self._kw(call, "attn_mask", 3)
+        if isinstance(mask, ast.Constant) and mask.value is None:
+            mask = None
+        if flag_expr is not None:
+            flag, why = self._flag(func, flag_expr)
+            if flag == "wrapper":
+                return
+            if flag is True:
+                return
+            if flag is None:
+                if mask is None:
+                    self._add(
+                        "attention",
+                        site,
+                        call,
+                        call,
+                        Verdict.WARN,
+                        f"in `{func.qualname}` attention `{_short(call)}`: is_causal cannot be decided ({why}) "
+                        "and there is no attn_mask",
+                    )
+                    return
+        if scope is not None and not self._keys_from_sequence(scope, call):
+            return  # keys/values are learned parameters (persistent memory), not positions of the sequence
+        if mask is None:
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.FAIL,
+                f"in `{func.qualname}` attention `{_short(call)}` runs with is_causal false and no attn_mask: "
+                "every position attends to the scored token and all later tokens",
+            )
+            return
+        self._judge_mask(site, mask, f"attention `{_short(call)}` in `{func.qualname}`")
+
+    def _judge_mask(self, site: CallSite, mask: ast.AST, what: str) -> None:
+        scope = self._scope(site.caller)
+        if scope is None:
+            self._add("attention", site, site.node, site.node, Verdict.WARN, f"{what}: mask not analysable")
+            return
+        trace = self._trace(scope, mask)
+        mem = self._memory_rows(trace)
+        if mem is not None:
+            sc, stmt = mem
+            self._add(
+                "attention",
+                sc.unit,
+                stmt,
+                site.node,
+                Verdict.FAIL,
+                f"{what}: the mask opens its leading rows to every later position (`{_short(stmt)}`): "
+                "memory/global tokens read the whole sequence, including the scored token and later ones, "
+                "and every position reads them back",
+                related=[site.unit.location(site.node)],
+            )
+            return
+        tri = self._causal_structure(trace)
+        if tri is not None:
+            return
+        if trace.unresolved:
+            self._add(
+                "attention",
+                site,
+                site.node,
+                site.node,
+                Verdict.WARN,
+                f"{what} uses attn_mask `{_short(mask)}` whose construction cannot be followed "
+                f"({trace.unresolved[0]}); causality not established",
+            )
+            return
+        self._add(
+            "attention",
+            site,
+            site.node,
+            site.node,
+            Verdict.FAIL,
+            f"{what} uses attn_mask `{_short(mask)}` built without any triangular/ordering structure "
+            "(no tril/triu, no position comparison): positions attend to later tokens",
+        )
+
+    def _keys_from_sequence(self, scope: Scope, call: ast.Call) -> bool:
+        """Do the keys depend on the forward's inputs? Keys built only from `self.` parameters or module tensors
+        are a learned memory (legal: they hold no token); keys reading any argument of the function count as the
+        sequence, and so does a top-level scope (no parameters to tell)."""
+        k = self._kw(call, "key", 1)
+        params = set(scope.params[1:] if scope.is_method else scope.params)
+        if k is None or not params:
+            return True
+        return any(
+            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params
+            for n in scope.closure(k, mode="value")
+        )
+
+    def _flash(self, site: CallSite) -> None:
+        call = site.node
+        func = site.caller
+        flag_expr = self._kw(call, "causal")
+        if flag_expr is None:
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.FAIL,
+                f"in `{func.qualname}` `{_short(call)}` passes no `causal` (the flash-attention default is "
+                "causal=False): every position attends to later tokens",
+            )
+            return
+        flag, why = self._flag(func, flag_expr)
+        if flag is True or flag == "wrapper":
+            return
+        if flag is None:
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.WARN,
+                f"in `{func.qualname}` `{_short(call)}`: causal cannot be decided ({why})",
+            )
+            return
+        self._add(
+            "attention",
+            site,
+            call,
+            call,
+            Verdict.FAIL,
+            f"in `{func.qualname}` `{_short(call)}` runs with causal=False{f' ({why})' if why else ''}: "
+            "every position attends to the scored token and later tokens",
+        )
+
+    def _flex(self, site: CallSite) -> None:
+        call = site.node
+        bm = self._kw(call, "block_mask", 4)
+        if bm is None or (isinstance(bm, ast.Constant) and bm.value is None):
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.FAIL,
+                f"in `{site.caller.qualname}` `{_short(call)}` has no block_mask: flex attention is then "
+                "full (bidirectional) attention",
+            )
+            return
+        scope = self._scope(site.caller)
+        if scope is None:
+            return
+        trace = self._trace(scope, bm)
+        # the mask_mod is a function passed by name: its body holds the ordering comparison
+        for _, n in list(trace.nodes):
+            if isinstance(n, ast.Call) and call_name(n) == "create_block_mask" and n.args:
+                fn = n.args[0]
+                if isinstance(fn, ast.Lambda):
+                    trace.nodes.extend((scope, x) for x in ast.walk(fn.body))
+                else:
+                    s = self.prog.site_of(n)
+                    f = s.caller if s is not None else None
+                    for g in self.prog.funcs:
+                        if (
+                            f is not None
+                            and isinstance(fn, ast.Name)
+                            and g.name == fn.id
+                            and g.unit is f.unit
+                        ):
+                            trace.nodes.extend((scope, x) for x in ast.walk(g.node))
+        if self._causal_structure(trace) is None:
+            verdict = Verdict.WARN if trace.unresolved else Verdict.FAIL
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                verdict,
+                f"in `{site.caller.qualname}` flex attention `{_short(call)}`: its block mask has no ordering "
+                "comparison of query and key positions"
+                + (f" ({trace.unresolved[0]})" if trace.unresolved else ""),
+            )
+
+    # -- convolutions ---------------------------------------------------------------------------------------------
+    def _uses(self, site: CallSite) -> list[tuple[ast.Call, Func]]:
+        """Where a module constructed at `site` is called: `self.X = Conv1d(...)` -> `self.X(...)` in the class's
+        methods; `c = Conv1d(...)` -> `c(...)` in the same function."""
+        func = site.caller
+        target = None
+        for n in ast.walk(func.node):
+            if isinstance(n, ast.Assign) and n.value is site.node and len(n.targets) == 1:
+                target = n.targets[0]
+        out: list[tuple[ast.Call, Func]] = []
+        if isinstance(target, ast.Attribute) and func.cls is not None:
+            for c in [func.cls, *self._subclasses(func.cls)]:
+                for m in self.prog.funcs:
+                    if m.cls is not c or not m.params:
+                        continue
+                    me = m.params[0]
+                    for n in ast.walk(m.node):
+                        if (
+                            isinstance(n, ast.Call)
+                            and isinstance(n.func, ast.Attribute)
+                            and n.func.attr == target.attr
+                            and isinstance(n.func.value, ast.Name)
+                            and n.func.value.id == me
+                        ):
+                            out.append((n, m))
+        elif isinstance(target, ast.Name):
+            for n in ast.walk(func.node):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == target.id:
+                    out.append((n, func))
+        return out
+
+    def _subclasses(self, cls: object) -> list[object]:
+        return [c for c in self.prog.classes if cls in c.mro() and c is not cls]
+
+    def _conv_module(self, site: CallSite) -> None:
+        call = site.node
+        func = site.caller
+        k = self._const(func, self._kw(call, "kernel_size", 2))
+        if _is_one(k):
+            return
+        pad_expr = self._kw(call, "padding", 4)
+        dil = self._const(func, self._kw(call, "dilation", 5))
+        pad_kind = _padding_kind(
+            self.prog.eval_const(func.unit, pad_expr, func) if pad_expr is not None else 0,
+            pad_expr,
+            k,
+            1 if dil is None else dil,
+        )
+        uses = self._uses(site)
+        what = f"`{_short(call)}` (in `{func.qualname}`)"
+        if not uses:
+            if pad_kind in ("centred", "same"):
+                self._add(
+                    "conv",
+                    site,
+                    call,
+                    call,
+                    Verdict.WARN,
+                    f"convolution {what} has {pad_kind} padding and its use could not be found: if it runs "
+                    "over the sequence axis it reads later tokens",
+                )
+            return
+        for use, ufunc in uses:
+            self._judge_conv_use(site, call, use, ufunc, pad_kind, what)
+
+    def _judge_conv_use(
+        self, site: CallSite, call: ast.Call, use: ast.Call, ufunc: Func, pad_kind: str, what: str
+    ) -> None:
+        uscope = self._scope(ufunc)
+        if uscope is None or not use.args:
+            return
+        inp = use.args[0]
+        axis = _seq_axis_last(uscope, inp)
+        input_pad = _input_pad(uscope, inp)
+        trim = _output_trim(uscope, use)
+        related = [ufunc.unit.location(use)]
+        if axis == "channel":
+            return  # mixes features of one position: causal whatever its padding
+        if input_pad == "left" and pad_kind == "zero":
+            return  # causal conv: left padding, no padding of its own
+        if pad_kind == "full" and trim == "right":
+            return  # causal conv: full padding, the last outputs sliced off
+        if pad_kind == "zero" and input_pad is None:
+            return  # a valid conv: its alignment is decided where its output is re-padded; not a "same" conv
+        bad = None
+        if pad_kind in ("same", "centred"):
+            bad = f"{pad_kind} padding (output t reads inputs after t)"
+        elif input_pad in ("symmetric", "right"):
+            bad = f"{input_pad} padding of its input (output t reads inputs after t)"
+        elif pad_kind == "full" and trim == "left":
+            bad = "full padding with the first outputs cut off (output t reads inputs up to t + k - 1)"
+        if bad is None:
+            if axis == "seq":
+                self._add(
+                    "conv",
+                    site,
+                    call,
+                    use,
+                    Verdict.WARN,
+                    f"convolution {what} over the sequence axis: its padding/trimming could not be decided "
+                    f"(padding {pad_kind}, output trim {trim or 'none found'})",
+                    related,
+                )
+            return
+        if axis != "seq":
+            self._add(
+                "conv",
+                site,
+                call,
+                use,
+                Verdict.WARN,
+                f"convolution {what} has {bad}; the axis it runs over could not be told from its input "
+                f"`{_short(inp)}` (sequence axis: not causal; channel axis: legal)",
+                related,
+            )
+            return
+        self._add(
+            "conv",
+            site,
+            call,
+            use,
+            Verdict.FAIL,
+            f"convolution {what} runs over the sequence axis (input `{_short(inp)}`) with {bad}: the "
+            "scored position sees the scored token and later tokens",
+            related,
+        )
+
+    def _conv_functional(self, site: CallSite) -> None:
+        call = site.node
+        func = site.caller
+        scope = self._scope(func)
+        if scope is None or not call.args:
+            return
+        pad_expr = self._kw(call, "padding", 4)
+        pval = self.prog.eval_const(func.unit, pad_expr, func) if pad_expr is not None else 0
+        pad_kind = "same" if pval == "same" else ("zero" if pval == 0 else "unknown")
+        inp = call.args[0]
+        input_pad = _input_pad(scope, inp)
+        if pad_kind == "zero" and input_pad in (None, "left"):
+            return
+        if pad_kind == "unknown" and input_pad is None:
+            return  # kernel size unknown (a weight tensor): a constant padding may be a causal full padding
+        bad = "'same' padding" if pad_kind == "same" else f"{input_pad} padding of its input"
+        axis = _seq_axis_last(scope, inp)
+        if axis == "channel":
+            return
+        verdict = Verdict.FAIL if axis == "seq" else Verdict.WARN
+        self._add(
+            "conv",
+            site,
+            call,
+            call,
+            verdict,
+            f"in `{func.qualname}` convolution `{_short(call)}` has {bad}"
+            + (": output t reads inputs after t" if axis == "seq" else "; its axis could not be told"),
+        )
+
+    # -- recurrences and token mixing -----------------------------------------------------------------------------
+    def _rnn(self, site: CallSite) -> None:
+        call = site.node
+        bi = self._kw(call, "bidirectional", 7)
+        if bi is None:
+            return
+        flag, why = self._flag(site.caller, bi)
+        if flag is False or flag == "wrapper":
+            return
+        uses = self._uses(site)
+        use = uses[0][0] if uses else call
+        related = [u[1].unit.location(u[0]) for u in uses[:3]]
+        if flag is None:
+            self._add(
+                "rnn",
+                site,
+                call,
+                use,
+                Verdict.WARN,
+                f"recurrence `{_short(call)}`: bidirectional cannot be decided ({why})",
+                related,
+            )
+            return
+        self._add(
+            "rnn",
+            site,
+            call,
+            use,
+            Verdict.FAIL if uses else Verdict.WARN,
+            f"bidirectional recurrence `{_short(call)}` (in `{site.caller.qualname}`): its backward direction "
+            "carries later tokens into every position" + ("" if uses else " (its use was not found)"),
+            related,
+        )
+
+    def _linear(self, site: CallSite) -> None:
+        for use, ufunc in self._uses(site):
+            uscope = self._scope(ufunc)
+            if uscope is None or not use.args:
+                continue
+            if _seq_axis_last(uscope, use.args[0]) != "seq":
+                continue
+            self._add(
+                "mixer",
+                site,
+                site.node,
+                use,
+                Verdict.FAIL,
+                f"dense token mixing: `{_short(site.node)}` is applied to `{_short(use.args[0])}`, a view with "
+                "the sequence axis last, with no causal mask on its weight: every position mixes in later "
+                "tokens",
+                [ufunc.unit.location(use)],
+            )
+
+    def _const(self, func: Func, expr: ast.AST | None) -> object:
+        if expr is None:
+            return None
+        v = self.prog.eval_const(func.unit, expr, func)
+        return None if v is UNKNOWN else v
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _param_default(fn: ast.AST, name: str) -> ast.AST | None:
+    a = getattr(fn, "args", None)
+    if a is None:
+        return None
+    pos = [*a.posonlyargs, *a.args]
+    for p, d in zip(pos[len(pos) - len(a.defaults) :], a.defaults):
+        if p.arg == name:
+            return d
+    for p, d in zip(a.kwonlyargs, a.kw_defaults):
+        if p.arg == name:
+            return d
+    return None
+
+
+def _scored_names(scope: Scope) -> set[str]:
+    """Variables read as the scored token: the index of `gather` (function or method form) and the label of
+    `cross_entropy` / `nll_loss`, unshifted (a bare name, possibly with `[..., None]` / `.unsqueeze(-1)`)."""
+    out: set[str] = set()
+    for n in scope.nodes:
+        if not isinstance(n, ast.Call):
+            continue
+        name = call_name(n)
+        idx: ast.AST | None = None
+        if name == "gather":
+            fn_form = isinstance(n.func, ast.Name) or (
+                isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id == "torch"
+            )
+            idx = next((k.value for k in n.keywords if k.arg == "index"), None)
+            if idx is None:
+                pos = 2 if fn_form else 1
+                idx = n.args[pos] if len(n.args) > pos else None
+        elif name in {"cross_entropy", "nll_loss"}:
+            idx = next((k.value for k in n.keywords if k.arg == "target"), None)
+            if idx is None and len(n.args) > 1:
+                idx = n.args[1]
+        while idx is not None and not isinstance(idx, ast.Name):
+            if isinstance(idx, ast.Subscript) and all(
+                (isinstance(p, ast.Constant) and p.value in (None, Ellipsis))
+                or (isinstance(p, ast.Slice) and p.lower is None and p.upper is None)
+                for p in index_parts(idx)
+            ):
+                idx = idx.value
+            elif isinstance(idx, ast.Call) and call_name(idx) in {
+                "unsqueeze",
+                "long",
+                "view",
+                "reshape",
+                "flatten",
+            }:
+                idx = idx.func.value if isinstance(idx.func, ast.Attribute) else None
+            else:
+                idx = None
+        if isinstance(idx, ast.Name):
+            out.add(idx.id)
+    return out
+
+
+def _scalar_like(n: ast.AST) -> bool:
+    if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool):
+        return True
+    if isinstance(n, ast.UnaryOp) and isinstance(n.operand, ast.Constant):
+        return True
+    return isinstance(n, (ast.Name, ast.Attribute)) and not isinstance(n, ast.Subscript)
+
+
+def _is_neg_inf(n: ast.AST) -> bool:
+    if (
+        isinstance(n, ast.Constant)
+        and isinstance(n.value, str)
+        and n.value.strip().lower() in {"-inf", "-infinity"}
+    ):
+        return True
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+        o = n.operand
+        if isinstance(o, ast.Attribute) and o.attr == "inf":
+            return True
+        if isinstance(o, ast.Constant) and isinstance(o.value, (int, float)) and o.value >= 1e4:
+            return True
+    return (
+        isinstance(n, ast.Attribute) and n.attr == "min" and call_name(getattr(n, "value", None)) == "finfo"
+    )
+
+
+def _is_zero_or_none(n: ast.AST | None) -> bool:
+    return n is None or (isinstance(n, ast.Constant) and n.value == 0)
+
+
+def _allowed_value(v: ast.AST, additive: bool) -> bool:
+    if not isinstance(v, ast.Constant):
+        return False
+    if additive:
+        return v.value == 0 and not isinstance(v.value, bool)
+    return v.value is True or (v.value == 1 and not isinstance(v.value, float))
+
+
+def _is_one(k: object) -> bool:
+    if isinstance(k, (tuple, list)) and len(k) == 1:
+        k = k[0]
+    return k == 1 and not isinstance(k, bool)
+
+
+def _padding_kind(value: object, expr: ast.AST | None, k: object, dil: object) -> str:
+    """ "zero" | "same" | "centred" (0 < p < d(k-1)) | "full" (p = d(k-1)) | "unknown"."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str):
+        return "same" if value == "same" else ("zero" if value == "valid" else "unknown")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == 0:
+            return "zero"
+        if isinstance(k, int) and isinstance(dil, int):
+            full = dil * (k - 1)
+            return "full" if value == full else ("centred" if value < full else "unknown")
+    if expr is None:
+        return "unknown"
+    # not foldable: read the shape of the expression (k // 2, d * (k - 1) // 2 are centred; k - 1 is full)
+    for n in ast.walk(expr):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.FloorDiv, ast.Div, ast.RShift)):
+            if isinstance(n.right, ast.Constant) and n.right.value in (2, 1):
+                return "centred"
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub) and isinstance(expr.right, ast.Constant):
+        return "full" if expr.right.value == 1 else "unknown"
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        if any(
+            isinstance(s, ast.BinOp)
+            and isinstance(s.op, ast.Sub)
+            and isinstance(s.right, ast.Constant)
+            and s.right.value == 1
+            for s in (expr.left, expr.right)
+        ):
+            return "full"
+    return "unknown"
+
+
+def _int(n: ast.AST) -> int | None:
+    if isinstance(n, ast.Constant) and isinstance(n.value, int) and not isinstance(n.value, bool):
+        return n.value
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+        v = _int(n.operand)
+        return -v if v is not None else None
+    return None
+
+
+def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
+    """The layout of a (B, T, C) hidden state as fed to a conv/linear, read from its last layout op (walking the
+    method chain and the variables it reads, outermost first): "seq" when that op moves T last
+    (`x.transpose(1, 2)`, `.permute(0, 2, 1)`, `.mT`, `.swapaxes(1, 2)`); "channel" when it reshapes to one
+    channel whose length is the feature axis (`x.reshape(b * t, 1, d)`, `x.unsqueeze(-2)`); "unknown" otherwise
+    (a reshape back to (B, T, C) ends the search: the transpose before it no longer decides)."""
+    node: ast.AST | None = inp
+    seen: set[str] = set()
+    for _ in range(24):
+        if node is None:
+            return "unknown"
+        if isinstance(node, ast.Name):
+            defs = scope.defs.get(node.id, [])
+            if node.id in seen or len(defs) != 1:
+                return "unknown"
+            seen.add(node.id)
+            node = defs[0]
+            continue
+        if isinstance(node, ast.Attribute):
+            if node.attr == "mT":
+                return "seq"
+            if node.attr == "T":
+                return "unknown"
+            return "unknown"
+        if isinstance(node, ast.Subscript):
+            node = node.value
+            continue
+        if not isinstance(node, ast.Call):
+            return "unknown"
+        name = call_name(node)
+        torch_form = isinstance(node.func, ast.Name) or (
+            isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "torch"
+        )
+        args = [_int(a) for a in (node.args[1:] if torch_form else node.args)]
+        recv = (node.args[0] if node.args else None) if torch_form else getattr(node.func, "value", None)
+        if name in {"transpose", "swapaxes", "swapdims"}:
+            if len(args) == 2 and None not in args and set(args) in ({1, 2}, {-1, -2}, {1, -1}):
+                return "seq"
+            return "unknown"
+        if name == "permute":
+            return "seq" if args == [0, 2, 1] else "unknown"
+        if name == "rearrange" and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+            pat = str(node.args[1].value).replace(" ", "")
+            return "seq" if pat in {"btd->bdt", "btc->bct", "bld->bdl", "bnd->bdn", "blc->bcl"} else "unknown"
+        if name in {"view", "reshape"}:
+            return "channel" if len(node.args) >= 3 and _int(node.args[-2]) == 1 else "unknown"
+        if name == "unsqueeze":
+            return "channel" if args and args[-1] in (1, -2) else "unknown"
+        if name in {"contiguous", "float", "half", "bfloat16", "to", "type", "type_as", "clone", "detach"}:
+            node = recv
+            continue
+        return "unknown"
+    return "unknown"
+
+
+def _pad_spec(call: ast.Call) -> tuple[int | None, int | None] | None:
+    """(left, right) of the last axis for `F.pad(x, (l, r, ...))`; None if not a last-axis pad call."""
+    if call_name(call) != "pad" or len(call.args) < 2:
+        return None
+    spec = call.args[1]
+    if not isinstance(spec, (ast.Tuple, ast.List)) or len(spec.elts) < 2:
+        return None
+    left, right = spec.elts[0], spec.elts[1]
+    lv, rv = _int(left), _int(right)
+    lv = lv if lv is not None else (None if not isinstance(left, ast.Constant) else 0)
+    rv = rv if rv is not None else (None if not isinstance(right, ast.Constant) else 0)
+    if lv is None and rv is None:
+        # both symbolic: the same expression on both sides is symmetric
+        return (-1, -1) if ast.dump(left) == ast.dump(right) else (None, None)
+    return (lv if lv is not None else -1, rv if rv is not None else -1)
+
+
+def _input_pad(scope: Scope, inp: ast.AST) -> str | None:
+    """ "left" | "right" | "symmetric" for an `F.pad` on the last axis of what feeds the conv, else None."""
+    for n in scope.closure(inp, mode="value"):
+        if not isinstance(n, ast.Call):
+            continue
+        spec = _pad_spec(n)
+        if spec is None:
+            continue
+        left, right = spec
+        if left is None or right is None:
+            return "symmetric" if left is None and right is None else None
+        if right == 0 and left != 0:
+            return "left"
+        if left == 0 and right != 0:
+            return "right"
+        if left != 0 and right != 0:
+            return "symmetric"
+    return None
+
+
+def _output_trim(scope: Scope, use: ast.Call) -> str | None:
+    """How the conv's output is sliced on its last axis: "right" (`[..., :T]`, `[..., :-p]`) keeps the causal
+    outputs of a full-padded conv, "left" (`[..., p:]`) keeps the look-ahead ones."""
+    parents: dict[int, ast.AST] = {}
+    for n in scope.nodes:
+        for c in ast.iter_child_nodes(n):
+            parents[id(c)] = n
+    holders: list[ast.AST] = [use]
+    p = parents.get(id(use))
+    # `y = self.conv(x)` then `y[..., :T]`: follow the variable the output is stored into
+    while p is not None and not isinstance(p, ast.stmt):
+        if isinstance(p, ast.Subscript) and p.value in holders:
+            return _slice_side(p)
+        holders.append(p)
+        p = parents.get(id(p))
+    if isinstance(p, ast.Assign) and len(p.targets) == 1 and isinstance(p.targets[0], ast.Name):
+        var = p.targets[0].id
+        for n in scope.nodes:
+            if (
+                isinstance(n, ast.Subscript)
+                and isinstance(n.ctx, ast.Load)
+                and isinstance(n.value, ast.Name)
+                and n.value.id == var
+            ):
+                side = _slice_side(n)
+                if side is not None:
+                    return side
+    return None
+
+
+def _slice_side(sub: ast.Subscript) -> str | None:
+    last = index_parts(sub)[-1]
+    if not isinstance(last, ast.Slice) or last.step is not None:
+        return None
+    if last.lower is None and last.upper is not None:
+        return "right"
+    if last.upper is None and last.lower is not None and _int(last.lower) != 0:
+        return "left"
+    return None
+
+
+def _short(node: ast.AST | None, limit: int = 90) -> str:
+    if node is None:
+        return ""
+    text = ast.unparse(node).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
