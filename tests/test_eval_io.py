@@ -137,3 +137,24 @@ def test_default_on_read_turned_off_by_the_run_command_is_a_warning() -> None:
     assert both.per_rule()[0].gating_verdict is Verdict.WARN
     warn = next(f for f in both.findings if f.gating)
     assert "turned off by the run command at run.sh:1" in warn.message
+
+
+def test_hub_stream_inside_the_timed_eval_of_a_per_seed_loop_fails_on_that_line() -> None:
+    """fixtures/eval_hf_stream_per_seed: every seed trains, writes and reloads the artifact, then streams the scored
+    texts from the hub. The per-seed loop is a driver, not the training loop, and the test-time training after the
+    reload is not training: the stream sits in the evaluation phase."""
+    folder = "eval_hf_stream_per_seed"
+    verdict, findings = run(folder)["PG101"]
+    assert verdict is Verdict.FAIL
+    fail = next(f for f in findings if f.verdict is Verdict.FAIL)
+    assert fail.primary.line == line_of(folder, 'texts = [row["text"] for row in load_dataset(')
+    assert "during evaluation" in fail.message
+    # the training corpus streamed before the seed loop is setup
+    setup_line = line_of(folder, 'corpus = [row["text"] for row in load_dataset(')
+    assert all(f.primary.line != setup_line for f in findings if f.gating)
+
+
+def test_hub_stream_during_setup_of_a_per_seed_loop_passes() -> None:
+    verdict, findings = run("setup_hf_stream_per_seed_legal")["PG101"]
+    assert verdict is Verdict.PASS
+    assert any("setup phase" in f.message for f in findings)

@@ -194,6 +194,18 @@ def _compute(ctx: AuditContext) -> Phases:
             consumes(e, tt) and drives_updates(e) for e in inside
         ):
             continue  # an update loop over validation data is test-time training, not training
+        writes = [e.index for e in inside if is_serializer(e.site)]
+        if (
+            writes
+            and any(is_deserializer(e.site) and e.index > min(writes) for e in inside)
+            and any(e.loops.index(lp) < len(e.loops) - 1 and drives_updates(e) for e in inside)
+        ):
+            continue  # a per-seed driver loop (train, write, reload, score each time): the training loop is inside
+        first = min(e.index for e in inside)
+        if ph.training_end >= 0 and any(
+            is_serializer(e.site) and ph.training_end < e.index < first for e in events
+        ):
+            continue  # updates after the artifact was written: test-time training, not training
         ph.training_loop = lp
         start, end = min(e.index for e in inside), max(e.index for e in inside)
         ph.training_start = start if ph.training_start < 0 else min(ph.training_start, start)
