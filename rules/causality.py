@@ -57,6 +57,22 @@ _RNNS = frozenset({"LSTM", "GRU", "RNN"})
 _TRI_CALLS = frozenset({"tril", "triu", "tril_", "triu_", "tril_indices", "triu_indices"})
 _ORDER_OPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _TRACE_DEPTH = 4
+# constructors of learned tensors: keys built only from these are a memory, not the sequence
+_PARAM_CTORS = frozenset(
+    {
+        "Parameter",
+        "Embedding",
+        "Linear",
+        "zeros",
+        "ones",
+        "empty",
+        "randn",
+        "rand",
+        "full",
+        "tensor",
+        "arange",
+    }
+)
 _META_ATTRS = frozenset({"device", "dtype", "shape", "ndim", "is_cuda"})
 
 # A tiny scored model: {MIX} is the sequence-mixing layer under test, {INIT} its construction.
@@ -270,6 +286,7 @@ class _Analysis:
         self.scope_of_node: dict[int, Scope] = {id(s.node): s for s in self.facts.scopes}
         self.func_of_node: dict[int, Func] = {id(f.node): f for f in self.prog.funcs}
         self.out: list[Construct] = []
+        self._submods: dict[int, list[CallSite]] | None = None
 
     # -- entry ----------------------------------------------------------------------------------------------------
     def run(self) -> list[Construct]:
@@ -363,14 +380,22 @@ class _Analysis:
         v = self.prog.eval_const(func.unit, expr, func)
         if v is not UNKNOWN and isinstance(v, (bool, int)):
             return bool(v), ""
+        if (
+            isinstance(expr, ast.Name)
+            and expr.id not in func.params
+            and func.parent is not None
+            and not self._assigned_in(func, expr.id)
+            and depth > 0
+        ):
+            return self._flag(func.parent, expr, depth - 1)  # a free variable of a nested function
         if isinstance(expr, ast.Name) and expr.id in func.params and depth > 0:
-            sites = [s for s in self.prog.callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
+            sites = [(s, b) for s, b in self._callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
             default = _param_default(func.node, expr.id)
             if not sites:
                 return ("wrapper", f"parameter `{expr.id}` of `{func.qualname}`")
             values: list[tuple[object, str]] = []
-            for s in sites:
-                arg = s.arg_for(func, expr.id)
+            for s, binding in sites:
+                arg = binding.get(expr.id)
                 if arg is None:
                     if default is None:
                         values.append((None, f"no value for `{expr.id}` at {s.unit.name}:{s.line}"))
@@ -387,6 +412,54 @@ class _Analysis:
                     return None, why
             return True, ""
         return None, f"`{_short(expr)}` cannot be decided statically"
+
+    def _callers(self, func: Func) -> list[tuple[CallSite, dict[str, ast.AST]]]:
+        """Call sites of `func` with their argument binding: the program's resolved callers, plus submodule calls
+        the call graph leaves unresolved (`self.attn(x, mask)`, `self.blocks[i](x)`, `for b in self.blocks:
+        b(x)`) when `func` is the `forward` of the class those attributes are built from."""
+        out = [(s, func.bind(s.node, bound_self=s.is_bound_call(func))) for s in self.prog.callers(func)]
+        if func.cls is not None and func.name in ("forward", "__call__"):
+            for site in self._submodule_calls().get(id(func.cls), []):
+                out.append((site, func.bind(site.node, bound_self=True)))
+        return out
+
+    def _submodule_calls(self) -> dict[int, list[CallSite]]:
+        """id(ClassInfo) -> unresolved call sites that call an instance of it held in a `self.` attribute."""
+        if self._submods is not None:
+            return self._submods
+        held: dict[
+            tuple[int, str], set[int]
+        ] = {}  # (id(owner class), attr) -> ids of own classes built there
+        classes: dict[int, object] = {}
+        for cls in self.prog.classes:
+            for attr, sources in cls.self_attrs.items():
+                for value, _ in sources:
+                    for n in ast.walk(value):
+                        site = self.prog.site_of(n) if isinstance(n, ast.Call) else None
+                        if site is not None and site.constructs is not None:
+                            held.setdefault((id(cls), attr), set()).add(id(site.constructs))
+                            classes[id(site.constructs)] = site.constructs
+        out: dict[int, list[CallSite]] = {}
+        for f in self.prog.funcs:
+            if f.cls is None or not f.params:
+                continue
+            scope = self._scope(f)
+            owners = [c for c in f.cls.mro()]
+            for site in f.calls:
+                if site.callees or site.ext:
+                    continue
+                attr = _self_attr_of(site.node.func, f.params[0], scope)
+                if attr is None:
+                    continue
+                for owner in owners:
+                    for cid in held.get((id(owner), attr), ()):
+                        out.setdefault(cid, []).append(site)
+        self._submods = out
+        return out
+
+    def _assigned_in(self, func: Func, name: str) -> bool:
+        scope = self._scope(func)
+        return scope is not None and name in scope.defs
 
     def _trace(
         self, scope: Scope, expr: ast.AST, depth: int = _TRACE_DEPTH, acc: _Trace | None = None
@@ -427,10 +500,13 @@ class _Analysis:
                         if isinstance(r, ast.Return) and r.value is not None:
                             self._trace(cs, r.value, depth - 1, acc)
             elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and func is not None:
+                if n.id not in func.params and n.id not in defined and func.parent is not None:
+                    ps = self._scope(func.parent)
+                    if ps is not None:  # a free variable of a nested function: read it in the enclosing one
+                        self._trace(ps, ast.Name(id=n.id, ctx=ast.Load()), depth - 1, acc)
+                    continue
                 if n.id in func.params and n.id not in defined and n.id != (func.params[:1] or [""])[0]:
-                    sites = self.prog.callers(func)
-                    bound = [(s, s.arg_for(func, n.id)) for s in sites]
-                    bound = [(s, a) for s, a in bound if a is not None]
+                    bound = [(s, b[n.id]) for s, b in self._callers(func) if n.id in b]
                     default = _param_default(func.node, n.id)
                     if default is not None:
                         acc.nodes.append((scope, default))
@@ -544,8 +620,26 @@ class _Analysis:
                         "and there is no attn_mask",
                     )
                     return
-        if scope is not None and not self._keys_from_sequence(scope, call):
+        keys = self._keys_kind(scope, call) if scope is not None else "seq"
+        if keys == "memory":
             return  # keys/values are learned parameters (persistent memory), not positions of the sequence
+        if keys in ("state", "cross") and mask is None:
+            where = (
+                "keys carried over from an earlier forward call (a `self.` tensor assigned from computed values)"
+                if keys == "state"
+                else "keys from other inputs than the queries (cross-attention)"
+            )
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.WARN,
+                f"in `{func.qualname}` attention `{_short(call)}` runs with is_causal false over {where}: "
+                "causal only if what those keys hold lies strictly before every scored query position, which "
+                "is decided by the caller and was not established",
+            )
+            return
         if mask is None:
             self._add(
                 "attention",
@@ -604,18 +698,41 @@ class _Analysis:
             "(no tril/triu, no position comparison): positions attend to later tokens",
         )
 
-    def _keys_from_sequence(self, scope: Scope, call: ast.Call) -> bool:
-        """Do the keys depend on the forward's inputs? Keys built only from `self.` parameters or module tensors
-        are a learned memory (legal: they hold no token); keys reading any argument of the function count as the
-        sequence, and so does a top-level scope (no parameters to tell)."""
+    def _keys_kind(self, scope: Scope, call: ast.Call) -> str:
+        """Where the keys come from, relative to the queries:
+        "seq" (the same inputs as the queries: self-attention over the sequence), "cross" (other inputs than
+        the queries: cross-attention, whose alignment with the scored positions is decided by the caller),
+        "memory" (learned parameters or constants only: they hold no token), "state" (`self.` tensors assigned
+        from computed values: keys carried over from an earlier forward call)."""
+        q = self._kw(call, "query", 0)
         k = self._kw(call, "key", 1)
         params = set(scope.params[1:] if scope.is_method else scope.params)
-        if k is None or not params:
-            return True
-        return any(
-            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params
-            for n in scope.closure(k, mode="value")
-        )
+        if q is None or k is None or not params:
+            return "seq"
+
+        def reads(expr: ast.AST) -> tuple[set[str], set[str]]:
+            names: set[str] = set()
+            attrs: set[str] = set()
+            me = scope.params[0] if scope.is_method and scope.params else None
+            for n in scope.closure(expr, mode="value"):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params:
+                    names.add(n.id)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == me:
+                    attrs.add(n.attr)
+            return names, attrs
+
+        kp, kattrs = reads(k)
+        if kp:
+            qp, _ = reads(q)
+            return "cross" if qp and not (qp & kp) else "seq"
+        func = self.func_of_node.get(id(scope.node))
+        for attr in kattrs:
+            for value, _owner in self._attr_sources(func, attr) if func is not None else ():
+                if not (isinstance(value, ast.Call) and call_name(value) in _PARAM_CTORS):
+                    if any(isinstance(x, ast.Call) and call_name(x) in _PARAM_CTORS for x in ast.walk(value)):
+                        continue
+                    return "state"
+        return "memory"
 
     def _flash(self, site: CallSite) -> None:
         call = site.node
@@ -743,7 +860,13 @@ class _Analysis:
         k = self._const(func, self._kw(call, "kernel_size", 2))
         if _is_one(k):
             return
+        stride = self._kw(call, "stride", 3)
+        if stride is not None and not _is_one(self._const(func, stride)):
+            return  # a strided (patching / downsampling) conv: its outputs are not aligned with positions
         pad_expr = self._kw(call, "padding", 4)
+        scope = self._scope(func)
+        if isinstance(pad_expr, ast.Name) and scope is not None and len(scope.defs.get(pad_expr.id, [])) == 1:
+            pad_expr = scope.defs[pad_expr.id][0]  # `reach = d * (k - 1) // 2; Conv1d(..., padding=reach)`
         dil = self._const(func, self._kw(call, "dilation", 5))
         pad_kind = _padding_kind(
             self.prog.eval_const(func.unit, pad_expr, func) if pad_expr is not None else 0,
@@ -921,6 +1044,34 @@ class _Analysis:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def _self_attr_of(fexpr: ast.AST, me: str, scope: Scope | None) -> str | None:
+    """The attribute a callee expression reads: `self.X`, `self.X[i]`, or a loop variable over `self.X`."""
+    while isinstance(fexpr, ast.Subscript):
+        fexpr = fexpr.value
+    if isinstance(fexpr, ast.Attribute) and isinstance(fexpr.value, ast.Name) and fexpr.value.id == me:
+        return fexpr.attr
+    if isinstance(fexpr, ast.Name) and scope is not None:
+        for d in scope.defs.get(fexpr.id, []):
+            for _ in range(4):  # `for b in self.blocks`, `enumerate(self.blocks)`, `self.blocks[i]`
+                if isinstance(d, ast.Subscript):
+                    d = d.value
+                elif isinstance(d, ast.Call) and call_name(d) in {
+                    "enumerate",
+                    "zip",
+                    "reversed",
+                    "iter",
+                    "list",
+                }:
+                    if not d.args:
+                        break
+                    d = d.args[0]
+                else:
+                    break
+            if isinstance(d, ast.Attribute) and isinstance(d.value, ast.Name) and d.value.id == me:
+                return d.attr
+    return None
+
+
 def _param_default(fn: ast.AST, name: str) -> ast.AST | None:
     a = getattr(fn, "args", None)
     if a is None:
@@ -1073,16 +1224,16 @@ def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
     channel whose length is the feature axis (`x.reshape(b * t, 1, d)`, `x.unsqueeze(-2)`); "unknown" otherwise
     (a reshape back to (B, T, C) ends the search: the transpose before it no longer decides)."""
     node: ast.AST | None = inp
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     for _ in range(24):
         if node is None:
             return "unknown"
         if isinstance(node, ast.Name):
-            defs = scope.defs.get(node.id, [])
-            if node.id in seen or len(defs) != 1:
+            d = _reaching_def(scope, node)
+            if d is None or (node.id, id(d)) in seen:
                 return "unknown"
-            seen.add(node.id)
-            node = defs[0]
+            seen.add((node.id, id(d)))
+            node = d
             continue
         if isinstance(node, ast.Attribute):
             if node.attr == "mT":
@@ -1121,6 +1272,21 @@ def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
             continue
         return "unknown"
     return "unknown"
+
+
+def _reaching_def(scope: Scope, name: ast.Name) -> ast.AST | None:
+    """The definition of `name` that reaches it in straight-line code: the last one that starts before it and
+    does not contain it (`y = h.transpose(1, 2); y = conv(y)` -> the transpose for the `y` inside conv(...))."""
+    pos = (name.lineno, name.col_offset)
+    best: ast.AST | None = None
+    for d in scope.defs.get(name.id, []):
+        start = (getattr(d, "lineno", 0), getattr(d, "col_offset", 0))
+        end = (getattr(d, "end_lineno", 0) or 0, getattr(d, "end_col_offset", 0) or 0)
+        if start <= pos <= end:
+            continue  # the use is inside this definition's value: it reads an earlier one
+        if start < pos and (best is None or start > (best.lineno, best.col_offset)):  # type: ignore[attr-defined]
+            best = d
+    return best
 
 
 def _pad_spec(call: ast.Call) -> tuple[int | None, int | None] | None:
