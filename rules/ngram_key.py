@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.targets import (
+    OracleChoice,
     Scope,
     TargetFacts,
     byte_spreads,
@@ -22,6 +23,7 @@ from auditor.flow.targets import (
     lookup_index,
     lookup_table,
     module_scope,
+    oracle_choices,
     reach_of,
     score_sinks,
     target_facts,
@@ -136,6 +138,11 @@ class NgramTargetInKey(Rule):
         facts = target_facts(ctx)
         seen: set[tuple[str, int]] = set()
         for scope in facts.scopes:
+            for choice in oracle_choices(scope, facts):
+                where = (scope.unit.name, choice.node.lineno)  # type: ignore[attr-defined]
+                if where not in seen:
+                    seen.add(where)
+                    yield self._oracle_finding(ctx, scope, choice)
             if not scope.target_vars and not scope.target_nodes:
                 continue
             for hit in _target_keyed_lookups(scope, module_scope(facts, scope.unit), facts):
@@ -146,6 +153,34 @@ class NgramTargetInKey(Rule):
                     continue
                 seen.add(where)
                 yield self._finding(ctx, scope, key_node, lookup, sink)
+
+    def _oracle_finding(self, ctx: AuditContext, scope: Scope, choice: OracleChoice) -> Finding:
+        unit = scope.unit
+        message = (
+            f"in `{scope.name}` `{_short(choice.node)}` compares two losses of the realized token and keeps the "
+            f"lower one per position (line {choice.use.lineno}): an oracle gate that picks the expert "  # type: ignore[attr-defined]
+            "with the answer (A.4, PR #659 review), so the kept value is not a distribution fixed before x_t"
+        )
+        flow = [
+            FlowStep(unit.location(choice.node), "both sides are losses of the realized token"),
+            FlowStep(unit.location(choice.use), "the lower one is what gets scored"),
+        ]
+        live, why = reach_of(ctx, unit, choice.node)
+        if not live:
+            return self.info(
+                f"{message}. Not run by default ({why}), so it does not count against this submission",
+                [unit.location(choice.node)],
+                related=[unit.location(choice.use)],
+                flow=flow,
+            )
+        return self.finding(
+            Verdict.FAIL,
+            message,
+            [unit.location(choice.node)],
+            related=[unit.location(choice.use)],
+            flow=flow,
+            evidence=ast.unparse(choice.node)[:300],
+        )
 
     def _finding(
         self, ctx: AuditContext, scope: Scope, key_node: ast.AST | None, lookup: ast.AST, sink: ast.AST
@@ -200,6 +235,14 @@ def _target_keyed_lookups(
         # arguably clean there and C2 the violation, which is PG302's finding
         return out
     for call, slice_nodes in sinks:
+        # the realized token's entry of a count table divided into a probability estimate (`(c[tgt] + k) / n`)
+        # is a normalization question (PG302), not a key that looks at the answer
+        numerators = {
+            id(m)
+            for d in slice_nodes
+            if isinstance(d, ast.BinOp) and isinstance(d.op, ast.Div)
+            for m in scope.closure(d.left)
+        }
         for n in slice_nodes:
             if id(n) in done:
                 continue
@@ -211,7 +254,7 @@ def _target_keyed_lookups(
             if hit is None:
                 continue
             key_node, is_hash = hit
-            if not is_hash and scope.is_distribution(table):
+            if not is_hash and (scope.is_distribution(table) or id(n) in numerators):
                 continue  # reading the realized token's own probability out of a distribution: the score itself
             done.add(id(n))
             out.append((key_node, n, call))

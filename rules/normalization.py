@@ -26,6 +26,7 @@ from auditor.flow.targets import (
     TargetFacts,
     byte_spreads,
     call_name,
+    entropy_experts,
     lookup_index,
     lookup_table,
     module_scope,
@@ -177,6 +178,13 @@ class UnnormalizedScoring(Rule):
                 FlowStep(unit.location(detail), "realized-token value from an unnormalized table"),
                 FlowStep(unit.location(node), "divided by a non-vocabulary denominator"),
             ]
+        elif kind == "entropy":
+            message = (
+                f"in `{scope.name}` the entropy `{text}` (a sum over the whole distribution, reading no token) is "
+                f"stacked as one more expert's loss next to realized-token losses and mixed: as a probability it "
+                "gives every token e^-H, so the mixture sums to more than 1 over the vocabulary (C2)"
+            )
+            steps = [FlowStep(unit.location(node), "entropy of the model distribution, not a token's loss")]
         elif kind == "boost":
             message = (
                 f"in `{scope.name}` the realized token's loss is shifted by an indicator of the target "
@@ -240,6 +248,10 @@ def _violations(
             done.add(id(n))
             out.append(("ratio", n, read, call))
     out.extend(_unnormalized_boosts(scope))
+    for stack, elt in entropy_experts(scope, facts):
+        defs = scope.defs.get(elt.id, []) if isinstance(elt, ast.Name) else []
+        node = defs[0] if len(defs) == 1 else elt  # point at the entropy's definition when there is one
+        out.append(("entropy", node, elt, stack))
     return out
 
 

@@ -154,6 +154,7 @@ class Scope:
     target_nodes: set[int] = field(default_factory=set)  # expressions that *are* the target (shift pattern)
     local_target_vars: set[str] = field(default_factory=set)  # target_vars by local evidence, before callers'
     store_values: set[int] = field(default_factory=set)  # values written with `t[k] = v` (table entries)
+    hashed_nodes: set[int] = field(default_factory=set)  # own calls returning a key hashed from the target
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
     own_calls: frozenset[str] = (
         frozenset()
@@ -707,6 +708,8 @@ class TargetFacts:
     by_name: dict[str, list[Scope]]
     # id(scope) -> returned elements (None: the whole value, i: tuple element i) that reach a caller's score
     scored_returns: dict[int, set[int | None]] = field(default_factory=dict)
+    # id(callee scope) -> (caller scope, call node) for every own call the program resolves
+    callers: dict[int, list[tuple[Scope, ast.Call]]] = field(default_factory=dict)
 
     @property
     def own_funcs(self) -> frozenset[str]:
@@ -722,7 +725,9 @@ def target_facts(ctx: AuditContext) -> TargetFacts:
 
 # a return summary: per returned element (None = the whole value, i = element i of a returned tuple),
 # (the element is the target whatever the arguments, the parameters whose token flows into it)
-Summary = dict[int | None, tuple[bool, frozenset[str]]]
+Summary = dict[
+    int | None, tuple[bool, frozenset[str], bool]
+]  # (+ the element is a hash mixing the target in)
 
 
 def _compute(ctx: AuditContext) -> TargetFacts:
@@ -765,6 +770,9 @@ def _compute(ctx: AuditContext) -> TargetFacts:
             ]
             if targets:
                 links.append((s, n, targets))
+    for s, call, targets in links:
+        for callee, _binding in targets:
+            facts.callers.setdefault(id(callee), []).append((s, call))
     elts: dict[int, list[tuple[ast.Subscript, int]]] = {}
     for s in scopes:
         for elt, call, i in s.elt_nodes:
@@ -790,15 +798,19 @@ def _compute(ctx: AuditContext) -> TargetFacts:
         for s, call, targets in links:
             for node, key in [(call, None), *[(e, i) for e, i in elts.get(id(call), [])]]:
                 intrinsic = False
+                hashed = False
                 passed: list[ast.AST] = []
                 for callee, binding in targets:
                     summary = summaries.get(id(callee))
                     if summary is None:
                         summary = summaries[id(callee)] = _return_summary(callee)
                     for k in (None, key) if key is not None else list(summary):
-                        hit, params = summary.get(k, (False, frozenset()))
+                        hit, params, mixed = summary.get(k, (False, frozenset(), False))
                         intrinsic |= hit
+                        hashed |= mixed
                         passed.extend(binding[p] for p in params if p in binding)
+                if hashed:
+                    s.hashed_nodes.add(id(node))
                 if intrinsic and id(node) not in s.target_nodes:
                     s.target_nodes.add(id(node))
                     s.invalidate()
@@ -858,7 +870,7 @@ def _mark_scored_returns(
 
 def _return_summary(scope: Scope) -> Summary:
     """Which returned values are the target (intrinsically) and which parameters' token they carry."""
-    out: dict[int | None, tuple[bool, frozenset[str]]] = {}
+    out: dict[int | None, tuple[bool, frozenset[str], bool]] = {}
     params = set(scope.params)
     for n in scope.nodes:
         if not isinstance(n, ast.Return) or n.value is None:
@@ -867,10 +879,14 @@ def _return_summary(scope: Scope) -> Summary:
             list(enumerate(n.value.elts)) if isinstance(n.value, ast.Tuple) else [(None, n.value)]
         )
         for k, expr in parts:
-            hit, got = out.get(k, (False, frozenset()))
-            hit = hit or scope.intrinsic_target(expr)
+            hit, got, mixed = out.get(k, (False, frozenset(), False))
+            own = scope.intrinsic_target(expr)
+            hit = hit or own
             got = got | (scope.token_sources(expr) & params)
-            out[k] = (hit, frozenset(got))
+            if own and not mixed:
+                chain = scope.target_witness(expr)
+                mixed = chain is not None and key_formation(scope, chain) is not None
+            out[k] = (hit, frozenset(got), mixed)
     return out
 
 
@@ -919,6 +935,7 @@ def score_sinks(
                     out.extend((n, e) for i, e in enumerate(n.value.elts) if i in keys)
                 else:
                     out.append((n, n.value))
+    entropy_logs = {id(lg) for _prod, lg in entropy_terms(scope)}
     for n in scope.nodes:
         if not isinstance(n, ast.Call):
             continue
@@ -926,6 +943,8 @@ def score_sinks(
         is_alias = isinstance(n.func, ast.Name) and n.func.id in aliases
         if (name in LOG_CALLS or is_alias) and _is_message_log(n, own_funcs):
             continue  # `log(f"... bpb={x}")`: a logging helper, not the logarithm
+        if id(n) in entropy_logs:
+            continue  # `p * log(p)`: a term of an entropy over the vocabulary, not the score of one token
         if name in LOG_CALLS or is_alias:
             if isinstance(n.func, ast.Attribute) and not n.args and name in LOG_CALLS:
                 out.append((n, n.func.value))  # p.log()
@@ -933,6 +952,27 @@ def score_sinks(
                 out.extend((n, a) for a in n.args[:2])
         elif name in LABEL_LOSSES and n.args:
             out.append((n, n.args[0]))
+    return out
+
+
+def entropy_terms(scope: Scope) -> list[tuple[ast.BinOp, ast.AST]]:
+    """`p * log(p)` / `lp.exp() * lp` products (either order): the summand of an entropy -sum_v p(v) log p(v),
+    a property of the whole distribution that reads no token. Returns (product, its log operand)."""
+    out: list[tuple[ast.BinOp, ast.AST]] = []
+    for n in scope.nodes:
+        if not isinstance(n, ast.BinOp) or not isinstance(n.op, ast.Mult):
+            continue
+        for a, b in ((n.left, n.right), (n.right, n.left)):
+            if isinstance(a, ast.Call) and call_name(a) in LOG_CALLS:
+                arg = a.args[0] if a.args else (a.func.value if isinstance(a.func, ast.Attribute) else None)
+                if arg is not None and _dump(arg) == _dump(b):
+                    out.append((n, a))  # p * log(p)
+                    break
+            if isinstance(a, ast.Call) and call_name(a) == "exp":
+                arg = a.args[0] if a.args else (a.func.value if isinstance(a.func, ast.Attribute) else None)
+                if arg is not None and _dump(arg) == _dump(b):
+                    out.append((n, b))  # exp(lp) * lp: lp is the log operand
+                    break
     return out
 
 
@@ -1055,7 +1095,16 @@ def lookup_table(node: ast.AST) -> ast.AST | None:
 def key_formation(scope: Scope, chain: list[ast.AST]) -> ast.AST | None:
     """In a witness chain from an index back to the target, the first arithmetic step that mixes the target with
     a non-constant, non-target value: where the target enters a hash key (`ctx_hash ^ (tgt * P)`)."""
+    if chain and id(chain[-1]) in scope.hashed_nodes:
+        return chain[
+            -1
+        ]  # the helper that returns the key hashed the target in: `_, full_key = self.keys(...)`
     for i, n in enumerate(chain):
+        passed = scope.call_pass.get(id(n)) if isinstance(n, ast.Call) else None
+        if passed and any(not isinstance(a, ast.Constant) and not scope.is_target_valued(a) for a in passed):
+            return (
+                n  # an own helper hashes the target together with the context: `self._hash_full(h, tgt, w)`
+            )
         if isinstance(n, ast.BinOp):
             nxt = chain[i + 1] if i + 1 < len(chain) else None
             other = n.right if nxt is n.left else n.left
@@ -1240,3 +1289,125 @@ def sum_maintained(scopes: list[Scope], table_key: str, total_key: str) -> bool:
                 elif len(tab.parts) == 1 and n == 1:
                     together |= _row_of(s, tab.parts[0], tot.parts)
     return together
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Oracle selection: the lower of two realized-token losses kept per position (`improved = mixed < neural;
+# nll[improved] = mixed[improved]`, `if mixed < neural: return mixed`, `else: scored = neural`). The choice
+# reads the answer (C1), and sum_v max(p1(v), p2(v)) > 1, so the kept value is no distribution (C2).
+_ORDERING = (ast.Lt, ast.Gt, ast.LtE, ast.GtE)
+_MINMAX = frozenset({"min", "max", "minimum", "maximum", "fmin", "fmax"})
+
+
+@dataclass(frozen=True)
+class OracleChoice:
+    node: ast.AST  # the comparison or min/max call
+    use: ast.AST  # where the choice is applied (a store, a return, an assignment, the call itself)
+
+
+def oracle_choices(scope: Scope, facts: TargetFacts | None = None) -> list[OracleChoice]:
+    """Per-position choices between two different realized-token losses that decide the kept value."""
+    out: list[OracleChoice] = []
+    scored: set[int] = set()
+    if facts is not None:
+        module = next((m for m in facts.scopes if m.unit is scope.unit and m.name == "<module>"), None)
+        for _call, arg in score_sinks(scope, module, facts.own_funcs, facts):
+            scored |= {id(m) for m in scope.closure(arg, mode="all")}
+    cmps: dict[int, ast.Compare] = {}
+    for n in scope.nodes:
+        if isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], _ORDERING):
+            a, b = n.left, n.comparators[0]
+            if _two_losses(scope, a, b):
+                cmps[id(n)] = n
+    for n in scope.nodes:
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Subscript):
+            # `nll[sel] = other[sel]` into a realized-loss array, the selector computed from a comparison
+            dest = n.targets[0]
+            if not scope.is_realized_loss(dest.value):
+                continue
+            for m in scope.closure(dest.slice, mode="all"):
+                if id(m) in cmps:
+                    out.append(OracleChoice(cmps[id(m)], n))
+                    break
+        elif isinstance(n, ast.If) and id(n.test) in cmps:
+            # compared as source text: a store and a load of one name differ in their ast dumps
+            sides = {ast.unparse(n.test.left), ast.unparse(n.test.comparators[0])}  # type: ignore[attr-defined]
+            for st in [*n.body, *n.orelse]:
+                for m in ast.walk(st):
+                    if isinstance(m, ast.Return) and m.value is not None and ast.unparse(m.value) in sides:
+                        out.append(OracleChoice(n.test, m))
+                        break
+                    if (
+                        isinstance(m, ast.Assign)
+                        and len(m.targets) == 1
+                        and ast.unparse(m.targets[0]) in sides
+                        and ast.unparse(m.value) in sides
+                    ):
+                        out.append(OracleChoice(n.test, m))  # `else: scored = neural`: keep the lower one
+                        break
+                else:
+                    continue
+                break
+        elif isinstance(n, ast.Call) and call_name(n) in _MINMAX and len(n.args) == 2 and not n.keywords:
+            if _two_losses(scope, n.args[0], n.args[1]) and id(n) in scored:
+                out.append(OracleChoice(n, n))  # `min(mixed_nll, neural_nll)` where the result is scored
+    return out
+
+
+def _two_losses(scope: Scope, a: ast.AST, b: ast.AST) -> bool:
+    """Two different realized-token losses: each side reads a source the other does not (a cache's value next to
+    the model's), not a loss against a constant or a running best of itself (`if loss < best: best = loss`)."""
+    if _dump(a) == _dump(b) or not (scope.is_realized_loss(a) and scope.is_realized_loss(b)):
+        return False
+    ka = scope.loaded_vars(scope.closure(a)) - {var_key(a)}
+    kb = scope.loaded_vars(scope.closure(b)) - {var_key(b)}
+    return bool(ka - kb) and bool(kb - ka) or bool((ka ^ kb) - {var_key(a), var_key(b)})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mixture experts that are not distributions: an entropy -sum_v p(v) log p(v) stacked with realized-token losses
+# as one more expert's "NLL" gives every token probability e^-H, so the mixture sums to more than 1 (RV-101 shape).
+_STACKS = frozenset({"stack", "cat", "concatenate", "hstack", "vstack", "column_stack"})
+
+
+def entropy_experts(scope: Scope, facts: TargetFacts) -> list[tuple[ast.Call, ast.AST]]:
+    """(stack call, element) where a per-position entropy is stacked next to realized-token losses and the stack
+    is mixed (`logsumexp` over experts) here or by a caller of this function."""
+    out: list[tuple[ast.Call, ast.AST]] = []
+    products = {id(p) for p, _lg in entropy_terms(scope)}
+    if not products:
+        return out
+    for n in scope.nodes:
+        if not (isinstance(n, ast.Call) and call_name(n) in _STACKS and n.args):
+            continue
+        seq = n.args[0]
+        if not isinstance(seq, (ast.List, ast.Tuple)) or len(seq.elts) < 2:
+            continue
+        losses = [e for e in seq.elts if scope.is_realized_loss(e)]
+        entropies = [
+            e
+            for e in seq.elts
+            if not scope.is_realized_loss(e) and any(id(m) in products for m in scope.closure(e))
+        ]
+        if losses and entropies and _mixed(scope, n, facts):
+            out.extend((n, e) for e in entropies)
+    return out
+
+
+def _mixed(scope: Scope, stack: ast.Call, facts: TargetFacts) -> bool:
+    def feeds_lse(s: Scope, node: ast.AST) -> bool:
+        for m in s.nodes:
+            if isinstance(m, ast.Call) and call_name(m) == "logsumexp":
+                operand = m.func.value if isinstance(m.func, ast.Attribute) and not m.args else None
+                arg = operand if operand is not None else (m.args[0] if m.args else m.func)
+                if any(x is node for x in s.closure(arg)):
+                    return True
+        return False
+
+    if feeds_lse(scope, stack):
+        return True
+    returned = any(
+        isinstance(m, ast.Return) and m.value is not None and any(x is stack for x in scope.closure(m.value))
+        for m in scope.nodes
+    )
+    return returned and any(feeds_lse(c, call) for c, call in facts.callers.get(id(scope), []))
