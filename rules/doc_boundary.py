@@ -1,17 +1,22 @@
-"""PG303: an op that mixes position t-1 into t without a document mask, in a model whose eval isolates documents.
+"""PG303: an op that mixes position t-1 into t without a document mask, in a model that packs isolated documents.
 
 SmearGate (`x[:, 1:] += g * x[:, :-1]`), token shift (`cat([0, x[:, :-1]])`, `F.pad(x[:, :-1], ...)`,
 `roll(x, 1)`), a left-padded causal convolution and a bigram hash of (x[t-1], x[t]) all carry the previous
-position into the current one. When the eval treats documents independently (attention segments built from BOS
-positions, per-document TTT) the last token of document N then leaks into the BOS position of document N+1: the
-scored BOS position no longer sees only its own document, the very bug fixed in PR #1851 by zeroing the gate where
-the current input token is BOS.
+position into the current one. Judged by the data the op sees, not by the date:
 
-Verdicts: masked (a comparison of the token ids, e.g. `== bos`, feeds the mixed value) -> PASS; eval does not
-isolate documents (sliding windows cross documents, legal under C1) -> PASS with an info note; unmasked with
-doc-isolated eval -> FAIL for smear/shift/conv. A bigram *hash embedding* of input ids is WARN only: the reviews
-that cleared it (PR #267 / #525) judged causality, and no ruling covers it at document boundaries. A submission
-dated before the BOS-fix ruling is WARN (the leaderboard kept the PR #1667 row that has this shape).
+- rows that pack several documents whose attention is isolated per document (varlen attention with `cu_seqlens`
+  built from BOS positions, block-diagonal masks): the op still crosses the boundary inside the row, so the BOS
+  position of document N+1 sees the last token of document N (with documents packed in an order other than stream
+  order, a token outside its strict prefix): the bug fixed in PR #1851 by zeroing the gate where the current input
+  token is BOS;
+- one document per row starting at its BOS (a per-document loop that slices each document out) or windows that
+  simply follow the stream: position 0 gets a zero pad or the stream's own prefix, nothing leaks.
+
+Verdicts: masked (a comparison of the token ids, e.g. `== bos`, feeds the mixed value) -> PASS; no packed
+doc-isolated rows -> PASS with an info note; unmasked with packed doc-isolated rows -> FAIL for smear/shift/conv.
+A bigram *hash embedding* of input ids is WARN only: the reviews that cleared it (PR #267 / #525) judged causality,
+and no ruling covers it at document boundaries. A leak in a submission dated before the BOS-fix ruling is WARN (the
+leaderboard kept the PR #1667 row of this shape).
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from dataclasses import dataclass
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, Location, Severity, Verdict
+from auditor.flow import vocab
 from auditor.flow.nodeindex import walk
 from auditor.flow.targets import Scope, call_name, index_parts, reach_of, store_root, target_facts, var_key
 from rules.base import Case, Rule
 
-RULING_DATE = "2026-04-27"  # PR #1851 (BOS fix) record date; leaderboard PR #1900 followed on 2026-04-28
+# PR #1851 (BOS fix) record date; leaderboard PR #1900 followed on 2026-04-28. A leak found in the data of a
+# submission dated before it is a WARN: the leaderboard kept the PR #1667 row of this shape (policy, not analysis).
+RULING_DATE = "2026-04-27"
+
 _MIX_OPS = (ast.Add, ast.Sub, ast.Mult, ast.BitXor, ast.Mod, ast.BitOr, ast.BitAnd)
 _MIX_CALLS = {"bitwise_xor", "lerp", "addcmul", "add", "mul", "where", "cat", "concatenate", "stack"}
 _HASH_OPS = (ast.BitXor, ast.Mod)
@@ -83,6 +92,32 @@ if __name__ == "__main__":
 """
 
 
+_PER_DOC_EVAL = """
+import torch
+import torch.nn.functional as F
+
+BOS_ID = 1
+
+class Model(torch.nn.Module):
+    def forward(self, input_ids):
+        x = self.tok_emb(input_ids)
+        x_prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+        x = x + torch.sigmoid(self.mix) * x_prev
+        return self.head(self.blocks(x))
+
+def eval_val(model, tokens):
+    starts = (tokens == BOS_ID).nonzero(as_tuple=True)[0].tolist() + [tokens.numel() - 1]
+    total = 0.0
+    for a, b in zip(starts[:-1], starts[1:]):
+        doc = tokens[a:b + 1]
+        total += F.cross_entropy(model(doc[None, :-1])[0], doc[1:])
+    return total
+
+if __name__ == "__main__":
+    eval_val(Model(), torch.load("val.pt"))
+"""
+
+
 @dataclass
 class Shift:
     node: ast.AST
@@ -123,6 +158,11 @@ class DocBoundaryLeak(Rule):
             note="BOS-masked smear",
         ),
         Case(code=_WINDOW_EVAL, verdict=Verdict.PASS, note="unmasked smear, windows cross documents"),
+        Case(
+            code=_PER_DOC_EVAL,
+            verdict=Verdict.PASS,
+            note="zero-pad shift, one document per row from its BOS: the BOS position sees only the pad",
+        ),
     )
     invalid = (Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),)
 
@@ -155,14 +195,16 @@ class DocBoundaryLeak(Rule):
             )
         if not isolation:
             return self.info(
-                f"{head} has no BOS/document mask, but the eval does not isolate documents (no attention segments "
-                "or per-document loop built from BOS positions): windows cross documents, which C1 allows",
+                f"{head} has no BOS/document mask, but no row packs several documents with per-document attention "
+                "(no varlen/segment attention over BOS positions): rows either hold one document from its BOS or "
+                "follow the stream, so the previous position is always in the strict prefix, which C1 allows",
                 [loc],
             )
         live, why = reach_of(ctx, unit, sh.node)
         message = (
-            f"{head} has no BOS/document mask while the eval isolates documents (BOS positions at "
-            f"{isolation[0]}): the last token of each document leaks into the next document's BOS position"
+            f"{head} has no BOS/document mask while rows pack several documents with per-document attention "
+            f"(BOS positions at {isolation[0]}, segment attention at {isolation[-1]}): the last token of each "
+            "packed document leaks into the next document's BOS position"
         )
         if not live:
             return self.info(f"{message}. Not run by default ({why})", [loc], related=isolation)
@@ -435,14 +477,46 @@ def _mask_for(scope: Scope, stmt: ast.AST, base: ast.AST | None) -> ast.AST | No
 
 
 def doc_isolation(ctx: AuditContext, scopes: list[Scope]) -> list[Location]:
-    """Where the code finds BOS positions to split the stream into documents (attention segments, per-document
-    loops), as long as that code runs by default."""
-    out: list[Location] = []
+    """Rows that pack several documents with per-document attention: where the code finds BOS positions and where
+    a segment attention (varlen `cu_seqlens`, block-diagonal mask) runs, both by default. Empty when documents
+    are fed one per row or the rows follow the stream. [BOS finders..., segment attention calls...]."""
+    prog = _program(ctx)
+    finders: list[Location] = []
+    segments: list[Location] = []
     for scope in scopes:
         for n in scope.nodes:
             if _is_bos_finder(n) and reach_of(ctx, scope.unit, n)[0]:
-                out.append(scope.unit.location(n))
-    return out
+                finders.append(scope.unit.location(n))
+            elif _is_segment_attention(prog, n) and reach_of(ctx, scope.unit, n)[0]:
+                segments.append(scope.unit.location(n))
+    return finders + segments if finders and segments else []
+
+
+def _is_segment_attention(prog, n: ast.AST) -> bool:
+    """A library attention over packed documents: a varlen kernel / block-diagonal mask by name, or any library call
+    (not one of the submission's own functions, which only pass the bounds on) given non-None `cu_seqlens*`."""
+    if not isinstance(n, ast.Call):
+        return False
+    if call_name(n) in vocab.SEGMENT_ATTENTION_CALLS:
+        return True
+    if not any(
+        k.arg is not None
+        and k.arg.startswith(vocab.SEGMENT_KEYWORD_PREFIX)
+        and not (isinstance(k.value, ast.Constant) and k.value.value is None)
+        for k in n.keywords
+    ):
+        return False
+    site = prog.site_of(n) if prog is not None else None
+    return site is None or not site.callees
+
+
+def _program(ctx: AuditContext):
+    try:
+        from auditor.flow.program import program_of
+
+        return program_of(ctx)
+    except Exception:  # the shared layer failing must not hide a segment attention: names still match
+        return None
 
 
 def _is_bos_finder(n: ast.AST) -> bool:

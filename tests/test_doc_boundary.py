@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from auditor.findings import Verdict
 from auditor.rename import minify, rename_identifiers
 from tests._targets_helpers import gating, mirror_has, run_fixture, run_mirror
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 RULE = "PG303"
 SMEAR = "        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1]], dim=1)\n"
@@ -53,7 +56,35 @@ def test_eval_that_does_not_isolate_documents_passes_with_info() -> None:
 
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, no_isolation)
     assert verdict is Verdict.PASS
-    assert findings and "does not isolate documents" in findings[0].message
+    assert findings and "no row packs several documents" in findings[0].message
+
+
+def test_one_document_per_row_from_its_bos_with_zero_pad_passes() -> None:
+    """fixtures/smear_zero_pad_per_doc_legal: BOS positions split the stream, but every document is its own row
+    from its BOS, so the shift's zero pad is all the BOS position sees (judged by the data, not by the BOS split)."""
+    verdict, findings = run_fixture("smear_zero_pad_per_doc_legal", RULE)
+    assert verdict is Verdict.PASS
+    line = next(
+        i
+        for i, t in enumerate(
+            (FIXTURES / "smear_zero_pad_per_doc_legal" / "train_gpt.py").read_text().splitlines(), 1
+        )
+        if "x_prev = torch.cat(" in t
+    )
+    assert [f.primary.line for f in findings] == [line] and not findings[0].gating
+
+
+def test_same_shift_over_packed_rows_with_segment_attention_fails_on_the_shift_line() -> None:
+    """The failing twin: the same zero-pad shift in a model whose rows pack documents with varlen attention over
+    BOS positions (fixtures/smear_no_bos_mask with its smear replaced by the shift)."""
+    new = (
+        "        x_prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)\n"
+        "        x = x + 0.1 * x_prev\n"
+    )
+    verdict, findings = run_fixture("smear_no_bos_mask", RULE, _replace_smear(new))
+    assert verdict is Verdict.FAIL
+    fail = gating(findings, Verdict.FAIL)[0]
+    assert fail.primary.line == 37 and "pack several documents" in fail.message
 
 
 def test_submission_dated_before_the_ruling_is_warn() -> None:
@@ -104,7 +135,8 @@ def test_smear_in_uncalled_method_is_info() -> None:
     verdict, findings = run_fixture("smear_no_bos_mask", RULE, dead)
     assert verdict is Verdict.PASS, [f.message for f in findings]
     assert findings and not any(f.gating for f in findings)
-    assert "Not run by default" in findings[0].message
+    # the segment attention is in the dead method too: no packed rows run, and the smear itself does not run
+    assert "Not run by default" in findings[0].message or "no row packs" in findings[0].message
 
 
 def _flag_gated(default: str):

@@ -283,3 +283,18 @@ LOSS_FUNCS: frozenset[str] = frozenset(
 # an update; the update is then transient (per-window test-time training), not training.
 SNAPSHOT_CALLS: frozenset[str] = frozenset({"state_dict", "deepcopy", "clone", "copy"})
 RESTORE_ATTR = "load_state_dict"
+
+# ------------------------------------------------------------------------------------- document-segmented attention
+# Attention over packed rows isolated per document (several documents in one row, each attending only to itself):
+# varlen kernels taking cumulative sequence lengths, block-diagonal masks built from sequence lengths. Matched on
+# the called name's last component; any call with a `cu_seqlens*` keyword counts too.
+SEGMENT_ATTENTION_CALLS: frozenset[str] = frozenset(
+    {
+        "flash_attn_varlen_func",
+        "flash_attn_varlen_qkvpacked_func",
+        "flash_attn_varlen_kvpacked_func",
+        "varlen_attn",
+        "from_seqlens",
+    }
+)
+SEGMENT_KEYWORD_PREFIX = "cu_seqlens"
