@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from auditor.engine import audit
 from auditor.errors import InputError
 from auditor.exitcodes import exit_code
 from auditor.findings import Report
+from auditor.github_api import GitHub
 from auditor.render.markdown import STICKY_MARKER, render_markdown
 from auditor.submission import git_command, load_git
 
@@ -69,59 +66,6 @@ def combined_comment(reports: list[Report]) -> str:
     return "\n---\n".join([parts[0]] + [p.replace(STICKY_MARKER + "\n", "", 1) for p in parts[1:]])
 
 
-@dataclass
-class GitHub:
-    repo: str  # owner/name
-    token: str
-    api: str = "https://api.github.com"
-
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else None
-        req = urllib.request.Request(
-            f"{self.api.rstrip('/')}{path}",
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-                "Content-Type": "application/json",
-                "User-Agent": "pgolf-audit-bot",
-            },
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise InputError(f"GitHub API {method} {path}: HTTP {exc.code} {exc.reason}") from exc
-        except urllib.error.URLError as exc:
-            raise InputError(f"GitHub API {method} {path}: {exc.reason}") from exc
-        return json.loads(body) if body else None
-
-    def find_sticky(self, pr: int) -> int | None:
-        page = 1
-        while True:
-            comments = self._request(
-                "GET", f"/repos/{self.repo}/issues/{pr}/comments?per_page=100&page={page}"
-            )
-            if not comments:
-                return None
-            for c in comments:
-                if str(c.get("body", "")).startswith(STICKY_MARKER):
-                    return int(c["id"])
-            if len(comments) < 100:
-                return None
-            page += 1
-
-    def upsert_sticky(self, pr: int, body: str) -> tuple[str, int]:
-        existing = self.find_sticky(pr)
-        if existing is not None:
-            self._request("PATCH", f"/repos/{self.repo}/issues/comments/{existing}", {"body": body})
-            return "updated", existing
-        created = self._request("POST", f"/repos/{self.repo}/issues/{pr}/comments", {"body": body})
-        return "created", int(created["id"])
-
-
 def run_bot(
     git_dir: str,
     base: str,
@@ -149,6 +93,12 @@ def run_bot(
         if not token:
             raise InputError("GITHUB_TOKEN is not set (use --dry-run to print the comment instead)")
         gh = GitHub(repo, token, os.environ.get("GITHUB_API_URL", "https://api.github.com"))
-        action, cid = gh.upsert_sticky(pr, body)
+        gh.login = os.environ.get("PGOLF_BOT_LOGIN") or None
+        try:
+            action, cid = gh.upsert_sticky(pr, body, STICKY_MARKER)
+        except InputError:
+            if not output:  # never lose the report: it goes to stdout when it could not be posted
+                print(body, end="")
+            raise
         print(f"pgolf-audit bot: {action} comment {cid} on {repo}#{pr} ({len(reports)} record folder(s))")
     return max((exit_code(r, strict=strict) for r in reports), default=0)
