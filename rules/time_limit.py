@@ -313,6 +313,20 @@ class EvalTimeOverLimit(Rule):
             path="train_seed42.log",
             note="sliding + TTT sum to 660 s",
         ),
+        Case(
+            code="print(1)\n",
+            files={
+                "train_seed42.log": "seed:42\n"
+                "final_int8_zlib_roundtrip_exact sliding val_loss:1.93 val_bpb:1.14 eval_time:102200ms\n"
+                "final_ngram val_loss:1.6277 val_bpb:0.9640 ngram_eval_time:895349ms\n"
+                "final_ngram_exact val_loss:1.62773633 val_bpb:0.96403969\n"
+            },
+            verdict=Verdict.FAIL,
+            line=4,
+            path="train_seed42.log",
+            note="the headline n-gram pass is timed by its own `ngram_eval_time` key: 895 s (reported on the "
+            "8-decimal twin that carries the score)",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:

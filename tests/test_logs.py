@@ -198,3 +198,19 @@ def test_log_with_invalid_utf8_is_still_read() -> None:
     )
     logs = logs_of(build_context(sub))
     assert len(logs) == 1 and logs[0].final_score.line_no == 3
+
+
+def test_a_pass_named_eval_timer_times_the_headline_ngram_pass() -> None:
+    """`ngram_eval_time:` is the timer of the n-gram pass (no plain `eval_time:` on that line); the n-gram pass,
+    layered on the model after the sliding window, is the scored one."""
+    text = (
+        "final_int8_zlib_roundtrip_exact sliding val_loss:1.93 val_bpb:1.14 eval_time:102200ms\n"
+        "final_ngram val_loss:1.6277 val_bpb:0.9640 ngram_eval_time:895349ms\n"
+        "final_ngram_exact val_loss:1.62773633 val_bpb:0.96403969\n"
+    )
+    log = parse_log(text, "train_seed1337.log")
+    final = log.final_score
+    assert final is not None and final.label == "final_ngram_exact" and final.eval_ms == 895349.0
+    assert score_rank("final_ngram") > score_rank("final_sliding_window")
+    plain = parse_log("final_ngram val_loss:1.6 val_bpb:0.96 eval_time:1000ms ngram_eval_time:9ms\n", "t.log")
+    assert plain.score_lines[0].eval_ms == 1000.0  # a plain eval_time wins when both are printed

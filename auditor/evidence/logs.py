@@ -58,6 +58,9 @@ SCORE = re.compile(
 )
 PERIODIC_LABEL = re.compile(r"^(?:step:)?\d+/\d+$")
 EVAL_MS = re.compile(r"\b(?:eval_time|time):\s*(\d+(?:\.\d+)?)ms")
+# a timer named for the pass it times (`ngram_eval_time:895349ms`, `ttt_eval_time:`): used when the line has no plain
+# `eval_time:` (the headline n-gram pass of some records is timed only this way)
+PASS_EVAL_MS = re.compile(r"(?<![\w])[A-Za-z]\w*_eval_time:\s*(\d+(?:\.\d+)?)ms")
 ELAPSED_S = re.compile(r"\belapsed=(\d+(?:\.\d+)?)s")
 KEYVAL = re.compile(r"(\w+)[:=]\s*([\w.\-]+)")
 STOP = re.compile(
@@ -312,7 +315,7 @@ def score_rank(label: str) -> int | None:
     """How specific an evaluation label is as the submitted score (higher wins); None: never the score.
 
     Mirrors the mapping of rules.md §E (established by matching per-seed val_bpb in merged records): phased TTT >
-    other legal TTT > sliding window > quantized round-trip > plain quantized eval.
+    other legal TTT > n-gram cache/mixer pass > sliding window > quantized round-trip > plain quantized eval.
     """
     low = label.lower()
     if (
@@ -327,6 +330,8 @@ def score_rank(label: str) -> int | None:
         return 60
     if "ttt" in low:
         return 50
+    if "ngram" in low or "n-gram" in low:
+        return 45  # an n-gram cache/mixer layered on the model's output: the last stage when present
     if "sliding" in low:
         return 40
     if "temped" in low:
@@ -599,9 +604,13 @@ def _add_score(log: ParsedLog, m: re.Match[str], n: int, ln: str) -> None:
         )  # "final_int8_zlib_roundtrip_exact sliding val_loss:..": a sliding-window eval
     label = " ".join(words)
     rest = m["rest"]
-    extras += [(k, v) for k, v in KEYVAL.findall(rest) if k not in ("eval_time", "time", "elapsed")]
+    extras += [
+        (k, v)
+        for k, v in KEYVAL.findall(rest)
+        if k not in ("eval_time", "time", "elapsed") and not k.endswith("_eval_time")
+    ]
     ms: float | None = None
-    em = EVAL_MS.search(rest)
+    em = EVAL_MS.search(rest) or PASS_EVAL_MS.search(rest)
     if em:
         ms = float(em[1])
     else:
