@@ -160,5 +160,8 @@ def run_verify(args: argparse.Namespace) -> int:
     mark_rerun_evidence(report, sub)
     report.tables["harness"] = {k: v for k, v in harness.items()}
     color = args.color == "always" or (args.color == "auto" and not args.output and sys.stdout.isatty())
-    _emit(render(report, args.format, color=color), args.output)
+    from auditor.render.plots import plots_section, write_verify_plots
+
+    plots = write_verify_plots(report, sub, args.output)  # PNGs next to --output (the `plots` extra)
+    _emit(render(report, args.format, color=color) + plots_section(plots, args.format), args.output)
     return exit_code(report, strict=args.strict)
