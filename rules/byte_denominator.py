@@ -8,6 +8,7 @@ The static side (how the byte LUT is built in code) is in rules/byte_lut_code.py
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from auditor.constants import (
@@ -31,6 +32,13 @@ from auditor.findings import Basis, Confidence, EvidenceLevel, Finding, Severity
 from rules.base import Case, Rule
 
 _CODE = "print('train')\n"
+# A scored pass that states how many target positions it scored (`positions:61921846`, `scored_tokens:`): compared
+# with the validation targets the same run loaded. Positions skipped inside documents (after every BOS, say) are not
+# a truncation tail; a small slack covers per-rank batching of the last window.
+_SCORED_COUNT = re.compile(
+    r"\b(?:positions|scored_tokens|tokens_scored|scored_positions|scored_targets)[:=]\s*(\d+)\b"
+)
+SCORED_COUNT_SLACK = 16_384
 
 
 def _log(*lines: str) -> str:
@@ -289,6 +297,20 @@ class TruncatedValidation(Rule):
         Case(
             code=_CODE,
             verdict=Verdict.FAIL,
+            line=3,
+            path="train.log",
+            files={
+                "train.log": _log(
+                    "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:62021632",
+                    "final_int8_zlib_roundtrip_exact val_loss:2.07145173 val_bpb:1.22683039",
+                    "final_probe_eval docs:50000 positions:61921846 bytes:151022576 eval_time:283951ms",
+                )
+            },
+            note="the headline pass skips the first position after every BOS: 99,786 of the loaded targets",
+        ),
+        Case(
+            code=_CODE,
+            verdict=Verdict.FAIL,
             line=2,
             path="train_seed42.log",
             files={
@@ -360,6 +382,15 @@ class TruncatedValidation(Rule):
                         confidence=Confidence.MEDIUM,
                     )
                     return
+        scored = _scored_count(log)
+        if scored is not None and tokens is not None and scored[0] < tokens - SCORED_COUNT_SLACK:
+            count, sline = scored
+            problems.append(
+                f"the scored pass reports {count:,} positions (line {sline}) of the {tokens:,} validation targets "
+                f"it loaded: {tokens - count:,} positions are never scored (not a truncation tail), so the score "
+                "covers a chosen subset of the text"
+            )
+            line = sline
         if docs is not None and docs < 50_000:
             problems.append(
                 f"phased TTT evaluates total_docs:{docs} instead of the 50,000 validation documents"
@@ -409,6 +440,20 @@ class TruncatedValidation(Rule):
                 + (note or f"val_tokens {tokens:,} covers the canonical {guess.family} validation set"),
                 [log.location(line)],
             )
+
+
+def _scored_count(log: ParsedLog) -> tuple[int, int] | None:
+    """(positions, line) stated by an evaluation line after training: a line that times an eval or counts documents
+    and states how many target positions it scored. The last such line (the headline pass comes last)."""
+    start = log.stop.line_no if log.stop is not None else 0
+    found = None
+    for n, text in enumerate(log.lines, 1):
+        if n <= start or not ("eval" in text or "docs:" in text):
+            continue
+        m = _SCORED_COUNT.search(text)
+        if m:
+            found = (int(m[1]), n)
+    return found
 
 
 class CaseOpsTrainValOverlap(Rule):
