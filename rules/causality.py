@@ -73,6 +73,22 @@ _PARAM_CTORS = frozenset(
         "arange",
     }
 )
+# functional ops whose output has their first argument's layout
+_LAYOUT_KEEPING = frozenset(
+    {
+        "pad",
+        "silu",
+        "gelu",
+        "relu",
+        "leaky_relu",
+        "rms_norm",
+        "layer_norm",
+        "dropout",
+        "sigmoid",
+        "tanh",
+        "softplus",
+    }
+)
 _META_ATTRS = frozenset({"device", "dtype", "shape", "ndim", "is_cuda"})
 
 # A tiny scored model: {MIX} is the sequence-mixing layer under test, {INIT} its construction.
@@ -239,11 +255,13 @@ class NonCausalModel(Rule):
             return
         denoise = analysis.denoising_eval()
         for c in constructs:
-            yield self._judge(ctx, c, denoise)
+            yield self._judge(ctx, c, denoise, analysis)
 
-    def _judge(self, ctx: AuditContext, c: Construct, denoise: Location | None) -> Finding:
+    def _judge(
+        self, ctx: AuditContext, c: Construct, denoise: Location | None, analysis: _Analysis
+    ) -> Finding:
         loc = c.unit.location(c.node)
-        live, why = reach_of(ctx, c.unit, c.use)
+        live, why = analysis.live(c.unit, c.use)
         if not live:
             return self.info(f"{c.message}. Not run by default ({why})", [loc], related=c.related)
         if denoise is not None:
@@ -254,6 +272,16 @@ class NonCausalModel(Rule):
                 "not a left-to-right factorization; no ruling covers it (the MDLM entry was merged as non-record)",
                 [loc],
                 related=[denoise, *c.related],
+                severity=Severity.MEDIUM,
+                confidence=Confidence.LOW,
+            )
+        status = program_of(ctx).reach(c.unit, c.use).status
+        if status == "unknown" and c.verdict is Verdict.FAIL:
+            return self.finding(
+                Verdict.WARN,
+                f"{c.message}. Whether this code runs could not be established ({why}), so this is not a FAIL",
+                [loc],
+                related=c.related,
                 severity=Severity.MEDIUM,
                 confidence=Confidence.LOW,
             )
@@ -322,8 +350,6 @@ class _Analysis:
         ELBO (MDLM/LLaDA), where the model sees the unmasked tokens on both sides by design."""
         for scope in self.facts.scopes:
             scored = set(scope.target_vars) | _scored_names(scope)
-            if not scored:
-                continue
             for n in scope.nodes:
                 if not isinstance(n, ast.Call):
                     continue
@@ -336,11 +362,52 @@ class _Analysis:
                     data, fill = n.func.value, n.args[-1]
                 if data is None or fill is None:
                     continue
-                if not (isinstance(data, ast.Name) and data.id in scored) or not _scalar_like(fill):
+                if not isinstance(data, ast.Name) or not (
+                    _scalar_like(fill)
+                    or (isinstance(fill, ast.Call) and call_name(fill) in {"full_like", "full"})
+                ):
+                    continue
+                if data.id not in scored and not self._scored_by_caller(scope, data.id):
                     continue
                 if reach_of(self.ctx, scope.unit, n)[0]:
                     return scope.unit.location(n)
         return None
+
+    def live(self, unit: CodeUnit, node: ast.AST, depth: int = 6) -> tuple[bool, str]:
+        """reach_of, plus the submodule calls the call graph does not resolve: a submodule's `forward` whose only
+        callers are `self.X(...)` sites runs only if one of those sites runs (`if FLAG: x = self.local(x)`)."""
+        live, why = reach_of(self.ctx, unit, node)
+        if not live or depth <= 0:
+            return live, why
+        func = self.prog.enclosing_func(unit, node)
+        while func is not None and func.parent is not None:
+            func = func.parent
+        if func is None or func.cls is None or func.name not in ("forward", "__call__"):
+            return live, why
+        if self.prog.callers(func):
+            return live, why
+        sites = self._submodule_calls().get(id(func.cls), [])
+        if not sites:
+            return live, why
+        reasons = []
+        for site in sites:
+            ok, r = self.live(site.unit, site.node, depth - 1)
+            if ok:
+                return True, r
+            reasons.append(r)
+        return False, reasons[0]
+
+    def _scored_by_caller(self, scope: Scope, param: str) -> bool:
+        """`q_xt(x0, p)` corrupting its parameter: does a caller pass a tensor it scores (`gather(.., x0)`)?"""
+        func = self.func_of_node.get(id(scope.node))
+        if func is None or param not in func.params:
+            return False
+        for site, binding in self._callers(func):
+            arg = binding.get(param)
+            cs = self._scope(site.caller)
+            if isinstance(arg, ast.Name) and cs is not None and arg.id in _scored_names(cs):
+                return True
+        return False
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def _scope(self, func: Func | None) -> Scope | None:
@@ -1269,6 +1336,9 @@ def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
             return "channel" if args and args[-1] in (1, -2) else "unknown"
         if name in {"contiguous", "float", "half", "bfloat16", "to", "type", "type_as", "clone", "detach"}:
             node = recv
+            continue
+        if name in _LAYOUT_KEEPING and node.args:  # `F.pad(x, ...)`, `F.silu(x)`: same layout as their input
+            node = node.args[0]
             continue
         return "unknown"
     return "unknown"

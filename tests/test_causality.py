@@ -1,0 +1,218 @@
+"""PG304 non-causal-model: sequence mixing in the scored model that lets the token at t or later reach position t."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditor.findings import Verdict
+from auditor.testing import submission_from_files
+from tests._targets_helpers import fixture_files, gating, run, run_fixture
+
+RULE = "PG304"
+CONV_LINE = "        self.depthwise = nn.Conv1d(dim, dim, kernel_size=kernel, padding=reach, dilation=dilation, groups=dim)\n"
+MASK_LINE = "    mask[:num_mem, num_mem:] = True\n"
+
+
+def _replace(old: str, new: str):
+    def tr(src: str) -> str:
+        assert old in src, old
+        return src.replace(old, new)
+
+    return tr
+
+
+# -- convolutions ---------------------------------------------------------------------------------------------------
+def test_same_padded_conv_over_the_sequence_fails_at_its_construction() -> None:
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE)
+    assert verdict is Verdict.FAIL
+    first = gating(findings, Verdict.FAIL)[0]
+    assert first.primary is not None and first.primary.line == 28
+    assert "sequence axis" in first.message
+    assert any(loc.line == 33 for loc in first.related)  # where the conv runs: self.depthwise(y)
+
+
+def test_causal_convs_pass() -> None:
+    verdict, findings = run_fixture("causal_conv_left_pad_legal", RULE)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    assert not findings
+
+
+@pytest.mark.parametrize(
+    "padding",
+    ["padding='same'", "padding=kernel // 2", "padding=2"],
+    ids=["same", "k//2", "literal"],
+)
+def test_other_centred_paddings_fail(padding: str) -> None:
+    new = CONV_LINE.replace("padding=reach", padding).replace("kernel_size=kernel", "kernel_size=5")
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, _replace(CONV_LINE, new))
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+
+
+def test_kernel_one_is_pointwise_and_passes() -> None:
+    new = CONV_LINE.replace("kernel_size=kernel", "kernel_size=1")
+    verdict, _ = run_fixture("noncausal_conv_same_padding", RULE, _replace(CONV_LINE, new))
+    assert verdict is Verdict.PASS
+
+
+def test_symmetric_input_pad_fails_and_left_trim_of_full_padding_fails() -> None:
+    sym = _replace("(self.reach, 0)", "(self.reach // 2, self.reach // 2)")
+    verdict, findings = run_fixture("causal_conv_left_pad_legal", RULE, sym)
+    assert (
+        verdict is Verdict.FAIL
+        and "symmetric padding of its input" in gating(findings, Verdict.FAIL)[0].message
+    )
+    left = _replace("[..., :t]", "[..., -t:]")
+    verdict, findings = run_fixture("causal_conv_left_pad_legal", RULE, left)
+    assert verdict is Verdict.FAIL and "first outputs cut off" in gating(findings, Verdict.FAIL)[0].message
+
+
+def test_full_padding_without_any_trim_is_warn() -> None:
+    verdict, findings = run_fixture("causal_conv_left_pad_legal", RULE, _replace("[..., :t]", ""))
+    assert verdict is Verdict.WARN, [f.message for f in findings]
+
+
+def test_conv_whose_axis_cannot_be_told_is_warn() -> None:
+    verdict, findings = run_fixture(
+        "noncausal_conv_same_padding",
+        RULE,
+        _replace("        y = h.transpose(1, 2)\n", "        y = h.float()\n"),
+    )
+    assert verdict is Verdict.WARN
+    assert "axis" in gating(findings, Verdict.WARN)[0].message
+
+
+# -- attention ------------------------------------------------------------------------------------------------------
+def test_memory_rows_opened_to_the_sequence_fail_at_the_store() -> None:
+    verdict, findings = run_fixture("noncausal_memory_tokens", RULE)
+    assert verdict is Verdict.FAIL
+    first = gating(findings, Verdict.FAIL)[0]
+    assert first.primary is not None and first.primary.line == 25
+    assert any(loc.line == 44 for loc in first.related)  # the attention call that uses the mask
+
+
+def test_memory_rows_reading_only_memory_pass() -> None:
+    tr = _replace(MASK_LINE, "    mask[:num_mem, :num_mem] = True\n")
+    verdict, findings = run_fixture("noncausal_memory_tokens", RULE, tr)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_additive_memory_mask_fails() -> None:
+    tr = _replace(
+        "    mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))\n" + MASK_LINE,
+        "    mask = torch.triu(torch.full((n, n), float('-inf'), device=device), diagonal=1)\n"
+        "    mask[:num_mem, num_mem:] = 0.0\n",
+    )
+    verdict, findings = run_fixture("noncausal_memory_tokens", RULE, tr)
+    assert verdict is Verdict.FAIL
+    assert gating(findings, Verdict.FAIL)[0].primary.line == 25
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        ("F.scaled_dot_product_attention(q, k, v, is_causal=True)", Verdict.PASS),
+        ("F.scaled_dot_product_attention(q, k, v, is_causal=False)", Verdict.FAIL),
+        ("F.scaled_dot_product_attention(q, k, v)", Verdict.FAIL),
+        ("F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)", Verdict.PASS),
+        ("F.scaled_dot_product_attention(q, k, v, is_causal=not self.causal)", Verdict.FAIL),
+    ],
+    ids=["causal", "is_causal-false", "default", "flag-from-env-on", "flag-from-env-off"],
+)
+def test_sdpa_flags(call: str, expected: Verdict) -> None:
+    def tr(src: str) -> str:
+        src = src.replace("F.scaled_dot_product_attention(q, k, v, is_causal=True)", call)
+        return src.replace(
+            "        self.heads = h.num_heads\n",
+            "        self.heads = h.num_heads\n        self.causal = bool(int(os.environ.get('CAUSAL', '1')))\n",
+            1,
+        )
+
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, _conv_fixed(tr))
+    assert verdict is expected, [f.message for f in findings]
+    if expected is Verdict.FAIL:  # line 49 of the fixture, +1 for the causal pad, +1 for the flag attribute
+        assert gating(findings, Verdict.FAIL)[0].primary.line == 51
+
+
+def _conv_fixed(tr):  # noqa: ANN001, ANN202 - the attention tests run on the fixture with its conv made causal
+    def both(src: str) -> str:
+        src = src.replace("padding=reach, ", "")
+        src = src.replace(
+            "        y = h.transpose(1, 2)\n", "        y = F.pad(h.transpose(1, 2), (reach_left, 0))\n"
+        )
+        src = src.replace(
+            "    def forward(self, h: torch.Tensor) -> torch.Tensor:\n",
+            "    def forward(self, h: torch.Tensor) -> torch.Tensor:\n        reach_left = 4\n",
+            1,
+        )
+        return tr(src)
+
+    return both
+
+
+def test_flash_attention_causal_flag() -> None:
+    def flash(flag: str):  # noqa: ANN202
+        def tr(src: str) -> str:
+            src = src.replace(
+                "from torch import nn\n",
+                "from torch import nn\nfrom flash_attn_interface import flash_attn_func as fa3\n",
+            )
+            return src.replace(
+                "F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+                f"fa3(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2){flag}).transpose(1, 2)",
+            )
+
+        return _conv_fixed(tr)
+
+    # line 49 of the fixture, +1 for the causal pad, +1 for the import
+    assert run_fixture("noncausal_conv_same_padding", RULE, flash(", causal=True"))[0] is Verdict.PASS
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, flash(", causal=False"))
+    assert verdict is Verdict.FAIL and gating(findings, Verdict.FAIL)[0].primary.line == 51
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, flash(""))
+    assert verdict is Verdict.FAIL and "default is causal=False" in gating(findings, Verdict.FAIL)[0].message
+
+
+def test_mask_passed_through_a_parameter_is_followed() -> None:
+    """The mask is built by the caller and passed down through the block's forward (a submodule call)."""
+    files = fixture_files("noncausal_memory_tokens")
+    src = files["train_gpt.py"]
+    src = src.replace(
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n        b, t, d = x.shape\n",
+        "    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:\n        b, t, d = x.shape\n",
+    )
+    src = src.replace("        mask = memory_mask(self.num_mem, t, x.device)\n", "")
+    src = src.replace(
+        "            x = block(x)\n", "            x = block(x, memory_mask(8, x.size(1), x.device))\n"
+    )
+    files["train_gpt.py"] = src
+    verdict, findings = run(submission_from_files(files, root="param_mask"), RULE)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+
+
+def test_learned_memory_keys_without_mask_pass() -> None:
+    """Attending to learned key/value slots (no token in them) with is_causal=False is causal."""
+    tr = _replace(
+        "        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n",
+        "        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+        "        mk = self.mem_k.expand(b, -1, -1, -1)\n"
+        "        y = y + F.scaled_dot_product_attention(q, mk, mk, is_causal=False)\n",
+    )
+
+    def add_param(src: str) -> str:
+        return tr(src).replace(
+            "        self.heads = h.num_heads\n",
+            "        self.heads = h.num_heads\n        self.mem_k = nn.Parameter(torch.zeros(1, h.num_heads, 4, h.model_dim // h.num_heads))\n",
+            1,
+        )
+
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, _conv_fixed(add_param))
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_default_off_flag_is_information_only() -> None:
+    tr = _replace(
+        "        x = self.local(x)\n",
+        "        if int(os.environ.get('LOCAL_CONV', '0')):\n            x = self.local(x)\n",
+    )
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, tr)
+    assert verdict is Verdict.PASS
+    assert findings and "Not run by default" in findings[0].message
