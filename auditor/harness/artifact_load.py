@@ -40,6 +40,7 @@ MAX_ARTIFACT_BYTES = (
 )  # the cap is 16,000,000 bytes of code + model; 4x leaves room for non-records
 MAX_RAW_BYTES = 512 * 1024 * 1024  # a 36M-parameter int8 state is ~40 MB; 512 MB is a bomb, not a model
 DECODE_SECONDS = 120.0
+CHUNK = 4 * 1024 * 1024  # decompressor output granularity: the cap is checked between chunks
 SHUFFLE_MAGIC = b"BSHF"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -97,7 +98,39 @@ def _looks_zlib(blob: bytes) -> bool:
     )
 
 
+def _brotli(blob: bytes, limit: int) -> bytes:
+    """Incremental brotli with an output cap. (`can_accept_more_data()` is True while output is still pending in
+    brotli 1.2, so a stream is truncated only when a call with no new input yields nothing and is not finished.)"""
+    try:
+        import brotli
+    except ImportError:
+        raise ArtifactLoadError(
+            "brotli-compressed artifact, but the brotli package is not installed"
+        ) from None
+    dec = brotli.Decompressor()
+    try:
+        out = bytearray(dec.process(blob, output_buffer_limit=CHUNK))
+        while not dec.is_finished():
+            if len(out) > limit:
+                break
+            chunk = dec.process(b"", output_buffer_limit=CHUNK)
+            if not chunk and not dec.is_finished():
+                raise ArtifactLoadError(
+                    "brotli: compressed data is corrupt or truncated (end of stream not reached)"
+                )
+            out += chunk
+    except brotli.error as exc:
+        raise ArtifactLoadError(f"brotli: compressed data is corrupt ({exc})") from None
+    if len(out) > limit:
+        raise ArtifactLoadError(
+            f"brotli: decompresses to more than {limit:,} bytes (limit); a decompression bomb"
+        )
+    return bytes(out)
+
+
 def _bounded(codec: str, blob: bytes, limit: int) -> bytes:
+    if codec == "brotli":
+        return _brotli(blob, limit)
     from auditor.unpack import Undecodable, _Budget, decompress_bounded
 
     try:

@@ -132,3 +132,69 @@ def claimed_for(ctx: AuditContext, seed: int | None) -> Claimed:
             claims, claims.val_bpb.value, claims.val_bpb.decimals, claims.val_bpb_key or "val_bpb"
         )
     return out
+
+
+def mode_of_label(label: str) -> str | None:
+    """The eval mode a score line's label names: plain | sliding | ttt, or None (pre-quantization, ETLB, other).
+
+    Labels seen in the records: ``quantized`` / ``final_int8_zlib_roundtrip(_exact)`` / ``final_int6_roundtrip``
+    (plain windows), ``quantized_sliding_window`` / ``final_int6_sliding_window(_exact)`` (sliding),
+    ``quantized_ttt`` / ``legal_ttt_exact`` / ``quantized_ttt_phased`` (score-first TTT)."""
+    low = label.lower()
+    if "pre" in low and "quant" in low or "etlb" in low or "diagnostic" in low:
+        return None
+    if "ttt" in low:
+        return "ttt"
+    if "sliding" in low:
+        return "sliding"
+    if "roundtrip" in low or low.strip() in ("quantized", "final_quantized", "quantized_exact"):
+        return "plain"
+    return None
+
+
+@dataclass
+class Logged:
+    val_bpb: float
+    decimals: int
+    source: str
+    location: Location | None
+    val_tokens: int | None
+
+
+def logged_for_mode(ctx: AuditContext, seed: int | None, mode: str) -> Logged | None:
+    """The submission's own logged number for `mode` (the last such line of the seed's log, most decimals)."""
+    logs = claim_logs(ctx)
+    if seed is not None:
+        logs = [lg for lg in logs if lg.answers_to_seed(seed)]
+    elif len({lg.seed for lg in logs}) > 1:
+        return None
+    candidates = [
+        (s.decimals, i, lg, s)
+        for lg in logs
+        for i, s in enumerate(lg.score_lines)
+        if not s.is_diagnostic and not s.is_prequant and mode_of_label(s.label) == mode
+    ]
+    best = max(candidates, key=lambda c: (c[0], c[1]))[2:] if candidates else None
+    if best is None:
+        return None
+    lg, s = best
+    return Logged(
+        s.val_bpb, s.decimals, f"{lg.path}:{s.line_no} ({s.label})", lg.location(s.line_no), lg.val_tokens
+    )
+
+
+def claim_mode(ctx: AuditContext, claimed: Claimed) -> str | None:
+    """Which eval mode the claimed number is: the mode of a logged line of its seed that prints the same value."""
+    if claimed.val_bpb is None:
+        return None
+    logs = claim_logs(ctx)
+    if claimed.seed is not None:
+        logs = [lg for lg in logs if lg.answers_to_seed(claimed.seed)]
+    tol = claimed.half_ulp + 1e-12
+    for lg in logs:
+        for s in reversed(lg.score_lines):
+            if not s.is_diagnostic and abs(s.val_bpb - claimed.val_bpb) <= max(tol, 0.5 * 10.0**-s.decimals):
+                mode = mode_of_label(s.label)
+                if mode is not None:
+                    return mode
+    return None

@@ -28,12 +28,30 @@ def add_verify_parser(sub: Any) -> argparse.ArgumentParser:
     v.add_argument(
         "--sidecar", help="glob of CaseOps byte sidecars (fineweb_val_bytes_*.bin); replaces the LUTs"
     )
-    v.add_argument("--artifact", action="append", help="reference-format artifact to rescore (repeatable)")
-    v.add_argument("--mode", choices=("ttt", "sliding", "plain"), default="ttt", help="eval of the rescore")
-    v.add_argument("--seq-len", type=int, default=2048)
-    v.add_argument("--stride", type=int, default=64)
-    v.add_argument("--chunk-tokens", type=int, default=32_768, help="score-first TTT chunk")
-    v.add_argument("--ttt-epochs", type=int, default=3)
+    v.add_argument(
+        "--artifact",
+        action="append",
+        help="artifact to rescore: reference format or a record's final_model.int6.ptz (repeatable)",
+    )
+    v.add_argument(
+        "--mode",
+        default="ttt",
+        help="eval(s) of the rescore, comma-separated: ttt, sliding, plain (default ttt)",
+    )
+    v.add_argument(
+        "--seq-len", type=int, help="eval window (default: the submission's eval_seq_len, else 2048)"
+    )
+    v.add_argument(
+        "--stride", type=int, help="sliding stride (default: the submission's eval_stride, else 64)"
+    )
+    v.add_argument(
+        "--chunk-tokens", type=int, help="score-first TTT chunk (default: the submission's, else 32768)"
+    )
+    v.add_argument("--ttt-epochs", type=int, help="TTT epochs per chunk (default: the submission's, else 3)")
+    v.add_argument("--ttt-lr", type=float, help="TTT learning rate (default: the submission's, else 0.005)")
+    v.add_argument("--batch-seqs", type=int, default=32, help="windows per forward")
+    v.add_argument("--no-compile", action="store_true", help="run the rescore eagerly (no torch.compile)")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     v.add_argument(
         "--max-tokens", type=int, help="score only the first N tokens (smoke tests; never canonical)"
     )
@@ -105,28 +123,56 @@ def run_verify(args: argparse.Namespace) -> int:
     harness["data"] = data.to_dict()
 
     seeds = args.seed or []
+    modes = [m.strip() for m in str(args.mode).split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("ttt", "sliding", "plain")]
+    if bad or not modes:
+        raise UsageError(f"--mode expects ttt, sliding and/or plain, got {args.mode!r}")
+    record = None
+    if args.artifact:
+        from auditor.harness.record_map import context_from_submission
+
+        record = context_from_submission(sub)
     for i, artifact in enumerate(args.artifact or []):
         if not Path(artifact).is_file():
             raise InputError(f"no such artifact: {artifact}")
         seed = seeds[i] if len(seeds) == len(args.artifact) else None
-        _progress(f"rescoring {artifact} ({args.mode})")
-        res = rescore(
-            artifact,
-            args.val,
-            args.tokenizer,
-            sidecar=args.sidecar,
-            mode=args.mode,
-            seed=seed,
-            seq_len=args.seq_len,
-            stride=args.stride,
-            chunk_tokens=args.chunk_tokens,
-            ttt_epochs=args.ttt_epochs,
-            max_tokens=args.max_tokens,
-            device=args.device,
-            data=data,
-        )
-        _progress(res.log_line() if res.ok else f"rescore failed: {res.error}")
-        harness.setdefault("rescore", []).append(res.to_dict())
+        for mode in modes:
+            _progress(f"rescoring {artifact} ({mode})")
+            res = rescore(
+                artifact,
+                args.val,
+                args.tokenizer,
+                sidecar=args.sidecar,
+                mode=mode,
+                seed=seed,
+                seq_len=args.seq_len,
+                stride=args.stride,
+                batch_seqs=args.batch_seqs,
+                chunk_tokens=args.chunk_tokens,
+                ttt_epochs=args.ttt_epochs,
+                ttt_lr=args.ttt_lr,
+                max_tokens=args.max_tokens,
+                device=args.device,
+                data=data,
+                record=record,
+                compile=False if args.no_compile else None,
+                progress=not args.no_progress,
+            )
+            if res.ok:
+                _progress(
+                    f"{res.log_line()} ({res.format} format, {res.tokens_per_second:,.0f} tokens/s, "
+                    f"warmup {res.warmup_ms / 1e3:.1f}s; {res.hparams_source or 'config from the artifact'})"
+                )
+            else:
+                _progress(f"rescore failed: {res.error}")
+            harness.setdefault("rescore", []).append(res.to_dict())
+    if harness.get("rescore"):
+        from auditor.harness.table import seed_table, table_text
+
+        rows = seed_table(sub, harness["rescore"])
+        harness["seed_table"] = rows
+        for line in table_text(rows).splitlines():
+            _progress(line)
 
     if args.rerun:
         results = []
