@@ -203,6 +203,14 @@ class SubmissionJsonMalformed(Rule):
         ),
         Case(
             code="print(1)\n",
+            files={"submission.json": _JSON.replace("1.14430897", '"1.14430897"')},
+            verdict=Verdict.WARN,
+            line=6,
+            path="submission.json",
+            note="a number written as a string: readable, but not the type every merged record uses",
+        ),
+        Case(
+            code="print(1)\n",
             files={"submission.json": _JSON.replace('  "github_id": "ab",\n', "")},
             verdict=Verdict.WARN,
             path="submission.json",
@@ -249,6 +257,16 @@ class SubmissionJsonMalformed(Rule):
                     Verdict.FAIL,
                     "no val_bpb (or mean_val_bpb): the submission claims no score",
                     [Location(path)],
+                )
+            )
+        elif isinstance(data[bpb_key], str) and number(data[bpb_key]) is not None:
+            # the claim is readable (and cross-checked as that number); only its JSON type is off
+            out.append(
+                self.finding(
+                    Verdict.WARN,
+                    f"{bpb_key} is the string {json.dumps(data[bpb_key])[:60]}: write it as a JSON number",
+                    at(bpb_key),
+                    severity=Severity.LOW,
                 )
             )
         elif isinstance(data[bpb_key], bool) or not isinstance(data[bpb_key], (int, float)):
