@@ -7,6 +7,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 
 from auditor import RULESET_VERSION, __version__
+from auditor.deadline import BudgetExceeded, Deadline, active, default_budget_s
 from auditor.facts import AuditContext, build_context
 from auditor.findings import Confidence, Finding, Report, Severity, SubmissionIdentity, Verdict
 from auditor.gcpause import fewer_gc_passes
@@ -32,6 +33,7 @@ def run_rules(
     rules: Sequence[type[Rule]],
     timings: dict[str, float] | None = None,
     debug: bool = False,
+    deadline: Deadline | None = None,
 ) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     errors: list[str] = []
@@ -39,6 +41,11 @@ def run_rules(
     for rule_cls in rules:
         rule = rule_cls()
         t0 = time.perf_counter()
+        if deadline is not None and deadline.expired():  # the budget is spent: WARN, never a silent PASS
+            deadline.note_cut(f"{rule_cls.id} (not run)")
+            spent = f"the {deadline.budget_s:g}-s time budget of this audit was spent"
+            findings.append(_budget_warn(rule, f"not run: {spent} after {deadline.elapsed():.0f} s"))
+            continue
         try:
             produced = list(rule.check(ctx))
             if rule_cls.record_only and any(f.verdict is Verdict.FAIL for f in produced):
@@ -47,6 +54,10 @@ def run_rules(
                 if non_record:
                     produced = [downgrade_for_non_record(f) for f in produced]
             findings.extend(produced)
+        except BudgetExceeded as exc:  # not a bug: the submission is too big to analyse in the budget
+            if deadline is not None:
+                deadline.note_cut(f"{rule_cls.id} ({exc.what})")
+            findings.append(_budget_warn(rule, f"cut short: {exc}; verdict unknown"))
         except Exception as exc:  # a bug of ours: never a silent PASS, never a crash of the whole audit
             if debug:
                 raise
@@ -63,6 +74,16 @@ def run_rules(
         if timings is not None:
             timings[rule_cls.id] = timings.get(rule_cls.id, 0.0) + time.perf_counter() - t0
     return findings, errors
+
+
+def _budget_warn(rule: Rule, message: str) -> Finding:
+    return rule.finding(
+        Verdict.WARN,
+        message,
+        severity=Severity.MEDIUM,
+        confidence=Confidence.LOW,
+        evidence="set PGOLF_TIME_BUDGET_S (seconds; 0 = no budget) to audit this submission completely",
+    )
 
 
 def is_non_record(ctx: AuditContext) -> bool:
@@ -99,14 +120,19 @@ def audit(
     waivers: object | None = None,
     timings: dict[str, float] | None = None,
     debug: bool = False,
+    time_budget_s: float | None | str = "default",
 ) -> Report:
+    """`time_budget_s`: seconds for this folder (None: unlimited; "default": PGOLF_TIME_BUDGET_S or
+    auditor.deadline.DEFAULT_BUDGET_S). When it runs out, the rule running and every rule after it WARN."""
     rules = list(rules) if rules is not None else all_rules()
     t0 = time.perf_counter()
-    with fewer_gc_passes():  # see auditor/gcpause.py: the collector re-walking the audit's objects costs ~10%
+    budget = default_budget_s() if time_budget_s == "default" else time_budget_s
+    deadline = Deadline(budget if isinstance(budget, float | int) else None)
+    with fewer_gc_passes(), active(deadline):  # gc: see auditor/gcpause.py (~10% of an audit)
         ctx = build_context(sub)
         if timings is not None:
             timings["facts"] = time.perf_counter() - t0
-        findings, errors = run_rules(ctx, rules, timings, debug=debug)
+        findings, errors = run_rules(ctx, rules, timings, debug=debug, deadline=deadline)
     report = Report(
         submission=identity(sub),
         tool_version=__version__,
@@ -118,6 +144,12 @@ def audit(
     )
     for key, table in ctx.tables.items():
         report.tables[key] = table.to_dict() if hasattr(table, "to_dict") else table
+    if deadline.cut:  # what the time budget cut short, for sweeps and the report's readers
+        report.tables["time_budget"] = {
+            "budget_s": deadline.budget_s,
+            "elapsed_s": round(deadline.elapsed(), 1),
+            "cut": list(deadline.cut),
+        }
     if waivers is not None:
         from auditor.waivers import apply_waivers
 

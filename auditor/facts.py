@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from auditor.deadline import current as current_deadline
 from auditor.findings import Location, UnpackedLayer
 from auditor.submission import Submission
 
@@ -125,6 +126,10 @@ class AuditContext:
     def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """Compute a shared analysis once per audit (rules call this with a stable key)."""
         if key not in self._memo:
+            deadline = current_deadline()  # a shared analysis is where the time goes: check the budget first
+            if deadline is not None:
+                parts = key if isinstance(key, tuple) else (key,)
+                deadline.check("analysis " + ".".join(str(k) for k in parts if isinstance(k, str)))
             self._memo[key] = compute()
         return self._memo[key]
 
@@ -141,7 +146,12 @@ def build_context(submission: Submission) -> AuditContext:
     ctx = AuditContext(submission=submission)
     for problem in submission.load_problems:
         ctx.problems.append(Problem("", 0, problem))
+    deadline = current_deadline()
     for path in submission.code_paths:
+        if deadline is not None and deadline.expired():  # no raise here: what was loaded is still audited
+            deadline.note_cut(f"reading {path}")
+            ctx.problems.append(Problem(path, 0, f"{path}: not analysed: the audit's time budget ran out"))
+            continue
         text, problem = submission.files[path].text()
         if text is None:
             ctx.problems.append(Problem(path, 0, problem or f"{path}: unreadable"))

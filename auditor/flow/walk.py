@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from auditor.deadline import poll
 from auditor.findings import FlowStep
 from auditor.flow.program import CallSite, EntryEvent, Gate, program_of
 from auditor.flow.taint import Ctx, taint_engine
@@ -83,6 +84,7 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
                 (ev.site, cctx, (ev.site,), ev.gate, (cctx,))
             ]
             while stack:
+                poll("the call walk from phase events")  # the hottest loop on huge folders (issue 11)
                 site, sctx, chain, gate, cchain = stack.pop()
                 key = (id(site.node), id(sctx))
                 if key in seen:

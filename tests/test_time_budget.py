@@ -1,0 +1,79 @@
+"""The per-folder time budget: when it runs out, the rule that was running and every rule after it WARN (never
+PASS), the message names what was cut short, and the report lists it under tables.time_budget."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from auditor import deadline as deadline_module
+from auditor.deadline import BudgetExceeded, Deadline, active, poll
+from auditor.engine import audit
+from auditor.findings import Verdict
+from auditor.submission import load_path
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+class FakeClock:
+    """monotonic() that advances `step` seconds per read: the budget runs out after a known number of checks."""
+
+    def __init__(self, step: float) -> None:
+        self.now = itertools.count()
+        self.step = step
+
+    def monotonic(self) -> float:
+        return next(self.now) * self.step
+
+
+def test_an_unspent_budget_changes_nothing() -> None:
+    sub = load_path(FIXTURES / "ttt_train_all_then_score")
+    unlimited = audit(sub, time_budget_s=None)
+    budgeted = audit(sub, time_budget_s=3600.0)
+    assert [(f.rule_id, f.verdict, f.message) for f in unlimited.findings] == [
+        (f.rule_id, f.verdict, f.message) for f in budgeted.findings
+    ]
+    assert "time_budget" not in budgeted.tables
+    assert any(f.rule_id == "PG201" and f.verdict is Verdict.FAIL for f in budgeted.findings)
+
+
+def test_spent_budget_warns_on_every_rule_not_run() -> None:
+    report = audit(load_path(FIXTURES / "clean_baseline"), time_budget_s=1e-9)
+    per_rule = {rv.rule_id: rv.verdict for rv in report.per_rule()}
+    assert set(per_rule.values()) == {Verdict.WARN}
+    assert report.errors == []  # running out of time is not an internal error
+    notes = [f.message for f in report.findings if "time budget" in f.message]
+    assert len(notes) == len(per_rule) and all(m.startswith("not run:") for m in notes)
+    cut = report.tables["time_budget"]["cut"]
+    assert cut[0] == "reading train_gpt.py" and cut[-1].endswith("(not run)")
+
+
+def test_budget_running_out_inside_an_analysis_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each clock read advances 1 s; a 4-s budget survives building the context and the first checks, then runs
+    # out inside the first shared analysis a rule asks for.
+    monkeypatch.setattr(deadline_module, "_clock", FakeClock(1.0).monotonic)
+    report = audit(load_path(FIXTURES / "ttt_train_all_then_score"), time_budget_s=4.0)
+    cut = [f for f in report.findings if f.message.startswith("cut short:")]
+    assert cut and "ran out during analysis" in cut[0].message
+    assert not any(rv.verdict is Verdict.PASS for rv in report.per_rule() if rv.rule_id >= cut[0].rule_id)
+    assert report.tables["time_budget"]["cut"][0].startswith(cut[0].rule_id)
+
+
+def test_poll_is_throttled_and_raises_only_inside_a_spent_audit() -> None:
+    for _ in range(1000):
+        poll("outside any audit")  # no active deadline: never raises
+    spent = Deadline(1e-9, start=0.0)
+    with active(spent), pytest.raises(BudgetExceeded, match="during hot loop"):
+        for _ in range(64):
+            poll("hot loop")
+
+
+def test_environment_variable_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGOLF_TIME_BUDGET_S", "0")
+    assert deadline_module.default_budget_s() is None
+    monkeypatch.setenv("PGOLF_TIME_BUDGET_S", "12.5")
+    assert deadline_module.default_budget_s() == 12.5
+    monkeypatch.setenv("PGOLF_TIME_BUDGET_S", "junk")
+    assert deadline_module.default_budget_s() == deadline_module.DEFAULT_BUDGET_S
