@@ -89,6 +89,20 @@ _LAYOUT_KEEPING = frozenset(
         "softplus",
     }
 )
+_LAYOUT_METHODS = frozenset(
+    {
+        "transpose",
+        "permute",
+        "contiguous",
+        "view",
+        "reshape",
+        "float",
+        "half",
+        "bfloat16",
+        "to",
+        "repeat_interleave",
+    }
+)
 _META_ATTRS = frozenset({"device", "dtype", "shape", "ndim", "is_cuda"})
 
 # A tiny scored model: {MIX} is the sequence-mixing layer under test, {INIT} its construction.
@@ -380,6 +394,9 @@ class _Analysis:
         if not live or depth <= 0:
             return live, why
         func = self.prog.enclosing_func(unit, node)
+        off = self._param_branch_off(func, node) if func is not None else None
+        if off is not None:
+            return False, off
         while func is not None and func.parent is not None:
             func = func.parent
         if func is None or func.cls is None or func.name not in ("forward", "__call__"):
@@ -396,6 +413,51 @@ class _Analysis:
                 return True, r
             reasons.append(r)
         return False, reasons[0]
+
+    def _before_scoring(self, site: CallSite) -> bool:
+        """A call made by a training step: not under `no_grad`/`inference_mode`, inside a loop whose body calls
+        `.backward()`. A non-causal training objective (masked LM, bidirectional auxiliary loss) does not make the
+        scored evaluation non-causal; score-first TTT scores under no_grad, so its scoring calls still count."""
+        fn = site.caller.node
+        if any(_is_no_grad(d) for d in getattr(fn, "decorator_list", [])):
+            return False
+        pos = (site.node.lineno, site.node.col_offset)
+        loops = []
+        for n in ast.walk(fn):
+            if (
+                isinstance(n, ast.With)
+                and any(_is_no_grad(i.context_expr) for i in n.items)
+                and _within(n.body, pos)
+            ):
+                return False
+            if isinstance(n, (ast.For, ast.While)) and _within(n.body, pos):
+                loops.append(n)
+        if not loops:
+            return False
+        inner = max(loops, key=lambda n: (n.lineno, n.col_offset))
+        return any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(inner))
+
+    def _param_branch_off(self, func: Func, node: ast.AST) -> str | None:
+        """`if is_causal: ... else: <node>` where the parameter `is_causal` is true at every live call (or by its
+        default): the branch never runs. Environment flags are the flow layer's business; this covers the
+        parameters it leaves undecided."""
+        pos = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+        for n in ast.walk(func.node):
+            if not isinstance(n, ast.If):
+                continue
+            test, negate = n.test, False
+            if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+                test, negate = test.operand, True
+            if not (isinstance(test, ast.Name) and test.id in func.params):
+                continue
+            for branch, stmts in ((True, n.body), (False, n.orelse)):
+                if stmts and _within(stmts, pos):
+                    val, why = self._flag(func, test)
+                    if isinstance(val, bool) and (val != negate) != branch:
+                        return f"`{test.id}` is {val} at every call of `{func.qualname}`" + (
+                            f" ({why})" if why else ""
+                        )
+        return None
 
     def _scored_by_caller(self, scope: Scope, param: str) -> bool:
         """`q_xt(x0, p)` corrupting its parameter: does a caller pass a tensor it scores (`gather(.., x0)`)?"""
@@ -438,7 +500,7 @@ class _Analysis:
             return call.args[pos]
         return None
 
-    def _flag(self, func: Func, expr: ast.AST, depth: int = _TRACE_DEPTH) -> tuple[object, str]:
+    def _flag(self, func: Func, expr: ast.AST, depth: int = 2 * _TRACE_DEPTH) -> tuple[object, str]:
         """The boolean value of a flag argument: folded under the defaults, or followed through the callers that
         bind the parameter it reads. ("wrapper", why) when it is a parameter nobody binds directly (a function
         used as a value: the calls that pass the flag are judged themselves)."""
@@ -456,10 +518,13 @@ class _Analysis:
         ):
             return self._flag(func.parent, expr, depth - 1)  # a free variable of a nested function
         if isinstance(expr, ast.Name) and expr.id in func.params and depth > 0:
-            sites = [(s, b) for s, b in self._callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
+            live_sites = [(s, b) for s, b in self._callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
             default = _param_default(func.node, expr.id)
-            if not sites:
+            if not live_sites:
                 return ("wrapper", f"parameter `{expr.id}` of `{func.qualname}`")
+            sites = [(s, b) for s, b in live_sites if not self._before_scoring(s)]
+            if not sites:  # a training objective may be bidirectional: only scoring calls matter
+                return True, f"`{func.qualname}` is only called while training"
             values: list[tuple[object, str]] = []
             for s, binding in sites:
                 arg = binding.get(expr.id)
@@ -506,6 +571,23 @@ class _Analysis:
                         if site is not None and site.constructs is not None:
                             held.setdefault((id(cls), attr), set()).add(id(site.constructs))
                             classes[id(site.constructs)] = site.constructs
+        # `self.blocks.append(Block(...))` / `.extend([...])` / `.add_module(name, Block(...))` fill a container
+        for f in self.prog.funcs:
+            if f.cls is None or not f.params:
+                continue
+            for site in f.calls:
+                if site.constructs is None:
+                    continue
+                for n in ast.walk(f.node):
+                    if (
+                        isinstance(n, ast.Call)
+                        and call_name(n) in {"append", "extend", "add_module", "insert"}
+                        and isinstance(n.func, ast.Attribute)
+                        and any(site.node is x for a in n.args for x in ast.walk(a))
+                    ):
+                        attr = _self_attr_of(n.func.value, f.params[0], None)
+                        if attr is not None:
+                            held.setdefault((id(f.cls), attr), set()).add(id(site.constructs))
         out: dict[int, list[CallSite]] = {}
         for f in self.prog.funcs:
             if f.cls is None or not f.params:
@@ -666,9 +748,11 @@ class _Analysis:
         func = site.caller
         scope = self._scope(func)
         flag_expr = self._kw(call, "is_causal", 5)
-        mask = self._kw(call, "attn_mask", 3)
+        mask = self._kw(call, "attn_mask", 3) or self._kw(call, "mask")
         if isinstance(mask, ast.Constant) and mask.value is None:
             mask = None
+        if isinstance(mask, ast.Constant) and mask.value == "causal":
+            return  # MLX: mask="causal"
         if flag_expr is not None:
             flag, why = self._flag(func, flag_expr)
             if flag == "wrapper":
@@ -688,8 +772,8 @@ class _Analysis:
                     )
                     return
         keys = self._keys_kind(scope, call) if scope is not None else "seq"
-        if keys == "memory":
-            return  # keys/values are learned parameters (persistent memory), not positions of the sequence
+        if keys in ("memory", "cache"):
+            return  # learned parameters (persistent memory) or a KV cache of earlier positions, not later tokens
         if keys in ("state", "cross") and mask is None:
             where = (
                 "keys carried over from an earlier forward call (a `self.` tensor assigned from computed values)"
@@ -774,24 +858,39 @@ class _Analysis:
         q = self._kw(call, "query", 0)
         k = self._kw(call, "key", 1)
         params = set(scope.params[1:] if scope.is_method else scope.params)
-        if q is None or k is None or not params:
+        if q is None or k is None:
             return "seq"
+        me = scope.params[0] if scope.is_method and scope.params else None
 
-        def reads(expr: ast.AST) -> tuple[set[str], set[str]]:
+        def reads(expr: ast.AST) -> tuple[set[str], set[str], bool]:
+            """(parameters read, `self.` attributes read, reads anything but constructors/constants)."""
             names: set[str] = set()
             attrs: set[str] = set()
-            me = scope.params[0] if scope.is_method and scope.params else None
+            other = False
             for n in scope.closure(expr, mode="value"):
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params:
-                    names.add(n.id)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                    if n.id in params:
+                        names.add(n.id)
+                    elif n.id != me and n.id not in scope.defs:
+                        other = True  # a global or free variable: may hold anything
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == me:
                     attrs.add(n.attr)
-            return names, attrs
+            return names, attrs, other
 
-        kp, kattrs = reads(k)
+        if (
+            _strip_layout(k) is not None
+            and isinstance(_strip_layout(k), ast.Name)
+            and _strip_layout(k).id in params
+        ):
+            return "seq"  # an attention wrapper `f(q, k, v)`: its callers pass self-attention projections
+        kp, kattrs, other = reads(k)
         if kp:
-            qp, _ = reads(q)
+            qp, _, _ = reads(q)
+            if qp and self._cache_append(scope, k, qp, reads):
+                return "cache"
             return "cross" if qp and not (qp & kp) else "seq"
+        if not params and not kattrs:
+            return "seq" if other else "memory"  # top-level code: constant probes build keys from zeros/randn
         func = self.func_of_node.get(id(scope.node))
         for attr in kattrs:
             for value, _owner in self._attr_sources(func, attr) if func is not None else ():
@@ -800,6 +899,18 @@ class _Analysis:
                         continue
                     return "state"
         return "memory"
+
+    def _cache_append(self, scope: Scope, k: ast.AST, qp: set[str], reads) -> bool:  # noqa: ANN001
+        """`torch.cat((cache_k, k_new), dim)`: the keys are a KV cache from another argument with the new keys
+        (projected from the queries' input) appended last: incremental decoding, one query at the newest position."""
+        for n in scope.closure(k, mode="value"):
+            if isinstance(n, ast.Call) and call_name(n) in {"cat", "concatenate"} and n.args:
+                seq = n.args[0]
+                if isinstance(seq, (ast.Tuple, ast.List)) and len(seq.elts) == 2:
+                    old, new = (reads(e)[0] for e in seq.elts)
+                    if old and not (old & qp) and (new & qp):
+                        return True
+        return False
 
     def _flash(self, site: CallSite) -> None:
         call = site.node
@@ -1342,6 +1453,28 @@ def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
             continue
         return "unknown"
     return "unknown"
+
+
+def _is_no_grad(n: ast.AST) -> bool:
+    """`torch.no_grad()`, `torch.inference_mode()`, also as a bare decorator name."""
+    if isinstance(n, ast.Call):
+        n = n.func
+    name = n.attr if isinstance(n, ast.Attribute) else (n.id if isinstance(n, ast.Name) else "")
+    return name in {"no_grad", "inference_mode"}
+
+
+def _within(stmts: list[ast.stmt], pos: tuple[int, int]) -> bool:
+    first, last = stmts[0], stmts[-1]
+    start = (first.lineno, first.col_offset)
+    end = (last.end_lineno or last.lineno, last.end_col_offset or 0)
+    return start <= pos <= end
+
+
+def _strip_layout(n: ast.AST | None) -> ast.AST | None:
+    """`k.transpose(1, 2).contiguous()` -> `k`: the tensor under layout-only method calls."""
+    while isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and call_name(n) in _LAYOUT_METHODS:
+        n = n.func.value
+    return n
 
 
 def _reaching_def(scope: Scope, name: ast.Name) -> ast.AST | None:
