@@ -156,8 +156,8 @@ def fail_rate_chart(lines: list[dict[str, Any]], names: dict[str, str]) -> str:
             x = label_w + w_i * cell_w
             parts.append(f'<text x="{x}" y="{height - 30}" class="tick">{wk.strftime("%b %d")}</text>')
     parts.append(
-        f'<text x="{label_w}" y="{height - 10}" class="tick">week of the PR head commit; darker = larger share '
-        f"of that week's audited folders FAIL the rule</text>"
+        f'<text x="0" y="{height - 10}" class="tick">columns: weeks of PR head date; darker = a larger share '
+        f"of the week's folders FAIL</text>"
     )
     parts.append("</svg>")
     return "".join(parts)
