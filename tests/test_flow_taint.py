@@ -204,3 +204,65 @@ def test_taint_does_not_depend_on_names() -> None:
     assert (True, False) in plain and (False, True) in plain and (False, False) in plain
     assert summary(rename_identifiers(base, seed=11)) == plain
     assert summary(minify(base)) == plain
+
+
+PROVENANCE = """
+import glob, os
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VAL = os.path.join("./data", "fineweb_val_*.bin")
+
+def load(p):
+    return torch.from_numpy(np.fromfile(sorted(glob.glob(p))[0], dtype=np.uint16).astype(np.int64))
+
+def main(model, opt):
+    stats = {}
+    norms = []
+
+    def grab(module, inputs, output):
+        stats["h"] = inputs[0].T @ inputs[0]
+
+    def schedule(frac):
+        return 0.1 * (1.0 - frac)
+
+    tokens = load(VAL)
+    raw = tokens[:64]  # RAW
+    loss = F.cross_entropy(model(tokens[:-1]), tokens[1:])  # LOSS
+    monitor = model(tokens[:128])
+    lr = schedule(0.5)  # SCHEDULE
+    handle = model.register_forward_hook(grab)
+    model(torch.zeros(8, dtype=torch.long))
+    handle.remove()
+    hessian = stats["h"]  # HESSIAN
+    best, best_t = 1e9, 1.0
+    for t in (0.9, 1.0, 1.1):
+        nll = F.cross_entropy(model(tokens[:-1]) / t, tokens[1:]).item()
+        if nll < best:
+            best = nll
+            best_t = t
+    picked = best_t  # PICKED
+"""
+
+
+def test_provenance_kinds_are_facts_rules_query() -> None:
+    """Raw content, a loss computed from it, a value selected by comparing such losses; hooks see only the forward
+    passes inside their registration window, and a nested function that is not registered is not a hook."""
+    from auditor.flow.taint import VAL, VAL_FIT, VAL_OUT, VAL_PATH, VAL_STAT
+
+    ctx = ctx_of(PROVENANCE)
+    vt = val_taint(ctx)
+    unit = ctx.entry_unit
+
+    def kinds(marker: str) -> frozenset[str]:
+        node = expr_at(ctx, marker, lambda s: s.value)[0]
+        return vt.kinds_of(vt.av(unit, node, "main")) - {VAL_PATH}  # names travel with what was read
+
+    assert VAL in kinds("# RAW") and VAL_OUT not in kinds("# RAW")
+    assert kinds("# LOSS") == {VAL_OUT}  # a loss of (outputs, targets) is not the data
+    assert kinds("# SCHEDULE") == frozenset()  # `schedule` is a closure, not a registered hook
+    assert kinds("# HESSIAN") == frozenset()  # the val forward passes ran before the hook was registered
+    assert VAL_FIT in kinds("# PICKED") and VAL not in kinds("# PICKED")
+    assert not vt.only(VAL).holds(vt.av(unit, expr_at(ctx, "# LOSS", lambda s: s.value)[0], "main"))
+    assert VAL_STAT not in kinds("# LOSS")

@@ -48,6 +48,10 @@ EXPECTED = {
     "calib_on_val": {"PG401": Verdict.PASS, "PG402": Verdict.FAIL},
     "calib_selfgen_legal": {"PG401": Verdict.PASS, "PG402": Verdict.PASS},
     "eval_download": {"PG401": Verdict.PASS, "PG402": Verdict.PASS},
+    "val_tuned_temperature": {"PG401": Verdict.FAIL, "PG402": Verdict.PASS},
+    "train_tuned_temperature_legal": {"PG401": Verdict.PASS, "PG402": Verdict.PASS},
+    "calib_val_stats_logged_legal": {"PG401": Verdict.PASS, "PG402": Verdict.PASS},
+    "prefix_ttt_monitor_restored_legal": {"PG401": Verdict.PASS, "PG402": Verdict.PASS},
 }
 
 
@@ -72,6 +76,43 @@ def test_calib_on_val_points_at_where_val_batches_enter_calibration() -> None:
     assert fail.primary.line == line_of("calib_on_val", "hessians = collect_hessians(model, batches)")
     assert any("hooks capture" in s.message for s in fail.flow)
     assert any("calib_stream = TokenStream(args.val_files)" in s.location.snippet for s in fail.flow)
+
+
+def test_temperature_tuned_on_held_out_val_points_at_the_selection() -> None:
+    """fixtures/val_tuned_temperature: a grid search on val_tokens[:10%] picks the temperature that scores the rest
+    (no backward): reported where the selection assigns it, with the scoring call as related location."""
+    folder = "val_tuned_temperature"
+    _, findings = verdicts(fixture_files(folder))["PG401"]
+    fail = next(f for f in findings if f.verdict is Verdict.FAIL)
+    assert fail.primary.line == line_of(folder, "best_temp = temp")
+    assert "tune an evaluation parameter" in fail.message
+    assert fail.related and fail.related[0].line == line_of(
+        folder, "val_loss = chunk_nll(model, scored, temperature)"
+    )
+    assert any("selected by comparing" in s.message for s in fail.flow)
+
+
+def test_logged_activation_statistics_of_a_val_eval_are_not_calibration() -> None:
+    """fixtures/calib_val_stats_logged_legal: hooks capture activation absmax and X^T X over val batches, but they
+    only reach a log line; the twin (calib_on_val) feeds them to the quantizer and FAILs."""
+    verdict, findings = verdicts(fixture_files("calib_val_stats_logged_legal"))["PG402"]
+    assert verdict is Verdict.PASS and not findings
+
+
+def test_prefix_ttt_with_weights_restored_is_not_training_on_val() -> None:
+    """fixtures/prefix_ttt_monitor_restored_legal: the final-step monitoring eval adapts on each window's prefix and
+    restores the snapshot after every window (info); without the restore the same update FAILs on its line."""
+    folder = "prefix_ttt_monitor_restored_legal"
+    verdict, findings = verdicts(fixture_files(folder))["PG401"]
+    assert verdict is Verdict.PASS
+    info = next(f for f in findings if not f.gating)
+    assert info.primary.line == line_of(folder, "ttt_loss.backward()") and "restored" in info.message
+    kept = fixture_files(
+        folder, lambda s: s.replace("            model.load_state_dict(original_state)", "            pass")
+    )
+    verdict, findings = verdicts(kept)["PG401"]
+    assert verdict is Verdict.FAIL
+    assert next(f for f in findings if f.gating).primary.line == line_of(folder, "ttt_loss.backward()")
 
 
 @pytest.mark.parametrize(
