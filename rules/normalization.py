@@ -291,8 +291,16 @@ def _has_log(scope: Scope, expr: ast.AST) -> bool:
 
 
 def _unnormalized_realized_read(scope: Scope, numerator: ast.AST) -> ast.AST | None:
-    """A value read for the realized token out of a table that is not a distribution."""
-    for n in scope.closure(numerator):
+    """A value read for the realized token out of a table that is not a distribution. Reads inside a nested ratio
+    (`s * q(tgt)` with `q = (c[tgt] + a) / (n + b)`) are that ratio's own question, judged where it is divided."""
+    nodes = scope.closure(numerator)
+    nested: set[int] = set()
+    for d in nodes:
+        if isinstance(d, ast.BinOp) and isinstance(d.op, ast.Div) and d is not numerator:
+            nested |= {id(m) for m in scope.closure(d)}
+    for n in nodes:
+        if id(n) in nested:
+            continue
         if isinstance(n, ast.Call) and call_name(n) == "gather" and isinstance(n.func, ast.Attribute):
             # a per-row gather that feeds a score picks the realized entry, whatever the index is called
             if len(n.args) > 1 and not scope.is_distribution(n.func.value):

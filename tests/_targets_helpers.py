@@ -57,3 +57,17 @@ def mirror_has(rev: str) -> bool:
 
 def run_mirror(rev: str, path: str, rule_id: str) -> tuple[Verdict, list[Finding]]:
     return run(load_git(MIRROR, rev, path), rule_id)
+
+
+def as_sibling_module(name: str, module: str = "ngram_cache") -> dict[str, str]:
+    """The fixture with its first class moved into an imported sibling module `module.py` (the entry script
+    imports it by name): the same code, analysed across files."""
+    files = fixture_files(name)
+    src = files["train_gpt.py"]
+    start = src.index("\nclass ") + 1
+    end = src.index("\nclass ", start) + 1
+    files[f"{module}.py"] = "import numpy as np\n\n\n" + src[start:end]
+    cls = src[start:end].split("(", 1)[0].split(":", 1)[0].split()[1]
+    head = src[:start].rstrip("\n") + f"\n\nfrom {module} import {cls}\n\n\n"
+    files["train_gpt.py"] = head + src[end:]
+    return files

@@ -6,7 +6,8 @@ import pytest
 
 from auditor.findings import Verdict
 from auditor.rename import minify, rename_identifiers
-from tests._targets_helpers import gating, mirror_has, run_fixture, run_mirror
+from auditor.testing import submission_from_files
+from tests._targets_helpers import as_sibling_module, gating, mirror_has, run, run_fixture, run_mirror
 
 RULE = "PG301"
 
@@ -144,3 +145,110 @@ def test_labelled_submissions(rev: str, path: str, expected: Verdict, line: int 
     assert verdict is expected, [f.message for f in findings]
     if line is not None:
         assert gating(findings, Verdict.FAIL)[0].primary.line == line
+
+
+# --- issue 8, class 3: the target found by use wherever it is read ------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "path", "line", "snippet"),
+    [
+        (
+            "ngram_target_in_class_method",
+            "train_gpt.py",
+            71,
+            "full_h = h ^ (y_batch[r, c] * self.PRIMES[k - 1])",
+        ),
+        ("ngram_per_token_helper_hash", "train_gpt.py", 38, "full_h = self._hash_full(ctx_h, target, w)"),
+        ("ngram_oracle_gate", "train_gpt.py", 72, "improved = mixed_nll < neural_nll"),
+    ],
+)
+def test_target_found_by_use_fails_on_the_right_line(name: str, path: str, line: int, snippet: str) -> None:
+    verdict, findings = run_fixture(name, RULE)
+    assert verdict is Verdict.FAIL
+    fail = gating(findings, Verdict.FAIL)
+    assert len(fail) == 1, [f.message for f in fail]
+    assert fail[0].primary is not None
+    assert (fail[0].primary.path, fail[0].primary.line) == (path, line)
+    assert fail[0].primary.snippet == snippet
+
+
+@pytest.mark.parametrize("name", ["ngram_dirichlet_normalized_legal", "mixer_entropy_expert"])
+def test_normalized_count_reads_and_experts_are_not_target_keys(name: str) -> None:
+    """`(c[row, tgt] + s * q(tgt)) / (row_total + s)` reads the realized token's entry of a count row: a
+    normalization question (PG302), not a key that looks at the answer."""
+    verdict, findings = run_fixture(name, RULE)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    assert not findings
+
+
+def test_mixing_without_the_oracle_passes() -> None:
+    """The same cache mixed at every position where it has a count (no comparison with the answer) passes."""
+
+    def no_oracle(src: str) -> str:
+        src = src.replace("    improved = mixed_nll < neural_nll\n", "")
+        return src.replace("nll[idx[improved]] = mixed_nll[improved]", "nll[idx] = mixed_nll")
+
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, no_oracle)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_if_else_keeping_the_lower_loss_is_an_oracle() -> None:
+    """The scalar form: `if mixed < neural: return mixed` / `return neural` inside a per-token helper."""
+
+    def scalar(src: str) -> str:
+        return src.replace(
+            "    improved = mixed_nll < neural_nll\n    nll[idx[improved]] = mixed_nll[improved]\n",
+            "    for j in range(len(idx)):\n"
+            "        nll[idx[j]] = pick(mixed_nll[j], neural_nll[j])\n\n\n"
+            "def pick(mixed, neural):\n"
+            "    if mixed < neural:\n"
+            "        return mixed\n"
+            "    return neural\n",
+        )
+
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, scalar)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    assert "mixed < neural" in gating(findings, Verdict.FAIL)[0].primary.snippet
+
+
+def test_running_best_is_not_an_oracle() -> None:
+    """`if loss < best: best = loss` (a running minimum of monitoring losses) chooses nothing that is scored."""
+    src = """
+import torch.nn.functional as F
+
+def monitor(model, batches):
+    best = float("inf")
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        if loss < best:
+            best = loss
+    return best
+
+if __name__ == "__main__":
+    monitor(*load())
+"""
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, lambda _s: src)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_helper_hash_without_the_target_passes() -> None:
+    """The per-token helper queried with the context only (the cache keyed on the context) passes."""
+
+    def ctx_only(src: str) -> str:
+        return src.replace(
+            "full_h = self._hash_full(ctx_h, target, w)", "full_h = self._hash_full(ctx_h, pos, w)"
+        ).replace("            p = min(full_count, ctx_count) / max(ctx_count, 1)\n", "            p = 0.5\n")
+
+    verdict, findings = run_fixture("ngram_per_token_helper_hash", RULE, ctx_only)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_target_hashed_in_an_imported_sibling_module() -> None:
+    """The cache class moved into `ngram_cache.py`, imported by the entry script: same finding, in that file."""
+    files = as_sibling_module("ngram_per_token_helper_hash")
+    assert "from ngram_cache import BackoffCache" in files["train_gpt.py"]
+    verdict, findings = run(submission_from_files(files, root="sibling"), RULE)
+    assert verdict is Verdict.FAIL
+    fail = gating(findings, Verdict.FAIL)
+    assert [(f.primary.path, f.primary.snippet) for f in fail] == [
+        ("ngram_cache.py", "full_h = self._hash_full(ctx_h, target, w)")
+    ]

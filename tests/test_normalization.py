@@ -6,7 +6,8 @@ import pytest
 
 from auditor.findings import Verdict
 from auditor.rename import minify, rename_identifiers
-from tests._targets_helpers import gating, mirror_has, run_fixture, run_mirror
+from auditor.testing import submission_from_files
+from tests._targets_helpers import as_sibling_module, gating, mirror_has, run, run_fixture, run_mirror
 
 RULE = "PG302"
 
@@ -130,3 +131,100 @@ def test_tilt_without_log_z_fails() -> None:
     assert verdict is Verdict.FAIL
 
     assert gating(findings, Verdict.FAIL)[0].primary.line == 68
+
+
+# --- issue 8, class 4: normalization -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "path", "line", "snippet"),
+    [
+        (
+            "ngram_target_in_class_method",
+            "train_gpt.py",
+            75,
+            "p = full_c[hit].clamp(max=ctx_c[hit]) / ctx_c[hit].clamp(min=1)",
+        ),
+        (
+            "ngram_per_token_helper_hash",
+            "train_gpt.py",
+            40,
+            "p = min(full_count, ctx_count) / max(ctx_count, 1)",
+        ),
+        ("mixer_entropy_expert", "train_gpt.py", 43, "spread_nll = -(lp.exp() * lp).sum(-1)"),
+    ],
+)
+def test_unnormalized_scores_fail_on_the_right_line(name: str, path: str, line: int, snippet: str) -> None:
+    verdict, findings = run_fixture(name, RULE)
+    assert verdict is Verdict.FAIL
+    fail = gating(findings, Verdict.FAIL)
+    assert len(fail) == 1, [f.message for f in fail]
+    assert fail[0].primary is not None
+    assert (fail[0].primary.path, fail[0].primary.line) == (path, line)
+    assert fail[0].primary.snippet == snippet
+
+
+@pytest.mark.parametrize("name", ["ngram_dirichlet_normalized_legal", "ngram_oracle_gate"])
+def test_totals_kept_as_the_sum_of_their_counts_are_normalized(name: str) -> None:
+    """`(c[tgt] + s/V) / (total + s)` with `total` incremented together with `c` (a scalar total, a per-row total
+    at the table's row, or an object's `total` field next to its `counts`) is a distribution: PASS."""
+    verdict, findings = run_fixture(name, RULE)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    assert not findings
+
+
+def test_hashed_pair_table_is_not_a_row_of_its_total() -> None:
+    """The same Dirichlet code with the pair counts in hashed buckets `(row * P + tok) % B` collides: FAIL."""
+
+    def hashed(src: str) -> str:
+        return src.replace("rows * self.V + tgt", "(rows * 131 + tgt) % self.B")
+
+    verdict, findings = run_fixture("ngram_dirichlet_normalized_legal", RULE, hashed)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    assert gating(findings, Verdict.FAIL)[0].primary.line == 46
+
+
+def test_total_counted_apart_from_the_table_is_not_normalized() -> None:
+    """A total that is also incremented where the table is not (here: by every token of a separate pass) is no
+    longer the table's sum."""
+
+    def apart(src: str) -> str:
+        return src.replace(
+            "    def add(self, prev, tgt):",
+            "    def warm(self, n):\n        self.uni_total += n\n\n    def add(self, prev, tgt):",
+        )
+
+    verdict, findings = run_fixture("ngram_dirichlet_normalized_legal", RULE, apart)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    assert gating(findings, Verdict.FAIL)[0].primary.line == 44  # the unigram ratio over uni_total
+
+
+def test_mixer_without_the_entropy_expert_passes() -> None:
+    def drop(src: str) -> str:
+        return src.replace("[model_nll, uni_nll, spread_nll]", "[model_nll, uni_nll]").replace(
+            "torch.zeros(3)", "torch.zeros(2)"
+        )
+
+    verdict, findings = run_fixture("mixer_entropy_expert", RULE, drop)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_entropy_used_as_a_mixing_weight_passes() -> None:
+    """Entropy gating the mixing weight (the legal fix valerio-oai suggested) is not an expert."""
+
+    def as_weight(src: str) -> str:
+        return src.replace(
+            "return torch.stack([model_nll, uni_nll, spread_nll], dim=-1)",
+            "a = torch.sigmoid(spread_nll - 3.0)[:, None]\n"
+            "        return torch.stack([model_nll, uni_nll], dim=-1) - torch.cat([(1 - a).log(), a.log()], -1)",
+        ).replace("torch.zeros(3)", "torch.zeros(2)")
+
+    verdict, findings = run_fixture("mixer_entropy_expert", RULE, as_weight)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_ratio_in_an_imported_sibling_module_fails_there() -> None:
+    files = as_sibling_module("ngram_per_token_helper_hash")
+    verdict, findings = run(submission_from_files(files, root="sibling"), RULE)
+    assert verdict is Verdict.FAIL
+    assert [(f.primary.path, f.primary.line) for f in gating(findings, Verdict.FAIL)] == [
+        ("ngram_cache.py", 34)
+    ]

@@ -1361,6 +1361,10 @@ def _two_losses(scope: Scope, a: ast.AST, b: ast.AST) -> bool:
         return False
     ka = scope.loaded_vars(scope.closure(a)) - {var_key(a)}
     kb = scope.loaded_vars(scope.closure(b)) - {var_key(b)}
+    if not ka and not kb:  # two different parameters a caller bound to realized-token losses
+        return all(
+            isinstance(x, ast.Name) and x.id in scope.params and x.id not in scope.defs for x in (a, b)
+        )
     return bool(ka - kb) and bool(kb - ka) or bool((ka ^ kb) - {var_key(a), var_key(b)})
 
 
