@@ -165,6 +165,8 @@ class Submission:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             return None, f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        except RecursionError:  # `[[[[...]]]]` nested deeper than the decoder's stack: hostile, not a crash
+            return None, f"{path}: JSON nested too deeply to read"
         if not isinstance(data, dict):
             return None, f"{path}: top level is {type(data).__name__}, expected an object"
         return data, None

@@ -53,6 +53,8 @@ def load_waivers(path: Path) -> list[Waiver]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # arrays/tables nested deeper than the parser's stack
+        raise InputError(f"{path}: TOML nested too deeply to read") from exc
     entries = data.get("waiver", [])
     if not isinstance(entries, list):
         raise InputError(f"{path}: expected [[waiver]] tables")
