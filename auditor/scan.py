@@ -17,6 +17,7 @@ most the audits in flight; a torn last line is dropped on resume.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -25,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,31 +105,59 @@ def resolve_base(git_dir: str, base: str | None) -> str:
 
 
 def list_heads(git_dir: str, prs: set[int] | None) -> list[Head]:
-    """Every refs/pull/N/head (one `for-each-ref`, dates included). PRs asked for but absent come back with an
-    empty commit, so the scan writes a SKIP line for them instead of silently doing nothing."""
-    proc = _git(
-        git_dir,
-        "for-each-ref",
-        "--format=%(refname)%00%(objectname)%00%(committerdate:iso-strict)",
-        "refs/pull/",
-        timeout=120,
-    )
+    """Every refs/pull/N/head. PRs asked for but absent come back with an empty commit, so the scan writes a SKIP
+    line for them instead of silently doing nothing.
+
+    The refs are listed without reading their objects (a `%(committerdate)` format makes for-each-ref die on the
+    first ref whose commit is missing, which would stop the whole scan); the dates come from one `cat-file
+    --batch` over the commits, where a missing one is just a "missing" line."""
+    proc = _git(git_dir, "for-each-ref", "--format=%(refname)%00%(objectname)", "refs/pull/", timeout=120)
     if proc.returncode != 0:
         raise InputError(f"git for-each-ref failed: {proc.stderr.decode(errors='replace').strip()}")
     found: dict[int, Head] = {}
     for line in proc.stdout.decode("utf-8", errors="replace").splitlines():
-        ref, _, rest = line.partition("\x00")
-        commit, _, date = rest.partition("\x00")
+        ref, _, commit = line.partition("\x00")
         m = re.fullmatch(r"refs/pull/(\d+)/head", ref)
-        if not m:
-            continue
-        pr = int(m.group(1))
-        if prs is None or pr in prs:
-            found[pr] = Head(pr, commit, date)
+        if m and (prs is None or int(m.group(1)) in prs):
+            found[int(m.group(1))] = Head(int(m.group(1)), commit, "")
+    dates = commit_dates(git_dir, sorted({h.commit for h in found.values()}))
+    for pr, head in found.items():
+        found[pr] = Head(pr, head.commit, dates.get(head.commit, ""))
     if prs is not None:
         for pr in prs - found.keys():
             found[pr] = Head(pr, "", "")
     return [found[pr] for pr in sorted(found)]
+
+
+_COMMITTER = re.compile(rb"^committer .* (\d+) ([+-])(\d\d)(\d\d)$", re.M)
+
+
+def commit_dates(git_dir: str, commits: list[str]) -> dict[str, str]:
+    """Committer date (ISO 8601, the committer's own offset) of each commit that exists; missing ones are absent."""
+    if not commits:
+        return {}
+    proc = _git(
+        git_dir, "cat-file", "--batch", timeout=300, input_="".join(c + "\n" for c in commits).encode()
+    )
+    out: dict[str, str] = {}
+    buf, pos = proc.stdout, 0
+    while pos < len(buf):
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            break
+        header = buf[pos:nl].split()
+        pos = nl + 1
+        if len(header) < 3 or not header[2].isdigit():
+            continue  # "<sha> missing"
+        size = int(header[2])
+        body = buf[pos : pos + size]
+        pos += size + 1
+        m = _COMMITTER.search(body.split(b"\n\n", 1)[0]) if header[1] == b"commit" else None
+        if m:
+            sign = 1 if m.group(2) == b"+" else -1
+            tz = dt.timezone(sign * dt.timedelta(hours=int(m.group(3)), minutes=int(m.group(4))))
+            out[header[0].decode()] = dt.datetime.fromtimestamp(int(m.group(1)), tz).isoformat()
+    return out
 
 
 def changed_folders(git_dir: str, base: str, head: str) -> tuple[list[str], str]:
@@ -391,6 +419,12 @@ def plan(
     def diff(head: Head) -> tuple[Head, list[str] | None, str]:
         if not head.commit:
             return head, None, f"no ref refs/pull/{head.pr}/head in the repository"
+        if not head.date:
+            return (
+                head,
+                None,
+                f"refs/pull/{head.pr}/head points at {head.commit[:12]}, which is not in the repository",
+            )
         try:
             folders, note = changed_folders(git_dir, base, head.commit)
             notes[head.pr] = note
@@ -515,14 +549,6 @@ def _init_worker_in_process(rules: list[str] | None) -> None:
     from auditor.engine import select_rules
 
     _RULES = select_rules(rules)
-
-
-def iter_prs(lines: Iterable[dict[str, Any]]) -> Iterator[int]:
-    seen: set[int] = set()
-    for x in lines:
-        if x["pr"] not in seen:
-            seen.add(x["pr"])
-            yield x["pr"]
 
 
 def run_scan(

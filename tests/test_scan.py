@@ -146,7 +146,7 @@ def test_scan_in_worker_processes_matches_in_process(prrepo: Path, tmp_path: Pat
     assert la == lb
 
 
-def test_unreadable_blob_is_reported_and_the_scan_carries_on(tmp_path: Path) -> None:
+def test_unreadable_blob_and_vanished_head_and_the_scan_carries_on(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
     _git(root, "init", "-q", "-b", "main")
@@ -161,9 +161,13 @@ def test_unreadable_blob_is_reported_and_the_scan_carries_on(tmp_path: Path) -> 
     # remove the loose object of PR 7's script: git lists it but cannot read it
     blob = _git(root, "rev-parse", f"refs/pull/7/head:{TRACK}/2026-04-05_Broken/train_gpt.py")
     (root / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    # a ref whose commit is gone (a vanished PR head in a mirror): listed, but nothing behind it
+    with (root / ".git" / "packed-refs").open("a") as fh:
+        fh.write("1" * 40 + " refs/pull/9/head\n")
     out = tmp_path / "scan.jsonl"
     scan(str(root), str(out), jobs=1)
     got = _lines(out)
+    assert got[(9, "")]["overall"] == "SKIP" and "not in the repository" in got[(9, "")]["note"]
     broken = got[(7, f"{TRACK}/2026-04-05_Broken")]
     assert broken["overall"] in ("WARN", "ERROR")  # never a PASS on a file that could not be read
     assert got[(8, f"{TRACK}/2026-04-06_Fine")]["overall"] == "FAIL"
