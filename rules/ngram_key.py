@@ -19,6 +19,7 @@ from auditor.flow.targets import (
     Scope,
     TargetFacts,
     byte_spreads,
+    call_name,
     key_formation,
     lookup_index,
     lookup_table,
@@ -87,6 +88,77 @@ if __name__ == "__main__":
 """
 
 
+_ORACLE_GATE = """
+import numpy as np
+import torch.nn.functional as F
+
+def keep_lower(nll, cache_lp, alpha):
+    idx = np.where(~np.isnan(cache_lp))[0]
+    neural = nll[idx]
+    mixed = -np.logaddexp(np.log(1 - alpha) - neural, np.log(alpha) + cache_lp[idx])
+    better = mixed < neural
+    nll[idx[better]] = mixed[better]
+
+def evaluate(logits, y, cache):
+    nll = F.cross_entropy(logits, y, reduction="none").numpy()
+    keep_lower(nll, cache.lookup(y), 0.3)
+    return nll.sum()
+
+if __name__ == "__main__":
+    evaluate(*load_inputs())
+"""
+
+_HELPER_HASH = """
+import math
+
+class Cache:
+    def __init__(self, size):
+        self.mask = size - 1
+        self.ctx = [0] * size
+        self.full = [0] * size
+
+    def _mix(self, h, tok):
+        return (h ^ (tok * 2654435761)) & self.mask
+
+    def prob(self, h, tok):
+        c = self.ctx[h & self.mask]
+        f = self.full[self._mix(h, tok)]
+        return min(f, c) / max(c, 1)
+
+def evaluate(tokens, model_p, cache):
+    total = 0.0
+    for i in range(1, len(tokens)):
+        p = 0.8 * model_p[i] + 0.2 * cache.prob(tokens[i - 1], tokens[i])
+        total -= math.log(p)
+    return total
+
+if __name__ == "__main__":
+    evaluate(*load_inputs())
+"""
+
+_LOG_PROB_ROW = """
+import math
+import numpy as np
+
+def mixed_prob(lp_row, tgt, ids, probs, alpha):
+    p_model = float(np.exp(float(lp_row[int(tgt)])))
+    sparse = float(probs[ids == tgt].sum())
+    return (1 - alpha) * p_model + alpha * sparse
+
+def evaluate(logprob_fn, tokens, expert):
+    bits = 0.0
+    lp = logprob_fn(tokens[:-1])
+    for t in range(len(tokens) - 1):
+        ids, probs = expert.predict()
+        bits -= math.log2(mixed_prob(lp[t], tokens[t + 1], ids, probs, 0.1))
+        expert.update(tokens[t + 1])
+    return bits
+
+if __name__ == "__main__":
+    evaluate(*load_inputs())
+"""
+
+
 class NgramTargetInKey(Rule):
     id = "PG301"
     name = "ngram-target-in-key"
@@ -128,10 +200,13 @@ class NgramTargetInKey(Rule):
             verdict=Verdict.PASS,
             note="input-side bigram hash embedding",
         ),
+        Case(code=_LOG_PROB_ROW, verdict=Verdict.PASS, note="the realized token's log-prob read from a row"),
     )
     invalid = (
         Case(code=_TARGET_IN_KEY, verdict=Verdict.FAIL, line=12),
         Case(code=_GATE_ON_TARGET, verdict=Verdict.FAIL, line=6),
+        Case(code=_ORACLE_GATE, verdict=Verdict.FAIL, line=8, note="oracle gate: the lower loss kept"),
+        Case(code=_HELPER_HASH, verdict=Verdict.FAIL, line=14, note="target hashed in by a helper"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -243,6 +318,15 @@ def _target_keyed_lookups(
             if isinstance(d, ast.BinOp) and isinstance(d.op, ast.Div)
             for m in scope.closure(d.left)
         }
+        # `exp(lp_row[tgt])`: a log-probability read for the realized token (the row handed in by a caller whose
+        # distribution we cannot see through) is the score itself, not a key
+        log_prob_reads = {
+            id(m)
+            for e in slice_nodes
+            if isinstance(e, ast.Call) and call_name(e) == "exp"
+            for a in (e.args[:1] or ([e.func.value] if isinstance(e.func, ast.Attribute) else []))
+            for m in _through_casts(a)
+        }
         for n in slice_nodes:
             if id(n) in done:
                 continue
@@ -254,10 +338,27 @@ def _target_keyed_lookups(
             if hit is None:
                 continue
             key_node, is_hash = hit
-            if not is_hash and (scope.is_distribution(table) or id(n) in numerators):
+            if not is_hash and (
+                scope.is_distribution(table) or id(n) in numerators or id(n) in log_prob_reads
+            ):
                 continue  # reading the realized token's own probability out of a distribution: the score itself
             done.add(id(n))
             out.append((key_node, n, call))
+    return out
+
+
+def _through_casts(node: ast.AST) -> list[ast.AST]:
+    """`float(x)`, `x.float()`, `x.astype(t)`, `x.double()` -> [the cast node, ..., x]."""
+    out = [node]
+    while isinstance(node, ast.Call):
+        name = call_name(node)
+        if name in {"float", "double", "item"} | {"astype", "to"} and isinstance(node.func, ast.Attribute):
+            node = node.func.value
+        elif name in {"float", "int"} and isinstance(node.func, ast.Name) and node.args:
+            node = node.args[0]
+        else:
+            break
+        out.append(node)
     return out
 
 

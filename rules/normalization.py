@@ -94,6 +94,44 @@ if __name__ == "__main__":
 """
 
 
+_ENTROPY_EXPERT = """
+import torch
+import torch.nn.functional as F
+
+def experts(logits, y):
+    lp = F.log_softmax(logits, dim=-1)
+    nll = -lp.gather(-1, y[:, None])[:, 0]
+    ent = -(lp.exp() * lp).sum(-1)
+    return torch.stack([nll, ent], dim=-1)
+
+def score(logits, y, log_w):
+    return -(log_w - experts(logits, y)).logsumexp(-1)
+
+if __name__ == "__main__":
+    score(*load_inputs())
+"""
+
+_SUM_MAINTAINED = """
+import torch
+
+class Unigram:
+    def __init__(self, vocab):
+        self.V = vocab
+        self.counts = torch.zeros(vocab)
+        self.total = 0.0
+
+    def nll(self, y):
+        return -torch.log((self.counts[y] + 1.0 / self.V) / (self.total + 1.0))
+
+    def add(self, y):
+        self.counts.scatter_add_(0, y, torch.ones(y.numel()))
+        self.total += y.numel()
+
+if __name__ == "__main__":
+    Unigram(1024).nll(load_inputs())
+"""
+
+
 class UnnormalizedScoring(Rule):
     id = "PG302"
     name = "unnormalized-scoring"
@@ -131,6 +169,7 @@ class UnnormalizedScoring(Rule):
             verdict=Verdict.PASS,
             note="closed-form renormalized tilt",
         ),
+        Case(code=_SUM_MAINTAINED, verdict=Verdict.PASS, note="total kept as the sum of the counts"),
     )
     invalid = (
         Case(
@@ -148,6 +187,7 @@ class UnnormalizedScoring(Rule):
         ),
         Case(code=_GOLD_OVER_CONTEXT, verdict=Verdict.FAIL, line=10),
         Case(code=_BYTE_SPREAD, verdict=Verdict.FAIL, line=8),
+        Case(code=_ENTROPY_EXPERT, verdict=Verdict.FAIL, line=7, note="entropy stacked as an expert"),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:

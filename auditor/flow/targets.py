@@ -156,6 +156,7 @@ class Scope:
     store_values: set[int] = field(default_factory=set)  # values written with `t[k] = v` (table entries)
     hashed_nodes: set[int] = field(default_factory=set)  # own calls returning a key hashed from the target
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
+    dist_params: set[str] = field(default_factory=set)  # params bound to a (log-)distribution by a caller
     own_calls: frozenset[str] = (
         frozenset()
     )  # names of the submission's own functions: opaque unless a return summary says otherwise
@@ -221,7 +222,13 @@ class Scope:
         if got is not None:
             return got
         have: set[str] = (
-            set(self.target_vars) if kind == "target" else set(self.nll_params) if kind == "loss" else set()
+            set(self.target_vars)
+            if kind == "target"
+            else set(self.nll_params)
+            if kind == "loss"
+            else set(self.dist_params)
+            if kind == "dist"
+            else set()
         )
         self._sets[kind] = (
             have  # visible (partial) while computing: recursion reads the current approximation
@@ -793,6 +800,12 @@ def _compute(ctx: AuditContext) -> TargetFacts:
                         and s.is_realized_loss(arg)
                     ):
                         callee.nll_params.add(param)
+                        callee.invalidate()
+                        changed = True
+                    if param not in callee.dist_params and s.is_distribution(arg):
+                        callee.dist_params.add(
+                            param
+                        )  # a log-prob row handed to a helper stays a distribution
                         callee.invalidate()
                         changed = True
         for s, call, targets in links:
@@ -1402,8 +1415,16 @@ def _mixed(scope: Scope, stack: ast.Call, facts: TargetFacts) -> bool:
     def feeds_lse(s: Scope, node: ast.AST) -> bool:
         for m in s.nodes:
             if isinstance(m, ast.Call) and call_name(m) == "logsumexp":
-                operand = m.func.value if isinstance(m.func, ast.Attribute) and not m.args else None
-                arg = operand if operand is not None else (m.args[0] if m.args else m.func)
+                recv = m.func.value if isinstance(m.func, ast.Attribute) else None
+                module_fn = isinstance(recv, ast.Name) and recv.id in {
+                    "torch",
+                    "np",
+                    "numpy",
+                    "scipy",
+                    "special",
+                }
+                # `x.logsumexp(-1)` mixes x; `torch.logsumexp(x, -1)` mixes its first argument
+                arg = recv if recv is not None and not module_fn else (m.args[0] if m.args else m.func)
                 if any(x is node for x in s.closure(arg)):
                     return True
         return False
