@@ -27,7 +27,14 @@ from auditor.flow.order import (
     is_data_loop,
     source_path,
 )
-from auditor.flow.positions import compare_positions, per_row_tensor, rows_scored_separately
+from auditor.flow.order_interp import loss_targets
+from auditor.flow.positions import (
+    compare_positions,
+    fit_positions,
+    fitted_tensors,
+    per_row_tensor,
+    rows_scored_separately,
+)
 from rules.base import Case, Rule
 
 _WINDOW = """\
@@ -142,10 +149,123 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                     data=finding.data | {"gate": dead.test},
                 )
             yield finding
+        for finding, event in self._fits(facts.events, facts.scores):
+            seen.add(id(event.node))
+            dead = gate_off(ctx, event)
+            if dead is not None and finding.verdict is not Verdict.PASS:
+                finding = self.info(
+                    f"If enabled: {finding.message} Gate: {dead.reason}.",
+                    finding.locations,
+                    related=finding.related,
+                    flow=finding.flow,
+                    data=finding.data | {"gate": dead.test},
+                )
+            yield finding
         if not seen:
             yield self.finding(
                 Verdict.PASS, "No eval-time tensor is optimized on validation targets and then scored."
             )
+
+    def _fits(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+        """Scorings whose prediction was fitted on validation targets without `backward()`: a logit bias moved by
+        hand-written gradient steps on the targets of the batch (ETLB), or a temperature chosen by a search over
+        the loss on validation targets and stored on the model (`model.temperature = t_star`)."""
+        fits = [e for e in events if e.kind == "fit" and e.is_val]
+        stores = [e for e in fits if e.target.startswith("attr:")]
+        reported: set[int] = set()
+        for score in scores:
+            attrs = {lab[3:] for lab in score.labels if lab.startswith("fa:")}
+            via: Event | None = None
+            for label in sorted(lab for lab in score.labels if lab.startswith("fx:")):
+                fit = _matching_fit(fits, label, score)
+                if fit is None or exclusive(fit, score):
+                    continue
+                fit_attrs = {lab[3:] for lab in fit.labels if lab.startswith("fa:")}
+                if fit_attrs:
+                    attrs |= fit_attrs
+                    via = fit
+                elif id(fit.node) not in reported:
+                    reported.add(id(fit.node))
+                    yield self._local_fit(fit, score), fit
+            store = next(
+                (
+                    w
+                    for w in stores
+                    if w.target[5:] in attrs
+                    and w.seq < score.seq
+                    and not exclusive(w, score)
+                    and not any(is_data_loop(lp) for lp in common_loops(w, score))
+                ),
+                None,
+            )
+            # a store only after scoring, or updated online inside the scoring loop, is not a fit on what is scored
+            if store is not None and id(store.node) not in reported:
+                reported.add(id(store.node))
+                yield self._stored_fit(store, via, score), store
+
+    def _stored_fit(self, store: Event, fit: Event | None, score: Event) -> Finding:
+        attr = store.target[5:]
+        flow = store.flow(f"`{attr}` is set from a search over the loss on validation targets")
+        if fit is not None:
+            flow.extend(
+                FlowStep(st.location, f"then: {st.message}") for st in fit.flow("the prediction reads it")
+            )
+        flow.append(FlowStep(score.location(), "then: validation tokens are scored with that prediction"))
+        return self.finding(
+            Verdict.FAIL,
+            f"`{attr}` is fitted on validation targets without backward() (line {store.location().line}: chosen "
+            f"by comparing the loss on them) and then used to predict the validation tokens that are scored (line "
+            f"{score.location().line}): the scored positions' own targets decide their prediction (C1/C3, the "
+            "ETLB family). If the fitted tokens are never scored, this is validation data used for tuning instead.",
+            [store.location()],
+            related=[score.location()] + ([fit.location()] if fit is not None else []),
+            flow=flow,
+            data={"order": "fit-then-score", "state": attr, "score_line": score.location().line},
+            confidence=Confidence.MEDIUM,
+        )
+
+    def _local_fit(self, fit: Event, score: Event) -> Finding:
+        targets = loss_targets(fit.func)
+        kind, detail = fit_positions(fit, score, targets)
+        flow = fit.flow("the prediction is built from state fitted on validation targets")
+        flow.append(FlowStep(score.location(), "then: scored with it"))
+        data = {"fit_line": fit.location().line, "score_line": score.location().line, "positions": kind}
+        related = [score.location()]
+        rows = rows_scored_separately(fit, score) if kind == "context" else None
+        shared = rows is not None and any(
+            per_row_tensor(n, fit.func) is False for n in fitted_tensors(fit, targets)
+        )
+        if kind in ("same", "all") or shared:
+            where = {
+                "same": f"on the scored positions themselves ({detail})",
+                "all": "on every target of the batch, the scored ones included",
+                "context": (
+                    f"on the context positions of a whole batch of windows ({detail}), which are the scored "
+                    "targets of the batch's overlapping windows"
+                ),
+            }[kind]
+            return self.finding(
+                Verdict.FAIL,
+                f"A prediction (line {fit.location().line}) is built from state fitted on validation targets without "
+                f"backward() {where}, then those targets are scored with it (line {score.location().line}): an "
+                "eval-time logit bias / SLOT fitted on the answers (C1/C3).",
+                [fit.location()],
+                related=related if rows is None else related + [score.func.unit.location(rows)],
+                flow=flow,
+                data=data | ({"positions": "shared-batch-context"} if shared else {}),
+            )
+        return self.finding(
+            Verdict.WARN,
+            f"A prediction (line {fit.location().line}) is built from state fitted on validation targets before they "
+            f"are scored (line {score.location().line}); the positions could only be related as {kind} "
+            f"({detail}): context-only fitting is unresolved (issue #1336) and no ruling accepts eval-time logit "
+            "biases (rules.md A.6).",
+            [fit.location()],
+            related=related,
+            flow=flow,
+            data=data,
+            confidence=Confidence.LOW,
+        )
 
     def _judge(self, upd: Event, users: list[Event]) -> Finding:
         after = [s for s in users if s.seq > upd.seq]
@@ -238,6 +358,22 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
             data=data,
             confidence=Confidence.LOW,
         )
+
+
+def _matching_fit(fits: list[Event], label: str, score: Event) -> Event | None:
+    """The fit event named by a score's `fx:<call>` label, on the call path closest to the score's."""
+    node_id = int(label[3:])
+    best: Event | None = None
+    best_shared = -1
+    for f in fits:
+        if id(f.node) != node_id:
+            continue
+        shared = 0
+        while shared < min(len(f.chain), len(score.chain)) and f.chain[shared][0] is score.chain[shared][0]:
+            shared += 1
+        if shared > best_shared:
+            best, best_shared = f, shared
+    return best
 
 
 def _shared_by_batch(upd: Event, score: Event) -> ast.AST | None:

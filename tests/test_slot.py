@@ -111,3 +111,59 @@ def test_per_window_delta_in_a_batch_stays_context_only() -> None:
     )
     verdict, finding = outcome(audit_source(src, RULE), RULE)
     assert verdict is Verdict.WARN and finding is not None and finding.data["positions"] == "context"
+
+
+def test_logit_bias_fitted_by_hand_on_a_batch_context_fails_at_the_scoring_loss() -> None:
+    # ETLB without backward(): softmax-minus-one-hot steps on the context targets of a whole batch of windows
+    name = "etlb_shared_batch_bias"
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    fit, score = marker_line(name, "fit"), marker_line(name, "score")
+    assert finding.primary.line == fit
+    assert finding.data["positions"] == "shared-batch-context"
+    assert finding.message == (
+        f"A prediction (line {fit}) is built from state fitted on validation targets without backward() on the "
+        "context positions of a whole batch of windows (fitted on [:ctx], scored from [ctx:]), which are the scored "
+        f"targets of the batch's overlapping windows, then those targets are scored with it (line {score}): an "
+        "eval-time logit bias / SLOT fitted on the answers (C1/C3)."
+    )
+
+
+def test_logit_bias_stepped_after_each_chunk_is_scored_passes() -> None:
+    verdict, _ = outcome(audit_fixture("etlb_online_after_score_legal", RULE), RULE)
+    assert verdict is Verdict.PASS
+
+
+def test_temperature_searched_on_validation_loss_fails_at_the_store() -> None:
+    name = "temperature_fit_on_val"
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    fit, score = marker_line(name, "fit"), marker_line(name, "score")
+    assert finding.primary.line == fit and finding.data["state"] == "temperature"
+    assert finding.message == (
+        f"`temperature` is fitted on validation targets without backward() (line {fit}: chosen by comparing the "
+        f"loss on them) and then used to predict the validation tokens that are scored (line {score}): the scored "
+        "positions' own targets decide their prediction (C1/C3, the ETLB family). If the fitted tokens are never "
+        "scored, this is validation data used for tuning instead."
+    )
+
+
+def test_temperature_searched_on_training_tokens_passes() -> None:
+    verdict, _ = outcome(audit_fixture("temperature_fit_on_train_legal", RULE), RULE)
+    assert verdict is Verdict.PASS
+
+
+def test_temperature_search_behind_a_default_off_flag_is_info() -> None:
+    src = fixture_source("temperature_fit_on_val").replace('"LOGIT_TEMP_CAL", "1"', '"LOGIT_TEMP_CAL", "0"')
+    report = audit_source(src, RULE)
+    assert outcome(report, RULE)[0] is Verdict.PASS
+    assert any(f.severity is Severity.INFO and "If enabled" in f.message for f in report.findings)
+
+
+def test_temperature_read_through_getattr_fails_too() -> None:
+    # `getattr(self, "temperature", 1.0)` in forward reads the fitted attribute like `self.temperature`
+    src = fixture_source("temperature_fit_on_val").replace(
+        "return self.logits(self.hidden(x)) / self.temperature",
+        'return self.logits(self.hidden(x)) / getattr(self, "temperature", 1.0)',
+    )
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.FAIL

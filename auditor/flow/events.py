@@ -26,6 +26,11 @@ Labels = frozenset[str]
 EMPTY: Labels = frozenset()
 VAL = "val"
 NG = "ng"
+TGT = "tgt"  # validation target tokens (what a loss of this function is computed against), and what is built from them
+VL = (
+    "vl"  # a loss value over validation targets (the output of `cross_entropy(pred, y)`), and what it decides
+)
+FIT_SOURCES: Labels = frozenset({TGT, VL})
 
 
 @dataclass(frozen=True)

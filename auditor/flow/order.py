@@ -59,7 +59,12 @@ from auditor.flow.events import (  # noqa: F401 - the event model, re-exported f
     substitute,
 )
 from auditor.flow.order_index import ClassInfo, FuncInfo, ProgramIndex
-from auditor.flow.order_interp import _BUILTIN_NAMES, Summary, _Ctx, _FunctionInterpreter
+from auditor.flow.order_interp import (
+    _BUILTIN_NAMES,
+    Summary,
+    _Ctx,
+    _FunctionInterpreter,
+)
 from auditor.flow.positions import (  # noqa: F401 - re-exported for rules
     canonical,
     closure,
@@ -94,6 +99,10 @@ class OrderProgram:
     def __init__(self, index: ProgramIndex) -> None:
         self.index = index
         self.tainted_attrs: set[str] = set()
+        self.fitted_attrs: set[str] = set()  # attributes holding state fitted on validation targets
+        self._fit_read_clean: set[str] = set()
+        # per function: names its losses are computed against, learnt while interpreting it
+        self.targets: dict[str, frozenset[str]] = {}
         self._attrs_changed = False
         self.summaries: dict[str, Summary] = {}
         self._in_progress: set[str] = set()
@@ -119,6 +128,27 @@ class OrderProgram:
     def note_attr_read(self, attr: str) -> None:
         """An attribute was read while not (yet) tainted: if it becomes tainted later, this round is stale."""
         self._attrs_read_clean.add(attr)
+
+    def note_fit_read(self, attr: str) -> None:
+        self._fit_read_clean.add(attr)
+
+    def add_fitted_attr(self, attr: str) -> None:
+        if attr not in self.fitted_attrs:
+            self.fitted_attrs.add(attr)
+            if attr in self._fit_read_clean:
+                self._attrs_changed = True  # read as unfitted earlier in this round: redo it
+
+    def forward_fit_labels(self) -> Labels:
+        """`fa:<attr>` labels returned by the submission's own `forward` / `__call__` methods (fitted attributes a
+        module call reads), for calls whose receiver's class is unknown."""
+        out: set[str] = set()
+        for classes in self.index.classes.values():
+            for ci in classes:
+                for name in ("forward", "__call__"):
+                    fi = ci.methods.get(name)
+                    if fi is not None:
+                        out |= {lab for lab in self.summary(fi).ret if lab.startswith("fa:")}
+        return frozenset(out)
 
     def add_tainted_attr(self, attr: str) -> bool:
         if attr not in self.tainted_attrs:
@@ -148,6 +178,12 @@ class OrderProgram:
         interp = _FunctionInterpreter(self, fi)
         self.interpreters[fi.key] = interp
         result = interp.run()
+        if interp.new_targets:
+            # a loss on validation targets was met after reads of those targets: interpret once more with them
+            self.targets[fi.key] = interp.targets
+            interp = _FunctionInterpreter(self, fi)
+            self.interpreters[fi.key] = interp
+            result = interp.run()
         self._in_progress.discard(fi.key)
         self.summaries[fi.key] = result
         return result
@@ -163,6 +199,7 @@ class OrderProgram:
         for _ in range(MAX_ROUNDS):
             self._attrs_changed = False
             self._attrs_read_clean: set[str] = set()
+            self._fit_read_clean = set()
             self.summaries.clear()
             self.interpreters.clear()
             # module-level bindings first (constants, hyperparameter objects), then every function

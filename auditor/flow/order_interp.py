@@ -6,11 +6,12 @@ from __future__ import annotations
 import ast
 import builtins
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from auditor.flow import vocab
-from auditor.flow.events import EMPTY, NG, VAL, Branch, Event, Labels, substitute
+from auditor.flow.events import EMPTY, FIT_SOURCES, NG, TGT, VAL, VL, Branch, Event, Labels, substitute
+from auditor.flow.nodeindex import child_nodes
 from auditor.flow.order_index import ClassInfo, FuncInfo
 from auditor.flow.syntax import (
     MUTATORS,
@@ -47,6 +48,12 @@ class _Ctx:
     ng: bool = False
     loops: tuple[ast.AST, ...] = ()
     branches: tuple[Branch, ...] = ()
+    first: bool = (
+        True  # every enclosing loop of this function is on its first pass (no loop-carried values yet)
+    )
+    implicit: Labels = (
+        EMPTY  # labels of the `if` tests deciding this point (a value chosen by comparing losses)
+    )
 
 
 class _FunctionInterpreter:
@@ -70,6 +77,9 @@ class _FunctionInterpreter:
             self.state[fi.params[0]] = EMPTY  # the instance itself
         self.ng_only = program.ng_only.get(fi.key, False)
         self._sums: set[str] | None = None
+        self.targets: frozenset[str] = program.targets.get(fi.key, frozenset())
+        self.new_targets = False
+        self.reads: dict[str, int] = {}
 
     # -- driver -------------------------------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -107,28 +117,41 @@ class _FunctionInterpreter:
                 self._maybe_write(s, base, self.expr(s.target.slice, ctx), ctx, labels)
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
-            inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
-            for _ in range(self._passes(ctx)):
+            for k in range(self._passes(ctx)):
+                inner = replace(ctx, loops=ctx.loops + (s,), first=ctx.first and k == 0)
                 self.assign(s.target, it, None, inner)
                 self.block(s.body, inner)
             self.block(s.orelse, ctx)
         elif isinstance(s, ast.While):
             self.expr(s.test, ctx)
-            inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches)
-            for _ in range(self._passes(ctx)):
+            for k in range(self._passes(ctx)):
+                inner = replace(ctx, loops=ctx.loops + (s,), first=ctx.first and k == 0)
                 self.block(s.body, inner)
                 self.expr(s.test, inner)
             self.block(s.orelse, ctx)
         elif isinstance(s, ast.If):
-            self.expr(s.test, ctx)
+            test = self.expr(s.test, ctx)
+            # a branch chosen by comparing losses on validation targets (a search over a temperature) makes what
+            # it assigns depend on those targets
+            implicit = ctx.implicit | (test & FIT_SOURCES if VAL in test or VL in test else EMPTY)
             before = dict(self.state)
             self.block(
-                s.body, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),))
+                s.body,
+                replace(
+                    ctx,
+                    branches=ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),),
+                    implicit=implicit,
+                ),
             )
             after_body = self.state
             self.state = dict(before)
             self.block(
-                s.orelse, _Ctx(ctx.ng, ctx.loops, ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),))
+                s.orelse,
+                replace(
+                    ctx,
+                    branches=ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),),
+                    implicit=implicit,
+                ),
             )
             for k, v in after_body.items():
                 self.state[k] = self.state.get(k, EMPTY) | v
@@ -142,7 +165,7 @@ class _FunctionInterpreter:
                 labels = self.expr(item.context_expr, ctx)
                 if item.optional_vars is not None:
                     self.assign(item.optional_vars, labels, None, ctx)
-            self.block(s.body, _Ctx(ng, ctx.loops, ctx.branches))
+            self.block(s.body, replace(ctx, ng=ng))
         elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
             self.block(s.body, ctx)  # type: ignore[attr-defined]
             for h in s.handlers:  # type: ignore[attr-defined]
@@ -175,6 +198,7 @@ class _FunctionInterpreter:
 
     # -- assignment ---------------------------------------------------------------------------------------------
     def assign(self, target: ast.expr, labels: Labels, value: ast.expr | None, ctx: _Ctx) -> None:
+        labels = labels | ctx.implicit
         if isinstance(target, ast.Name):
             self.state[target.id] = labels
             if value is not None:
@@ -184,10 +208,13 @@ class _FunctionInterpreter:
                 self.assign(elt.value if isinstance(elt, ast.Starred) else elt, labels, None, ctx)
         elif isinstance(target, ast.Attribute):
             base = base_name(target)
-            val_labels = labels & {VAL}
-            if val_labels:
-                if self.p.add_tainted_attr(target.attr):
-                    pass
+            if labels & {VAL}:
+                self.p.add_tainted_attr(target.attr)
+            if labels & {VL, TGT} and _valish(labels):
+                # state fitted on validation targets stored on an object (`model.temperature = t_star`): every
+                # read of that attribute carries it
+                self.p.add_fitted_attr(target.attr)
+                self._record("fit", target, labels, ctx, target=f"attr:{target.attr}")
             if self.fi.is_method and self.fi.name == "__init__" and base == (self.fi.params or [None])[0]:
                 self.ret |= {lab for lab in labels if lab == VAL or lab.startswith("p:")}
             if base and base != (self.fi.params[0] if self.fi.is_method and self.fi.params else None):
@@ -282,9 +309,11 @@ class _FunctionInterpreter:
                 return frozenset({VAL})
             return EMPTY
         if isinstance(e, ast.Name):
-            if e.id in self.state:
-                return self.state[e.id]
-            return self.p.free_name_labels(self.fi, e.id)
+            self.reads[e.id] = self.reads.get(e.id, 0) + 1
+            labels = self.state[e.id] if e.id in self.state else self.p.free_name_labels(self.fi, e.id)
+            if e.id in self.targets and _valish(labels):
+                labels = labels | {TGT}  # the tokens this function's loss is computed against
+            return labels
         if isinstance(e, ast.Attribute):
             if e.attr in SHAPE_ATTRS:
                 self.expr(e.value, ctx)
@@ -294,6 +323,10 @@ class _FunctionInterpreter:
                 base = base | {VAL}
             else:
                 self.p.note_attr_read(e.attr)
+            if e.attr in self.p.fitted_attrs:
+                base = base | {f"fa:{e.attr}"}
+            else:
+                self.p.note_fit_read(e.attr)
             return base
         if isinstance(e, ast.BinOp):
             return self.expr(e.left, ctx) | self.expr(e.right, ctx)
@@ -391,6 +424,15 @@ class _FunctionInterpreter:
             name = self.p.builtin_alias(self.fi.unit, name)  # `R=len` hoisted by minifiers
         attr = func.attr if isinstance(func, ast.Attribute) else None
 
+        if (
+            name == "getattr"
+            and len(c.args) >= 2
+            and isinstance(c.args[1], ast.Constant)
+            and isinstance(c.args[1].value, str)
+        ):
+            # `getattr(self, "temperature", 1.0)` reads that attribute like `self.temperature`
+            return self.expr(ast.Attribute(value=c.args[0], attr=c.args[1].value, ctx=ast.Load()), ctx)
+
         if name in SHAPE_FUNCS or attr in SHAPE_METHODS:
             if attr is not None:
                 self.expr(func, ctx)
@@ -417,6 +459,9 @@ class _FunctionInterpreter:
         if attr == "add_" and isinstance(func, ast.Attribute) and _accumulator(func.value):
             self._maybe_score(c, all_args | ng_label, ctx)
 
+        if last_attr(func) in vocab.LOSS_FUNCS and c.args:
+            return self._loss(c, arg_labels, kw_labels, all_args, ctx) | ng_label
+
         # calls into the submission's own functions
         target = self.p.resolve(c, self.fi, self)
         if isinstance(target, FuncInfo):
@@ -442,10 +487,10 @@ class _FunctionInterpreter:
             # a function-valued parameter: resolved where the caller binds it
             self._record("deferred", c, all_args, ctx)
             self.events[(id(c), 0)].target = func.id
-            return all_args | ng_label
+            return all_args | ng_label | self._module_call_fits(func)
 
         self._splice_callbacks(c, all_args, ctx)
-        recv = EMPTY
+        recv = self._module_call_fits(func) if isinstance(func, ast.Name) and func.id in self.state else EMPTY
         if isinstance(func, ast.Attribute):
             recv = self.expr(func.value, ctx)
             if attr in MUTATORS or (attr and attr.endswith("_") and not attr.startswith("_")):
@@ -464,6 +509,44 @@ class _FunctionInterpreter:
         if _is_min_selection(c):
             self._maybe_select(c, recv | all_args, ctx)
         return recv | all_args | ng_label
+
+    def _module_call_fits(self, func: ast.expr) -> Labels:
+        """A call of an object whose class is not known here (`model(x, y)` with `model` a parameter): a module
+        call runs one of the submission's `forward` methods, so the fitted attributes they read reach the result
+        (only asked when some attribute holds state fitted on validation targets)."""
+        if not self.p.fitted_attrs or not isinstance(func, ast.Name):
+            return EMPTY
+        return self.p.forward_fit_labels()
+
+    def _loss(
+        self,
+        c: ast.Call,
+        arg_labels: list[Labels],
+        kw_labels: dict[str | None, Labels],
+        all_args: Labels,
+        ctx: _Ctx,
+    ) -> Labels:
+        """`cross_entropy(pred, target)`: a number about validation targets (`vl`). When the prediction itself
+        already depends on validation targets in the same pass (a logit bias fitted on them, a temperature stored by
+        a search over their loss), a `fit` event is recorded here and the result carries `fx:<call>` so that a
+        scoring of it can be traced back to the fit."""
+        pred = arg_labels[0]
+        tgt = arg_labels[1] if len(arg_labels) > 1 else kw_labels.get("target", EMPTY)
+        name = _loss_target(c)
+        if name and _valish(tgt) and name not in self.targets:
+            # learnt here; if the body read it before (beyond this argument), those reads are labelled when the
+            # function is interpreted again
+            self.targets = self.targets | {name}
+            if self.reads.get(name, 0) > 1:
+                self.new_targets = True
+        out = (all_args - {TGT}) | ({VL} if _valish(tgt) else EMPTY)
+        via_attr = {lab for lab in pred if lab.startswith("fa:")}
+        key = (id(c), 0)
+        if (TGT in pred and ctx.first) or via_attr or key in self.events:
+            if key not in self.events:
+                self._record("fit", c, pred, ctx, target="prediction")
+            out = out | {f"fx:{id(c)}"}
+        return out
 
     def _maybe_select(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
         """`min(...)` over the results of several scoring passes (two calls, or one call made in a loop)."""
@@ -533,6 +616,33 @@ class _FunctionInterpreter:
             keep = sorted(self.events.items(), key=lambda kv: kv[1].seq)[:MAX_EVENTS]
             self.events = dict(keep)
         return any(ev.kind == "score" and _valish(ev.labels) for ev in added)
+
+
+def loss_targets(fi: FuncInfo) -> frozenset[str]:
+    """Names `fi`'s own code passes as the target of a loss (`cross_entropy(logits, y)`, `cross_entropy(lg,
+    y_batch.reshape(-1))`; reshapes and casts keep the variable): reading them is reading validation *targets*. A
+    slice of the token stream (`tokens[i + 1:j]`) names no target variable: the same stream also feeds the inputs."""
+    out: set[str] = set()
+    stack: list[ast.AST] = list(fi.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        stack.extend(child_nodes(node))
+        if isinstance(node, ast.Call):
+            name = _loss_target(node)
+            if name:
+                out.add(name)
+    return frozenset(out)
+
+
+def _loss_target(c: ast.Call) -> str | None:
+    if last_attr(c.func) not in vocab.LOSS_FUNCS:
+        return None
+    tgt = c.args[1] if len(c.args) > 1 else next((k.value for k in c.keywords if k.arg == "target"), None)
+    while isinstance(tgt, ast.Call) and isinstance(tgt.func, ast.Attribute):
+        tgt = tgt.func.value
+    return tgt.id if isinstance(tgt, ast.Name) else None
 
 
 def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:

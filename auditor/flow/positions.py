@@ -281,3 +281,52 @@ def per_row_tensor(name: str, func: FuncInfo) -> bool | None:
                 return not (isinstance(shape[0], ast.Constant) and shape[0].value == 1)
             node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
     return None
+
+
+def fit_positions(fit: Event, score: Event, targets: frozenset[str]) -> tuple[str, str]:
+    """For a `fit` event at a loss call whose prediction was built from validation targets in the same pass (an
+    eval-time logit bias fitted by hand-written gradient steps, no `backward()`): which target positions fed the
+    prediction, compared with the scored ones. `targets` are the fit function's loss-target names. Kinds as in
+    `compare_positions`."""
+    if fit.func is not score.func or not isinstance(fit.node, ast.Call) or not fit.node.args:
+        return "unknown", "the fit and the scoring are in different functions"
+    defs = def_map(fit.func)
+    by_id = statements_by_id(fit.func)
+    pred_ids = closure(defs, names_in(fit.node.args[0]), follow_indices=True)
+    fitted = [by_id[i] for i in pred_ids if i in by_id and names_in(by_id[i]) & targets]
+    fit_slices = position_slices(fitted)
+    score_ids = closure(defs, position_names(score.node), follow_indices=True)
+    scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
+    score_slices = position_slices([*(by_id[i] for i in score_ids - pred_ids if i in by_id), *scored_stmt])
+    if not fit_slices:
+        return "all", "no position restriction on the targets it is fitted on"
+    same = fit_slices & score_slices
+    if same:
+        lo, hi = sorted(same)[0]
+        return "same", f"[{lo}:{hi}]"
+    lowers = {lo for lo, _ in score_slices if lo}
+    lowers |= {alt for lo in list(lowers) for alt in _conditional_bounds(lo, defs)}
+    ending = sorted((lo, hi) for lo, hi in fit_slices if hi and hi in lowers)
+    if ending:
+        lo, hi = ending[0]
+        return "context", f"fitted on [{lo}:{hi}], scored from [{hi}:]"
+    return "unknown", f"fitted {sorted(fit_slices)}, scored {sorted(score_slices)}"
+
+
+def fitted_tensors(fit: Event, targets: frozenset[str]) -> list[str]:
+    """Names in the fit's prediction closure that are created once by a tensor constructor and then re-bound from
+    target-derived values (`bias = zeros(V)` ... `bias = cur_bias.detach()`): the state the fit optimizes."""
+    if not isinstance(fit.node, ast.Call) or not fit.node.args:
+        return []
+    defs = def_map(fit.func)
+    by_id = statements_by_id(fit.func)
+    pred_ids = closure(defs, names_in(fit.node.args[0]), follow_indices=True)
+    out: list[str] = []
+    for name, stmts in defs.items():
+        if not any(id(st) in pred_ids for st in stmts) or len(stmts) < 2:
+            continue
+        if per_row_tensor(name, fit.func) is not None and any(
+            names_in(by_id.get(id(st), st)) - {name} for st in stmts if id(st) in pred_ids
+        ):
+            out.append(name)
+    return out
