@@ -74,6 +74,10 @@ def test_seed_points_and_noise_band_match_pg802() -> None:
     std = math.sqrt(((1.081 - 1.0815) ** 2 + (1.082 - 1.0815) ** 2) / 1)
     assert centre == pytest.approx(1.0815)
     assert pair == pytest.approx(math.sqrt(2) * max(RERUN_SEED_STD_FLOOR_BPB, std))
+    # verify's seed table (seed resolved for an artifact named without one) takes precedence over raw results
+    tables = _tables()
+    tables["harness"]["seed_table"] = [{"seed": 1, "mode": "plain", "rescored": 1.0899}]
+    assert seed_points(tables)[0].rescored == {"plain": 1.0899} and seed_points(tables)[1].rescored == {}
     # one seed: the rule's default sigma
     (_, pair1) = noise_band(pts[:1])  # type: ignore[misc]
     assert pair1 == pytest.approx(math.sqrt(2) * RERUN_SEED_STD_BPB)

@@ -84,7 +84,15 @@ def seed_points(tables: dict[str, Any]) -> list[SeedPoints]:
             p.logged = row.get("val_bpb")
         if p.claimed is None:
             p.claimed = row.get("claimed_val_bpb")
-    for res in harness.get("rescore", []):
+    # verify's per-seed rescore table resolves the seed of an artifact named without one; older reports only have
+    # the raw rescore results
+    table = harness.get("seed_table")
+    rescores = (
+        [{"seed": r.get("seed"), "mode": r.get("mode"), "val_bpb": r.get("rescored")} for r in table]
+        if isinstance(table, list)
+        else harness.get("rescore", [])
+    )
+    for res in rescores:
         p = get(res.get("seed"))
         if p is not None and res.get("val_bpb") is not None and not res.get("error"):
             p.rescored[str(res.get("mode") or "rescore")] = float(res["val_bpb"])
