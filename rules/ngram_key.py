@@ -14,12 +14,9 @@ from collections.abc import Iterable
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
-from auditor.flow.targets import (
+from auditor.flow.scoring import (
     OracleChoice,
-    Scope,
-    TargetFacts,
     byte_spreads,
-    call_name,
     key_formation,
     lookup_index,
     lookup_table,
@@ -27,6 +24,11 @@ from auditor.flow.targets import (
     oracle_choices,
     reach_of,
     score_sinks,
+)
+from auditor.flow.targets import (
+    Scope,
+    TargetFacts,
+    call_name,
     target_facts,
 )
 from rules.base import Case, Rule

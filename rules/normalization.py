@@ -19,21 +19,23 @@ from collections.abc import Iterable
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
-from auditor.flow.targets import (
-    LOG_CALLS,
-    NORMALIZERS,
-    Scope,
-    TargetFacts,
+from auditor.flow.scoring import (
     byte_spreads,
-    call_name,
     entropy_experts,
     lookup_index,
     lookup_table,
     module_scope,
     reach_of,
-    roots,
     score_sinks,
     sum_maintained,
+)
+from auditor.flow.targets import (
+    LOG_CALLS,
+    NORMALIZERS,
+    Scope,
+    TargetFacts,
+    call_name,
+    roots,
     target_facts,
 )
 from rules.base import Case, Rule
