@@ -23,12 +23,14 @@ from auditor.flow.order import (
     closure,
     common_loops,
     def_map,
+    divergence,
     during_training,
     exclusive,
     gate_off,
     is_data_loop,
     names_in,
     statements_by_id,
+    update_order,
     value_names,
 )
 from rules.base import Case, Rule
@@ -136,6 +138,7 @@ class ValidationRescoredInSecondPass(Rule):
             *self._selections(ctx, facts.events),
             *self._two_pass(facts.events, facts.scores),
             *self._state_passes(facts.events, facts.scores),
+            *self._adapted_rescore(facts.updates, facts.scores),
         ]
         for finding, event in passes:
             dead = gate_off(ctx, event)
@@ -170,6 +173,63 @@ class ValidationRescoredInSecondPass(Rule):
                     data={"order": "min-over-passes"},
                 ),
                 ev,
+            )
+
+    def _adapted_rescore(self, updates: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+        """A score-first test-time-training pass (each chunk scored, then trained on) leaves the model adapted to
+        every chunk it saw; a later scoring pass with that same model re-scores validation tokens it has already
+        been trained on: a second pass whose state was built from the split (C4, as well as PG201's C3)."""
+        reported: set[int] = set()
+        for upd in updates:
+            if upd.target != "module" or upd.throwaway:
+                continue
+            first = next(
+                (
+                    s
+                    for s in scores
+                    if s.seq < upd.seq
+                    and not exclusive(s, upd)
+                    and any(is_data_loop(lp) for lp in common_loops(s, upd))
+                ),
+                None,
+            )
+            if first is None:
+                continue  # no pass scored validation before training on it: PG201 alone (train-then-score)
+            verdict = update_order(upd, [s for s in scores if not common_loops(s, upd)])
+            if verdict is None or verdict[0] != "after":
+                continue
+            second = verdict[1]
+            second_site, update_site = divergence(second, upd)
+            if second_site.line in reported:
+                continue
+            reported.add(second_site.line)
+            flow = first.flow("pass 1 scores validation chunks")
+            flow.extend(
+                FlowStep(st.location, f"then: {st.message}")
+                for st in upd.flow("and trains the model on each chunk after scoring it")
+            )
+            flow.extend(
+                FlowStep(st.location, f"then: {st.message}")
+                for st in second.flow("pass 2 scores validation again with the adapted model")
+            )
+            yield (
+                self.finding(
+                    Verdict.FAIL,
+                    f"A second scoring pass over validation (line {second_site.line}) runs with the model that the "
+                    f"first pass's test-time training adapted (update at line {upd.location().line}, after scoring "
+                    f"at line {first.location().line}), so it re-scores tokens the model was already trained on: "
+                    "a full rescore with state built from the split.",
+                    [second_site],
+                    related=[upd.location(), first.location(), second.location()],
+                    flow=flow,
+                    data={
+                        "order": "rescore-after-adaptation",
+                        "update_line": upd.location().line,
+                        "first_pass_line": first.location().line,
+                    },
+                    confidence=Confidence.MEDIUM,
+                ),
+                second,
             )
 
     def _state_passes(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:

@@ -28,14 +28,10 @@ from auditor.flow.order import (
     dead_function_events,
     defeated_on_path,
     divergence,
-    exclusive,
     gate_off,
-    is_data_loop,
-    loop_var_guard,
-    same_invocation,
     source_path,
+    update_order,
 )
-from auditor.flow.positions import compare_positions, rows_scored_separately
 from rules.base import Case, Rule
 
 _SCORE_FIRST = """\
@@ -176,7 +172,7 @@ class ValidationTrainedBeforeScored(Rule):
         for upd in facts.updates:
             if upd.target != "module":
                 continue  # free eval-time tensors (SLOT deltas, logit biases) are PG202's
-            verdict = _judge(upd, scores)
+            verdict = update_order(upd, scores)
             if verdict is None:
                 first_scored = next((s for s in scores if s.seq < upd.seq and common_loops(upd, s)), None)
                 if first_scored is not None:
@@ -204,7 +200,7 @@ class ValidationTrainedBeforeScored(Rule):
         for fi, events in dead_function_events(ctx):
             scores = [e for e in events if e.kind == "score" and e.is_val]
             for upd in (e for e in events if e.kind == "update" and e.is_val and e.target == "module"):
-                verdict = _judge(upd, scores)
+                verdict = update_order(upd, scores)
                 if verdict is None:
                     continue
                 kind, score, _ = verdict
@@ -295,34 +291,6 @@ class ValidationTrainedBeforeScored(Rule):
         if not scored:
             return self.finding(Verdict.PASS, "No scoring of validation data found on the path that runs.")
         return self.finding(Verdict.PASS, "No update on validation data before it is scored.")
-
-
-def _judge(upd: Event, scores: list[Event]) -> tuple[str, Event, object] | None:
-    """Why `upd` trains on positions that are scored later, or None when every scoring it meets comes first."""
-    for s in scores:
-        if exclusive(upd, s):
-            continue
-        shared = common_loops(upd, s)
-        if s.seq > upd.seq:
-            if upd.owner is not None and not same_invocation(upd, s, upd.owner):
-                continue  # the updated object (a per-call adapter) is gone before this scoring runs
-            if shared and _prefix_of_one_window(upd, s):
-                continue  # trains on the window's already-scored prefix, scores the disjoint rest
-            return ("same-iteration" if shared else "after", s, None)
-        if shared:
-            revisiting = [lp for lp in shared if not is_data_loop(lp)]
-            if revisiting:
-                return ("re-pass", s, loop_var_guard(s, revisiting[0]))
-    return None
-
-
-def _prefix_of_one_window(upd: Event, score: Event) -> bool:
-    """Per-window prefix TTT: inside one iteration the update's loss reads only positions before the slice that
-    is then scored (`train(x[:, :s])`, then `loss += nll[s:]`), and the updated weights score that one window, not
-    a batch of overlapping windows whose other rows' scored targets sit in this prefix. The prefix was scored by
-    earlier windows, so the state used at every scored position depends only on tokens before it (C1/C3)."""
-    kind, _ = compare_positions(upd.node, upd.func, score)
-    return kind == "context" and rows_scored_separately(upd, score) is None
 
 
 def _shared_prefix(a: Event, b: Event) -> int:

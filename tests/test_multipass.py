@@ -201,3 +201,21 @@ def test_min_over_final_passes_fails_at_the_min() -> None:
         f"min(...) at line {finding.primary.line} selects among the results of several scoring passes over "
         "validation data (min-over-passes)."
     )
+
+
+def test_rescoring_with_the_model_a_score_first_pass_adapted_fails_at_the_second_pass() -> None:
+    name = "multipass_unrestored_ttt"
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    rescore, update = marker_line(name, "rescore"), marker_line(name, "update")
+    assert finding.primary.line == rescore and finding.data["order"] == "rescore-after-adaptation"
+    assert finding.message == (
+        f"A second scoring pass over validation (line {rescore}) runs with the model that the first pass's "
+        f"test-time training adapted (update at line {update}, after scoring at line {finding.data['first_pass_line']}),"
+        " so it re-scores tokens the model was already trained on: a full rescore with state built from the split."
+    )
+
+
+def test_adapting_a_copy_then_scoring_the_original_passes() -> None:
+    assert outcome(audit_fixture("multipass_ttt_on_copy_legal", RULE), RULE)[0] is Verdict.PASS
+    assert outcome(audit_fixture("multipass_ttt_on_copy_legal", "PG201"), "PG201")[0] is Verdict.PASS

@@ -68,9 +68,11 @@ from auditor.flow.order_interp import (
 from auditor.flow.positions import (  # noqa: F401 - re-exported for rules
     canonical,
     closure,
+    compare_positions,
     def_map,
     is_data_loop,
     position_slices,
+    rows_scored_separately,
     statements_by_id,
     value_names,
 )
@@ -653,3 +655,33 @@ def during_training(ctx: AuditContext, ev: Event) -> bool:
         if site is not None and ph.phase_of_site(site) == "training":
             return True
     return False
+
+
+def update_order(upd: Event, scores: list[Event]) -> tuple[str, Event, object] | None:
+    """Why `upd` trains on positions that are scored later, or None when every scoring it meets comes first:
+    ("after" | "same-iteration" | "re-pass", the scoring, detail). PG201's judgement, shared with PG203 (a later
+    full pass scored with the weights a score-first pass adapted)."""
+    for s in scores:
+        if exclusive(upd, s):
+            continue
+        shared = common_loops(upd, s)
+        if s.seq > upd.seq:
+            if upd.owner is not None and not same_invocation(upd, s, upd.owner):
+                continue  # the updated object (a per-call adapter) is gone before this scoring runs
+            if shared and _prefix_of_one_window(upd, s):
+                continue  # trains on the window's already-scored prefix, scores the disjoint rest
+            return ("same-iteration" if shared else "after", s, None)
+        if shared:
+            revisiting = [lp for lp in shared if not is_data_loop(lp)]
+            if revisiting:
+                return ("re-pass", s, loop_var_guard(s, revisiting[0]))
+    return None
+
+
+def _prefix_of_one_window(upd: Event, score: Event) -> bool:
+    """Per-window prefix TTT: inside one iteration the update's loss reads only positions before the slice that
+    is then scored (`train(x[:, :s])`, then `loss += nll[s:]`), and the updated weights score that one window, not
+    a batch of overlapping windows whose other rows' scored targets sit in this prefix. The prefix was scored by
+    earlier windows, so the state used at every scored position depends only on tokens before it (C1/C3)."""
+    kind, _ = compare_positions(upd.node, upd.func, score)
+    return kind == "context" and rows_scored_separately(upd, score) is None
