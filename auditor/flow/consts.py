@@ -106,6 +106,23 @@ def parse_run_commands(files: dict[str, str]) -> list[RunCommand]:
     return out
 
 
+def launch_lines(files: dict[str, str]) -> list[tuple[str, str]]:
+    """(path, logical line) of every line in README*/*.sh that launches a Python script (`python eval.py`,
+    `torchrun --nproc_per_node=8 train_gpt.py`, `bash run.sh`), continuation lines joined."""
+    out: list[tuple[str, str]] = []
+    for path, text in sorted(files.items()):
+        buf = ""
+        for raw in text.splitlines():
+            line = raw.strip().strip("`")
+            if line.endswith("\\"):
+                buf += line[:-1] + " "
+                continue
+            line, buf = buf + line, ""
+            if _LAUNCH.search(line) and ".py" in line and not line.lstrip().startswith("#"):
+                out.append((path, line[:400]))
+    return out
+
+
 @dataclass
 class ConstEval:
     """Folds an expression to a Python value under an environment (None = defaults only)."""
@@ -114,6 +131,8 @@ class ConstEval:
     env: dict[str, str] | None = None
     env_used: set[str] = field(default_factory=set)
     _frames: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # inlined helper calls
+    # values of function parameters for one call (`(id(Func), name) -> value`): a parameter gate decided per call
+    params: dict[tuple[int, str], Any] | None = None
 
     def value(self, unit_name: str, expr: ast.AST, func: Func | None, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
@@ -134,7 +153,7 @@ class ConstEval:
             ):
                 return UNKNOWN
         key = (id(expr), id(func), unit_name)
-        memo = self.prog.const_memo(self.env)
+        memo = self.prog.const_memo(self.env, self.params)
         if key in memo:
             got, used = memo[key]
             self.env_used |= used
@@ -373,6 +392,8 @@ class ConstEval:
                     return UNKNOWN
                 return self._single(scope.unit.name, exprs, scope, d)
             if name in scope.params:
+                if self.params is not None and (id(scope), name) in self.params:
+                    return self.params[(id(scope), name)]
                 return UNKNOWN
             scope = scope.parent
         mod = self.prog.modules.get(un)
@@ -405,6 +426,8 @@ class ConstEval:
                 other = self.prog.module_by_name.get(target[0])
                 if other is not None:
                     return self._name(other.unit.name, e.attr, None, d)
+        if e.attr in self.prog.runtime_attrs:  # a counter / buffer the code changes while it runs
+            return UNKNOWN
         cls = self.prog.type_of(un, e.value, func)
         candidates = [cls] if cls is not None else self.prog.classes_defining(e.attr)
         vals = []
@@ -413,6 +436,8 @@ class ConstEval:
             if not exprs:
                 continue
             vals.append(self._single(c.unit.name, [x for x, _ in exprs], exprs[0][1], d))
+        if vals:  # assignments outside constructors are other values the attribute takes at run time
+            vals += [self.value(f.unit.name, x, f, d) for x, f in self.prog.late_attr_assigns.get(e.attr, [])]
         if not vals or any(x is UNKNOWN for x in vals):
             return UNKNOWN
         return vals[0] if all(x == vals[0] for x in vals[1:]) else UNKNOWN

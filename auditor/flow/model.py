@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from auditor.flow import vocab
 from auditor.flow.consts import UNKNOWN, RunCommand
 from auditor.flow.nodeindex import child_nodes
 
@@ -28,23 +29,72 @@ _DEF_NODES = (*_FUNC_NODES, ast.ClassDef)
 
 @dataclass(eq=False)
 class Gate:
-    """A branch decided statically: the `if` (or conditional expression) test and which side runs by default."""
+    """A branch decided statically: the `if` (or conditional expression) test and which side runs.
+
+    `taken` is the answer under the defaults; `runs` is the answer under the documented configuration (the one
+    policy every rule family follows, see API.md "Run commands"): log evidence of the values a run used, else a
+    README/*.sh run command that changes the default, else the default. A *parameter gate* (`params` non-empty:
+    `if use_ngram:` with `use_ngram` a parameter of the function) is undecided on its own (`taken` True, `default`
+    UNKNOWN) and decided per call site: `Program.gate_in(gate, via)` folds it with the arguments of call `via`.
+    """
 
     unit: CodeUnit
     test: ast.AST
     branch: str  # "body" | "orelse"
     taken: bool  # does this branch run under the defaults?
-    default: Any  # value of the test under defaults (never UNKNOWN: undecided tests make no Gate)
+    default: Any  # value of the test under defaults (UNKNOWN only for an undecided parameter gate)
     env_vars: tuple[str, ...] = ()
     enabled_by: tuple[RunCommand, ...] = ()  # run commands under which a default-off branch runs
     disabled_by: tuple[RunCommand, ...] = ()  # run commands under which a default-on branch does not run
+    kept_by: tuple[RunCommand, ...] = ()  # run commands that set the gate's variables and leave it as default
+    logged: bool | None = (
+        None  # does the branch run with the values the shipped logs print? (None: no evidence)
+    )
+    log_evidence: str = ""  # "path:line: text" of the log line that decided `logged`
+    params: tuple[str, ...] = ()  # parameters the test reads (a parameter gate)
+    via: CallSite | None = None  # the call site whose arguments decided this (parameter) gate
 
     @property
     def text(self) -> str:
         return ast.unparse(self.test)[:160]
 
+    @property
+    def runs(self) -> bool:
+        """Does the branch run under the documented configuration?"""
+        if self.logged is not None:
+            return self.logged
+        if not self.taken and self.enabled_by:
+            return True
+        if self.taken and self.disabled_by and not self.kept_by:
+            return False
+        return self.taken
+
+    @property
+    def by_command(self) -> bool:
+        """Off under the defaults, on under the documented configuration."""
+        return not self.taken and self.runs
+
+    @property
+    def off_by_command(self) -> bool:
+        """On under the defaults, off under the documented configuration."""
+        return self.taken and not self.runs
+
+    @property
+    def contested(self) -> bool:
+        """The documented sources disagree among themselves (commands both ways, or a log against all commands):
+        the configuration that produced the claimed score is not certain."""
+        if self.logged is not None:
+            cmds_on = bool(self.enabled_by) or (self.taken and bool(self.kept_by))
+            cmds_off = bool(self.disabled_by) or (not self.taken and bool(self.kept_by))
+            return (self.logged and cmds_off and not cmds_on) or (
+                not self.logged and cmds_on and not cmds_off
+            )
+        return bool(self.kept_by) and bool(self.enabled_by or self.disabled_by)
+
     def describe(self) -> str:
         what = f"`if {self.text}`" + ("" if self.branch == "body" else " (else branch)")
+        if self.via is not None:
+            what += f" for the call at {self.via.unit.path}:{self.via.line}"
         state = "on" if self.taken else "off"
         extra = f" via {', '.join(self.env_vars)}" if self.env_vars else ""
         msg = f"{what} is {state} by default{extra}"
@@ -54,6 +104,8 @@ class Gate:
         if self.disabled_by:
             c = self.disabled_by[0]
             msg += f"; turned off by the run command at {c.path}:{c.line}"
+        if self.log_evidence:
+            msg += f"; the log shows it {'ran' if self.logged else 'did not run'} ({self.log_evidence})"
         return msg
 
 
@@ -79,7 +131,8 @@ class CallSite:
 
     @property
     def deciding_gate(self) -> Gate | None:
-        """The first enclosing gate whose branch does not run by default (None: runs by default)."""
+        """The first enclosing gate whose branch does not run by default (None: runs by default).
+        Parameter gates are undecided here; `Program.site_gate(site, via)` decides them per call."""
         return next((g for g in self.gates if not g.taken), None)
 
     @property
@@ -359,6 +412,33 @@ def _all_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
     """name -> assigned expressions, for the names a scope binds (nested defs excluded)."""
+    _note_bindings(f, body)
+    # A local the code fills while it runs (`hits = []` then `hits.append(x)`, `d[k] = v`) is runtime state:
+    # its initial value does not decide `if hits:`.
+    for n in _statements(body):
+        name = None
+        if (
+            isinstance(n, ast.Expr)
+            and isinstance(n.value, ast.Call)
+            and isinstance(n.value.func, ast.Attribute)
+            and isinstance(n.value.func.value, ast.Name)
+            and n.value.func.attr in vocab.CONTAINER_MUTATORS | vocab.TENSOR_MUTATORS
+        ):
+            name = n.value.func.value.id
+        elif isinstance(n, ast.Assign):
+            name = next(
+                (
+                    t.value.id
+                    for t in n.targets
+                    if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                ),
+                None,
+            )
+        if name is not None and name in f.assigned and f.assigned[name][-1] is not _OPAQUE:
+            f.assigned[name].append(_OPAQUE)
+
+
+def _note_bindings(f: Func, body: list[ast.stmt]) -> None:
     for n in _statements(body):
         if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
             continue

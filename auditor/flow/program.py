@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from auditor.flow.consts import UNKNOWN, ConstEval, RunCommand, parse_run_commands
+from auditor.flow import vocab
+from auditor.flow.consts import UNKNOWN, ConstEval, RunCommand, launch_lines, parse_run_commands
 from auditor.flow.index import BodyWalker
 from auditor.flow.model import (
     _FUNC_NODES,
@@ -54,6 +55,7 @@ __all__ = [
     "program_of",
 ]
 
+_CONSTRUCTORS = ("__init__", "__post_init__", "__new__", "setup")
 # External calls that hand back (a wrapper of) their first argument: the receiver's class survives them.
 _TYPE_PRESERVING = {
     "compile",
@@ -91,10 +93,20 @@ class Program(ReachMixin):
         self._dispatch_defeated_live: bool | None = None
         self._type_cache: dict[tuple[int, str], ClassInfo | None] = {}
         self._site_index: dict[int, CallSite] | None = None
+        self.runtime_attrs: set[str] = set()  # attributes the code changes while it runs (see below)
+        self.late_attr_assigns: dict[str, list[tuple[ast.AST, Func]]] = {}  # `obj.a = v` outside constructors
         self.branch_gates: dict[tuple[int, str], Gate] = {}  # (id(If/IfExp node), "body"|"orelse") -> Gate
         self._const_memos: dict[tuple | None, dict] = {}  # folded constants per environment
         self._entry_seq: list[EntryEvent] | None = None
         self._under: dict[tuple[int, bool], set[Func]] = {}
+        # reachability state (auditor/flow/reach.py)
+        self.launch_lines: list[tuple[str, str]] = launch_lines(_run_files(ctx))
+        self._entries: list[Func] | None = None
+        self._contexts: dict[Func, list[tuple[CallSite | None, Gate | None]]] = {}
+        self._gate_cache: dict[tuple[int, int], Gate] = {}
+        self._param_gated: dict[Func, bool] = {}
+        self._log_memo: dict[str, dict[str, str]] = {}
+        self._logs: list[tuple[str, str]] | None = None
         self._driver_ids: set[int] | None = None
         self._build()
 
@@ -118,6 +130,7 @@ class Program(ReachMixin):
             self._link_bases(c)
         for f in self.funcs:
             self._collect_self_attrs(f)
+            self._collect_runtime_state(f)
         for f in self.funcs:
             self._walk_body(f)
         for f in self.funcs:
@@ -232,6 +245,40 @@ class Program(ReachMixin):
                         f.cls.self_attrs.setdefault(leaf.attr, []).append(
                             (sub if sub is not None else _OPAQUE, f)
                         )
+
+    def _collect_runtime_state(self, f: Func) -> None:
+        """Attributes whose value the code changes while it runs are runtime state, not configuration.
+
+        `self.total += n`, `self.buf.append(x)`, `self.table[k] = v` (anywhere), and `obj.attr = v` outside a
+        constructor: a gate reading such an attribute (`if self.uni_total > 0`) is not a flag that the defaults
+        decide. The first three make the attribute UNKNOWN to the folder; later plain assignments become extra
+        candidate values (a different value makes it UNKNOWN, the same constant keeps it)."""
+        if not isinstance(f.node, _FUNC_NODES):
+            return
+        in_ctor = f.name in _CONSTRUCTORS
+        for n, guards in _guarded_statements(f.node.body, frozenset()):
+            if isinstance(n, ast.AugAssign):
+                t = n.target.value if isinstance(n.target, ast.Subscript) else n.target
+                if isinstance(t, ast.Attribute):
+                    self.runtime_attrs.add(t.attr)
+            elif isinstance(n, (ast.Assign, ast.AnnAssign)):
+                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+                for t in targets:
+                    for leaf, sub in _target_leaves(t, n.value):
+                        if isinstance(leaf, ast.Subscript) and isinstance(leaf.value, ast.Attribute):
+                            self.runtime_attrs.add(leaf.value.attr)
+                        elif isinstance(leaf, ast.Attribute) and not in_ctor and leaf.attr not in guards:
+                            # (`if args.flag: args.flag = True` re-pins a flag inside its own branch: not a change)
+                            value = sub if sub is not None else _OPAQUE
+                            self.late_attr_assigns.setdefault(leaf.attr, []).append((value, f))
+            elif (
+                isinstance(n, ast.Expr)
+                and isinstance(n.value, ast.Call)
+                and isinstance(n.value.func, ast.Attribute)
+                and isinstance(n.value.func.value, ast.Attribute)
+                and n.value.func.attr in vocab.CONTAINER_MUTATORS | vocab.TENSOR_MUTATORS
+            ):
+                self.runtime_attrs.add(n.value.func.value.attr)
 
     def _walk_body(self, f: Func) -> None:
         """Record call sites (post-order = evaluation order), function references and decided branches."""
@@ -553,8 +600,12 @@ class Program(ReachMixin):
             f = self.enclosing_func(un, expr)
         return ConstEval(self, env=env).value(un, expr, f)
 
-    def const_memo(self, env: dict[str, str] | None) -> dict:
-        key = tuple(sorted(env.items())) if env is not None else None
+    def const_memo(
+        self, env: dict[str, str] | None, params: dict[tuple[int, str], Any] | None = None
+    ) -> dict:
+        key: tuple | None = tuple(sorted(env.items())) if env is not None else None
+        if params:  # one memo per call binding of a parameter gate (folded values of other scopes repeat)
+            key = (key, tuple(sorted((k, repr(v)) for k, v in params.items())))
         got = self._const_memos.get(key)
         if got is None:
             got = self._const_memos[key] = {}
@@ -609,6 +660,23 @@ class Program(ReachMixin):
     def all_sites(self) -> Iterator[CallSite]:
         for f in self.funcs:
             yield from f.calls
+
+
+def _guarded_statements(
+    body: list[ast.stmt], guards: frozenset[str]
+) -> Iterator[tuple[ast.stmt, frozenset[str]]]:
+    """Statements of a block (not entering nested defs) with the attribute names read by enclosing `if` tests."""
+    for n in body:
+        yield n, guards
+        if isinstance(n, (*_FUNC_NODES, ast.ClassDef)):
+            continue
+        inner = guards
+        if isinstance(n, ast.If):
+            inner = guards | {a.attr for a in ast.walk(n.test) if isinstance(a, ast.Attribute)}
+        for name in ("body", "orelse", "finalbody"):
+            yield from _guarded_statements(getattr(n, name, None) or [], inner)
+        for h in getattr(n, "handlers", ()):
+            yield from _guarded_statements(h.body, guards)
 
 
 def _analysed_units(ctx: AuditContext) -> list[CodeUnit]:
