@@ -329,6 +329,8 @@ class _Analysis:
         self.func_of_node: dict[int, Func] = {id(f.node): f for f in self.prog.funcs}
         self.out: list[Construct] = []
         self._submods: dict[int, list[CallSite]] | None = None
+        self._scored_cache: dict[tuple[int, int], set[str]] = {}
+        self._convs: frozenset[str] | None = None
 
     # -- entry ----------------------------------------------------------------------------------------------------
     def run(self) -> list[Construct]:
@@ -359,24 +361,37 @@ class _Analysis:
         return self.out
 
     def denoising_eval(self) -> Location | None:
-        """A live `where(cond, CONST, tokens)` / `tokens.masked_fill(cond, CONST)` whose tokens are also what is
-        scored in the same function, at the same positions (no shift): the corrupted input of a masked-diffusion
-        ELBO (MDLM/LLaDA), where the model sees the unmasked tokens on both sides by design."""
+        """A live masked corruption of the very tokens that are scored, at the same positions (no shift): the
+        input of a masked-diffusion ELBO (MDLM/LLaDA), where the model sees the unmasked tokens on both sides by
+        design. Shapes: `where(cond, MASK, tokens)`, `tokens.masked_fill(cond, MASK)`, and
+        `noisy = tokens.clone(); noisy[cond] = MASK`, with `tokens` scored in the same function (the label of
+        `cross_entropy`, the index of `gather`) or passed in by a caller that scores it."""
         for scope in self.facts.scopes:
-            scored = set(scope.target_vars) | _scored_names(scope)
+            scored = self._scored_in(scope)
             for n in scope.nodes:
-                if not isinstance(n, ast.Call):
-                    continue
-                name = call_name(n)
                 data: ast.AST | None = None
                 fill: ast.AST | None = None
-                if name == "where" and len(n.args) == 3:
-                    data, fill = n.args[2], n.args[1]
-                elif name in {"masked_fill", "masked_fill_"} and isinstance(n.func, ast.Attribute) and n.args:
-                    data, fill = n.func.value, n.args[-1]
-                if data is None or fill is None:
+                if isinstance(n, ast.Call):
+                    name = call_name(n)
+                    if name == "where" and len(n.args) == 3:
+                        data, fill = n.args[2], n.args[1]
+                    elif (
+                        name in {"masked_fill", "masked_fill_"}
+                        and isinstance(n.func, ast.Attribute)
+                        and n.args
+                    ):
+                        data, fill = n.func.value, n.args[-1]
+                elif (
+                    isinstance(n, ast.Assign)
+                    and len(n.targets) == 1
+                    and isinstance(n.targets[0], ast.Subscript)
+                ):
+                    tgt = n.targets[0]
+                    if isinstance(tgt.value, ast.Name):
+                        data, fill = _cloned_from(scope, tgt.value), n.value
+                if not isinstance(data, ast.Name) or fill is None:
                     continue
-                if not isinstance(data, ast.Name) or not (
+                if not (
                     _scalar_like(fill)
                     or (isinstance(fill, ast.Call) and call_name(fill) in {"full_like", "full"})
                 ):
@@ -459,6 +474,32 @@ class _Analysis:
                         )
         return None
 
+    def _scored_in(self, scope: Scope, depth: int = 2) -> set[str]:
+        """Variables of `scope` holding the scored tokens: scored here (label/gather index and what they are
+        computed from), or passed to an own function/model that scores the parameter they bind to
+        (`model(masked_ids, original_ids)` whose forward computes `cross_entropy(logits, original_ids)`)."""
+        key = (id(scope), depth)
+        got = self._scored_cache.get(key)
+        if got is not None:
+            return got
+        self._scored_cache[key] = set()  # recursion guard
+        out = _with_sources(scope, set(scope.target_vars) | _scored_names(scope))
+        func = self.func_of_node.get(id(scope.node))
+        if func is not None and depth > 0:
+            for site in func.calls:
+                for callee in site.callees:
+                    cs = self._scope(callee)
+                    if cs is None:
+                        continue
+                    inner = self._scored_in(cs, depth - 1)
+                    if not inner:
+                        continue
+                    for param, arg in callee.bind(site.node, bound_self=site.is_bound_call(callee)).items():
+                        if param in inner and isinstance(arg, ast.Name):
+                            out |= _with_sources(scope, {arg.id})
+        self._scored_cache[key] = out
+        return out
+
     def _scored_by_caller(self, scope: Scope, param: str) -> bool:
         """`q_xt(x0, p)` corrupting its parameter: does a caller pass a tensor it scores (`gather(.., x0)`)?"""
         func = self.func_of_node.get(id(scope.node))
@@ -467,7 +508,7 @@ class _Analysis:
         for site, binding in self._callers(func):
             arg = binding.get(param)
             cs = self._scope(site.caller)
-            if isinstance(arg, ast.Name) and cs is not None and arg.id in _scored_names(cs):
+            if isinstance(arg, ast.Name) and cs is not None and arg.id in self._scored_in(cs):
                 return True
         return False
 
@@ -867,7 +908,7 @@ class _Analysis:
             names: set[str] = set()
             attrs: set[str] = set()
             other = False
-            for n in scope.closure(expr, mode="value"):
+            for n in _value_nodes(scope, expr, me):
                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
                     if n.id in params:
                         names.add(n.id)
@@ -1029,6 +1070,19 @@ class _Analysis:
                     out.append((n, func))
         return out
 
+    def _conv_attrs(self) -> frozenset[str]:
+        """Names of `self.` attributes built from a torch Conv1d (their output is channels-first)."""
+        if self._convs is None:
+            names: set[str] = set()
+            for cls in self.prog.classes:
+                for attr, sources in cls.self_attrs.items():
+                    for value, _ in sources:
+                        site = self.prog.site_of(value) if isinstance(value, ast.Call) else None
+                        if site is not None and (site.ext or "").endswith("Conv1d"):
+                            names.add(attr)
+            self._convs = frozenset(names)
+        return self._convs
+
     def _subclasses(self, cls: object) -> list[object]:
         return [c for c in self.prog.classes if cls in c.mro() and c is not cls]
 
@@ -1076,7 +1130,7 @@ class _Analysis:
         if uscope is None or not use.args:
             return
         inp = use.args[0]
-        axis = _seq_axis_last(uscope, inp)
+        axis = _seq_axis_last(uscope, inp, self._conv_attrs())
         input_pad = _input_pad(uscope, inp)
         trim = _output_trim(uscope, use)
         related = [ufunc.unit.location(use)]
@@ -1147,7 +1201,7 @@ class _Analysis:
         if pad_kind == "unknown" and input_pad is None:
             return  # kernel size unknown (a weight tensor): a constant padding may be a causal full padding
         bad = "'same' padding" if pad_kind == "same" else f"{input_pad} padding of its input"
-        axis = _seq_axis_last(scope, inp)
+        axis = _seq_axis_last(scope, inp, self._conv_attrs())
         if axis == "channel":
             return
         verdict = Verdict.FAIL if axis == "seq" else Verdict.WARN
@@ -1200,7 +1254,7 @@ class _Analysis:
             uscope = self._scope(ufunc)
             if uscope is None or not use.args:
                 continue
-            if _seq_axis_last(uscope, use.args[0]) != "seq":
+            if _seq_axis_last(uscope, use.args[0], self._conv_attrs()) != "seq":
                 continue
             self._add(
                 "mixer",
@@ -1288,12 +1342,11 @@ def _scored_names(scope: Scope) -> set[str]:
             if idx is None and len(n.args) > 1:
                 idx = n.args[1]
         while idx is not None and not isinstance(idx, ast.Name):
-            if isinstance(idx, ast.Subscript) and all(
-                (isinstance(p, ast.Constant) and p.value in (None, Ellipsis))
-                or (isinstance(p, ast.Slice) and p.lower is None and p.upper is None)
+            if isinstance(idx, ast.Subscript) and not any(
+                isinstance(p, ast.Slice) and (p.lower is not None or p.upper is not None)
                 for p in index_parts(idx)
             ):
-                idx = idx.value
+                idx = idx.value  # `x0[..., None]`, `x[mask]`: the same positions (a shifted slice is not)
             elif isinstance(idx, ast.Call) and call_name(idx) in {
                 "unsqueeze",
                 "long",
@@ -1307,6 +1360,65 @@ def _scored_names(scope: Scope) -> set[str]:
         if isinstance(idx, ast.Name):
             out.add(idx.id)
     return out
+
+
+def _value_nodes(scope: Scope, expr: ast.AST, me: str | None = None, limit: int = 20000) -> list[ast.AST]:
+    """Like `scope.closure(expr, mode="value")` but never through metadata: `.to(k.device, k.dtype)`, `x.size(1)`,
+    `x.shape` take no values from k or x (a KV state moved to the device of the new keys is not the new keys)."""
+    out: list[ast.AST] = []
+    seen: set[str] = set()
+    stack: list[ast.AST] = [expr]
+    while stack and len(out) < limit:
+        n = stack.pop()
+        out.append(n)
+        if isinstance(n, ast.Attribute) and n.attr in _META_ATTRS:
+            continue
+        if isinstance(n, ast.Call):
+            name = call_name(n)
+            if name in {"size", "dim", "numel", "len"}:
+                continue
+            if name in {"to", "type", "type_as", "new_zeros", "new_ones", "new_empty"} and isinstance(
+                n.func, ast.Attribute
+            ):
+                stack.append(n.func.value)
+                continue
+        key = var_key(n) if isinstance(getattr(n, "ctx", None), ast.Load) else None
+        if key is not None and me is not None and key.startswith(me + "."):
+            continue  # object state (`self._prev_k`): the caller asks where the attribute is assigned
+        if key is not None and key not in seen:
+            seen.add(key)
+            stack.extend(scope.defs.get(key, ()))
+        if isinstance(n, ast.IfExp):
+            stack.extend((n.body, n.orelse))
+            continue
+        if isinstance(n, ast.Subscript):
+            stack.append(n.value)
+            continue
+        stack.extend(
+            c for c in ast.iter_child_nodes(n) if not isinstance(c, (ast.expr_context, ast.operator))
+        )
+    return out
+
+
+def _with_sources(scope: Scope, names: set[str]) -> set[str]:
+    """The scored variables plus the variables their values come from (`x0_safe = x0.masked_fill(...)` -> x0)."""
+    out = set(names)
+    for name in names:
+        for d in scope.defs.get(name, []):
+            out |= {n.id for n in scope.closure(d, mode="value") if isinstance(n, ast.Name)}
+    return out
+
+
+def _cloned_from(scope: Scope, var: ast.Name) -> ast.AST | None:
+    """`noisy = tokens.clone()` -> `tokens` (the tensor a subscript store corrupts a copy of)."""
+    for d in scope.defs.get(var.id, []):
+        if (
+            isinstance(d, ast.Call)
+            and call_name(d) in {"clone", "copy", "detach"}
+            and isinstance(d.func, ast.Attribute)
+        ):
+            return d.func.value
+    return None
 
 
 def _scalar_like(n: ast.AST) -> bool:
@@ -1395,35 +1507,41 @@ def _int(n: ast.AST) -> int | None:
     return None
 
 
-def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
-    """The layout of a (B, T, C) hidden state as fed to a conv/linear, read from its last layout op (walking the
-    method chain and the variables it reads, outermost first): "seq" when that op moves T last
-    (`x.transpose(1, 2)`, `.permute(0, 2, 1)`, `.mT`, `.swapaxes(1, 2)`); "channel" when it reshapes to one
-    channel whose length is the feature axis (`x.reshape(b * t, 1, d)`, `x.unsqueeze(-2)`); "unknown" otherwise
-    (a reshape back to (B, T, C) ends the search: the transpose before it no longer decides)."""
+def _seq_axis_last(scope: Scope, inp: ast.AST, conv_attrs: frozenset[str] = frozenset()) -> str:
+    """Is the sequence axis the last axis of `inp` (what a conv/linear runs over)? Walks the method chain and the
+    variables it reads from the outermost op inwards, counting sequence/feature swaps (`transpose(1, 2)`,
+    `.permute(0, 2, 1)`, `.mT`, `rearrange('b t d -> b d t')`) down to a base whose layout is known: a 3-D
+    `view`/`reshape` or a plain hidden state is (B, T, C); the output of a Conv1d attribute is (B, C, T).
+    "seq": the sequence axis is last; "channel": the last axis is the features (also `x.reshape(b * t, 1, d)`,
+    `x.unsqueeze(-2)`: one channel whose length is the feature axis); "unknown": no swap and no known base."""
     node: ast.AST | None = inp
     seen: set[tuple[str, int]] = set()
-    for _ in range(24):
+    swaps = 0
+
+    def verdict(base_seq_last: bool) -> str:
+        return "seq" if base_seq_last != (swaps % 2 == 1) else "channel"
+
+    for _ in range(32):
         if node is None:
-            return "unknown"
+            break
         if isinstance(node, ast.Name):
             d = _reaching_def(scope, node)
             if d is None or (node.id, id(d)) in seen:
-                return "unknown"
+                break
             seen.add((node.id, id(d)))
             node = d
             continue
         if isinstance(node, ast.Attribute):
             if node.attr == "mT":
-                return "seq"
-            if node.attr == "T":
-                return "unknown"
-            return "unknown"
+                swaps += 1
+                node = node.value
+                continue
+            break
         if isinstance(node, ast.Subscript):
             node = node.value
             continue
         if not isinstance(node, ast.Call):
-            return "unknown"
+            break
         name = call_name(node)
         torch_form = isinstance(node.func, ast.Name) or (
             isinstance(node.func, ast.Attribute)
@@ -1434,25 +1552,53 @@ def _seq_axis_last(scope: Scope, inp: ast.AST) -> str:
         recv = (node.args[0] if node.args else None) if torch_form else getattr(node.func, "value", None)
         if name in {"transpose", "swapaxes", "swapdims"}:
             if len(args) == 2 and None not in args and set(args) in ({1, 2}, {-1, -2}, {1, -1}):
-                return "seq"
+                swaps += 1
+                node = recv
+                continue
             return "unknown"
         if name == "permute":
-            return "seq" if args == [0, 2, 1] else "unknown"
+            if args != [0, 2, 1]:
+                return "unknown"
+            swaps += 1
+            node = recv
+            continue
         if name == "rearrange" and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
             pat = str(node.args[1].value).replace(" ", "")
-            return "seq" if pat in {"btd->bdt", "btc->bct", "bld->bdl", "bnd->bdn", "blc->bcl"} else "unknown"
+            if pat not in {
+                "btd->bdt",
+                "btc->bct",
+                "bld->bdl",
+                "bnd->bdn",
+                "blc->bcl",
+                "bdt->btd",
+                "bct->btc",
+            }:
+                return "unknown"
+            swaps += 1
+            node = node.args[0]
+            continue
         if name in {"view", "reshape"}:
-            return "channel" if len(node.args) >= 3 and _int(node.args[-2]) == 1 else "unknown"
+            if swaps == 0 and len(node.args) >= 3 and _int(node.args[-2]) == 1:
+                return "channel"
+            return verdict(False) if len(node.args) == 3 and swaps else "unknown"
         if name == "unsqueeze":
-            return "channel" if args and args[-1] in (1, -2) else "unknown"
+            return "channel" if swaps == 0 and args and args[-1] in (1, -2) else "unknown"
         if name in {"contiguous", "float", "half", "bfloat16", "to", "type", "type_as", "clone", "detach"}:
             node = recv
             continue
         if name in _LAYOUT_KEEPING and node.args:  # `F.pad(x, ...)`, `F.silu(x)`: same layout as their input
             node = node.args[0]
             continue
-        return "unknown"
-    return "unknown"
+        if (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr in conv_attrs
+            and isinstance(node.func.value, ast.Name)
+            and scope.is_method
+            and scope.params[:1] == [node.func.value.id]
+        ):
+            return verdict(True)  # a Conv1d's output is (B, C, T)
+        break
+    return verdict(False) if swaps else "unknown"
 
 
 def _is_no_grad(n: ast.AST) -> bool:
