@@ -167,6 +167,8 @@ class Submission:
             return None, f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         except RecursionError:  # `[[[[...]]]]` nested deeper than the decoder's stack: hostile, not a crash
             return None, f"{path}: JSON nested too deeply to read"
+        except ValueError as exc:  # an integer over Python's 4,300-digit conversion limit
+            return None, f"{path}: unreadable JSON value: {str(exc)[:80]}"
         if not isinstance(data, dict):
             return None, f"{path}: top level is {type(data).__name__}, expected an object"
         return data, None

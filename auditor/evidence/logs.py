@@ -401,6 +401,8 @@ def find_embedded_source(lines: list[str]) -> EmbeddedSource | None:
             if end - i >= 5:
                 return EmbeddedSource("\n".join(logical[i:end]) + "\n", i + 1, end, "top")
             return None
+        if len(ln) > MAX_LINE_CHARS:
+            continue
         if STOP.match(ln) or SCORE.match(ln) or STEP_OLD.match(ln) or STEP_NEW.match(ln):
             return None
     return None
@@ -422,6 +424,15 @@ def _block_end(logical: list[str], start: int) -> int:
         if line.count("'''") % 2:
             open_sq = not open_sq
     return len(logical)
+
+
+MAX_LINE_CHARS = 65_536  # longer lines are not run output (the longest real log line is a few KB)
+_MAX_INT_DIGITS = 4000  # below CPython's int-from-str limit (4,300 digits); no real log prints such a number
+_DIGIT_RUN = re.compile(r"\d+")
+
+
+def _has_huge_number(line: str) -> bool:
+    return any(m.end() - m.start() > _MAX_INT_DIGITS for m in _DIGIT_RUN.finditer(line))
 
 
 def parse_log(text: str, path: str) -> ParsedLog:
@@ -447,6 +458,12 @@ def parse_log(text: str, path: str) -> ParsedLog:
         stamped += has_ts
         if not ln:
             in_hparams = False
+            continue
+        if len(ln) > _MAX_INT_DIGITS and _has_huge_number(ln):  # int() would raise on it (4,300-digit limit)
+            log.problems.append(f"line {n}: a number over {_MAX_INT_DIGITS:,} digits; line ignored")
+            continue
+        if len(ln) > MAX_LINE_CHARS:  # regex backtracking state grows with the line (10 MB: 14 s, 0.7 GB)
+            log.problems.append(f"line {n}: {len(ln):,} characters (limit {MAX_LINE_CHARS:,}); not parsed")
             continue
         first = ln[0]
         if ln.startswith("Hyperparameters:"):
@@ -480,7 +497,7 @@ def parse_log(text: str, path: str) -> ParsedLog:
         if first == "t" and ln.startswith("tttg:"):
             continue
 
-        m = SCORE.match(ln)
+        m = SCORE.match(ln) if "val_bpb" in ln else None  # a substring test first: SCORE needs it anyway
         if m:
             _add_score(log, m, n, ln)
             continue
