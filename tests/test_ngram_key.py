@@ -252,3 +252,25 @@ def test_target_hashed_in_an_imported_sibling_module() -> None:
     assert [(f.primary.path, f.primary.snippet) for f in fail] == [
         ("ngram_cache.py", "full_h = self._hash_full(ctx_h, target, w)")
     ]
+
+
+def test_target_provenance_is_a_queryable_fact() -> None:
+    """Other rules ask `target_facts(ctx).is_target(unit, expr)`: the hashed-in token inside the class method is
+    the target, the context hash next to it is not; the gathered model probability is a realized-token value."""
+    import ast as _ast
+
+    from auditor.facts import build_context
+    from auditor.flow.targets import target_facts
+    from auditor.submission import load_path
+    from tests._targets_helpers import FIXTURES
+
+    ctx = build_context(load_path(FIXTURES / "ngram_target_in_class_method"))
+    facts = target_facts(ctx)
+    unit = next(u for u in ctx.parsed_units if u.path == "train_gpt.py")
+    by_text = {}
+    for node in _ast.walk(unit.tree):
+        if isinstance(node, _ast.Assign) and len(node.targets) == 1:
+            by_text.setdefault(_ast.unparse(node.targets[0]), node.value)
+    assert facts.is_target(unit, by_text["full_h"])
+    assert not facts.is_target(unit, by_text["ctx_c"])
+    assert facts.is_realized_loss(unit, by_text["p_model"])

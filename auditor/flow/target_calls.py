@@ -38,6 +38,36 @@ class TargetFacts:
     def scopes_of(self, unit: CodeUnit) -> list[Scope]:
         return [s for s in self.scopes if s.unit is unit]
 
+    def scope_at(self, unit: CodeUnit, node: ast.AST) -> Scope | None:
+        """The innermost scope (function, else the module's top level) whose own nodes contain `node`."""
+        best: Scope | None = None
+        line = getattr(node, "lineno", None)
+        for s in self.scopes:
+            if s.unit is not unit:
+                continue
+            if s.name == "<module>":
+                best = best or s
+                continue
+            lo, hi = getattr(s.node, "lineno", 0), getattr(s.node, "end_lineno", 0) or 0
+            if line is not None and lo <= line <= hi:
+                if best is None or best.name == "<module>" or lo >= getattr(best.node, "lineno", 0):
+                    best = s
+        return best
+
+    def is_target(self, unit: CodeUnit, expr: ast.AST) -> bool:
+        """Provenance "target": is `expr` the token being predicted at its position (found by use: the label of a
+        cross_entropy, the index of a gather on log-probs, the next-token view of the stream, the per-token
+        loop value paired with its context, a parameter a caller bound to one of these, a helper's return that
+        carries one), or computed from it by token-preserving steps (casts, reshapes, arithmetic, hashing)?"""
+        scope = self.scope_at(unit, expr)
+        return scope is not None and scope.is_target_valued(expr)
+
+    def is_realized_loss(self, unit: CodeUnit, expr: ast.AST) -> bool:
+        """Is `expr` a loss / (log-)probability of the realized token (a label loss, a distribution read at the
+        target, a parameter a caller bound to one)?"""
+        scope = self.scope_at(unit, expr)
+        return scope is not None and scope.is_realized_loss(expr)
+
 
 def target_facts(ctx: AuditContext) -> TargetFacts:
     return ctx.memo(("flow.targets",), lambda: _compute(ctx))
