@@ -121,9 +121,9 @@ def test_packed_script_is_analysed_in_its_decoded_layer() -> None:
     assert fail.primary.layer == "train_gpt.py#L1" and "urlopen" in fail.primary.snippet
 
 
-def test_default_on_read_turned_off_by_the_run_command_is_a_warning() -> None:
-    """The defaults read train shards at eval, but the documented run command switches that off: WARN naming
-    both (the mirror image of a default-off flag that a command turns on)."""
+def test_default_on_read_turned_off_by_the_run_command_does_not_run() -> None:
+    """The defaults read train shards at eval, but the documented run command switches that off: the documented
+    configuration is what runs (API.md "Run commands"), so PASS with an info finding naming both."""
     from rules.eval_io import _TRAIN_READ_FLAG
 
     code = _TRAIN_READ_FLAG.replace(
@@ -134,9 +134,9 @@ def test_default_on_read_turned_off_by_the_run_command_is_a_warning() -> None:
     assert alone.per_rule()[0].gating_verdict is Verdict.FAIL
     run_sh = "NGRAM_FROM_TRAIN=0 torchrun --standalone --nproc_per_node=8 train_gpt.py\n"
     both = audit(submission_from_files({"train_gpt.py": code, "run.sh": run_sh}), [rule])
-    assert both.per_rule()[0].gating_verdict is Verdict.WARN
-    warn = next(f for f in both.findings if f.gating)
-    assert "turned off by the run command at run.sh:1" in warn.message
+    assert both.per_rule()[0].gating_verdict is Verdict.PASS
+    info = next(f for f in both.findings if "NGRAM_FROM_TRAIN" in f.message)
+    assert "turned off by the run command at run.sh:1" in info.message
 
 
 def test_hub_stream_inside_the_timed_eval_of_a_per_seed_loop_fails_on_that_line() -> None:

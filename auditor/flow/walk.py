@@ -40,17 +40,21 @@ class Visit:
 
     @property
     def live(self) -> bool:
-        return self.gate is None or bool(self.gate.enabled_by)
+        """Runs under the documented configuration (see API.md "Run commands")."""
+        return self.gate is None or self.gate.runs
 
     @property
     def by_command(self) -> bool:
-        """Runs only because a README / *.sh run command turns a default-off flag on."""
-        return self.gate is not None and not self.gate.taken and bool(self.gate.enabled_by)
+        """Runs only because the documented configuration (a README / *.sh run command, or the log) turns a
+        default-off flag on."""
+        return self.gate is not None and self.gate.by_command
 
     @property
     def off_by_command(self) -> Gate | None:
-        """A gate on the way that is on by default but that a README / *.sh run command turns off."""
-        return next((g for s in self.chain for g in s.gates if g.taken and g.disabled_by), None)
+        """A gate on the way that is on by default but that the documented configuration turns off."""
+        if self.gate is not None and self.gate.off_by_command:
+            return self.gate
+        return next((g for s in self.chain for g in s.gates if g.off_by_command), None)
 
     @property
     def command_disagrees(self) -> Gate | None:
@@ -93,7 +97,8 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
                 visits += 1
                 if visits > _MAX_VISITS:
                     return
-                g = gate or site.deciding_gate
+                via = chain[-2] if len(chain) > 1 else (ev.via[-1] if ev.via else None)
+                g = gate or prog.site_gate(site, via)  # parameter gates decided by the call that got here
                 yield Visit(site, sctx, chain, g, ev, cchain)
                 if site is ev.site and id(site.node) in drivers:
                     continue  # an inlined driver: its body's sites are events of their own
