@@ -429,7 +429,7 @@ class _Analysis:
             reasons.append(r)
         return False, reasons[0]
 
-    def _before_scoring(self, site: CallSite) -> bool:
+    def _before_scoring(self, site: CallSite, depth: int = 3) -> bool:
         """A call made by a training step: not under `no_grad`/`inference_mode`, inside a loop whose body calls
         `.backward()`. A non-causal training objective (masked LM, bidirectional auxiliary loss) does not make the
         scored evaluation non-causal; score-first TTT scores under no_grad, so its scoring calls still count."""
@@ -447,10 +447,15 @@ class _Analysis:
                 return False
             if isinstance(n, (ast.For, ast.While)) and _within(n.body, pos):
                 loops.append(n)
-        if not loops:
+        if loops:
+            inner = max(loops, key=lambda n: (n.lineno, n.col_offset))
+            if any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(inner)):
+                return True
+        # a helper only training steps call (`forward_diffusion` passing is_causal=False, called by the loop)
+        if depth <= 0:
             return False
-        inner = max(loops, key=lambda n: (n.lineno, n.col_offset))
-        return any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(inner))
+        callers = [s for s, _ in self._callers(site.caller) if reach_of(self.ctx, s.unit, s.node)[0]]
+        return bool(callers) and all(self._before_scoring(s, depth - 1) for s in callers)
 
     def _param_branch_off(self, func: Func, node: ast.AST) -> str | None:
         """`if is_causal: ... else: <node>` where the parameter `is_causal` is true at every live call (or by its
@@ -658,6 +663,19 @@ class _Analysis:
         calls, the arguments callers bind to parameters it reads, and `self.` attributes' assignments."""
         acc = acc if acc is not None else _Trace()
         nodes = scope.closure(expr, mode="all")
+        # in-place mutators are not definitions: `mask.masked_fill_(valid, 0.0)`, `m.tril_()` shape the value too
+        names = {n.id for n in nodes if isinstance(n, ast.Name)}
+        for n in scope.nodes:
+            if (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.attr.endswith("_")
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id in names
+            ):
+                nodes.append(n)
+                for a in [*n.args, *(k.value for k in n.keywords)]:
+                    nodes.extend(scope.closure(a, mode="all"))
         acc.nodes.extend((scope, n) for n in nodes)
         if depth <= 0:
             return acc
@@ -677,6 +695,7 @@ class _Analysis:
             and isinstance(n.func, ast.Attribute)
             and n.func.attr in {"size", "dim"}
         }
+        called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
         for n in nodes:
             if id(n) in meta:
                 continue  # `x.device`, `x.shape`, `x.size(1)`: the mask takes no values from x
@@ -712,6 +731,8 @@ class _Analysis:
                     continue
                 if not (isinstance(n.value, ast.Name) and n.value.id == func.params[0]):
                     continue
+                if id(n) in called or func.cls.method(n.attr) is not None:
+                    continue  # `self.helper(...)`: a method, followed through its returns above
                 sources = self._attr_sources(func, n.attr)
                 if not sources:
                     acc.unresolved.append(f"`self.{n.attr}` is never assigned in the class")
