@@ -302,9 +302,9 @@ def _target_keyed_lookups(
     score in this scope. Byte-level mixtures (PG302's business) are left out."""
     out: list[tuple[ast.AST | None, ast.AST, ast.AST]] = []
     done: set[int] = set()
-    # mode "all": a gate that selects which positions get the n-gram value (`p[hit] = mix[hit]`) counts too
+    # mode "gate": a gate that selects which positions get the n-gram value (`p[hit] = mix[hit]`) counts too
     sinks = [
-        (call, scope.closure(arg, mode="all"))
+        (call, scope.closure(arg, mode="gate"))
         for call, arg in score_sinks(scope, module, facts.own_funcs, facts)
     ]
     if any(byte_spreads(scope, nodes) for _, nodes in sinks):

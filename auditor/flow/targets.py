@@ -182,7 +182,9 @@ class Scope:
 
         mode "value": only what the *value* depends on (not subscript indices, shapes, comparisons or the tests
         of conditional expressions); "count": like "value" but also through `len()`/`.size()` (a byte count is a
-        length); "all": every node, including masks and indices (used to look for BOS masks)."""
+        length); "gate": like "value" plus what selects it (comparisons, `where` masks, conditional tests, the
+        indices of `x[mask] = v` stores), not the positions a load reads; "all": every node, including masks and
+        indices (used to look for BOS masks)."""
         out: dict[int, ast.AST] = {}
         seen_vars: set[str] = set(skip)
         stack: list[ast.AST] = [expr]
@@ -195,7 +197,7 @@ class Scope:
             if key is not None and key not in seen_vars:
                 seen_vars.add(key)
                 stack.extend(self.defs.get(key, ()))
-                if mode == "all":
+                if mode in ("all", "gate"):
                     stack.extend(self.index_defs.get(key, ()))
             stack.extend(_value_children(n, mode))
         return list(out.values())
@@ -413,20 +415,21 @@ def _value_children(n: ast.AST, mode: str) -> list[ast.AST]:
     if mode == "all":
         return list(ast.iter_child_nodes(n))
     if isinstance(n, ast.Compare):
-        return []
+        # mode "gate": what selects the value counts too (`hit = full_c >= 1` choosing where the cache is used)
+        return [n.left, *n.comparators] if mode == "gate" else []
     if isinstance(n, ast.Attribute):
         return [] if n.attr in SHAPE_ATTRS else [n.value]
     if isinstance(n, ast.Subscript):
         return [n.value]
     if isinstance(n, ast.IfExp):
-        return [n.body, n.orelse]
+        return [n.test, n.body, n.orelse] if mode == "gate" else [n.body, n.orelse]
     if isinstance(n, ast.Call):
         name = call_name(n)
         if name in SHAPE_CALLS and not (mode == "count" and name in {"len", "size", "numel"}):
             return []
         out: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
-        if name == "where" and len(n.args) == 3:
-            out = list(n.args[1:])  # where(mask, a, b): the value is a or b
+        if name == "where" and len(n.args) == 3 and mode != "gate":
+            out = list(n.args[1:])  # where(mask, a, b): the value is a or b (mode "gate" keeps the mask)
         if isinstance(n.func, ast.Attribute):
             out.append(n.func.value)
         return out
