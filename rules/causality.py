@@ -331,6 +331,7 @@ class _Analysis:
         self._submods: dict[int, list[CallSite]] | None = None
         self._scored_cache: dict[tuple[int, int], set[str]] = {}
         self._convs: frozenset[str] | None = None
+        self._untyped: list[CallSite] | None = None
 
     # -- entry ----------------------------------------------------------------------------------------------------
     def run(self) -> list[Construct]:
@@ -566,6 +567,19 @@ class _Analysis:
         if isinstance(expr, ast.Name) and expr.id in func.params and depth > 0:
             live_sites = [(s, b) for s, b in self._callers(func) if reach_of(self.ctx, s.unit, s.node)[0]]
             default = _param_default(func.node, expr.id)
+            if not live_sites and func.name in ("forward", "__call__") and func.cls is not None:
+                # `model(x, causal=False)` on a model passed around as a value: the call graph cannot type it,
+                # but a keyword names the parameter; without any such call the default decides
+                live_sites = [
+                    (s, {expr.id: k.value})
+                    for s in self._untyped_calls()
+                    for k in s.node.keywords
+                    if k.arg == expr.id and reach_of(self.ctx, s.unit, s.node)[0]
+                ]
+                if not live_sites:
+                    if default is not None:
+                        return self._flag(func, default, 0)
+                    return ("wrapper", f"parameter `{expr.id}` of `{func.qualname}`")
             if not live_sites:
                 return ("wrapper", f"parameter `{expr.id}` of `{func.qualname}`")
             sites = [(s, b) for s, b in live_sites if not self._before_scoring(s)]
@@ -600,6 +614,20 @@ class _Analysis:
             for site in self._submodule_calls().get(id(func.cls), []):
                 out.append((site, func.bind(site.node, bound_self=True)))
         return out
+
+    def _untyped_calls(self) -> list[CallSite]:
+        """Calls the call graph resolved to nothing (`model(x)` on a parameter, `fn(...)` on a value)."""
+        if self._untyped is None:
+            self._untyped = [
+                s
+                for s in self.prog.all_sites()
+                if not s.callees
+                and not s.ext
+                and s.constructs is None
+                # `self.X(...)` is a submodule call: _submodule_calls attributes it to the class X holds
+                and not (s.caller.params and _self_attr_of(s.node.func, s.caller.params[0], None) is not None)
+            ]
+        return self._untyped
 
     def _submodule_calls(self) -> dict[int, list[CallSite]]:
         """id(ClassInfo) -> unresolved call sites that call an instance of it held in a `self.` attribute."""
@@ -815,6 +843,7 @@ class _Analysis:
             mask = None
         if isinstance(mask, ast.Constant) and mask.value == "causal":
             return  # MLX: mask="causal"
+        why = ""
         if flag_expr is not None:
             flag, why = self._flag(func, flag_expr)
             if flag == "wrapper":
@@ -860,7 +889,9 @@ class _Analysis:
                 call,
                 call,
                 Verdict.FAIL,
-                f"in `{func.qualname}` attention `{_short(call)}` runs with is_causal false and no attn_mask: "
+                f"in `{func.qualname}` attention `{_short(call)}` runs with is_causal false"
+                + (f" ({why})" if why else "")
+                + " and no attn_mask: "
                 "every position attends to the scored token and all later tokens",
             )
             return

@@ -216,3 +216,140 @@ def test_default_off_flag_is_information_only() -> None:
     verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, tr)
     assert verdict is Verdict.PASS
     assert findings and "Not run by default" in findings[0].message
+
+
+# -- scoring context ------------------------------------------------------------------------------------------------
+_DIFFUSION = """
+import os
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASK_ID = 1024
+
+
+class Denoiser(nn.Module):
+    def __init__(self, vocab, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.emb = nn.Embedding(vocab + 1, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        return self.head(y.transpose(1, 2).reshape(b, t, d))
+
+
+@torch.no_grad()
+def elbo_bits(model, x0, steps):
+    total = 0.0
+    for s in range(1, steps + 1):
+        keep = 1.0 - s / steps
+        xt = torch.where(torch.rand_like(x0.float()) > keep, MASK_ID, x0)
+        lp = torch.log_softmax(model(xt), dim=-1)
+        nll = -torch.gather(lp, -1, x0[..., None]).squeeze(-1)
+        total += (nll * (xt == MASK_ID)).sum().item() / steps
+    return total
+
+
+if __name__ == "__main__":
+    print(elbo_bits(Denoiser(1024, 64, 4), torch.load(os.path.join("data", "fineweb_val_000000.pt")), 32))
+"""
+
+
+def test_masked_denoising_eval_is_warn_not_fail() -> None:
+    verdict, findings = run(submission_from_files({"train_gpt.py": _DIFFUSION}, root="mdlm"), RULE)
+    assert verdict is Verdict.WARN, [f.message for f in findings]
+    warn = gating(findings, Verdict.WARN)[0]
+    assert (
+        warn.primary.line == _line(_DIFFUSION, "scaled_dot_product_attention")
+        and "masked denoising" in warn.message
+    )
+    assert any(
+        loc.line == _line(_DIFFUSION, "MASK_ID, x0)") for loc in warn.related
+    )  # where the tokens are masked
+
+
+def test_unmasked_bidirectional_eval_fails() -> None:
+    """The same bidirectional model scored on the raw tokens (no masking) sees the scored token: FAIL."""
+    src = _DIFFUSION.replace(
+        "        xt = torch.where(torch.rand_like(x0.float()) > keep, MASK_ID, x0)\n", "        xt = x0\n"
+    )
+    verdict, findings = run(submission_from_files({"train_gpt.py": src}, root="bidir"), RULE)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+
+
+_DUAL = """
+import os
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attn(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x, causal=True):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return y.transpose(1, 2).reshape(b, t, d)
+
+
+class LM(nn.Module):
+    def __init__(self, vocab, dim):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.attn = Attn(dim, 4)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids, causal=True):
+        return self.head(self.attn(self.emb(ids), causal=causal))
+
+
+def train(model, tokens, steps):
+    opt = torch.optim.AdamW(model.parameters())
+    for step in range(steps):
+        chunk = tokens[step * 256 : step * 256 + 257]
+        ar = F.cross_entropy(model(chunk[None, :-1])[0], chunk[1:])
+        aux = F.cross_entropy(model(chunk[None, :-1], causal=False)[0], chunk[:-1])
+        (ar + 0.1 * aux).backward()
+        opt.step()
+
+
+@torch.no_grad()
+def evaluate(model, tokens):
+    return F.cross_entropy(model(tokens[None, :-1]{EVAL})[0], tokens[1:]).item()
+
+
+if __name__ == "__main__":
+    m = LM(1024, 64)
+    train(m, torch.load(os.path.join("data", "fineweb_train_000000.pt")), 100)
+    print(evaluate(m, torch.load(os.path.join("data", "fineweb_val_000000.pt"))))
+"""
+
+
+def test_bidirectional_training_objective_passes_and_bidirectional_scoring_fails() -> None:
+    verdict, findings = run(
+        submission_from_files({"train_gpt.py": _DUAL.replace("{EVAL}", "")}, root="dual"), RULE
+    )
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    src = _DUAL.replace("{EVAL}", ", causal=False")
+    verdict, findings = run(submission_from_files({"train_gpt.py": src}, root="dual_bad"), RULE)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    fail = gating(findings, Verdict.FAIL)[0]
+    assert (
+        fail.primary.line == _line(src, "scaled_dot_product_attention") and "passes `False`" in fail.message
+    )
+
+
+def _line(src: str, text: str) -> int:
+    """1-based line of the first line containing `text` (sources here start with a newline, as written)."""
+    return next(i for i, line in enumerate(src.splitlines(), 1) if text in line)
