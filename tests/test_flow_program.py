@@ -288,3 +288,240 @@ def test_dispatch_defeated_only_in_dead_code_leaves_other_dead_code_dead() -> No
     assert len(prog.defeated) == 1
     assert prog.func_reach(prog.func("train_gpt.py", "also_unused")).status == "dead"
     assert prog.func_reach(prog.func("train_gpt.py", "never_called")).status == "dead"
+
+
+# ------------------------------------------------------------------------------------------------ what runs (REACH)
+# Fixtures written for these behaviours (fixtures/reach_*); PG301 is the rule that reads reachability through
+# `prog.reach`, so its verdict and line show what the shared layer decided.
+def _pg301(name: str) -> tuple[object, list[tuple[str, int]]]:
+    from auditor.findings import Verdict
+    from tests._targets_helpers import gating, run_fixture
+
+    verdict, findings = run_fixture(name, "PG301")
+    fails = [(f.primary.path, f.primary.line) for f in gating(findings, Verdict.FAIL) if f.primary]
+    return verdict, fails
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("reach_param_gate_live", ("train_gpt.py", 56)),  # the `use_ngram=True` call runs (NGRAM_CACHE=1)
+        ("reach_runtime_state_gate", ("train_gpt.py", 51)),  # `if self.total > 0` is runtime state
+        ("reach_export_turns_on", ("train_gpt.py", 56)),  # run.sh: `export NGRAM_BUCKETS=... NGRAM_ENABLED=1`
+        ("reach_log_shows_flag_on", ("train_gpt.py", 56)),  # the log prints `ngram_enabled: True`
+        ("reach_launched_eval_script", ("eval_ngram.py", 55)),  # the README runs `python eval_ngram.py`
+    ],
+)
+def test_code_that_runs_under_the_documented_configuration_fails(name: str, where: tuple[str, int]) -> None:
+    from auditor.findings import Verdict
+
+    verdict, fails = _pg301(name)
+    assert verdict is Verdict.FAIL
+    assert fails == [where]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "reach_param_gate_off_legal",  # only call with use_ngram=True sits under a default-off flag
+        "reach_config_flag_off_legal",  # `self.enabled and self.total > 0`, enabled folded over the construction
+        "reach_command_turns_off_legal",  # default on, the README command turns it off
+        "reach_log_shows_flag_off_legal",  # the log prints the flag as False
+        "reach_unlaunched_script_legal",  # a shipped script nothing launches
+    ],
+)
+def test_code_that_does_not_run_passes(name: str) -> None:
+    from auditor.findings import Verdict
+
+    verdict, fails = _pg301(name)
+    assert verdict is Verdict.PASS and fails == []
+
+
+PARAM_GATE = {
+    "train_gpt.py": """
+        import os
+
+        NGRAM = bool(int(os.environ.get("NGRAM", "0")))
+
+        def score(x, use_cache=False):
+            if use_cache:
+                return lookup(x)          # LOOKUP
+            return x
+
+        def lookup(x):
+            return x
+
+        def main():
+            a = score(1)                  # PLAIN-CALL
+            b = score(2, use_cache=False)
+            if NGRAM:
+                c = score(3, use_cache=True)   # CACHED-CALL
+            return a, b
+
+        if __name__ == "__main__":
+            main()
+    """
+}
+
+
+def _line(prog: Program, marker: str) -> int:
+    u = prog.entry_module.unit
+    return next(i for i, t in enumerate(u.lines, 1) if marker in t)
+
+
+def test_parameter_gate_is_decided_per_call_site() -> None:
+    prog = prog_of(PARAM_GATE)
+    u = prog.entry_module.unit
+    site = next(s for s in prog.all_sites() if s.unit is u and s.line == _line(prog, "# LOOKUP"))
+    r = prog.site_reach(site)
+    assert r.status == "gated_off" and "use_cache" in r.reason
+    lookup = prog.funcs_named("lookup")[0]
+    assert prog.func_reach(lookup).status == "gated_off"
+    # each live call decides the gate with its own arguments; the True call is itself under a default-off flag
+    cached = next(s for s in prog.all_sites() if s.unit is u and s.line == _line(prog, "# CACHED-CALL"))
+    gate = next(g for g in site.gates if g.params)
+    assert prog.gate_in(gate, cached).taken is True
+    plain = next(s for s in prog.all_sites() if s.unit is u and s.line == _line(prog, "# PLAIN-CALL"))
+    assert prog.gate_in(gate, plain).taken is False
+
+
+def test_parameter_gate_turned_on_by_a_run_command() -> None:
+    files = dict(PARAM_GATE, **{"run.sh": "NGRAM=1 torchrun --nproc_per_node=8 train_gpt.py\n"})
+    prog = prog_of(files)
+    lookup = prog.funcs_named("lookup")[0]
+    r = prog.func_reach(lookup)
+    assert r.status == "live" and r.gate is not None and r.gate.by_command
+
+
+RUNTIME = {
+    "train_gpt.py": """
+        class Counter:
+            def __init__(self):
+                self.total = 0
+                self.hits = []
+
+            def add(self, n):
+                self.total += n
+                self.hits.append(n)
+
+            def score(self):
+                if self.total > 0:
+                    return 1              # TOTAL
+                if self.hits:
+                    return 2              # HITS
+                return 0
+
+        def main():
+            seen = []
+            c = Counter()
+            c.add(3)
+            for i in range(3):
+                seen.append(i)
+            if seen:
+                print(c.score())          # SEEN
+            if len(seen) > 99:
+                pass
+
+        if __name__ == "__main__":
+            main()
+    """
+}
+
+
+def test_runtime_state_is_not_a_flag() -> None:
+    prog = prog_of(RUNTIME)
+    u = prog.entry_module.unit
+    for marker in ("# TOTAL", "# HITS", "# SEEN"):
+        node = next(
+            n
+            for n in ast.walk(u.tree)
+            if getattr(n, "lineno", 0) == _line(prog, marker) and isinstance(n, ast.stmt)
+        )
+        assert prog.reach(u, node).status == "live", marker
+    assert {"total", "hits"} <= prog.runtime_attrs
+
+
+EXCLUSIVE = {
+    "train_gpt.py": """
+        import os
+
+        TTT = bool(int(os.environ.get("TTT_ENABLED", "1")))
+        CTW = float(os.environ.get("CTW_WEIGHT", "0.1"))
+
+        def adapt():
+            return 1                      # UPDATE
+
+        def score_ctw():
+            return 2                      # SCORE
+
+        def score_plain():
+            return 3                      # PLAIN
+
+        def main():
+            if TTT:
+                adapt()
+            if CTW > 0 and not TTT:
+                score_ctw()
+            score_plain()
+
+        if __name__ == "__main__":
+            main()
+    """
+}
+
+
+def test_exclusive_conditions() -> None:
+    prog = prog_of(EXCLUSIVE)
+    u = prog.entry_module.unit
+
+    def site_in(qual: str):
+        f = prog.funcs_named(qual)[0]
+        return next(s for s in prog.all_sites() if s.unit is u and s.callees == [f])
+
+    update, ctw, plain = site_in("adapt"), site_in("score_ctw"), site_in("score_plain")
+    assert prog.exclusive(update, ctw) and prog.exclusive(ctw, update)
+    assert not prog.exclusive(update, plain)
+    # nodes inside the called functions: conditions are read up the chain of single callers
+    upd_node = next(
+        n for n in ast.walk(u.tree) if isinstance(n, ast.Return) and n.lineno == _line(prog, "# UPDATE")
+    )
+    ctw_node = next(
+        n for n in ast.walk(u.tree) if isinstance(n, ast.Return) and n.lineno == _line(prog, "# SCORE")
+    )
+    assert prog.exclusive((u, upd_node), (u, ctw_node))
+
+
+def test_run_commands_export_several_variables_and_launch_scripts() -> None:
+    from auditor.flow.consts import launch_lines, parse_run_commands
+
+    cmds = parse_run_commands({"run.sh": "export A=1 B=two\ntorchrun --nproc_per_node=8 train_gpt.py\n"})
+    assert cmds[0].env_dict == {"A": "1", "B": "two"} and cmds[0].line == 2
+    lines = launch_lines({"README.md": "The script eval.py scores.\n```\npython3 eval.py --x 1\n```\n"})
+    assert lines == [("README.md", "python3 eval.py --x 1")]
+
+
+def test_log_evidence_decides_a_flag() -> None:
+    files = {
+        "train_gpt.py": """
+            import os
+
+            class H:
+                mix = bool(int(os.environ.get("MIX_ENABLED", "0")))
+
+            def mixed():
+                return 1
+
+            def main():
+                args = H()
+                if args.mix:
+                    mixed()
+
+            if __name__ == "__main__":
+                main()
+        """,
+        "train_seed1.log": "mix_enabled: True\nval_bpb: 1.0\n",
+    }
+    prog = prog_of(files)
+    r = prog.func_reach(prog.funcs_named("mixed")[0])
+    assert r.status == "live" and r.gate is not None and r.gate.logged is True
+    assert "train_seed1.log:1" in r.gate.describe()

@@ -70,6 +70,8 @@ class RunCommand:
 
 _ASSIGN = re.compile(r"(?:(?<=\s)|^)([A-Z_][A-Z0-9_]*)=(\"[^\"]*\"|'[^']*'|[^\s;&|]*)")
 _LAUNCH = re.compile(r"\b(torchrun|python3?|accelerate|deepspeed|srun|bash|sh)\b|\.py\b")
+# a launcher word followed (options between) by a Python script: prose that merely names a .py file is not a command
+_LAUNCHER = re.compile(r"\b(?:python3?|torchrun|accelerate\s+launch|deepspeed|srun)\b[^|;&#]*?\.py\b")
 _EXPORT = re.compile(r"^\s*export\s+([A-Z_][A-Z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S*)")
 
 
@@ -91,8 +93,9 @@ def parse_run_commands(files: dict[str, str]) -> list[RunCommand]:
             buf = ""
         for lineno, line in logical:
             m = _EXPORT.match(line)
-            if m:
-                exports[m.group(1)] = m.group(2).strip("\"'")
+            if m:  # `export A=1 B=2`: every assignment on the line
+                for k, v in _ASSIGN.findall(line.split("export", 1)[1]):
+                    exports[k] = v.strip("\"'")
                 continue
             if not _LAUNCH.search(line):
                 continue
@@ -118,7 +121,7 @@ def launch_lines(files: dict[str, str]) -> list[tuple[str, str]]:
                 buf += line[:-1] + " "
                 continue
             line, buf = buf + line, ""
-            if _LAUNCH.search(line) and ".py" in line and not line.lstrip().startswith("#"):
+            if _LAUNCHER.search(line) and not line.lstrip().startswith("#"):
                 out.append((path, line[:400]))
     return out
 
@@ -382,8 +385,10 @@ class ConstEval:
         if name in _CONVERTERS:
             return _CONVERTERS[name]
         if name == "__name__" and func is not None and func.kind == "module":
-            entry = self.prog.entry_module
-            return "__main__" if entry is not None and entry.unit.name == un else func.module.name
+            # the entry script, and every script a run command launches, runs as __main__
+            if any(e.unit.name == un for e in self.prog.entries):
+                return "__main__"
+            return func.module.name
         scope = func
         while scope is not None:
             exprs = scope.assigned.get(name)
@@ -394,6 +399,8 @@ class ConstEval:
             if name in scope.params:
                 if self.params is not None and (id(scope), name) in self.params:
                     return self.params[(id(scope), name)]
+                if scope.name in ("__init__", "__post_init__") and not self._frames:
+                    return self._ctor_arg(scope, name, d)
                 return UNKNOWN
             scope = scope.parent
         mod = self.prog.modules.get(un)
@@ -409,6 +416,32 @@ class ConstEval:
             if other is not None and other_name:
                 return self._name(other.unit.name, other_name, None, d)
         return UNKNOWN
+
+    def _ctor_arg(self, ctor: Func, name: str, d: int) -> Any:
+        """A constructor parameter (`self.enabled = enabled`) folded over every construction of its class: the
+        value when all of them agree (`BigramMixer(n, args.mixer_enabled)` with the flag off), else UNKNOWN."""
+        if ctor.cls is None:
+            return UNKNOWN
+        sites = self.prog.construction_sites(ctor.cls)  # syntactic: gates are folded while the index is built
+        if not sites or len(sites) > 8:
+            return UNKNOWN
+        node = ctor.node
+        a = node.args
+        positional = a.posonlyargs + a.args
+        defaults = dict(zip([p.arg for p in positional[len(positional) - len(a.defaults) :]], a.defaults))
+        defaults.update({p.arg: x for p, x in zip(a.kwonlyargs, a.kw_defaults) if x is not None})
+        vals = []
+        for unit, call, caller in sites:
+            arg = ctor.bind(call, bound_self=True).get(name)
+            if arg is not None:
+                vals.append(self.value(unit.name, arg, caller, d))
+            elif name in defaults:
+                vals.append(self.value(ctor.unit.name, defaults[name], ctor.parent, d))
+            else:
+                return UNKNOWN
+        if any(v is UNKNOWN for v in vals):
+            return UNKNOWN
+        return vals[0] if all(v == vals[0] for v in vals[1:]) else UNKNOWN
 
     def _single(self, un: str, exprs: list[ast.AST], func: Func | None, d: int) -> Any:
         vals = [self.value(un, x, func, d) for x in exprs]

@@ -38,7 +38,7 @@ class Gate:
     UNKNOWN) and decided per call site: `Program.gate_in(gate, via)` folds it with the arguments of call `via`.
     """
 
-    unit: CodeUnit
+    unit: CodeUnit = field(repr=False)
     test: ast.AST
     branch: str  # "body" | "orelse"
     taken: bool  # does this branch run under the defaults?

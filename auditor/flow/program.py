@@ -102,6 +102,7 @@ class Program(ReachMixin):
         # reachability state (auditor/flow/reach.py)
         self.launch_lines: list[tuple[str, str]] = launch_lines(_run_files(ctx))
         self._entries: list[Func] | None = None
+        self._constructions: dict[int, list[tuple[CodeUnit, ast.Call, Func]]] | None = None
         self._contexts: dict[Func, list[tuple[CallSite | None, Gate | None]]] = {}
         self._gate_cache: dict[tuple[int, int], Gate] = {}
         self._param_gated: dict[Func, bool] = {}
@@ -245,6 +246,33 @@ class Program(ReachMixin):
                         f.cls.self_attrs.setdefault(leaf.attr, []).append(
                             (sub if sub is not None else _OPAQUE, f)
                         )
+
+    def construction_sites(self, cls: ClassInfo) -> list[tuple[CodeUnit, ast.Call, Func]]:
+        """(unit, call, calling function) of every `Cls(...)` that builds `cls`, found syntactically (usable while
+        the index is still being built, when call sites are not all recorded yet)."""
+        if self._constructions is None:
+            names = {c.name for c in self.classes}
+            found: dict[int, list[tuple[CodeUnit, ast.Call, Func]]] = {}
+            for mod in self.modules.values():
+                for n in ast.walk(mod.unit.tree):  # type: ignore[arg-type]
+                    if not isinstance(n, ast.Call):
+                        continue
+                    fx = n.func
+                    last = (
+                        fx.id
+                        if isinstance(fx, ast.Name)
+                        else fx.attr
+                        if isinstance(fx, ast.Attribute)
+                        else None
+                    )
+                    if last not in names:
+                        continue
+                    caller = self.enclosing_func(mod.unit, n)
+                    target = self._callee_object(caller, fx) if caller is not None else None
+                    if isinstance(target, ClassInfo) and caller is not None:
+                        found.setdefault(id(target), []).append((mod.unit, n, caller))
+            self._constructions = found
+        return self._constructions.get(id(cls), [])
 
     def _collect_runtime_state(self, f: Func) -> None:
         """Attributes whose value the code changes while it runs are runtime state, not configuration.

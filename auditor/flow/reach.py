@@ -396,7 +396,7 @@ class ReachMixin:
             for test, branch in _enclosing_conditions(f.node, node):
                 for atom, pol in _atoms(test, branch == "body"):
                     out.setdefault(atom, pol)
-            callers = [s for s in self._callers.get(f, []) if self.site_reach(s).live]
+            callers = self._callers.get(f, [])
             if len(callers) != 1:
                 break
             f, node = callers[0].caller, callers[0].node
@@ -491,7 +491,13 @@ def _params_read(func: Func, test: ast.AST) -> tuple[str, ...]:
     if func.kind != "function":
         return ()
     skip = func.params[:1] if func.cls is not None and not func.is_static else []
-    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    # a parameter read as a value (`if use_ngram`), not as the receiver of a field (`args.x` folds by field)
+    receivers = {
+        id(n.value)
+        for n in ast.walk(test)
+        if isinstance(n, (ast.Attribute, ast.Subscript)) and n.value is not None
+    }
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name) and id(n) not in receivers}
     return tuple(sorted(p for p in func.params if p in names and p not in skip and p not in func.assigned))
 
 
@@ -501,7 +507,7 @@ def _enclosing_conditions(root: ast.AST, target: ast.AST) -> list[tuple[ast.AST,
     pos = (getattr(target, "lineno", 0), getattr(target, "col_offset", 0))
 
     def inside(nodes: list[ast.AST]) -> bool:
-        if not nodes:
+        if not nodes or not hasattr(nodes[0], "lineno") or not hasattr(nodes[-1], "end_lineno"):
             return False
         start = (nodes[0].lineno, nodes[0].col_offset)
         end = (nodes[-1].end_lineno or 0, nodes[-1].end_col_offset or 0)
