@@ -474,9 +474,12 @@ class ReadmeScoresUnsupportedByLogs(Rule):
         for i, line in enumerate(lines, 1):
             if not line.lstrip().startswith("|"):
                 continue
-            cells = [re.sub(r"[*`_ ]", "", c) for c in line.strip().strip("|").split("|")]
-            if not cells or not cells[0].isdigit() or int(cells[0]) not in seeds:
+            # The seed cell first, and at most 64 cells: a hostile 10 MB table row must cost nothing (issue 11)
+            first, _, rest = line.strip().strip("|").partition("|")
+            first = re.sub(r"[*`_ ]", "", first)
+            if not first.isdigit() or len(first) > 18 or int(first) not in seeds:
                 continue
+            cells = [first] + [re.sub(r"[*`_ ]", "", c) for c in rest.split("|", 64)[:64]]
             nums = [
                 Number(float(c), len(c.split(".")[1])) for c in cells[1:] if re.fullmatch(r"\d\.\d{3,8}", c)
             ]

@@ -275,11 +275,11 @@ class SubmissionJsonMalformed(Rule):
                     Verdict.FAIL, f"{bpb_key} is {json.dumps(data[bpb_key])[:60]}, not a number", at(bpb_key)
                 )
             )
-        elif not 0.0 < float(data[bpb_key]) < 10.0:
+        elif not 0.0 < data[bpb_key] < 10.0:  # compared as is: float() of a 400-digit integer overflows
             out.append(
                 self.finding(
                     Verdict.WARN,
-                    f"{bpb_key} = {data[bpb_key]} is not a plausible bits-per-byte",
+                    f"{bpb_key} = {str(data[bpb_key])[:40]} is not a plausible bits-per-byte",
                     at(bpb_key),
                     severity=Severity.MEDIUM,
                 )

@@ -14,12 +14,17 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis writes example databases and failure patches under .hypothesis/; keep the work tree clean.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), f"pgolf-audit-hypothesis-{os.getuid()}"))
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("PGOLF_FUZZ_EXAMPLES", "0") or 0)

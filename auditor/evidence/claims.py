@@ -86,10 +86,13 @@ def number(value: Any) -> Number | None:
     """A Number from a JSON value (floats keep their printed decimals; numeric strings are accepted)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        return Number(float(value), _decimals_of(float(value)) if isinstance(value, float) else 0)
-    if isinstance(value, str) and _FLOAT_TOKEN.fullmatch(value.strip()):
-        return Number(float(value), _decimals_of(0.0, value.strip()))
+    try:  # a 400-digit integer overflows float(); a 5,000-digit exponent overflows int(): not a number to us
+        if isinstance(value, (int, float)):
+            return Number(float(value), _decimals_of(float(value)) if isinstance(value, float) else 0)
+        if isinstance(value, str) and _FLOAT_TOKEN.fullmatch(value.strip()):
+            return Number(float(value), _decimals_of(0.0, value.strip()))
+    except (OverflowError, ValueError):
+        return None
     return None
 
 
@@ -100,8 +103,8 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 4000:
+        return int(value.strip())  # (over CPython's 4,300-digit limit int() raises)
     return None
 
 
