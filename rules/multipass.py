@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.order import (
+    VAL,
     Event,
     analyse_order,
     assigned_names,
@@ -293,37 +294,50 @@ class ValidationRescoredInSecondPass(Rule):
                 )
 
     def _two_pass(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
-        writes = [w for w in events if w.kind == "write" and w.is_val and w.keyed]
+        """A loop over validation writes a lookup table at keys computed from validation *content* (a count table,
+        a hashed cache: directly in the scoring function, or in a method it calls on an object it holds, such as
+        `cache.bulk_update(val)`), and a later scoring in that function, outside the loop, reads the table."""
+        writes = [w for w in events if w.kind == "write" and w.is_val and w.keyed and VAL in w.keys]
         reported: set[int] = set()
         for s in scores:
             if id(s.node) in reported:
                 continue
+            depth = len(s.chain)
             for w in writes:
-                if w.seq >= s.seq or w.func is not s.func or exclusive(w, s):
+                if w.seq >= s.seq or exclusive(w, s) or len(w.chain) < depth:
                     continue
-                if [c for c, _ in w.chain] != [c for c, _ in s.chain]:
+                if any(w.chain[i][0] is not s.chain[i][0] for i in range(depth)):
                     continue  # another invocation
+                if len(w.chain) == depth:
+                    if w.func is not s.func:
+                        continue
+                    name = w.target
+                elif w.chain[depth][1] is s.func and depth < len(w.names) and w.names[depth]:
+                    name = w.names[depth]  # the object the scoring function handed to the writing method
+                else:
+                    continue
                 shared = common_loops(w, s)
-                if len(w.loops) <= len(shared) or _own(shared, w):
+                if len(w.loops) <= len(shared) or _own(shared, w if len(w.chain) == depth else s):
                     continue  # written inside a loop that also scores: per-window / online state
                 build_loop = w.loops[len(shared)]
-                if not is_data_loop(build_loop) or not _reads_state(s, w.target):
+                if not is_data_loop(build_loop) or not _reads_state(s, name):
                     continue
                 reported.add(id(s.node))
                 flow = w.flow("pass 1 writes lookup state from validation tokens")
                 flow.append(FlowStep(s.location(), "pass 2 scores validation tokens with that state"))
+                build = w.chain[depth][1].unit.location(w.chain[depth][0]) if len(w.chain) > depth else w.location()
                 yield (
                     self.finding(
                         Verdict.FAIL,
                         f"Validation tokens are scored (line {s.location().line}) with state that an earlier pass over "
-                        f"the validation split wrote (line {w.location().line}): the second pass sees statistics of "
+                        f"the validation split wrote (line {build.line}): the second pass sees statistics of "
                         "the tokens it scores and of their future.",
                         [s.location()],
-                        related=[w.location(), w.func.unit.location(build_loop)],
+                        related=[build, w.location(), w.func.unit.location(build_loop)],
                         flow=flow,
                         data={
                             "order": "two-pass",
-                            "write_line": w.location().line,
+                            "write_line": build.line,
                             "score_line": s.location().line,
                         },
                         confidence=Confidence.MEDIUM,

@@ -219,3 +219,20 @@ def test_rescoring_with_the_model_a_score_first_pass_adapted_fails_at_the_second
 def test_adapting_a_copy_then_scoring_the_original_passes() -> None:
     assert outcome(audit_fixture("multipass_ttt_on_copy_legal", RULE), RULE)[0] is Verdict.PASS
     assert outcome(audit_fixture("multipass_ttt_on_copy_legal", "PG201"), "PG201")[0] is Verdict.PASS
+
+
+def test_cache_bulk_filled_from_the_whole_split_then_rescored_fails_at_the_sum() -> None:
+    # the table is filled inside a method of the cache object (np.bincount), the rescoring is a -log p sum
+    name = "multipass_bulk_cache_rescore"
+    verdict, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    score, build = marker_line(name, "score"), marker_line(name, "build")
+    assert finding.primary.line == score and finding.data["write_line"] == build
+    assert finding.message == (
+        f"Validation tokens are scored (line {score}) with state that an earlier pass over the validation split "
+        f"wrote (line {build}): the second pass sees statistics of the tokens it scores and of their future."
+    )
+
+
+def test_cache_filled_chunk_by_chunk_after_scoring_passes() -> None:
+    assert outcome(audit_fixture("multipass_cache_per_chunk_legal", RULE), RULE)[0] is Verdict.PASS

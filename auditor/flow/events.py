@@ -30,6 +30,8 @@ TGT = "tgt"  # validation target tokens (what a loss of this function is compute
 VL = (
     "vl"  # a loss value over validation targets (the output of `cross_entropy(pred, y)`), and what it decides
 )
+LP = "lp"  # a log-probability of validation data (`np.log(p)`): summed whole, it is a scoring
+HIST = "hist"  # counts per value (`np.bincount(keys)`): adding it to a table is a keyed write
 FIT_SOURCES: Labels = frozenset({TGT, VL})
 
 
@@ -57,6 +59,7 @@ class Event:
     # writes: the written object's name in each function of the chain, outermost first ("" where it is local)
     names: tuple[str, ...] = ()
     keyed: bool = False  # writes: at keys computed from validation content
+    keys: Labels = EMPTY  # keyed writes: the labels of the keys alone (content keys carry `val` at the root)
     owner: FuncInfo | None = (
         None  # updates: the function whose local object is updated (gone when it returns)
     )
@@ -106,6 +109,7 @@ class Event:
             step_func=self.step_func,
             names=(caller_name, *self.names) if self.names else (),
             keyed=self.keyed,
+            keys=substitute(self.keys, subst),
         )
 
 

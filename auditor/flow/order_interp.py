@@ -10,7 +10,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from auditor.flow import vocab
-from auditor.flow.events import EMPTY, FIT_SOURCES, NG, TGT, VAL, VL, Branch, Event, Labels, substitute
+from auditor.flow.events import (
+    EMPTY,
+    FIT_SOURCES,
+    HIST,
+    LP,
+    NG,
+    TGT,
+    VAL,
+    VL,
+    Branch,
+    Event,
+    Labels,
+    substitute,
+)
 from auditor.flow.nodeindex import child_nodes
 from auditor.flow.order_index import ClassInfo, FuncInfo
 from auditor.flow.syntax import (
@@ -95,6 +108,7 @@ class _FunctionInterpreter:
     def stmt(self, s: ast.stmt, ctx: _Ctx) -> None:  # noqa: C901 - one dispatch over statement kinds
         if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return
+        self.current = s
         if isinstance(s, ast.Assign):
             labels = self.expr(s.value, ctx)
             labels = self._requires_grad_labels(s.value, s.targets, labels)
@@ -115,6 +129,8 @@ class _FunctionInterpreter:
                 self.state[base] = self.state.get(base, EMPTY) | labels
             if isinstance(s.target, ast.Subscript) and base:
                 self._maybe_write(s, base, self.expr(s.target.slice, ctx), ctx, labels)
+            elif isinstance(s.target, ast.Attribute) and base and HIST in labels:
+                self._maybe_write(s, base, EMPTY, ctx, labels)  # `self.counts += np.bincount(keys)`
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
             for k in range(self._passes(ctx)):
@@ -280,8 +296,10 @@ class _FunctionInterpreter:
         """An in-place write of validation content into a container or tensor. `keyed` when the index is computed
         from validation content (`counts[hash(ctx, tok)] += 1`: a lookup table); writes at positions
         (`h[i] = ...`, `buf[:, :n] = chunk`) are per-position buffers or tables filled by value."""
+        if HIST in values and _valish(values):
+            keys = values  # `table[o] += np.bincount(keys)`: one count per validation key
         if _valish(keys):
-            self._record("write", node, keys | values, ctx, target=base, names=(base,), keyed=True)
+            self._record("write", node, keys | values, ctx, target=base, names=(base,), keyed=True, keys=keys)
         elif _valish(values):
             self._record("write", node, values, ctx, target=base, names=(base,), keyed=False)
 
@@ -329,7 +347,10 @@ class _FunctionInterpreter:
                 self.p.note_fit_read(e.attr)
             return base
         if isinstance(e, ast.BinOp):
-            return self.expr(e.left, ctx) | self.expr(e.right, ctx)
+            labels = self.expr(e.left, ctx) | self.expr(e.right, ctx)
+            if LP in labels and isinstance(e.op, ast.Mult) and _entropy_term(e):
+                labels = labels - {LP}  # p * log p: an entropy, not the likelihood of the realized token
+            return labels
         if isinstance(e, ast.UnaryOp):
             return self.expr(e.operand, ctx)
         if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
@@ -508,7 +529,14 @@ class _FunctionInterpreter:
                     self._maybe_write(c, base, arg_labels[1], ctx)
         if _is_min_selection(c):
             self._maybe_select(c, recv | all_args, ctx)
-        return recv | all_args | ng_label
+        out = recv | all_args | ng_label
+        if (attr or name) in vocab.HISTOGRAM_CALLS and _valish(all_args):
+            out = out | {HIST}
+        if (attr or name) in _LOG_CALLS and _valish(out):
+            out = out | {LP}  # log-likelihoods: what a scoring sums
+        elif LP in out and _full_sum(c, name, attr):
+            self._maybe_reduction_score(c, out, ctx)
+        return out
 
     def _module_call_fits(self, func: ast.expr) -> Labels:
         """A call of an object whose class is not known here (`model(x, y)` with `model` a parameter): a module
@@ -547,6 +575,21 @@ class _FunctionInterpreter:
                 self._record("fit", c, pred, ctx, target="prediction")
             out = out | {f"fx:{id(c)}"}
         return out
+
+    def _maybe_reduction_score(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
+        """`loss_sum = torch.tensor(nll.sum())` with `nll = -np.log(p)`, `sum(-math.log(p) for p in probs)`: the
+        whole-sequence sum of validation log-likelihoods computed without autograd is a scoring too (the
+        accumulation forms are recorded by `_maybe_score`)."""
+        cur = getattr(self, "current", None)
+        if isinstance(cur, ast.AugAssign) or (
+            isinstance(cur, ast.Assign) and isinstance(cur.value, ast.BinOp) and _rebinds_itself(cur)
+        ):
+            return  # the accumulation around it is the scoring event
+        if not _valish(labels) or not (ctx.ng or NG in labels):
+            return
+        if any(lab.startswith("sr:") for lab in labels):
+            return  # a total of what scoring calls already returned (`sum(losses.values())`): not a new scoring
+        self._record("score", c, labels, ctx)
 
     def _maybe_select(self, c: ast.Call, labels: Labels, ctx: _Ctx) -> None:
         """`min(...)` over the results of several scoring passes (two calls, or one call made in a loop)."""
@@ -643,6 +686,46 @@ def _loss_target(c: ast.Call) -> str | None:
     while isinstance(tgt, ast.Call) and isinstance(tgt.func, ast.Attribute):
         tgt = tgt.func.value
     return tgt.id if isinstance(tgt, ast.Name) else None
+
+
+_LOG_CALLS = frozenset({"log", "log2"})
+
+
+def _full_sum(c: ast.Call, name: str | None, attr: str | None) -> bool:
+    """A reduction of everything to one number: `sum(xs)`, `x.sum()`, `np.sum(x)` (no dim/axis)."""
+    if any(k.arg in ("dim", "axis") for k in c.keywords):
+        return False
+    if name == "sum":
+        return len(c.args) == 1
+    if attr == "sum":
+        return not c.args or (len(c.args) == 1 and isinstance(c.func, ast.Attribute) and not _is_array(c.func))
+    return False
+
+
+def _is_array(func: ast.Attribute) -> bool:
+    """`x.sum(1)` reduces one axis of x; `np.sum(x)` is a module function whose first argument is the data."""
+    return not (isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy", "torch", "math"))
+
+
+def _entropy_term(e: ast.BinOp) -> bool:
+    """`p * log(p)` (either order): the factor is the log's own argument."""
+    for log_side, other in ((e.left, e.right), (e.right, e.left)):
+        node = log_side
+        while isinstance(node, ast.UnaryOp):
+            node = node.operand
+        if isinstance(node, ast.Call) and last_attr(node.func) in _LOG_CALLS and node.args:
+            if ast.dump(other) in ast.dump(node.args[0]):
+                return True
+    return False
+
+
+def _rebinds_itself(s: ast.Assign) -> bool:
+    """`total = total + v`: an accumulation written as a rebinding."""
+    if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
+        return False
+    name = s.targets[0].id
+    v = s.value
+    return isinstance(v, ast.BinOp) and any(isinstance(x, ast.Name) and x.id == name for x in (v.left, v.right))
 
 
 def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:

@@ -129,14 +129,15 @@ def _constant_bound(node: ast.expr | None) -> bool:
 
 
 def value_names(node: ast.AST) -> set[str]:
-    """Names whose values an accumulation / backward reads (the receiver of `loss.backward()`, the right-hand
-    side of `total += v`, the arguments of `total.add_(v)`)."""
+    """Names whose values an accumulation / backward / scoring reduction reads (the receiver of `loss.backward()`
+    and of `nll.sum()`, the right-hand side of `total += v`, the arguments of `total.add_(v)`, `sum(xs)`)."""
     if isinstance(node, ast.AugAssign):
         return names_in(node.value, skip_slices=True)
     if isinstance(node, ast.Assign):
         return names_in(node.value, skip_slices=True)
     if isinstance(node, ast.Call):
-        if isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
+        if isinstance(node.func, ast.Attribute) and node.func.attr in ("backward", "sum"):
+            # `loss.backward()`; `nll.sum()` (a whole-sequence scoring reduction): the receiver is the value
             return names_in(node.func.value, skip_slices=True)
         parts = [*node.args, *(k.value for k in node.keywords)]
         return set().union(*(names_in(p, skip_slices=True) for p in parts)) if parts else set()

@@ -130,6 +130,8 @@ KEYED_WRITERS: dict[str, int] = {
     "update": 0,
     "setdefault": 0,
 }
+# Histograms: `table += np.bincount(keys, minlength=n)` adds one count per key, a keyed write by another route.
+HISTOGRAM_CALLS: frozenset[str] = frozenset({"bincount", "histc", "histogram", "histogramdd"})
 
 # ------------------------------------------------------------------------------------------------------ contexts
 # `with torch.no_grad():` / `@torch.inference_mode()`; `torch.set_grad_enabled(False)` is the toggle form.
