@@ -16,6 +16,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -92,7 +93,9 @@ def audit_one(job: tuple[str, str, str, str, int]) -> dict:
     return line
 
 
-def run(git_dir: str, out: Path, jobs: int, limit: int | None) -> None:
+def run(
+    git_dir: str, out: Path, jobs: int, limit: int | None, shuffle: int | None, stop_at: float | None
+) -> None:
     done = set()
     if out.exists():
         for ln in out.read_text().splitlines():
@@ -102,6 +105,8 @@ def run(git_dir: str, out: Path, jobs: int, limit: int | None) -> None:
                 continue
             done.add((d["tree"], d["folder"]))
     todo = [(git_dir, c, f, t, pr) for c, f, t, pr in distinct_folders(git_dir) if (t, f) not in done]
+    if shuffle is not None:  # a run cut short by --stop-after is then a uniform sample of the pairs
+        random.Random(shuffle).shuffle(todo)
     if limit:
         todo = todo[:limit]
     print(f"{len(done)} done, {len(todo)} to audit", file=sys.stderr, flush=True)
@@ -114,6 +119,10 @@ def run(git_dir: str, out: Path, jobs: int, limit: int | None) -> None:
         for i, line in enumerate(pool.imap_unordered(audit_one, todo, chunksize=1), 1):
             fh.write(json.dumps(line) + "\n")
             fh.flush()
+            if stop_at is not None and time.time() > stop_at:
+                print(f"stopped after {i} of {len(todo)} (--stop-after)", file=sys.stderr, flush=True)
+                pool.terminate()
+                break
             if i % 50 == 0 or line["errors"] or line["overall"] == "CRASH":
                 rate = i / (time.monotonic() - t0)
                 print(
@@ -155,6 +164,8 @@ def main() -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--count", action="store_true", help="only count the distinct (tree, path) pairs")
     p.add_argument("--summary", type=Path)
+    p.add_argument("--shuffle", type=int, help="audit in a random order with this seed")
+    p.add_argument("--stop-after", type=float, help="stop after this many minutes (what is done is kept)")
     a = p.parse_args()
     if a.summary:
         print(json.dumps(summary(a.summary), indent=1))
@@ -162,7 +173,8 @@ def main() -> None:
         print(sum(1 for _ in distinct_folders(a.git_dir)))
     else:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        run(a.git_dir, a.out, a.jobs, a.limit)
+        stop_at = time.time() + 60 * a.stop_after if a.stop_after else None
+        run(a.git_dir, a.out, a.jobs, a.limit, a.shuffle, stop_at)
 
 
 if __name__ == "__main__":
