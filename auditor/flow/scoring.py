@@ -224,16 +224,7 @@ def lookup_table(node: ast.AST) -> ast.AST | None:
 def key_formation(scope: Scope, chain: list[ast.AST]) -> ast.AST | None:
     """In a witness chain from an index back to the target, the first arithmetic step that mixes the target with
     a non-constant, non-target value: where the target enters a hash key (`ctx_hash ^ (tgt * P)`)."""
-    if chain and id(chain[-1]) in scope.hashed_nodes:
-        return chain[
-            -1
-        ]  # the helper that returns the key hashed the target in: `_, full_key = self.keys(...)`
     for i, n in enumerate(chain):
-        passed = scope.call_pass.get(id(n)) if isinstance(n, ast.Call) else None
-        if passed and any(not isinstance(a, ast.Constant) and not scope.is_target_valued(a) for a in passed):
-            return (
-                n  # an own helper hashes the target together with the context: `self._hash_full(h, tgt, w)`
-            )
         if isinstance(n, ast.BinOp):
             nxt = chain[i + 1] if i + 1 < len(chain) else None
             other = n.right if nxt is n.left else n.left
@@ -252,7 +243,8 @@ def key_formation(scope: Scope, chain: list[ast.AST]) -> ast.AST | None:
             "mul",
         }:
             return n
-    return None
+    # no mixing step here: an own helper hashed the target in (`self._hash_full(h, tgt, w)`, `_, k = self.keys()`)
+    return next((n for n in chain if id(n) in scope.hashed_nodes), None)
 
 
 @dataclass
@@ -441,7 +433,7 @@ def oracle_choices(scope: Scope, facts: TargetFacts | None = None) -> list[Oracl
     if facts is not None:
         module = next((m for m in facts.scopes if m.unit is scope.unit and m.name == "<module>"), None)
         for _call, arg in score_sinks(scope, module, facts.own_funcs, facts):
-            scored |= {id(m) for m in scope.closure(arg, mode="all")}
+            scored |= {id(m) for m in scope.closure(arg, mode="gate")}
     cmps: dict[int, ast.Compare] = {}
     for n in scope.nodes:
         if isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], _ORDERING):

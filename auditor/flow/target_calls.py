@@ -203,7 +203,7 @@ def _mark_scored_returns(
         if got is None:
             got = set()
             for _call, arg in score_sinks(s, modules.get(id(s.unit)), facts.own_funcs, facts):
-                got |= {id(n) for n in s.closure(arg, mode="all")}
+                got |= {id(n) for n in s.closure(arg, mode="gate")}
             reach[id(s)] = got
         return got
 
@@ -240,11 +240,28 @@ def _return_summary(scope: Scope) -> Summary:
         )
         for k, expr in parts:
             hit, got, mixed = out.get(k, (False, frozenset(), False))
-            own = scope.intrinsic_target(expr)
+            chain = scope.target_witness(expr) if scope.is_target_valued(expr) else None
+            hashed = (
+                chain is not None and key_formation(scope, chain) is not None and _hash_like(scope, chain)
+            )
+            # a shifted pair of reads alone (`pts[i]`, `pts[i + 1]` of an interpolation table) is weak evidence:
+            # it leaves the function only as a hash key built from it, a label / gather index is enough alone
+            own = scope.intrinsic_target(expr) and (hashed or scope.intrinsic_target(expr, shifted=False))
             hit = hit or own
             got = got | (scope.token_sources(expr) & params)
-            if own and not mixed:
-                chain = scope.target_witness(expr)
-                mixed = chain is not None and key_formation(scope, chain) is not None
-            out[k] = (hit, frozenset(got), mixed)
+            out[k] = (hit, frozenset(got), mixed or hashed)
     return out
+
+
+_HASH_OPS = (ast.BitXor, ast.BitAnd, ast.BitOr, ast.Mod, ast.LShift, ast.RShift)
+
+
+def _hash_like(scope: Scope, chain: list[ast.AST]) -> bool:
+    """A key built by integer hashing (xor / mask / modulus, or an own hashing helper), not float arithmetic such
+    as an interpolation `lp + t * (hp - lp)` between two rows of a table."""
+    if any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.Pow)) for n in chain):
+        return False
+    return any(
+        (isinstance(n, ast.BinOp) and isinstance(n.op, _HASH_OPS)) or id(n) in scope.hashed_nodes
+        for n in chain
+    )

@@ -37,6 +37,54 @@ NORMALIZERS = frozenset({"sum", "logsumexp", "nansum"})
 SHAPE_ATTRS = vocab.METADATA_ATTRS
 SHAPE_CALLS = vocab.METADATA_CALLS | vocab.SHAPE_BUILDERS
 LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
+# calls that keep a token a token (casts, views, integer arithmetic and hashing): what a helper may apply to a
+# parameter for its result to still carry that parameter's token (return summaries)
+TOKEN_PRESERVING_CALLS = frozenset(
+    {
+        "int",
+        "long",
+        "astype",
+        "to",
+        "view",
+        "reshape",
+        "flatten",
+        "ravel",
+        "squeeze",
+        "unsqueeze",
+        "contiguous",
+        "clone",
+        "copy",
+        "cpu",
+        "cuda",
+        "numpy",
+        "item",
+        "tolist",
+        "tuple",
+        "list",
+        "abs",
+        "uint64",
+        "int64",
+        "uint32",
+        "int32",
+        "asarray",
+        "array",
+        "as_tensor",
+        "tensor",
+        "from_numpy",
+        "bitwise_xor",
+        "bitwise_and",
+        "bitwise_or",
+        "remainder",
+        "fmod",
+        "mul",
+        "add",
+        "sub",
+        "hash",
+        "expand",
+        "expand_as",
+        "index_put",
+    }
+)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # operator / context singletons: never interesting on their own, skipped to keep the walk small
 _LEAF_KINDS = (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)
@@ -154,6 +202,7 @@ class Scope:
     local_target_vars: set[str] = field(default_factory=set)  # target_vars by local evidence, before callers'
     store_values: set[int] = field(default_factory=set)  # values written with `t[k] = v` (table entries)
     hashed_nodes: set[int] = field(default_factory=set)  # own calls returning a key hashed from the target
+    shifted_nodes: set[int] = field(default_factory=set)  # target_nodes found only as the later shifted view
     nll_params: set[str] = field(default_factory=set)  # params bound to a realized-token log-loss by a caller
     dist_params: set[str] = field(default_factory=set)  # params bound to a (log-)distribution by a caller
     own_calls: frozenset[str] = (
@@ -310,7 +359,7 @@ class Scope:
                 stack.append(child)
         return None
 
-    def intrinsic_target(self, expr: ast.AST) -> bool:
+    def intrinsic_target(self, expr: ast.AST, shifted: bool = True) -> bool:
         """Is `expr` the target by this scope's own evidence (a label, a gather index, a shifted view, an own
         call returning the target), not merely because a caller passed the target into a parameter?"""
         seen: set[int] = set()
@@ -321,7 +370,7 @@ class Scope:
             if id(n) in seen:
                 continue
             seen.add(id(n))
-            if id(n) in self.target_nodes:
+            if id(n) in self.target_nodes and (shifted or id(n) not in self.shifted_nodes):
                 return True
             key = var_key(n) if isinstance(getattr(n, "ctx", None), ast.Load) else None
             if key is not None and key in self.local_target_vars:
@@ -344,6 +393,12 @@ class Scope:
             seen.add(id(n))
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
                 out.add(n.id)
+            if (
+                isinstance(n, ast.Call)
+                and id(n) not in self.call_pass
+                and call_name(n) not in TOKEN_PRESERVING_CALLS
+            ):
+                continue  # across functions only known token-preserving calls: `self.embed(ids)` is no token
             stack.extend(self._token_children(n, seen_vars))
         return out
 
@@ -520,8 +575,13 @@ def find_targets(scope: Scope) -> None:
         for b in subs:
             if id(b) in scope.target_nodes:
                 continue
-            if any(a is not b and _slice_pair_target(a, b) for a in subs):
+            # the latest view is the target: with s[i - 1], s[i] and s[i + 1] all read, s[i] is context for
+            # s[i + 1] (the byte just seen, fed to an update that predicts the next one), not a target itself
+            if any(a is not b and _slice_pair_target(a, b) for a in subs) and not any(
+                c is not b and _slice_pair_target(b, c) for c in subs
+            ):
                 scope.target_nodes.add(id(b))
+                scope.shifted_nodes.add(id(b))
     scope.invalidate()
 
 
