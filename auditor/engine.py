@@ -43,7 +43,7 @@ def run_rules(
         t0 = time.perf_counter()
         if deadline is not None and deadline.expired():  # the budget is spent: WARN, never a silent PASS
             deadline.note_cut(f"{rule_cls.id} (not run)")
-            spent = f"the {deadline.budget_s:g}-s time budget of this audit was spent"
+            spent = f"the {deadline.budget_s:g}-s CPU-time budget of this audit was spent"
             findings.append(_budget_warn(rule, f"not run: {spent} after {deadline.elapsed():.0f} s"))
             continue
         try:
