@@ -13,11 +13,12 @@ import random
 from pathlib import Path
 
 from _fuzz import MB, bounded, cli, fuzz_settings, run_limited
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from auditor.engine import audit, select_rules
 from auditor.evidence.logs import parse_log
+from auditor.findings import Verdict
 from auditor.testing import submission_from_files
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -152,6 +153,19 @@ def test_log_rules_and_rescore_on_mutated_logs(a: str, b: str) -> None:
         what="audit",
     )
     assert report.errors == []
+
+
+@fuzz_settings(30)
+@given(st.binary(max_size=3000))
+def test_unusable_logs_never_pass_the_log_rules(data: bytes) -> None:
+    """Logs with nothing of a run in them: every rule that needs one says SKIP or WARN, with its reason."""
+    text = data.decode("utf-8", errors="replace")
+    assume(not parse_log(text, "train_seed42.log").is_run_log)
+    files = {"train_gpt.py": "print(1)\n", "train_seed42.log": data, "submission.json": '{"val_bpb": 1.1}'}
+    report = audit(submission_from_files(files), select_rules(["PG611", "PG614", "PG631", "PG632", "PG701"]))
+    for rv in report.per_rule():
+        assert rv.verdict in (Verdict.SKIP, Verdict.WARN), rv
+        assert all(f.message for f in report.findings if f.rule_id == rv.rule_id)
 
 
 def test_cli_on_hostile_logs_under_rlimits(tmp_path: Path) -> None:
