@@ -19,6 +19,7 @@ from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Ver
 from auditor.flow.order import (
     VAL,
     Event,
+    OrderFacts,
     analyse_order,
     assigned_names,
     closure,
@@ -26,7 +27,6 @@ from auditor.flow.order import (
     def_map,
     divergence,
     during_training,
-    exclusive,
     gate_off,
     is_data_loop,
     names_in,
@@ -137,9 +137,9 @@ class ValidationRescoredInSecondPass(Rule):
         found = False
         passes = [
             *self._selections(ctx, facts.events),
-            *self._two_pass(facts.events, facts.scores),
-            *self._state_passes(facts.events, facts.scores),
-            *self._adapted_rescore(facts.updates, facts.scores),
+            *self._two_pass(facts, facts.events, facts.scores),
+            *self._state_passes(facts, facts.events, facts.scores),
+            *self._adapted_rescore(facts, facts.updates, facts.scores),
         ]
         for finding, event in passes:
             dead = gate_off(ctx, event)
@@ -176,7 +176,9 @@ class ValidationRescoredInSecondPass(Rule):
                 ev,
             )
 
-    def _adapted_rescore(self, updates: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+    def _adapted_rescore(
+        self, facts: OrderFacts, updates: list[Event], scores: list[Event]
+    ) -> Iterable[tuple[Finding, Event]]:
         """A score-first test-time-training pass (each chunk scored, then trained on) leaves the model adapted to
         every chunk it saw; a later scoring pass with that same model re-scores validation tokens it has already
         been trained on: a second pass whose state was built from the split (C4, as well as PG201's C3)."""
@@ -189,14 +191,14 @@ class ValidationRescoredInSecondPass(Rule):
                     s
                     for s in scores
                     if s.seq < upd.seq
-                    and not exclusive(s, upd)
+                    and not facts.exclusive(s, upd)
                     and any(is_data_loop(lp) for lp in common_loops(s, upd))
                 ),
                 None,
             )
             if first is None:
                 continue  # no pass scored validation before training on it: PG201 alone (train-then-score)
-            verdict = update_order(upd, [s for s in scores if not common_loops(s, upd)])
+            verdict = update_order(upd, [s for s in scores if not common_loops(s, upd)], facts.exclusive)
             if verdict is None or verdict[0] != "after":
                 continue
             second = verdict[1]
@@ -233,14 +235,16 @@ class ValidationRescoredInSecondPass(Rule):
                 second,
             )
 
-    def _state_passes(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+    def _state_passes(
+        self, facts: OrderFacts, events: list[Event], scores: list[Event]
+    ) -> Iterable[tuple[Finding, Event]]:
         """A scoring call over validation fills an object (a cache) that a *later* scoring call receives: the
         second call rescores with state built from everything the first one saw (two-pass / full rescore)."""
         writes = [w for w in events if w.kind == "write" and w.is_val and w.names]
         reported: set[int] = set()
         for w in writes:
             for s2 in scores:
-                if s2.seq <= w.seq or exclusive(w, s2):
+                if s2.seq <= w.seq or facts.exclusive(w, s2):
                     continue
                 d = _divergence_depth(w, s2)
                 if d > len(w.chain) or d >= len(s2.chain) or d >= len(w.names) or not w.names[d]:
@@ -261,7 +265,7 @@ class ValidationRescoredInSecondPass(Rule):
                     and s.seq <= w.seq
                     and s.chain[d][0] is not second_call
                     and all(s.chain[i][0] is w.chain[i][0] for i in range(d))
-                    and not exclusive(s, w)
+                    and not facts.exclusive(s, w)
                 )
                 if s1 is None:
                     continue  # nothing was scored before the state was filled: a precompute, not a first pass
@@ -293,7 +297,9 @@ class ValidationRescoredInSecondPass(Rule):
                     s2,
                 )
 
-    def _two_pass(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+    def _two_pass(
+        self, facts: OrderFacts, events: list[Event], scores: list[Event]
+    ) -> Iterable[tuple[Finding, Event]]:
         """A loop over validation writes a lookup table at keys computed from validation *content* (a count table,
         a hashed cache: directly in the scoring function, or in a method it calls on an object it holds, such as
         `cache.bulk_update(val)`), and a later scoring in that function, outside the loop, reads the table."""
@@ -304,7 +310,7 @@ class ValidationRescoredInSecondPass(Rule):
                 continue
             depth = len(s.chain)
             for w in writes:
-                if w.seq >= s.seq or exclusive(w, s) or len(w.chain) < depth:
+                if w.seq >= s.seq or facts.exclusive(w, s) or len(w.chain) < depth:
                     continue
                 if any(w.chain[i][0] is not s.chain[i][0] for i in range(depth)):
                     continue  # another invocation
@@ -325,7 +331,11 @@ class ValidationRescoredInSecondPass(Rule):
                 reported.add(id(s.node))
                 flow = w.flow("pass 1 writes lookup state from validation tokens")
                 flow.append(FlowStep(s.location(), "pass 2 scores validation tokens with that state"))
-                build = w.chain[depth][1].unit.location(w.chain[depth][0]) if len(w.chain) > depth else w.location()
+                build = (
+                    w.chain[depth][1].unit.location(w.chain[depth][0])
+                    if len(w.chain) > depth
+                    else w.location()
+                )
                 yield (
                     self.finding(
                         Verdict.FAIL,

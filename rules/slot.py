@@ -20,9 +20,9 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.order import (
     Event,
+    OrderFacts,
     analyse_order,
     common_loops,
-    exclusive,
     gate_off,
     is_data_loop,
     source_path,
@@ -133,7 +133,7 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         for upd in facts.updates:
             if upd.target != "free_tensor" or id(upd.node) in seen:
                 continue
-            users = [s for s in facts.scores if s.rg & upd.rg and not exclusive(upd, s)]
+            users = [s for s in facts.scores if s.rg & upd.rg and not facts.exclusive(upd, s)]
             if not users:
                 continue
             seen.add(id(upd.node))
@@ -149,7 +149,7 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                     data=finding.data | {"gate": dead.test},
                 )
             yield finding
-        for finding, event in self._fits(facts.events, facts.scores):
+        for finding, event in self._fits(facts, facts.events, facts.scores):
             seen.add(id(event.node))
             dead = gate_off(ctx, event)
             if dead is not None and finding.verdict is not Verdict.PASS:
@@ -166,7 +166,9 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                 Verdict.PASS, "No eval-time tensor is optimized on validation targets and then scored."
             )
 
-    def _fits(self, events: list[Event], scores: list[Event]) -> Iterable[tuple[Finding, Event]]:
+    def _fits(
+        self, facts: OrderFacts, events: list[Event], scores: list[Event]
+    ) -> Iterable[tuple[Finding, Event]]:
         """Scorings whose prediction was fitted on validation targets without `backward()`: a logit bias moved by
         hand-written gradient steps on the targets of the batch (ETLB), or a temperature chosen by a search over
         the loss on validation targets and stored on the model (`model.temperature = t_star`)."""
@@ -178,7 +180,7 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
             via: Event | None = None
             for label in sorted(lab for lab in score.labels if lab.startswith("fx:")):
                 fit = _matching_fit(fits, label, score)
-                if fit is None or exclusive(fit, score):
+                if fit is None or facts.exclusive(fit, score):
                     continue
                 fit_attrs = {lab[3:] for lab in fit.labels if lab.startswith("fa:")}
                 if fit_attrs:
@@ -193,7 +195,7 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
                     for w in stores
                     if w.target[5:] in attrs
                     and w.seq < score.seq
-                    and not exclusive(w, score)
+                    and not facts.exclusive(w, score)
                     and not any(is_data_loop(lp) for lp in common_loops(w, score))
                 ),
                 None,

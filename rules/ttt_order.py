@@ -172,7 +172,7 @@ class ValidationTrainedBeforeScored(Rule):
         for upd in facts.updates:
             if upd.target != "module":
                 continue  # free eval-time tensors (SLOT deltas, logit biases) are PG202's
-            verdict = update_order(upd, scores)
+            verdict = update_order(upd, scores, facts.exclusive)
             if verdict is None:
                 first_scored = next((s for s in scores if s.seq < upd.seq and common_loops(upd, s)), None)
                 if first_scored is not None:

@@ -20,6 +20,8 @@ CASES = [
     ("ttt_phased_legal", Verdict.PASS),
     ("ttt_prefix_restore_legal", Verdict.PASS),
     ("ttt_prefix_batch_shared", Verdict.FAIL),
+    ("ttt_exclusive_flags_legal", Verdict.PASS),
+    ("ttt_then_mixer_eval", Verdict.FAIL),
 ]
 
 
@@ -231,3 +233,16 @@ def test_prefix_ttt_training_on_the_whole_window_fails() -> None:
     )
     verdict, finding = outcome(audit_source(src, RULE), RULE)
     assert verdict is Verdict.FAIL and finding is not None and finding.data["order"] == "same-iteration"
+
+
+def test_eval_gated_on_ttt_being_off_never_follows_ttt() -> None:
+    # `if mix_weight > 0 and not ttt_enabled:` against `if ttt_enabled:` (the shared program's exclusive query)
+    name = "ttt_then_mixer_eval"
+    _, finding = outcome(audit_fixture(name, RULE), RULE)
+    assert finding is not None
+    update, score = marker_line(name, "update"), marker_line(name, "score")
+    assert finding.message == (
+        f"Update on validation tokens (in eval_score_first(), line {update}) before those tokens are scored "
+        f"(in eval_mixed(), line {score}): the scoring runs after the update."
+    )
+    assert outcome(audit_fixture("ttt_exclusive_flags_legal", RULE), RULE)[0] is Verdict.PASS

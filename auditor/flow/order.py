@@ -417,6 +417,9 @@ class OrderFacts:
     events: list[Event]
     program: OrderProgram | None
     problem: str = ""
+    shared: object | None = (
+        None  # auditor.flow.program.Program (exclusive conditions), when it could be built
+    )
 
     @property
     def scores(self) -> list[Event]:
@@ -425,6 +428,20 @@ class OrderFacts:
     @property
     def updates(self) -> list[Event]:
         return [e for e in self.events if e.kind == "update" and e.is_val]
+
+    def exclusive(self, a: Event, b: Event) -> bool:
+        """The two events never both run: opposite arms of one `if` (or the same test negated), or, from the
+        shared program, conditions on their paths that require one flag both true and false (`if c and not t:`
+        against `if t:`), compared where their call paths part."""
+        if exclusive(a, b):
+            return True
+        prog = self.shared
+        if prog is None:
+            return False
+        try:
+            return bool(prog.exclusive(_parting_point(a, b), _parting_point(b, a)))
+        except Exception:  # the shared query failing must not change a verdict: they may both run
+            return False
 
 
 def analyse_order(ctx: AuditContext) -> OrderFacts:
@@ -467,7 +484,18 @@ def _analyse(ctx: AuditContext) -> OrderFacts:
                 known.step_func,
             )
             ev.owner = known.owner
-    return OrderFacts(program.index.roots[entry.name], events, program)
+    return OrderFacts(program.index.roots[entry.name], events, program, shared=_program(ctx))
+
+
+def _parting_point(a: Event, b: Event) -> tuple[object, ast.AST]:
+    """(unit, node) where `a`'s path leaves the path it shares with `b`: its call site in their deepest common
+    caller, or the event itself."""
+    i = 0
+    while i < min(len(a.chain), len(b.chain)) and a.chain[i][0] is b.chain[i][0]:
+        i += 1
+    if i < len(a.chain):
+        return a.chain[i][1].unit, a.chain[i][0]
+    return a.func.unit, a.node
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -657,12 +685,14 @@ def during_training(ctx: AuditContext, ev: Event) -> bool:
     return False
 
 
-def update_order(upd: Event, scores: list[Event]) -> tuple[str, Event, object] | None:
+def update_order(
+    upd: Event, scores: list[Event], excl: Callable[[Event, Event], bool] = exclusive
+) -> tuple[str, Event, object] | None:
     """Why `upd` trains on positions that are scored later, or None when every scoring it meets comes first:
     ("after" | "same-iteration" | "re-pass", the scoring, detail). PG201's judgement, shared with PG203 (a later
     full pass scored with the weights a score-first pass adapted)."""
     for s in scores:
-        if exclusive(upd, s):
+        if excl(upd, s):
             continue
         shared = common_loops(upd, s)
         if s.seq > upd.seq:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import builtins
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auditor.flow import vocab
@@ -134,14 +134,14 @@ class _FunctionInterpreter:
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             it = self.expr(s.iter, ctx)
             for k in range(self._passes(ctx)):
-                inner = replace(ctx, loops=ctx.loops + (s,), first=ctx.first and k == 0)
+                inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches, ctx.first and k == 0, ctx.implicit)
                 self.assign(s.target, it, None, inner)
                 self.block(s.body, inner)
             self.block(s.orelse, ctx)
         elif isinstance(s, ast.While):
             self.expr(s.test, ctx)
             for k in range(self._passes(ctx)):
-                inner = replace(ctx, loops=ctx.loops + (s,), first=ctx.first and k == 0)
+                inner = _Ctx(ctx.ng, ctx.loops + (s,), ctx.branches, ctx.first and k == 0, ctx.implicit)
                 self.block(s.body, inner)
                 self.expr(s.test, inner)
             self.block(s.orelse, ctx)
@@ -153,20 +153,24 @@ class _FunctionInterpreter:
             before = dict(self.state)
             self.block(
                 s.body,
-                replace(
-                    ctx,
-                    branches=ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),),
-                    implicit=implicit,
+                _Ctx(
+                    ctx.ng,
+                    ctx.loops,
+                    ctx.branches + (Branch(s.test, True, self.fi.key, id(s)),),
+                    ctx.first,
+                    implicit,
                 ),
             )
             after_body = self.state
             self.state = dict(before)
             self.block(
                 s.orelse,
-                replace(
-                    ctx,
-                    branches=ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),),
-                    implicit=implicit,
+                _Ctx(
+                    ctx.ng,
+                    ctx.loops,
+                    ctx.branches + (Branch(s.test, False, self.fi.key, id(s)),),
+                    ctx.first,
+                    implicit,
                 ),
             )
             for k, v in after_body.items():
@@ -181,7 +185,7 @@ class _FunctionInterpreter:
                 labels = self.expr(item.context_expr, ctx)
                 if item.optional_vars is not None:
                     self.assign(item.optional_vars, labels, None, ctx)
-            self.block(s.body, replace(ctx, ng=ng))
+            self.block(s.body, _Ctx(ng, ctx.loops, ctx.branches, ctx.first, ctx.implicit))
         elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
             self.block(s.body, ctx)  # type: ignore[attr-defined]
             for h in s.handlers:  # type: ignore[attr-defined]
@@ -214,7 +218,8 @@ class _FunctionInterpreter:
 
     # -- assignment ---------------------------------------------------------------------------------------------
     def assign(self, target: ast.expr, labels: Labels, value: ast.expr | None, ctx: _Ctx) -> None:
-        labels = labels | ctx.implicit
+        if ctx.implicit:
+            labels = labels | ctx.implicit
         if isinstance(target, ast.Name):
             self.state[target.id] = labels
             if value is not None:
@@ -698,7 +703,9 @@ def _full_sum(c: ast.Call, name: str | None, attr: str | None) -> bool:
     if name == "sum":
         return len(c.args) == 1
     if attr == "sum":
-        return not c.args or (len(c.args) == 1 and isinstance(c.func, ast.Attribute) and not _is_array(c.func))
+        return not c.args or (
+            len(c.args) == 1 and isinstance(c.func, ast.Attribute) and not _is_array(c.func)
+        )
     return False
 
 
@@ -725,7 +732,9 @@ def _rebinds_itself(s: ast.Assign) -> bool:
         return False
     name = s.targets[0].id
     v = s.value
-    return isinstance(v, ast.BinOp) and any(isinstance(x, ast.Name) and x.id == name for x in (v.left, v.right))
+    return isinstance(v, ast.BinOp) and any(
+        isinstance(x, ast.Name) and x.id == name for x in (v.left, v.right)
+    )
 
 
 def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:
