@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from auditor.deadline import Deadline
 from auditor.deadline import current as current_deadline
 from auditor.findings import Location, UnpackedLayer
 from auditor.submission import Submission
@@ -122,6 +123,12 @@ class AuditContext:
             if u.name == name:
                 return u
         return None
+
+    @property
+    def deadline(self) -> Deadline | None:
+        """The running audit's time budget (auditor/deadline.py). Long loops call `deadline.poll(what)` (cheap,
+        throttled) or `ctx.deadline.check(what)`; when it is spent they raise BudgetExceeded and the engine WARNs."""
+        return current_deadline()
 
     def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """Compute a shared analysis once per audit (rules call this with a stable key)."""

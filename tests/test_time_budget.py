@@ -61,6 +61,19 @@ def test_budget_running_out_inside_an_analysis_names_it(monkeypatch: pytest.Monk
     assert report.tables["time_budget"]["cut"][0].startswith(cut[0].rule_id)
 
 
+def test_the_context_exposes_the_running_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    from rules import all_rules
+
+    class Probe(all_rules()[0]):  # type: ignore[misc, valid-type]
+        def check(self, ctx):  # noqa: ANN001, ANN202
+            seen.append(ctx.deadline)
+            return []
+
+    audit(load_path(FIXTURES / "clean_baseline"), [Probe], time_budget_s=42.0)
+    assert isinstance(seen[0], Deadline) and seen[0].budget_s == 42.0
+
+
 def test_poll_is_throttled_and_raises_only_inside_a_spent_audit() -> None:
     for _ in range(1000):
         poll("outside any audit")  # no active deadline: never raises
