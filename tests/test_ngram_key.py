@@ -274,3 +274,62 @@ def test_target_provenance_is_a_queryable_fact() -> None:
     assert facts.is_target(unit, by_text["full_h"])
     assert not facts.is_target(unit, by_text["ctx_c"])
     assert facts.is_realized_loss(unit, by_text["p_model"])
+
+
+@pytest.mark.parametrize(
+    ("ctx_read", "tgt_read"),
+    [
+        ("stream[sel_pos - (w - k)]", "stream[pos]"),  # context positions are a subset `sel_pos = pos[sel]`
+        ("stream[pos - w + k]", "stream[pos]"),  # a context window of width w before the scored position
+    ],
+    ids=["position-subset", "window-width"],
+)
+def test_context_and_target_reads_of_one_stream(ctx_read: str, tgt_read: str) -> None:
+    src = f"""
+import numpy as np
+
+def score(stream, pos, sel, w, model_p, ctx_t, full_t, mask):
+    sel_pos = pos[sel]
+    h = np.zeros(len(pos), dtype=np.uint64)
+    for k in range(w):
+        h ^= {ctx_read} * np.uint64(40503)
+    tgt = {tgt_read}
+    full_key = (h ^ (tgt * np.uint64(2654435761))) & mask
+    ctx_c = ctx_t[h & mask]
+    p = np.minimum(full_t[full_key], ctx_c) / np.maximum(ctx_c, 1)
+    return -np.log(0.8 * model_p + 0.2 * p)
+
+if __name__ == "__main__":
+    score(*load())
+"""
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, lambda _s: src)
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    assert gating(findings, Verdict.FAIL)[0].primary.line == 10
+
+
+def test_interpolation_table_is_not_a_token_stream() -> None:
+    """`anchors[i]` next to `anchors[i + 1]` inside a piecewise-linear helper: its result is no target, so a
+    table read at it is no target key (seen on an unseen PR head)."""
+    src = """
+import math
+
+def pw(value, anchors):
+    for i in range(len(anchors) - 1):
+        lv, lp = anchors[i]
+        hv, hp = anchors[i + 1]
+        if value <= hv:
+            return lp + (value - lv) / (hv - lv) * (hp - lp)
+    return anchors[-1][1]
+
+def score(tokens, weights, model_p):
+    bits = 0.0
+    for t in range(len(tokens) - 1):
+        w = weights.get(pw(float(t), [(0, 0.1), (10, 0.5)]), 0.5)
+        bits -= math.log(w * model_p[t] + (1 - w) / 256)
+    return bits
+
+if __name__ == "__main__":
+    score(*load())
+"""
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, lambda _s: src)
+    assert verdict is Verdict.PASS, [f.message for f in findings]

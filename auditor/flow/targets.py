@@ -496,7 +496,7 @@ def _has_normalizer(node: ast.AST) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _slice_pair_target(a: ast.Subscript, b: ast.Subscript) -> bool:
+def _slice_pair_target(a: ast.Subscript, b: ast.Subscript, same_positions: object = None) -> bool:
     """Is `b` the next-token view of the same stream that `a` is the input view of?"""
     pa, pb = index_parts(a), index_parts(b)
     if len(pa) != len(pb):
@@ -530,7 +530,7 @@ def _slice_pair_target(a: ast.Subscript, b: ast.Subscript) -> bool:
         if (
             isinstance(x, ast.BinOp)
             and isinstance(x.op, ast.Sub)
-            and _dump(x.left) == _dump(y)
+            and (_dump(x.left) == _dump(y) or (callable(same_positions) and same_positions(x.left, y)))
             and not shifted
         ):
             shifted = True
@@ -539,8 +539,23 @@ def _slice_pair_target(a: ast.Subscript, b: ast.Subscript) -> bool:
         if lx is not None and ly is not None and lx[0] == ly[0] and ly[1] > lx[1] and lx[0] and not shifted:
             shifted = True
             continue
+        if lx is not None and ly is not None and ly[0] and not shifted and _context_offset(lx[0], ly[0]):
+            shifted = True  # s[p - L + k] (a context window of width L) next to s[p]
+            continue
         return False
     return shifted
+
+
+def _context_offset(x_terms: str, y_terms: str) -> bool:
+    """`p - L + k` against `p`: every term of the target index is in the context index, and what is left over
+    subtracts something (a window width), so the context position lies before the target."""
+    xs, ys = x_terms.split("|"), y_terms.split("|")
+    rest = list(xs)
+    for t in ys:
+        if t not in rest:
+            return False
+        rest.remove(t)
+    return bool(rest) and any(t.startswith("-") for t in rest)
 
 
 def find_targets(scope: Scope) -> None:
@@ -569,6 +584,21 @@ def find_targets(scope: Scope) -> None:
                     scope.target_nodes.add(id(idx))
         elif isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load):
             subs_by_base.setdefault(_dump(n.value), []).append(n)
+
+    def position_root(e: ast.AST) -> str:
+        # `jv = pos[sel]` reads a subset of the positions `pos`: the same positions for pairing s[jv - k], s[pos]
+        seen = 0
+        while isinstance(e, ast.Name) and seen < 4:
+            defs = scope.defs.get(e.id, [])
+            if len(defs) != 1 or not isinstance(defs[0], ast.Subscript):
+                break
+            e = defs[0].value
+            seen += 1
+        return _dump(e)
+
+    def same_positions(p: ast.AST, q: ast.AST) -> bool:
+        return position_root(p) == position_root(q)
+
     for subs in subs_by_base.values():
         if len(subs) < 2 or len(subs) > 400:
             continue
@@ -577,8 +607,8 @@ def find_targets(scope: Scope) -> None:
                 continue
             # the latest view is the target: with s[i - 1], s[i] and s[i + 1] all read, s[i] is context for
             # s[i + 1] (the byte just seen, fed to an update that predicts the next one), not a target itself
-            if any(a is not b and _slice_pair_target(a, b) for a in subs) and not any(
-                c is not b and _slice_pair_target(b, c) for c in subs
+            if any(a is not b and _slice_pair_target(a, b, same_positions) for a in subs) and not any(
+                c is not b and _slice_pair_target(b, c, same_positions) for c in subs
             ):
                 scope.target_nodes.add(id(b))
                 scope.shifted_nodes.add(id(b))
