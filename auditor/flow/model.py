@@ -434,8 +434,29 @@ def _note_assigned(f: Func, body: list[ast.stmt]) -> None:
                 ),
                 None,
             )
-        if name is not None and name in f.assigned and f.assigned[name][-1] is not _OPAQUE:
-            f.assigned[name].append(_OPAQUE)
+        exprs = f.assigned.get(name) if name is not None else None
+        if exprs and exprs[-1] is not _OPAQUE and all(_empty_container(x) for x in exprs):
+            exprs.append(
+                _OPAQUE
+            )  # only containers that start empty: `kw = dict(a=1)` + `kw["b"] = 2` keeps `a`
+
+
+def _empty_container(x: ast.AST) -> bool:
+    """`[]`, `{}`, `set()`, `list()`, `dict()`, `deque()`: a container that the code fills while it runs."""
+    if isinstance(x, (ast.List, ast.Set, ast.Tuple)):
+        return not x.elts
+    if isinstance(x, ast.Dict):
+        return not x.keys
+    if isinstance(x, ast.Call) and not x.args and not x.keywords:
+        name = (
+            x.func.id
+            if isinstance(x.func, ast.Name)
+            else x.func.attr
+            if isinstance(x.func, ast.Attribute)
+            else ""
+        )
+        return name in ("list", "dict", "set", "deque", "defaultdict", "OrderedDict", "Counter")
+    return False
 
 
 def _note_bindings(f: Func, body: list[ast.stmt]) -> None:
