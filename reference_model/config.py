@@ -33,6 +33,12 @@ class ModelConfig:
     rope_base: float = 10_000.0
     rope_dims: int = 16  # partial RoPE: only the first 16 of the 64 head dims rotate (0 = all)
     rope_train_seq_len: int = 2048  # longer sequences get NTK-scaled frequencies
+    # The record's RoPE tables as its GPU runs compute them: its inv_freq buffer is cast to bf16 by GPT(h).bfloat16()
+    # and positions come from arange in that dtype, so positions above 256 are rounded (to multiples of 2, 4, 8 up
+    # to 2048). Off by default (our own training uses exact fp32 tables); on when rescoring a record's artifact,
+    # whose weights were trained and scored that way (auditor/harness/record_map.py). Only in mixed precision
+    # (GPT.to_mixed_precision); an fp32 model keeps fp32 tables, as the record's would.
+    rope_bf16_positions: bool = False
     qk_norm: bool = True  # RMS-normalise q and k per head (no weight) before RoPE
     qk_gain_init: float = 5.25  # learnable per-head gain on q (replaces the 1/sqrt(d) temperature's role)
     xsa_last_n: int = 11  # exclusive self-attention on the last N layers (11 = all)

@@ -47,16 +47,30 @@ class Rotary(nn.Module):
     Beyond the training length the base is NTK-scaled: base * (T / T_train) ** (d / (d - 2)).
     """
 
-    def __init__(self, rope_dims: int, base: float, train_seq_len: int):
+    def __init__(self, rope_dims: int, base: float, train_seq_len: int, bf16_positions: bool = False):
         super().__init__()
         self.rope_dims = rope_dims
         self.base = base
         self.train_seq_len = train_seq_len
+        self.register_buffer("inv_freq", None, persistent=False)
+        if bf16_positions:
+            # The records keep inv_freq as a (non-persistent) buffer computed on the CPU; their GPT(h).bfloat16()
+            # rounds it to bf16 and their restore_fp32_params() never restores buffers. GPT.to_mixed_precision()
+            # does the same to this buffer (see ModelConfig.rope_bf16_positions).
+            inv = 1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32) / rope_dims)
+            self.register_buffer("inv_freq", inv, persistent=False)
 
     def cos_sin(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """[1, T, 1, rope_dims/2] tables; recomputed per call (cheap, and keeps torch.compile graphs pure)."""
         d = self.rope_dims
         base = self.base
+        if self.inv_freq is not None and seq_len <= self.train_seq_len:
+            # the records' cached path, op for op: positions by arange in the buffer's dtype (bf16 on GPU, where
+            # positions above 256 round to multiples of 2..8), outer product and cos/sin in that dtype
+            inv_freq = self.inv_freq.to(device)
+            t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
+            freqs = torch.outer(t, inv_freq)
+            return freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
         if seq_len > self.train_seq_len:
             base = base * (seq_len / self.train_seq_len) ** (d / (d - 2))
         inv_freq = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d)
@@ -103,7 +117,12 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.qk_norm = cfg.qk_norm
         self.use_xsa = use_xsa
-        self.rotary = Rotary(cfg.rope_dims if cfg.rope_dims else hd, cfg.rope_base, cfg.rope_train_seq_len)
+        self.rotary = Rotary(
+            cfg.rope_dims if cfg.rope_dims else hd,
+            cfg.rope_base,
+            cfg.rope_train_seq_len,
+            cfg.rope_bf16_positions,
+        )
         self.backend = "sdpa"  # set by GPT.set_attention_backend
         self.fused_qkv = False  # a speed switch (GPT.set_fused_qkv), not architecture
 
@@ -235,6 +254,11 @@ class GPT(nn.Module):
         """The record's GPU precision policy: token embedding stored in `dtype`, everything else fp32."""
         self.float()
         self.tok_emb.to(dtype)
+        if self.cfg.rope_bf16_positions:  # the records' .bfloat16() reaches the RoPE buffer too (config.py)
+            for block in self.blocks:
+                rot = block.attn.rotary
+                if rot.inv_freq is not None:
+                    rot.inv_freq = rot.inv_freq.to(dtype)
         return self
 
     def set_recurrence(self, enabled: bool) -> None:

@@ -3,7 +3,8 @@
 Evidence level `rescore`: results come from `pgolf-audit verify --artifact ...` (auditor/harness/rescore.py), which
 attaches them as ``sub.options["harness"]["rescore"]``. In a static audit there are none and the rule SKIPs.
 
-Tolerance (auditor.constants.RESCORE_BPB_TOLERANCE = 1e-4 BPB, plus half a unit of the claim's printed precision):
+Tolerance (auditor.constants.RESCORE_BPB_TOLERANCE = 1e-4 BPB for plain and sliding, RESCORE_TTT_BPB_TOLERANCE =
+1e-3 for score-first TTT, plus half a unit of the claim's printed precision):
 the same weights scored by the same procedure on different hardware move BPB by ~2e-5. FAIL when the rescore is
 worse than the claim by more than that; WARN when it is better by more than that (the reported number did not come
 from this artifact either, but nobody is advantaged); PASS within. A rescore on non-canonical data (not the
@@ -20,8 +21,12 @@ from typing import Any
 from auditor.constants import RESCORE_BPB_TOLERANCE
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, EvidenceLevel, Finding, Severity, Verdict
-from auditor.harness.claimed import claimed_for, harness_results
+from auditor.harness.claimed import Claimed, claim_mode, claimed_for, harness_results, logged_for_mode
 from rules.base import Case, Rule
+
+# Score-first TTT adapts the weights on bf16 gradients, so two runs on different kernels drift further apart than a
+# frozen model's scores (which agree to ~2e-5); 1e-3 is the acceptance bound of issue 9 for TTT reproduction.
+RESCORE_TTT_BPB_TOLERANCE = 1e-3
 
 _CLAIM = json.dumps(
     {"name": "x", "val_bpb": 1.0811, "seed_results": {"42": {"val_bpb": 1.08110532}}}, indent=2
@@ -91,11 +96,11 @@ class RescoredBpbDisagrees(Rule):
     )
     invalid = (
         _case(
-            _result(1.08210532),
+            _result(1.08310532),
             Verdict.FAIL,
             line=6,
             path="submission.json",
-            note="rescored 0.001 worse than claimed",
+            note="rescored 0.002 worse than claimed (TTT tolerance 1e-3)",
         ),
         _case(
             _result(0.0, error="not a reference-format artifact (bad magic)"),
@@ -126,6 +131,28 @@ class RescoredBpbDisagrees(Rule):
             )
         rescored = float(res["val_bpb"])
         claimed = claimed_for(ctx, res.get("seed"))
+        # Compare like with like: the claim when it is the score of the rescored eval mode (or its mode is not
+        # known), else the submission's own logged number for that mode (a sliding rescore against a TTT claim
+        # would be a false FAIL).
+        cmode = claim_mode(ctx, claimed)
+        if cmode is not None and cmode != mode:
+            logged = logged_for_mode(ctx, claimed.seed, mode)
+            if logged is None:
+                return self.info(
+                    f"rescored {artifact} ({mode}): val_bpb {rescored:.8f}; the claim "
+                    f"({claimed.val_bpb:.{claimed.decimals}f}, {claimed.source}) is a {cmode} score and the "
+                    f"submission logs no {mode} score for this seed to compare with",
+                    [claimed.location] if claimed.location else [],
+                    data={"rescore": res, "rescored_val_bpb": rescored},
+                )
+            claimed = Claimed(
+                claimed.seed,
+                logged.val_bpb,
+                logged.decimals,
+                logged.source,
+                logged.location,
+                val_tokens=logged.val_tokens,
+            )
         data: dict[str, Any] = {
             "rescore": res,
             "rescored_val_bpb": rescored,
@@ -142,7 +169,7 @@ class RescoredBpbDisagrees(Rule):
                 data=data,
             )
         delta = rescored - claimed.val_bpb
-        tol = RESCORE_BPB_TOLERANCE + claimed.half_ulp
+        tol = (RESCORE_TTT_BPB_TOLERANCE if mode == "ttt" else RESCORE_BPB_TOLERANCE) + claimed.half_ulp
         data |= {"delta": delta, "tolerance": tol}
         numbers = (
             f"rescored val_bpb {rescored:.8f} ({mode}, {res.get('tokens', 0):,} targets, "

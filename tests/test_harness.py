@@ -177,8 +177,8 @@ def test_rescore_uses_canonical_byte_accounting(rescored, data: Path) -> None:
     assert rescored["ttt"].val_bpb != rescored["sliding"].val_bpb  # TTT adapted between chunks
 
 
-def _claiming_submission(tmp_path: Path, bpb: float, val_tokens: int) -> Path:
-    """A record folder claiming `bpb` for seed 42, with a log that scored `val_tokens` targets."""
+def _claiming_submission(tmp_path: Path, bpb: float, val_tokens: int, label: str = "quantized_ttt") -> Path:
+    """A record folder claiming `bpb` for seed 42, with a log line `label` that scored `val_tokens` targets."""
     folder = tmp_path / "claims"
     folder.mkdir(exist_ok=True)
     (folder / "train_gpt.py").write_text("print('train')\n")
@@ -194,7 +194,7 @@ def _claiming_submission(tmp_path: Path, bpb: float, val_tokens: int) -> Path:
         )
     )
     (folder / "train_seed42.log").write_text(
-        f"seed:42\nval_tokens: {val_tokens}\nquantized_ttt val_loss:{bpb * 2.5:.8f} val_bpb:{bpb:.8f} "
+        f"seed:42\nval_tokens: {val_tokens}\n{label} val_loss:{bpb * 2.5:.8f} val_bpb:{bpb:.8f} "
         "eval_time:1000ms\n"
     )
     return folder
@@ -384,7 +384,7 @@ def test_verify_cli_rerun_json(
 def test_verify_cli_rescore_and_usage_errors(
     artifact: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = _claiming_submission(tmp_path, 1.0, RESCORE_TOKENS - 1)
+    folder = _claiming_submission(tmp_path, 1.0, RESCORE_TOKENS - 1, label="quantized")  # a plain-eval claim
     common = [
         str(folder),
         "--val",

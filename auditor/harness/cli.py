@@ -50,6 +50,11 @@ def add_verify_parser(sub: Any) -> argparse.ArgumentParser:
     v.add_argument("--ttt-epochs", type=int, help="TTT epochs per chunk (default: the submission's, else 3)")
     v.add_argument("--ttt-lr", type=float, help="TTT learning rate (default: the submission's, else 0.005)")
     v.add_argument("--batch-seqs", type=int, default=32, help="windows per forward")
+    v.add_argument(
+        "--sdpa",
+        default="cudnn,flash",
+        help="SDPA kernels on CUDA, in priority order: cudnn,flash (fastest) | flash (the records' setting) | default",
+    )
     v.add_argument("--no-compile", action="store_true", help="run the rescore eagerly (no torch.compile)")
     v.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     v.add_argument(
@@ -157,6 +162,7 @@ def run_verify(args: argparse.Namespace) -> int:
                 record=record,
                 compile=False if args.no_compile else None,
                 progress=not args.no_progress,
+                sdpa_order=args.sdpa,
             )
             if res.ok:
                 _progress(

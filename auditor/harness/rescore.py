@@ -89,31 +89,38 @@ def seed_from_name(path: str | Path) -> int | None:
 class ProgressBar:
     """A one-line progress bar on stderr (windows scored, tokens/s, ETA), redrawn at most twice a second."""
 
-    def __init__(self, label: str, total: int, stream: Any = None, width: int = 30):
+    def __init__(
+        self, label: str, total: int, stream: Any = None, width: int = 30, targets_per_window: int = 1
+    ):
         self.label, self.total, self.width = label, max(total, 1), width
         self.stream = stream or sys.stderr
+        self.per = targets_per_window
         self.done = 0
-        self.t0 = time.perf_counter()
+        self.t0: float | None = None  # set by the first batch, so compile warmup is not counted
         self.last = 0.0
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def __call__(self, n: int) -> None:
-        self.done += n
         now = time.perf_counter()
-        # on a terminal: redraw twice a second; in a log file: one line every 10% at most
-        step = 0.5 if self.tty else 30.0
+        if self.t0 is None:
+            self.t0 = self.last = now
+        self.done += n
+        # on a terminal: redraw twice a second; in a log file: one line every 15 s
+        step = 0.5 if self.tty else 15.0
         if now - self.last >= step or self.done >= self.total:
             self.last = now
             self.draw(now)
 
     def draw(self, now: float) -> None:
+        t0 = self.t0 if self.t0 is not None else now
         frac = min(self.done / self.total, 1.0)
-        rate = self.done / max(now - self.t0, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        # the first batch starts the clock, so a rate needs some elapsed time to mean anything
+        rate = self.done / (now - t0) if now - t0 > 0.5 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         bar = "#" * int(frac * self.width)
         line = (
-            f"{self.label} [{bar:<{self.width}}] {frac:6.1%} {self.done:,}/{self.total:,} windows "
-            f"{now - self.t0:6.0f}s elapsed, ETA {eta:5.0f}s"
+            f"{self.label} [{bar:<{self.width}}] {frac:6.1%} {self.done:,}/{self.total:,} windows, "
+            f"~{rate * self.per:,.0f} tokens/s, {now - t0:5.0f}s elapsed, ETA {eta:5.0f}s"
         )
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         if self.tty and self.done >= self.total:
@@ -142,6 +149,7 @@ def rescore(
     record: RecordContext | None = None,
     compile: bool | None = None,
     progress: bool = False,
+    sdpa_order: str = "cudnn,flash",
 ) -> RescoreResult:
     """Score `artifact` on `val` with the reference evaluation; see the module docstring.
 
@@ -182,6 +190,7 @@ def rescore(
             record,
             compile,
             progress,
+            sdpa_order,
         )
     except Exception as exc:  # the artifact or eval failed: a result that says so, not a traceback
         res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
@@ -218,7 +227,9 @@ def load_for_rescore(
         )
         return None
     try:
-        mapping = map_record(hp, loaded.state, source)
+        ctx = record or RecordContext()
+        bf16_rope = ctx.rope_bf16_positions if ctx.rope_bf16_positions is not None else True
+        mapping = map_record(hp, loaded.state, source, rope_bf16_positions=bf16_rope)
     except UnsupportedArchitecture as exc:
         res.error = f"unsupported architecture ({source}): {exc}"
         return None
@@ -253,12 +264,14 @@ def _run(
     record: RecordContext | None,
     compile: bool | None,
     progress: bool,
+    sdpa_order: str,
 ) -> RescoreResult:
     import numpy as np
     import torch
 
     from pgolf_data.bytes import build_luts, canonical_denominator, load_sentencepiece
     from pgolf_data.shards import load_concatenated
+    from reference_model.attention import sdpa_backend
     from reference_model.evaluate import (
         EvalConfig,
         ScoreFirstTTT,
@@ -317,13 +330,16 @@ def _run(
         if res.mode == "plain"
         else len(sliding_window_starts(n, seq_len, cfg.stride))
     )
-    bar = ProgressBar(f"rescore {res.mode}", total) if progress else None
-    if res.mode == "plain":
-        result = eval_plain(model, stream, cfg, progress=bar)
-    elif res.mode == "sliding":
-        result = eval_sliding(model, stream, cfg, progress=bar)
-    else:
-        result = ScoreFirstTTT(model, stream, cfg, progress=bar).run()
+    per = seq_len if res.mode == "plain" else cfg.stride
+    bar = ProgressBar(f"rescore {res.mode}", total, targets_per_window=per) if progress else None
+    # cuDNN attention where it takes the inputs, else flash: the faster pair on Hopper at head_dim 64 (API.md)
+    with sdpa_backend(sdpa_order if device.type == "cuda" else "default"):
+        if res.mode == "plain":
+            result = eval_plain(model, stream, cfg, progress=bar)
+        elif res.mode == "sliding":
+            result = eval_sliding(model, stream, cfg, progress=bar)
+        else:
+            result = ScoreFirstTTT(model, stream, cfg, progress=bar).run()
     res.val_loss, res.val_bpb = float(result.val_loss), float(result.val_bpb)
     res.tokens, res.bytes, res.eval_time_ms = (
         int(result.tokens),
