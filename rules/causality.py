@@ -553,6 +553,9 @@ class _Analysis:
         used as a value: the calls that pass the flag are judged themselves)."""
         if isinstance(expr, ast.Constant):
             return bool(expr.value), ""
+        if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
+            val, why = self._flag(func, expr.operand, depth)
+            return (not val if isinstance(val, bool) else val), why
         v = self.prog.eval_const(func.unit, expr, func)
         if v is not UNKNOWN and isinstance(v, (bool, int)):
             return bool(v), ""
@@ -574,7 +577,10 @@ class _Analysis:
                     (s, {expr.id: k.value})
                     for s in self._untyped_calls()
                     for k in s.node.keywords
-                    if k.arg == expr.id and reach_of(self.ctx, s.unit, s.node)[0]
+                    # same file: separate scripts in a folder define same-named classes of their own
+                    if k.arg == expr.id
+                    and s.unit.path == func.unit.path
+                    and reach_of(self.ctx, s.unit, s.node)[0]
                 ]
                 if not live_sites:
                     if default is not None:
@@ -609,7 +615,12 @@ class _Analysis:
         """Call sites of `func` with their argument binding: the program's resolved callers, plus submodule calls
         the call graph leaves unresolved (`self.attn(x, mask)`, `self.blocks[i](x)`, `for b in self.blocks:
         b(x)`) when `func` is the `forward` of the class those attributes are built from."""
-        out = [(s, func.bind(s.node, bound_self=s.is_bound_call(func))) for s in self.prog.callers(func)]
+        out = [
+            (s, func.bind(s.node, bound_self=s.is_bound_call(func)))
+            for s in self.prog.callers(func)
+            # name-only (class hierarchy) resolution across files pairs separate scripts' same-named methods
+            if s.resolution != "cha" or s.unit.path == func.unit.path
+        ]
         if func.cls is not None and func.name in ("forward", "__call__"):
             for site in self._submodule_calls().get(id(func.cls), []):
                 out.append((site, func.bind(site.node, bound_self=True)))
@@ -843,6 +854,16 @@ class _Analysis:
             mask = None
         if isinstance(mask, ast.Constant) and mask.value == "causal":
             return  # MLX: mask="causal"
+        if (
+            isinstance(mask, ast.IfExp)
+            and flag_expr is None
+            and {type(mask.body), type(mask.orelse)} == {ast.Constant}
+            and {mask.body.value, mask.orelse.value} == {"causal", None}  # type: ignore[attr-defined]
+        ):
+            # MLX `mask='causal' if c else None` is `is_causal=c`
+            test = mask.test if mask.body.value == "causal" else ast.UnaryOp(op=ast.Not(), operand=mask.test)  # type: ignore[attr-defined]
+            ast.copy_location(test, mask.test)
+            flag_expr, mask = test, None
         why = ""
         if flag_expr is not None:
             flag, why = self._flag(func, flag_expr)
@@ -960,11 +981,15 @@ class _Analysis:
             names: set[str] = set()
             attrs: set[str] = set()
             other = False
-            for n in _value_nodes(scope, expr, me):
+            nodes = _value_nodes(scope, expr, me)
+            # `torch.zeros(...)`, `F.pad(...)`: a module or function name is not a value the keys are built from
+            namespaces = {id(n.value) for n in nodes if isinstance(n, ast.Attribute)}  # `torch.float32`
+            namespaces |= {id(n.func) for n in nodes if isinstance(n, ast.Call)}
+            for n in nodes:
                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
                     if n.id in params:
                         names.add(n.id)
-                    elif n.id != me and n.id not in scope.defs:
+                    elif n.id != me and n.id not in scope.defs and id(n) not in namespaces:
                         other = True  # a global or free variable: may hold anything
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == me:
                     attrs.add(n.attr)
