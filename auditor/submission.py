@@ -312,14 +312,28 @@ def load_git(git_dir: str | Path, rev: str, path: str) -> Submission:
         prefix = path
     sub = Submission(root=f"{rev}:{path}", git_rev=rev, git_path=path)
     wanted = [(sha, name, size) for sha, name, size in entries[:MAX_FILES]]
-    small = [(sha, name, size) for sha, name, size in wanted if size <= MAX_FILE_BYTES]
-    blobs = _cat_blobs(base, [sha for sha, _, _ in small])
+    if len(entries) > MAX_FILES:
+        sub.load_problems.append(f"more than {MAX_FILES} files; the rest were not read")
+    # The same caps as a folder on disk: a file over MAX_FILE_BYTES is not read, and blobs stop once the folder
+    # holds MAX_TOTAL_BYTES (git cat-file's output is held in memory: a PR of 60 MB blobs must not take gigabytes).
+    read: set[str] = set()
+    total, over = 0, f"the folder is over {MAX_TOTAL_BYTES:,} bytes"
+    for sha, _name, size in wanted:
+        if size > MAX_FILE_BYTES:
+            continue
+        if total + size > MAX_TOTAL_BYTES:
+            if over not in sub.load_problems:
+                sub.load_problems.append(over)
+            continue
+        read.add(sha)
+        total += size
+    blobs = _cat_blobs(base, sorted(read))
     for sha, name, size in wanted:
         rel = (
             name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "/") else PurePosixPath(name).name
         )
-        data = blobs.get(sha) if size <= MAX_FILE_BYTES else None
-        sub.files[rel] = SubmissionFile(rel, data, size)
+        error = None if sha in read or size > MAX_FILE_BYTES else over
+        sub.files[rel] = SubmissionFile(rel, blobs.get(sha) if sha in read else None, size, error=error)
     sub.single_file = len(entries) == 1 and entries[0][1] == path
     if not sub.single_file:
         _check_auditable(sub)

@@ -292,3 +292,24 @@ def test_git_loader_with_odd_paths(bare_repo: Path, path: str) -> None:
     except InputError:
         return
     assert all(not rel.startswith(("/", "../")) for rel in sub.files)
+
+
+def test_git_loader_caps_what_it_reads(bare_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder caps hold for git objects too: blobs stop at MAX_TOTAL_BYTES (the rest are listed, not read,
+    with a problem), files beyond MAX_FILES are dropped with a problem, and a file over MAX_FILE_BYTES is not read."""
+    from auditor import submission
+
+    monkeypatch.setattr(submission, "MAX_TOTAL_BYTES", 2500)
+    monkeypatch.setattr(submission, "MAX_FILE_BYTES", 1500)
+    monkeypatch.setattr(submission, "MAX_FILES", 4)
+    entries = [("100644", f"f{i}.log".encode(), bytes([65 + i]) * 1000) for i in range(4)]
+    entries += [("100644", b"big.log", b"x" * 2000), ("100644", b"train_gpt.py", ENTRY.encode())]
+    commit = _build(bare_repo, entries, b"capped").decode()
+    sub = load_git(bare_repo, commit, "records/track/capped")
+    assert sorted(sub.files) == ["big.log", "f0.log", "f1.log", "f2.log"]  # git lists in name order; 4 kept
+    read = [p for p, f in sub.files.items() if f.data is not None]
+    assert read == ["f0.log", "f1.log"] and sum(len(sub.files[p].data or b"") for p in read) <= 2500
+    assert sub.files["f2.log"].error and "over 2,500 bytes" in sub.files["f2.log"].text()[1]
+    assert sub.files["big.log"].data is None and sub.files["big.log"].error is None
+    assert any("more than 4 files" in p for p in sub.load_problems)
+    assert any("over 2,500 bytes" in p for p in sub.load_problems)
