@@ -11,9 +11,11 @@ only in a scratch copy of the record folder. The steps:
    scripts that build those paths themselves.
 3. Run ``python train_gpt.py`` (one process) or ``python -m torch.distributed.run --standalone
    --nproc_per_node=N train_gpt.py`` (torchrun's module form, so no PATH lookup) with DATA_PATH, TOKENIZER_PATH,
-   SEED and RUN_ID set, in its own process group, stdout and stderr captured to ``rerun_seed<N>.log``.
-4. Kill the whole process group when the hard limit passes: 600 s training + 600 s evaluation +
-   `RERUN_MARGIN_S` (auditor.constants documents what the margin covers).
+   SEED and RUN_ID set, inside `auditor.harness.sandbox`: allow-listed environment (no credentials), scratch HOME,
+   the data directories read-only, no network where a namespace can be made, output captured up to a cap into
+   ``rerun_seed<N>.log`` with the wall clock of training / serialization / evaluation measured from outside.
+4. Kill the whole run (its PID namespace, else its process group) when the hard limit passes: 600 s training +
+   600 s evaluation + `RERUN_MARGIN_S` (auditor.constants documents what the margin covers).
 
 `attach_reruns` then adds each log to the loaded Submission (as ``rerun_seed<N>.log``) and records the run under
 ``sub.options["harness"]["rerun"]``, so the existing log rules audit the rerun's numbers and PG802 compares them
@@ -24,11 +26,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,9 @@ from typing import Any
 from auditor.constants import EVAL_LIMIT_MS, RERUN_MARGIN_S, TRAIN_LIMIT_MS
 from auditor.findings import EvidenceLevel, Report, Severity, Verdict
 from auditor.harness import HARNESS_OPTION
-from pgolf_data.shards import shard_files
+from auditor.harness.sandbox import DEFAULT_MAX_OUTPUT, run_sandboxed, sandbox_env
 from auditor.submission import Submission, SubmissionFile
+from pgolf_data.shards import shard_files
 
 DEFAULT_TIMEOUT_S = (TRAIN_LIMIT_MS + EVAL_LIMIT_MS) / 1000 + RERUN_MARGIN_S
 KILL_GRACE_S = 10.0
@@ -63,6 +63,13 @@ class RerunResult:
     artifacts: list[str] = field(
         default_factory=list
     )  # model files the run wrote (*.ptz, *.pt), kept in workdir
+    isolation: str = ""  # what the sandbox enforced (network, read-only data, PID namespace)
+    network_isolated: bool = False
+    data_read_only: bool = False
+    dropped_env: list[str] = field(default_factory=list)  # --env names refused as credentials
+    output_bytes: int = 0
+    dropped_output_bytes: int = 0
+    phases: dict[str, float | None] = field(default_factory=dict)  # wall clock measured outside the run
     error: str | None = None
 
     @property
@@ -114,20 +121,6 @@ def launch_command(entry: str, gpus: int, python: str = sys.executable) -> list[
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", entry]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the run's own process group (it was started as a new session), then SIGKILL after a grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def rerun(
     record_dir: str | Path,
     *,
@@ -145,6 +138,8 @@ def rerun(
     canonical: bool = False,
     data_summary: str = "",
     vocab_size: int | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT,
+    isolate: bool = True,
 ) -> RerunResult:
     """Run the record's entry script once for `seed`; see the module docstring. Never raises on a failed run."""
     record = Path(record_dir)
@@ -182,32 +177,37 @@ def rerun(
         **({"TOKENIZER_PATH": str(Path(tokenizer).resolve())} if tokenizer else {}),
         **(extra_env or {}),
     }
-    env = {**os.environ, **res.env, "PYTHONUNBUFFERED": "1"}
-    t0 = time.monotonic()
-    with log_path.open("wb") as log:
-        try:
-            proc = subprocess.Popen(
-                command,
-                cwd=run_dir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            res.error = f"cannot start {command[0]}: {exc.strerror or exc}"
-            return res
-        try:
-            res.returncode = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            res.timed_out = True
-            _kill_group(proc)
-            res.returncode = proc.returncode
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C): never leave the run behind
-                _kill_group(proc)
-    res.wall_s = time.monotonic() - t0
+    env, res.dropped_env = sandbox_env(os.environ, res.env, work / f"seed{seed}" / "home")
+    for key in res.dropped_env:
+        res.env.pop(key, None)
+    # the verifier's data, read-only inside the run (never a directory that holds the run's own scratch)
+    sources = [
+        Path(p).resolve() for g in (train, val, sidecar) if g for p in shard_files(g, exclude_sidecars=False)
+    ]
+    if tokenizer:
+        sources.append(Path(tokenizer).resolve())
+    scratch_root = work.resolve()
+    read_only = sorted({p.parent for p in sources if not scratch_root.is_relative_to(p.parent)}, key=str)
+    box = run_sandboxed(
+        command,
+        cwd=run_dir,
+        env=env,
+        log_path=log_path,
+        timeout_s=limit,
+        read_only=read_only,
+        max_output_bytes=max_output_bytes,
+        isolate=isolate,
+    )
+    res.returncode, res.timed_out, res.wall_s = box.returncode, box.timed_out, box.wall_s
+    res.isolation, res.network_isolated, res.data_read_only = (
+        box.isolation,
+        box.network_isolated,
+        box.data_read_only,
+    )
+    res.output_bytes, res.dropped_output_bytes, res.phases = box.output_bytes, box.dropped_bytes, box.phases
+    if box.error:
+        res.error = box.error
+        return res
     res.artifacts = sorted(str(p) for pattern in ("*.ptz", "*.pt") for p in run_dir.rglob(pattern))
     if res.timed_out:
         with log_path.open("ab") as log:
