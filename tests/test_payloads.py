@@ -58,7 +58,9 @@ def payload_code(code, depth=0):
 
 def hook(event, args):
     if event == "subprocess.Popen":
-        exe = os.path.basename(str(list(args[1])[0] if args[1] else args[0]))
+        argv = args[1]
+        first = argv.split()[0] if isinstance(argv, (str, bytes)) and argv.split() else (list(argv or [args[0]]) or [""])[0]
+        exe = os.path.basename(os.fsdecode(first))
         if exe != "git":
             note("spawn", args[1])
     elif event in ("os.system", "os.exec", "os.spawn", "os.posix_spawn", "pty.spawn"):
