@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
-from auditor.flow.scoring import (
+from auditor.flow.target_queries import (
     OracleChoice,
     byte_spreads,
     key_formation,

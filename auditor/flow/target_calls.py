@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from auditor.flow.scoring import key_formation, score_sinks
+from auditor.flow.target_queries import key_formation, score_sinks
 from auditor.flow.target_scopes import build_scopes
 from auditor.flow.targets import Scope, find_targets
 

@@ -650,18 +650,18 @@ def roots(expr: ast.AST) -> set[str]:
 
 
 # The interprocedural facts and the scoring queries live in their own modules (kept under ~600 lines each); the
-# names other rules import from here are re-exported.
-from auditor.flow.scoring import reach_of  # noqa: E402
-from auditor.flow.target_calls import TargetFacts, target_facts  # noqa: E402
+# names other rules import from here are resolved lazily (those modules import this one).
+_REEXPORTS = {
+    "reach_of": "auditor.flow.target_queries",
+    "TargetFacts": "auditor.flow.target_calls",
+    "target_facts": "auditor.flow.target_calls",
+}
 
-__all__ = [
-    "Scope",
-    "TargetFacts",
-    "call_name",
-    "index_parts",
-    "reach_of",
-    "roots",
-    "store_root",
-    "target_facts",
-    "var_key",
-]
+
+def __getattr__(name: str) -> object:
+    module = _REEXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
