@@ -26,13 +26,15 @@ from auditor.flow.order import (
     common_loops,
     def_map,
     divergence,
-    during_training,
-    gate_off,
     is_data_loop,
     names_in,
     statements_by_id,
-    update_order,
     value_names,
+)
+from auditor.flow.order_queries import (
+    during_training,
+    gate_off,
+    update_order,
 )
 from rules.base import Case, Rule
 

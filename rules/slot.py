@@ -23,11 +23,12 @@ from auditor.flow.order import (
     OrderFacts,
     analyse_order,
     common_loops,
-    gate_off,
     is_data_loop,
+)
+from auditor.flow.order_queries import (
+    gate_off,
     source_path,
 )
-from auditor.flow.order_interp import loss_targets
 from auditor.flow.positions import (
     compare_positions,
     fit_positions,
@@ -35,6 +36,7 @@ from auditor.flow.positions import (
     per_row_tensor,
     rows_scored_separately,
 )
+from auditor.flow.score_syntax import loss_targets
 from rules.base import Case, Rule
 
 _WINDOW = """\

@@ -22,12 +22,14 @@ from auditor.facts import AuditContext
 from auditor.findings import Basis, Confidence, Finding, FlowStep, Severity, Verdict
 from auditor.flow.order import (
     Event,
-    GateOff,
     analyse_order,
     common_loops,
+    divergence,
+)
+from auditor.flow.order_queries import (
+    GateOff,
     dead_function_events,
     defeated_on_path,
-    divergence,
     gate_off,
     source_path,
     update_order,

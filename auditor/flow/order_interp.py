@@ -24,8 +24,17 @@ from auditor.flow.events import (
     Labels,
     substitute,
 )
-from auditor.flow.nodeindex import child_nodes
 from auditor.flow.order_index import ClassInfo, FuncInfo
+from auditor.flow.score_syntax import (
+    LOG_CALLS,
+    accumulator,
+    entropy_term,
+    full_sum,
+    is_min_selection,
+    loss_target,
+    rebinds_itself,
+    running_sums,
+)
 from auditor.flow.syntax import (
     MUTATORS,
     base_name,
@@ -34,8 +43,6 @@ from auditor.flow.syntax import (
     is_enable_grad,
     is_no_grad_ctx,
     last_attr,
-    names_in,
-    simple_statements,
 )
 
 if TYPE_CHECKING:
@@ -122,7 +129,7 @@ class _FunctionInterpreter:
                 self.assign(s.target, labels, s.value, ctx)
         elif isinstance(s, ast.AugAssign):
             labels = self.expr(s.value, ctx)
-            if isinstance(s.op, (ast.Add, ast.Sub)) and _accumulator(s.target):
+            if isinstance(s.op, (ast.Add, ast.Sub)) and accumulator(s.target):
                 self._maybe_score(s, labels, ctx)
             base = base_name(s.target)
             if base:
@@ -294,7 +301,7 @@ class _FunctionInterpreter:
             return True  # `self.total += ...`
         name = target.id
         if self._sums is None:
-            self._sums = _running_sums(self.fi)
+            self._sums = running_sums(self.fi)
         return name in self._sums
 
     def _maybe_write(self, node: ast.AST, base: str, keys: Labels, ctx: _Ctx, values: Labels = EMPTY) -> None:
@@ -353,7 +360,7 @@ class _FunctionInterpreter:
             return base
         if isinstance(e, ast.BinOp):
             labels = self.expr(e.left, ctx) | self.expr(e.right, ctx)
-            if LP in labels and isinstance(e.op, ast.Mult) and _entropy_term(e):
+            if LP in labels and isinstance(e.op, ast.Mult) and entropy_term(e):
                 labels = labels - {LP}  # p * log p: an entropy, not the likelihood of the realized token
             return labels
         if isinstance(e, ast.UnaryOp):
@@ -482,7 +489,7 @@ class _FunctionInterpreter:
             return recv
 
         # scoring through in-place accumulation (`loss_sum.add_(nll)`; `p.data.add_(g)` is a weight update)
-        if attr == "add_" and isinstance(func, ast.Attribute) and _accumulator(func.value):
+        if attr == "add_" and isinstance(func, ast.Attribute) and accumulator(func.value):
             self._maybe_score(c, all_args | ng_label, ctx)
 
         if last_attr(func) in vocab.LOSS_FUNCS and c.args:
@@ -532,14 +539,14 @@ class _FunctionInterpreter:
                 if base:
                     self.state[base] = self.state.get(base, EMPTY) | all_args
                     self._maybe_write(c, base, arg_labels[1], ctx)
-        if _is_min_selection(c):
+        if is_min_selection(c):
             self._maybe_select(c, recv | all_args, ctx)
         out = recv | all_args | ng_label
         if (attr or name) in vocab.HISTOGRAM_CALLS and _valish(all_args):
             out = out | {HIST}
-        if (attr or name) in _LOG_CALLS and _valish(out):
+        if (attr or name) in LOG_CALLS and _valish(out):
             out = out | {LP}  # log-likelihoods: what a scoring sums
-        elif LP in out and _full_sum(c, name, attr):
+        elif LP in out and full_sum(c, name, attr):
             self._maybe_reduction_score(c, out, ctx)
         return out
 
@@ -565,7 +572,7 @@ class _FunctionInterpreter:
         scoring of it can be traced back to the fit."""
         pred = arg_labels[0]
         tgt = arg_labels[1] if len(arg_labels) > 1 else kw_labels.get("target", EMPTY)
-        name = _loss_target(c)
+        name = loss_target(c)
         if name and _valish(tgt) and name not in self.targets:
             # learnt here; if the body read it before (beyond this argument), those reads are labelled when the
             # function is interpreted again
@@ -587,7 +594,7 @@ class _FunctionInterpreter:
         accumulation forms are recorded by `_maybe_score`)."""
         cur = getattr(self, "current", None)
         if isinstance(cur, ast.AugAssign) or (
-            isinstance(cur, ast.Assign) and isinstance(cur.value, ast.BinOp) and _rebinds_itself(cur)
+            isinstance(cur, ast.Assign) and isinstance(cur.value, ast.BinOp) and rebinds_itself(cur)
         ):
             return  # the accumulation around it is the scoring event
         if not _valish(labels) or not (ctx.ng or NG in labels):
@@ -666,77 +673,6 @@ class _FunctionInterpreter:
         return any(ev.kind == "score" and _valish(ev.labels) for ev in added)
 
 
-def loss_targets(fi: FuncInfo) -> frozenset[str]:
-    """Names `fi`'s own code passes as the target of a loss (`cross_entropy(logits, y)`, `cross_entropy(lg,
-    y_batch.reshape(-1))`; reshapes and casts keep the variable): reading them is reading validation *targets*. A
-    slice of the token stream (`tokens[i + 1:j]`) names no target variable: the same stream also feeds the inputs."""
-    out: set[str] = set()
-    stack: list[ast.AST] = list(fi.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        stack.extend(child_nodes(node))
-        if isinstance(node, ast.Call):
-            name = _loss_target(node)
-            if name:
-                out.add(name)
-    return frozenset(out)
-
-
-def _loss_target(c: ast.Call) -> str | None:
-    if last_attr(c.func) not in vocab.LOSS_FUNCS:
-        return None
-    tgt = c.args[1] if len(c.args) > 1 else next((k.value for k in c.keywords if k.arg == "target"), None)
-    while isinstance(tgt, ast.Call) and isinstance(tgt.func, ast.Attribute):
-        tgt = tgt.func.value
-    return tgt.id if isinstance(tgt, ast.Name) else None
-
-
-_LOG_CALLS = frozenset({"log", "log2"})
-
-
-def _full_sum(c: ast.Call, name: str | None, attr: str | None) -> bool:
-    """A reduction of everything to one number: `sum(xs)`, `x.sum()`, `np.sum(x)` (no dim/axis)."""
-    if any(k.arg in ("dim", "axis") for k in c.keywords):
-        return False
-    if name == "sum":
-        return len(c.args) == 1
-    if attr == "sum":
-        return not c.args or (
-            len(c.args) == 1 and isinstance(c.func, ast.Attribute) and not _is_array(c.func)
-        )
-    return False
-
-
-def _is_array(func: ast.Attribute) -> bool:
-    """`x.sum(1)` reduces one axis of x; `np.sum(x)` is a module function whose first argument is the data."""
-    return not (isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy", "torch", "math"))
-
-
-def _entropy_term(e: ast.BinOp) -> bool:
-    """`p * log(p)` (either order): the factor is the log's own argument."""
-    for log_side, other in ((e.left, e.right), (e.right, e.left)):
-        node = log_side
-        while isinstance(node, ast.UnaryOp):
-            node = node.operand
-        if isinstance(node, ast.Call) and last_attr(node.func) in _LOG_CALLS and node.args:
-            if ast.dump(other) in ast.dump(node.args[0]):
-                return True
-    return False
-
-
-def _rebinds_itself(s: ast.Assign) -> bool:
-    """`total = total + v`: an accumulation written as a rebinding."""
-    if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
-        return False
-    name = s.targets[0].id
-    v = s.value
-    return isinstance(v, ast.BinOp) and any(
-        isinstance(x, ast.Name) and x.id == name for x in (v.left, v.right)
-    )
-
-
 def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:
     return (
         isinstance(func.value, ast.Name)
@@ -749,71 +685,3 @@ def _is_self_receiver(func: ast.Attribute, fi: FuncInfo) -> bool:
 def _valish(labels: Labels) -> bool:
     """Validation content, or a parameter that a caller may bind to it."""
     return VAL in labels or any(lab.startswith("p:") for lab in labels)
-
-
-def _is_min_selection(c: ast.Call) -> bool:
-    """`min(a, b)`, `min(results)`, `torch.minimum(a, b)`, `np.nanmin(x)`, `results_tensor.min()`."""
-    func = c.func
-    if isinstance(func, ast.Name):
-        return func.id == "min"
-    if isinstance(func, ast.Attribute):
-        return func.attr in ("minimum", "fmin", "nanmin", "amin") or (func.attr == "min" and not c.args)
-    return False
-
-
-_ZERO_CTORS = frozenset(
-    {
-        "zeros",
-        "zeros_like",
-        "tensor",
-        "scalar_tensor",
-        "full",
-        "as_tensor",
-        "float64",
-        "float32",
-        "double",
-        "float",
-        "int",
-    }
-)
-
-
-def _running_sums(fi: FuncInfo) -> set[str]:
-    """Names that start at zero in `fi`, plus parameters it adds into but never returns."""
-    out: set[str] = set()
-    returned: set[str] = set()
-    for st in simple_statements(fi.body):
-        if isinstance(st, ast.Return) and st.value is not None:
-            returned |= names_in(st.value)
-        if isinstance(st, (ast.Assign, ast.AnnAssign)) and st.value is not None:
-            targets = st.targets if isinstance(st, ast.Assign) else [st.target]
-            values = st.value.elts if isinstance(st.value, ast.Tuple) else [st.value]
-            flat: list[ast.expr] = []
-            for t in targets:
-                flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
-            for t, v in zip(
-                flat, values if len(values) == len(flat) else [st.value] * len(flat), strict=False
-            ):
-                if isinstance(t, ast.Name) and _is_zero(v):
-                    out.add(t.id)
-    out |= {p for p in fi.params if p not in returned}
-    return out
-
-
-def _is_zero(v: ast.expr) -> bool:
-    if isinstance(v, ast.Constant):
-        return isinstance(v.value, (int, float)) and not isinstance(v.value, bool) and v.value == 0
-    node: ast.AST = v
-    while isinstance(node, ast.Call):
-        if last_attr(node.func) in _ZERO_CTORS:
-            return True
-        node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
-    return False
-
-
-def _accumulator(target: ast.AST) -> bool:
-    """A sum being accumulated (`total`, `self.total`), not a table entry (`counts[k] += ...`, a write) nor a
-    tensor's storage (`p.data`, `p.grad`)."""
-    if isinstance(target, ast.Attribute):
-        return target.attr not in ("data", "grad") and isinstance(target.value, ast.Name)
-    return isinstance(target, ast.Name)
