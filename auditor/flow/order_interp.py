@@ -1,5 +1,9 @@
 """Per-function interpretation for the order analysis: flow-sensitive label propagation over one function body,
-producing the function's summary (labels of the return value, ordered events). See auditor.flow.order."""
+producing the function's summary (labels of the return value, ordered events). See auditor.flow.order.
+
+Over ~600 lines on purpose: `_FunctionInterpreter` is one dispatch over statement and expression kinds whose
+cases share the interpreter's state (labels per name, aliases, events); the syntax it relies on lives in
+auditor.flow.syntax and auditor.flow.score_syntax."""
 
 from __future__ import annotations
 
