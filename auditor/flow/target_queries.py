@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from auditor.flow import vocab
 from auditor.flow.targets import (
     LABEL_LOSSES,
     LOG_CALLS,
@@ -283,7 +284,7 @@ def _is_target_count(scope: Scope, expr: ast.AST) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # Count tables and their totals: `(count[tgt] + s/V) / (total + s)` is a normalized distribution when `total` is
 # maintained as the sum of that same count table (both incremented together, the total at the table's row).
-_INCREMENT_CALLS = frozenset({"scatter_add_", "index_add_", "add_", "index_put_"})
+_INCREMENT_CALLS = vocab.INCREMENT_CALLS
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,7 @@ def sum_maintained(scopes: list[Scope], table_key: str, total_key: str) -> bool:
 # nll[improved] = mixed[improved]`, `if mixed < neural: return mixed`, `else: scored = neural`). The choice
 # reads the answer (C1), and sum_v max(p1(v), p2(v)) > 1, so the kept value is no distribution (C2).
 _ORDERING = (ast.Lt, ast.Gt, ast.LtE, ast.GtE)
-_MINMAX = frozenset({"min", "max", "minimum", "maximum", "fmin", "fmax"})
+_MINMAX = vocab.MINMAX_CALLS
 
 
 @dataclass(frozen=True)
@@ -492,7 +493,7 @@ def _two_losses(scope: Scope, a: ast.AST, b: ast.AST) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # Mixture experts that are not distributions: an entropy -sum_v p(v) log p(v) stacked with realized-token losses
 # as one more expert's "NLL" gives every token probability e^-H, so the mixture sums to more than 1 (RV-101 shape).
-_STACKS = frozenset({"stack", "cat", "concatenate", "hstack", "vstack", "column_stack"})
+_STACKS = vocab.STACK_CALLS
 
 
 def entropy_experts(scope: Scope, facts: TargetFacts) -> list[tuple[ast.Call, ast.AST]]:

@@ -29,62 +29,15 @@ from auditor.flow import vocab
 if TYPE_CHECKING:
     from auditor.facts import CodeUnit
 
-LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "logaddexp", "logaddexp2"})
-LABEL_LOSSES = frozenset({"cross_entropy", "nll_loss"})
-DIST_CALLS = frozenset({"softmax", "log_softmax"})
-NORMALIZERS = frozenset({"sum", "logsumexp", "nansum"})
+LOG_CALLS = vocab.LOG_CALLS
+LABEL_LOSSES = vocab.LABEL_LOSSES
+DIST_CALLS = vocab.DIST_CALLS
+NORMALIZERS = vocab.NORMALIZERS
 # declared once in auditor.flow.vocab: metadata carries no values; shape builders take none from their argument
 SHAPE_ATTRS = vocab.METADATA_ATTRS
 SHAPE_CALLS = vocab.METADATA_CALLS | vocab.SHAPE_BUILDERS
-LOOKUP_CALLS = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
-# calls that keep a token a token (casts, views, integer arithmetic and hashing): what a helper may apply to a
-# parameter for its result to still carry that parameter's token (return summaries)
-TOKEN_PRESERVING_CALLS = frozenset(
-    {
-        "int",
-        "long",
-        "astype",
-        "to",
-        "view",
-        "reshape",
-        "flatten",
-        "ravel",
-        "squeeze",
-        "unsqueeze",
-        "contiguous",
-        "clone",
-        "copy",
-        "cpu",
-        "cuda",
-        "numpy",
-        "item",
-        "tolist",
-        "tuple",
-        "list",
-        "abs",
-        "uint64",
-        "int64",
-        "uint32",
-        "int32",
-        "asarray",
-        "array",
-        "as_tensor",
-        "tensor",
-        "from_numpy",
-        "bitwise_xor",
-        "bitwise_and",
-        "bitwise_or",
-        "remainder",
-        "fmod",
-        "mul",
-        "add",
-        "sub",
-        "hash",
-        "expand",
-        "expand_as",
-        "index_put",
-    }
-)
+LOOKUP_CALLS = vocab.LOOKUP_CALLS
+TOKEN_PRESERVING_CALLS = vocab.TOKEN_PRESERVING_CALLS
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # operator / context singletons: never interesting on their own, skipped to keep the walk small
 _LEAF_KINDS = (ast.expr_context, ast.operator, ast.cmpop, ast.unaryop, ast.boolop)

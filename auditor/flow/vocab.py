@@ -300,3 +300,29 @@ SEGMENT_ATTENTION_CALLS: frozenset[str] = frozenset(
     }
 )
 SEGMENT_KEYWORD_PREFIX = "cu_seqlens"
+
+# ------------------------------------------------------------------------------------------ scoring and targets
+# (auditor.flow.targets / target_queries, PG301-PG303) Matched on the called name's last component.
+# Where a probability becomes a score: the logarithm family, and losses that take the realized token as label.
+LOG_CALLS: frozenset[str] = frozenset({"log", "log2", "log10", "log1p", "logaddexp", "logaddexp2"})
+LABEL_LOSSES: frozenset[str] = frozenset({"cross_entropy", "nll_loss"})
+# Distributions over the vocabulary, and the reductions that normalize a row (`p / p.sum(-1)`).
+DIST_CALLS: frozenset[str] = frozenset({"softmax", "log_softmax"})
+NORMALIZERS: frozenset[str] = frozenset({"sum", "logsumexp", "nansum"})
+# Table reads by index besides subscripts (`np.take(t, k)`, `t.index_select(0, k)`); `d.get(k)` is one too.
+LOOKUP_CALLS: frozenset[str] = frozenset({"take", "index_select", "take_along_dim", "take_along_axis"})
+# Calls that keep a token a token (casts, views, integer arithmetic, hashing): what a helper may apply to a
+# parameter for its result to still carry that parameter's token.
+TOKEN_PRESERVING_CALLS: frozenset[str] = frozenset(
+    {
+        "int", "long", "astype", "to", "view", "reshape", "flatten", "ravel", "squeeze", "unsqueeze", "contiguous",
+        "clone", "copy", "cpu", "cuda", "numpy", "item", "tolist", "tuple", "list", "abs", "uint64", "int64",
+        "uint32", "int32", "asarray", "array", "as_tensor", "tensor", "from_numpy", "bitwise_xor", "bitwise_and",
+        "bitwise_or", "remainder", "fmod", "mul", "add", "sub", "hash", "expand", "expand_as", "index_put",
+    }
+)  # fmt: skip
+# In-place increments of a count table or its total (`t.scatter_add_(0, keys, ones)`, `np.add.at(t, keys, 1)`).
+INCREMENT_CALLS: frozenset[str] = frozenset({"scatter_add_", "index_add_", "add_", "index_put_"})
+# Stacking per-expert values into one tensor (a mixture's experts), and per-position choices of an extremum.
+STACK_CALLS: frozenset[str] = frozenset({"stack", "cat", "concatenate", "hstack", "vstack", "column_stack"})
+MINMAX_CALLS: frozenset[str] = frozenset({"min", "max", "minimum", "maximum", "fmin", "fmax"})
