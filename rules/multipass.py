@@ -103,6 +103,67 @@ main()
 """
 
 
+_ADAPTED_THEN_RESCORED = """\
+import os, torch
+import torch.nn.functional as F
+
+def score(model, tokens):
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(0, tokens.numel() - 257, 256):
+            total += F.cross_entropy(model(tokens[i:i + 256]), tokens[i + 1:i + 257], reduction="sum")
+    return total
+
+def score_first_ttt(model, tokens):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    total = torch.zeros(())
+    for i in range(0, tokens.numel() - 257, 256):
+        x, y = tokens[i:i + 256], tokens[i + 1:i + 257]
+        with torch.no_grad():
+            total += F.cross_entropy(model(x), y, reduction="sum")
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return total
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    print(score_first_ttt(model, tokens))
+    print(score(model, tokens))
+
+main()
+"""
+
+_MONITOR_MIN = """\
+import os, torch
+import torch.nn.functional as F
+
+def score(model, tokens):
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(0, tokens.numel() - 257, 256):
+            total += F.cross_entropy(model(tokens[i:i + 256]), tokens[i + 1:i + 257], reduction="sum")
+    return total
+
+def main():
+    train = torch.load(os.path.join("data", "fineweb_train_*.bin"))
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    best = float("inf")
+    for step in range(100):
+        if step % 10 == 0:
+            best = min(best, score(model, val[:4097]))
+            print(best)
+        x, y = train[step * 256:(step + 1) * 256], train[step * 256 + 1:(step + 1) * 256 + 1]
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    print(score(model, val))
+
+main()
+"""
+
+
 class ValidationRescoredInSecondPass(Rule):
     id = "PG203"
     name = "multipass-rescoring"
@@ -123,12 +184,23 @@ class ValidationRescoredInSecondPass(Rule):
         url="https://github.com/openai/parameter-golf/issues/1017",
         section="A.2",
     )
-    valid = (Case(code=_ONLINE, verdict=Verdict.PASS, note="online cache: read, score, then update"),)
+    valid = (
+        Case(code=_ONLINE, verdict=Verdict.PASS, note="online cache: read, score, then update"),
+        Case(
+            code=_MONITOR_MIN, verdict=Verdict.PASS, note="running min over monitoring evals during training"
+        ),
+    )
     invalid = (
         Case(
             code=_TWO_PASS, verdict=Verdict.FAIL, line=12, note="pass 1 fills counts, pass 2 scores with them"
         ),
         Case(code=_MIN_OF_PASSES, verdict=Verdict.FAIL, line=16, note="min over two scoring passes"),
+        Case(
+            code=_ADAPTED_THEN_RESCORED,
+            verdict=Verdict.FAIL,
+            line=26,
+            note="score-first TTT adapts the model in place, then a full pass rescores val with it",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:

@@ -88,6 +88,30 @@ main()
 """
 
 
+_BIAS_BY_HAND = """\
+import os, torch
+import torch.nn.functional as F
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 1024)
+    total = torch.zeros(())
+    bias = torch.zeros(1024)
+    for i in range(0, tokens.numel() - 257, 256):
+        x, y = tokens[i:i + 256], tokens[i + 1:i + 257]
+        with torch.no_grad():
+            logits = model(x)
+        {FIT}
+        nll = F.cross_entropy(logits + bias, y, reduction="none")
+        total += nll.sum()
+        {AFTER}
+    print(total)
+
+main()
+"""
+_STEP = "bias = bias - 0.1 * (F.softmax(logits + bias, -1) - F.one_hot(y, 1024)).mean(0)"
+
+
 class EvalTensorOptimizedOnScoredTargets(Rule):
     id = "PG202"
     name = "slot-optimizes-scored-targets"
@@ -110,7 +134,14 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         url="https://github.com/openai/parameter-golf/pull/1240",
         section="A.5",
     )
-    valid = (Case(code=_PLAIN, verdict=Verdict.PASS),)
+    valid = (
+        Case(code=_PLAIN, verdict=Verdict.PASS),
+        Case(
+            code=_BIAS_BY_HAND.replace("{FIT}", "pass").replace("{AFTER}", _STEP),
+            verdict=Verdict.PASS,
+            note="logit bias stepped by hand after each chunk is scored: only later chunks use it",
+        ),
+    )
     invalid = (
         Case(
             code=_WINDOW.replace("{MASK}", "s:width"),
@@ -123,6 +154,12 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
             verdict=Verdict.WARN,
             line=18,
             note="context-only SLOT: optimizes on positions before the scored slice (issue #1336)",
+        ),
+        Case(
+            code=_BIAS_BY_HAND.replace("{FIT}", _STEP).replace("{AFTER}", "pass"),
+            verdict=Verdict.FAIL,
+            line=14,
+            note="ETLB without backward(): the bias steps on the chunk's own targets, then scores them",
         ),
     )
 

@@ -123,6 +123,28 @@ def main():
 main()
 """
 
+_PREFIX_PER_WINDOW = """\
+import os, torch
+import torch.nn.functional as F
+
+def main():
+    tokens = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    total = torch.zeros(())
+    for ws in range(0, tokens.numel() - 257, 64):
+        x, y = tokens[ws:ws + 256], tokens[ws + 1:ws + 257]
+        s = 0 if ws == 0 else 192
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        F.cross_entropy(model(x[:s]), y[:s]).backward()
+        opt.step()
+        with torch.no_grad():
+            nll = F.cross_entropy(model(x), y, reduction="none")
+        total += nll[s:].sum()
+    print(total)
+
+main()
+"""
+
 _DEFAULT_OFF = _TRAIN_THEN_SCORE.replace(
     "    adapt(model, tokens, 3)\n",
     '    if bool(int(os.environ.get("ADAPT_ON_EVAL", "0"))):\n        adapt(model, tokens, 3)\n',
@@ -155,12 +177,23 @@ class ValidationTrainedBeforeScored(Rule):
         Case(
             code=_DEFAULT_OFF, verdict=Verdict.PASS, note="train-then-score behind a default-off flag: info"
         ),
+        Case(
+            code=_PREFIX_PER_WINDOW,
+            verdict=Verdict.PASS,
+            note="per-window prefix TTT: train on [:s] (scored by earlier windows), score the disjoint [s:]",
+        ),
     )
     invalid = (
         Case(
             code=_TRAIN_THEN_SCORE, verdict=Verdict.FAIL, line=19, note="adapt() on all of val, then score()"
         ),
         Case(code=_LAST_EPOCH, verdict=Verdict.FAIL, line=16, note="scores only in the last epoch"),
+        Case(
+            code=_PREFIX_PER_WINDOW.replace("model(x[:s]), y[:s]", "model(x), y"),
+            verdict=Verdict.FAIL,
+            line=12,
+            note="the same per-window loop training on the whole window, scored suffix included",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:

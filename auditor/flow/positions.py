@@ -201,7 +201,9 @@ def compare_positions(fit_node: ast.AST, fit_func: FuncInfo, score: Event) -> tu
         by_id.update(statements_by_id(fit_func))
     opt_ids = closure(opt_defs, position_names(fit_node), follow_indices=True)
     score_ids = closure(defs, position_names(score.node), follow_indices=True)
-    opt_slices = position_slices(by_id[i] for i in opt_ids - score_ids if i in by_id)
+    # the fitted loss's own expression restricts positions too (`cross_entropy(model(x[:, :s]), y[:, :s]).backward()`)
+    own = [fit_node] if not isinstance(fit_node, ast.stmt) else []
+    opt_slices = position_slices([*(by_id[i] for i in opt_ids - score_ids if i in by_id), *own])
     scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
     score_slices = position_slices([*(by_id[i] for i in score_ids - opt_ids if i in by_id), *scored_stmt])
     same = opt_slices & score_slices
@@ -294,7 +296,7 @@ def fit_positions(fit: Event, score: Event, targets: frozenset[str]) -> tuple[st
     defs = def_map(fit.func)
     by_id = statements_by_id(fit.func)
     pred_ids = closure(defs, names_in(fit.node.args[0]), follow_indices=True)
-    fitted = [by_id[i] for i in pred_ids if i in by_id and names_in(by_id[i]) & targets]
+    fitted = [by_id[i] for i in pred_ids if i in by_id and _reads(by_id[i]) & targets]
     fit_slices = position_slices(fitted)
     score_ids = closure(defs, position_names(score.node), follow_indices=True)
     scored_stmt = [score.node] if isinstance(score.node, ast.stmt) else []
@@ -312,6 +314,13 @@ def fit_positions(fit: Event, score: Event, targets: frozenset[str]) -> tuple[st
         lo, hi = ending[0]
         return "context", f"fitted on [{lo}:{hi}], scored from [{hi}:]"
     return "unknown", f"fitted {sorted(fit_slices)}, scored {sorted(score_slices)}"
+
+
+def _reads(stmt: ast.stmt) -> set[str]:
+    """Names a statement reads (the value side of an assignment; `y = ...` defines `y`, it does not read it)."""
+    if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and stmt.value is not None:
+        return names_in(stmt.value)
+    return names_in(stmt)
 
 
 def fitted_tensors(fit: Event, targets: frozenset[str]) -> list[str]:
