@@ -19,6 +19,7 @@ from auditor.flow.program import CallSite, Program, program_of
 from auditor.flow.taint import train_taint
 from auditor.flow.walk import Visit, walk_events
 from rules._flowcases import line_of, record
+from rules._flowpolicy import visit_outcome
 from rules.base import Case, Rule
 
 # --------------------------------------------------------------------------------------------------- network sinks
@@ -208,7 +209,7 @@ class EvalTimeNetworkIO(Rule):
         "The artifact must be self-contained: evaluation may not download data, tables, tokenizers or weights, "
         "or open network connections. Downloads during setup (before training starts) are not evaluation, and "
         "local subprocesses (lrzip, g++, pyminify) are allowed. Code behind a flag that is off by default is "
-        "information; when a README/*.sh run command turns that flag on, the finding is a WARN naming both."
+        "information; when a README/*.sh run command turns that flag on, it runs as documented (FAIL naming the command)."
     )
     basis = Basis(
         ref="openai/parameter-golf README (FAQ: what counts toward the artifact)",
@@ -234,9 +235,9 @@ class EvalTimeNetworkIO(Rule):
         Case(
             code=_FLAG_OFF,
             files=_FLAG_ON_BY_README,
-            verdict=Verdict.WARN,
+            verdict=Verdict.FAIL,
             line=line_of(_FLAG_OFF, "requests.get("),
-            note="default-off flag turned on by the README command: WARN (the default decides; both reported)",
+            note="default-off flag turned on by the README command: the documented configuration runs it",
         ),
     )
 
@@ -253,16 +254,16 @@ class EvalTimeNetworkIO(Rule):
                 continue
             reported.add(id(v.site.node))
             loc = v.site.unit.location(v.site.node)
-            if not v.live:
+            out = visit_outcome(v)
+            if out.state == "off":
                 yield self.info(
-                    f"{reason}; it is reachable from the evaluation but {v.gate.describe()}",
+                    f"{reason}; it is reachable from the evaluation but does not run: {out.note}",
                     [loc],
                     flow=v.chain_flow(reason),
                 )
                 continue
-            disagree = v.command_disagrees
-            via = f" ({disagree.describe()})" if disagree is not None else ""
-            verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
+            via = f" ({out.note})" if out.note else ""
+            verdict = Verdict.FAIL if ph.confident and out.state == "live" else Verdict.WARN
             extra = "" if ph.confident else " (the training/evaluation split of this script is not certain)"
             yield self.finding(
                 verdict,
@@ -420,17 +421,17 @@ class EvalTimeTrainData(Rule):
             loc = entry.unit.location(entry.node)
             read_loc = v.site.unit.location(node)
             flow = tt.path_in(v.ctx_chain[k], tainted) + v.chain_from(k, "reads training-shard data here")
-            if not v.live:
+            out = visit_outcome(v)
+            if out.state == "off":
                 yield self.info(
-                    f"training shards would be read during evaluation, but {v.gate.describe()}",
+                    f"training shards would be read during evaluation, but it does not run: {out.note}",
                     [loc],
                     related=[read_loc],
                     flow=flow,
                 )
                 continue
-            disagree = v.command_disagrees
-            verdict = Verdict.FAIL if ph.confident and disagree is None else Verdict.WARN
-            via = f"; {disagree.describe()}" if disagree is not None else ""
+            verdict = Verdict.FAIL if ph.confident and out.state == "live" else Verdict.WARN
+            via = f"; {out.note}" if out.note else ""
             yield self.finding(
                 verdict,
                 "training shards are read during evaluation"

@@ -41,6 +41,7 @@ from auditor.flow.taint import (
 from auditor.flow.walk import walk_events
 from rules import _val_leakage_cases as cases
 from rules._flowcases import line_of
+from rules._flowpolicy import reach_outcome, visit_outcome
 from rules.base import Case, Rule
 
 _DESERIALIZERS = ("torch.load", "pickle.load", "pickle.loads", "numpy.load")
@@ -209,15 +210,15 @@ class TrainOnVal(Rule):
                     flow=flow,
                 )
                 continue
-            if not v.live:
+            out = visit_outcome(v)
+            if out.state == "off":
                 yield self.info(
-                    f"a training update on validation data, but {v.gate.describe()}", [loc], flow=flow
+                    f"a training update on validation data, but it does not run: {out.note}", [loc], flow=flow
                 )
                 continue
-            disagree = v.command_disagrees
-            via = f"; {disagree.describe()}" if disagree is not None else ""
+            via = f"; {out.note}" if out.note else ""
             yield self.finding(
-                Verdict.WARN if disagree is not None else Verdict.FAIL,
+                Verdict.WARN if out.state == "contested" else Verdict.FAIL,
                 f"training-phase update computed from validation data{via} "
                 f"(`{ast.unparse(expr)[:60]}` derives from validation shards)",
                 [loc],
@@ -248,11 +249,12 @@ class TrainOnVal(Rule):
                             flow=flow,
                         )
                     else:
-                        disagree = _command_disagrees(prog, c, site, r)
+                        disagree = _contested(prog, c, site, r) or ""
+                        documented = "" if disagree else _documented(prog, c, site, r)
                         yield self.finding(
                             Verdict.WARN if disagree else Verdict.FAIL,
                             "validation tokens are written into the artifact ('paid prefix')"
-                            + (f" ({disagree})" if disagree else ""),
+                            + (f" ({disagree})" if disagree else documented),
                             [loc],
                             flow=flow,
                         )
@@ -291,11 +293,12 @@ class TrainOnVal(Rule):
                     if not r.live:
                         yield self.info(f"{what}, but it does not run: {r.reason}", [loc], flow=flow)
                     else:
-                        disagree = _command_disagrees(prog, c, site, r)
+                        disagree = _contested(prog, c, site, r) or ""
+                        documented = "" if disagree else _documented(prog, c, site, r)
                         yield self.finding(
                             Verdict.WARN if disagree else Verdict.FAIL,
                             f"{what}: validation tokens tune an evaluation parameter before they are scored"
-                            + (f" ({disagree})" if disagree else ""),
+                            + (f" ({disagree})" if disagree else documented),
                             [loc],
                             flow=flow,
                             related=[site.unit.location(site.node)],
@@ -409,9 +412,9 @@ class CalibOnVal(Rule):
         Case(
             code=cases.CALIB_VAL_FLAG,
             files={"run.sh": "CALIB_SOURCE=val torchrun --nproc_per_node=8 train_gpt.py\n"},
-            verdict=Verdict.WARN,
+            verdict=Verdict.FAIL,
             line=line_of(cases.CALIB_VAL_FLAG, "hessians = collect_hessians(", 1),
-            note="off by default, but the run script selects validation calibration: WARN naming both",
+            note="off by default, but the run script selects validation calibration: it runs as documented",
         ),
         Case(
             code=cases.HOOKS_OVER_VAL,
@@ -459,7 +462,7 @@ class CalibOnVal(Rule):
                     r = prog.reach(unit, node)  # the calibration on val runs only when its hand-off runs
                     r = (
                         r
-                        if not r.live or (r.gate is not None and r.gate.enabled_by)
+                        if not r.live or (r.gate is not None and r.gate.by_command)
                         else _chain_reach(prog, c, site)
                     )
                     if not r.live:
@@ -469,11 +472,12 @@ class CalibOnVal(Rule):
                             flow=flow,
                         )
                     else:
-                        disagree = _command_disagrees(prog, c, site, r)
+                        disagree = _contested(prog, c, site, r) or ""
+                        documented = "" if disagree else _documented(prog, c, site, r)
                         yield self.finding(
                             Verdict.WARN if disagree else Verdict.FAIL,
                             "quantization calibration statistics are computed from "
-                            f"validation data{f' ({disagree})' if disagree else ''}",
+                            f"validation data{f' ({disagree})' if disagree else documented}",
                             [loc],
                             flow=flow,
                             related=[site.unit.location(site.node)],
@@ -509,14 +513,17 @@ def _chain_reach(prog: Program, c: Ctx, site: CallSite):
     return r
 
 
-def _command_disagrees(prog: Program, c: Ctx, site: CallSite, r) -> str:
-    """Non-empty when the defaults and a documented run command disagree about whether `site` runs: a default-off
-    gate a command turns on, or a default-on gate a command turns off (on the site or its caller chain)."""
-    if r.gate is not None and not r.gate.taken and r.gate.enabled_by:
-        return r.reason
-    sites = [site] + [link.site for link in c.chain() if link.site is not None]
-    off = next((g for s in sites for g in s.gates if g.taken and g.disabled_by), None)
-    return off.describe() if off is not None else ""
+def _contested(prog: Program, c: Ctx, site: CallSite, r) -> str:
+    """Non-empty when the documented sources disagree on a gate of `site` or its caller chain (then WARN); a gate
+    a run command or a log turns on is the documented configuration and is named in the message instead."""
+    out = reach_outcome(r, [site] + [link.site for link in c.chain()])
+    return out.note if out.state == "contested" else ""
+
+
+def _documented(prog: Program, c: Ctx, site: CallSite, r) -> str:
+    """`runs as documented: ...` when a run command or log turns the construct on (else "")."""
+    out = reach_outcome(r, [site] + [link.site for link in c.chain()])
+    return f" ({out.note})" if out.state == "live" and out.note else ""
 
 
 def _anchor(steps, entry_funcs: set[Func], prog: Program):

@@ -71,7 +71,8 @@ def test_run_command_turning_the_flag_on_is_reported() -> None:
     report = audit(submission_from_files(files), [get_rule(r) for r in RULES])
     gating = [f for f in report.findings if f.gating]
     assert {f.rule_id for f in gating} == {"PG101", "PG102"}
-    assert all(f.verdict is Verdict.WARN and "run.sh:1" in f.message for f in gating)
+    # the documented configuration runs them (API.md "Run commands"): FAIL, naming the command
+    assert all(f.verdict is Verdict.FAIL and "run.sh:1" in f.message for f in gating)
 
 
 @pytest.mark.parametrize(
