@@ -545,7 +545,54 @@ class _Analysis:
             and not any(isinstance(a, ast.Starred) for a in call.args)
         ):
             return call.args[pos]
+        for k in call.keywords:
+            if k.arg is None:  # `f(q, k, v, **opts)`: the dict literal(s) and `opts["name"] = v` stores
+                return self._splat_value(call, k.value, name)
         return None
+
+    def _splat_value(self, call: ast.Call, splat: ast.AST, name: str) -> ast.AST | None:
+        """The value `name` gets from a `**opts` argument: None when the dict never sets it, an opaque name
+        (which no flag or mask analysis can decide: WARN) when the dict cannot be read."""
+        site = self.prog.site_of(call)
+        scope = self._scope(site.caller) if site is not None else None
+        unknown = ast.copy_location(ast.Name(id="<**>", ctx=ast.Load()), call)
+        if scope is None or not isinstance(splat, ast.Name):
+            return unknown
+        found: ast.AST | None = None
+        for d in scope.defs.get(splat.id, []):
+            if isinstance(d, ast.Dict):
+                for key, val in zip(d.keys, d.values):
+                    if key is None:
+                        return unknown  # `{**other}`
+                    if isinstance(key, ast.Constant) and key.value == name:
+                        found = val
+            elif isinstance(d, ast.Call) and call_name(d) == "dict" and not d.args:
+                found = next((k.value for k in d.keywords if k.arg == name), found)
+            elif not self._is_store_value(scope, splat.id, d):
+                return unknown
+        for stmt in scope.nodes:  # `opts["is_causal"] = True`
+            if (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Subscript)
+            ):
+                t = stmt.targets[0]
+                if isinstance(t.value, ast.Name) and t.value.id == splat.id:
+                    if isinstance(t.slice, ast.Constant) and t.slice.value == name:
+                        found = stmt.value
+                    elif not isinstance(t.slice, ast.Constant):
+                        return unknown
+        return found
+
+    @staticmethod
+    def _is_store_value(scope: Scope, var: str, value: ast.AST) -> bool:
+        """Is `value` recorded for `var` by a subscript store `var[k] = value` (not a rebinding)?"""
+        return any(
+            isinstance(n, ast.Assign)
+            and n.value is value
+            and any(isinstance(t, ast.Subscript) and store_root(t) == var for t in n.targets)
+            for n in scope.nodes
+        )
 
     def _flag(self, func: Func, expr: ast.AST, depth: int = 2 * _TRACE_DEPTH) -> tuple[object, str]:
         """The boolean value of a flag argument: folded under the defaults, or followed through the callers that
@@ -854,6 +901,17 @@ class _Analysis:
             mask = None
         if isinstance(mask, ast.Constant) and mask.value == "causal":
             return  # MLX: mask="causal"
+        if isinstance(mask, ast.Name) and mask.id == "<**>":
+            self._add(
+                "attention",
+                site,
+                call,
+                call,
+                Verdict.WARN,
+                f"in `{func.qualname}` attention `{_short(call)}`: its attn_mask comes from a `**` dict that "
+                "cannot be read statically; causality not established",
+            )
+            return
         if (
             isinstance(mask, ast.IfExp)
             and flag_expr is None

@@ -115,8 +115,9 @@ def test_additive_memory_mask_fails() -> None:
         ("F.scaled_dot_product_attention(q, k, v)", Verdict.FAIL),
         ("F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)", Verdict.PASS),
         ("F.scaled_dot_product_attention(q, k, v, is_causal=not self.causal)", Verdict.FAIL),
+        ("F.scaled_dot_product_attention(q, k, v, **self.sdpa_opts)", Verdict.WARN),
     ],
-    ids=["causal", "is_causal-false", "default", "flag-from-env-on", "flag-from-env-off"],
+    ids=["causal", "is_causal-false", "default", "flag-from-env-on", "flag-from-env-off", "opaque-kwargs"],
 )
 def test_sdpa_flags(call: str, expected: Verdict) -> None:
     def tr(src: str) -> str:
@@ -353,3 +354,16 @@ def test_bidirectional_training_objective_passes_and_bidirectional_scoring_fails
 def _line(src: str, text: str) -> int:
     """1-based line of the first line containing `text` (sources here start with a newline, as written)."""
     return next(i for i, line in enumerate(src.splitlines(), 1) if text in line)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("True", Verdict.PASS), ("False", Verdict.FAIL)])
+def test_sdpa_options_dict_is_read(flag: str, expected: Verdict) -> None:
+    """`opts = {"attn_mask": None, "is_causal": True}; sdpa(q, k, v, **opts)` (a shape seen in submissions)."""
+    call = "        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+    new = (
+        f'        opts = {{"attn_mask": None, "is_causal": {flag}}}\n'
+        "        opts['scale'] = 0.125\n"
+        "        y = F.scaled_dot_product_attention(q, k, v, **opts)\n"
+    )
+    verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, _conv_fixed(_replace(call, new)))
+    assert verdict is expected, [f.message for f in findings]
