@@ -139,8 +139,9 @@ def _bounded(codec: str, blob: bytes, limit: int) -> bytes:
         raise ArtifactLoadError(f"{codec}: {exc}") from None
 
 
-def decompress_artifact(blob: bytes, limit: int = MAX_RAW_BYTES) -> tuple[str, bytes]:
+def decompress_artifact(blob: bytes, limit: int | None = None) -> tuple[str, bytes]:
     """(codec, decompressed bytes, still shuffled). Raises ArtifactLoadError when no codec yields an archive."""
+    limit = MAX_RAW_BYTES if limit is None else limit
     if blob[:4] in (ZIP_MAGIC, SHUFFLE_MAGIC):
         return "none", blob
     if blob.startswith(XZ_MAGIC):
@@ -148,8 +149,10 @@ def decompress_artifact(blob: bytes, limit: int = MAX_RAW_BYTES) -> tuple[str, b
     if _looks_zlib(blob):
         try:
             return "zlib", _bounded("zlib", blob, limit)
-        except ArtifactLoadError:
-            pass  # two bytes can pass zlib's check by chance: fall through to brotli
+        except ArtifactLoadError as exc:
+            if "limit" in str(exc):  # a bomb, not a wrong guess
+                raise
+            # two bytes can pass zlib's header check by chance: fall through to brotli
     try:
         return "brotli", _bounded("brotli", blob, limit)
     except ArtifactLoadError as exc:

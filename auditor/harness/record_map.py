@@ -316,6 +316,8 @@ class RecordContext:
     )  # seed -> (log, hparams)
     code: dict[str, str] = field(default_factory=dict)
     code_source: str = ""
+    # the script registers RoPE's inv_freq as a buffer and casts its model with .bfloat16() (None: no code seen)
+    rope_bf16_positions: bool | None = None
 
     def hparams_for(self, seed: int | None) -> tuple[dict[str, str], str]:
         if seed in self.logged:
