@@ -256,6 +256,24 @@ class RerunDisagreesWithClaims(Rule):
             f"run {float(run.get('wall_s') or 0):.0f}s on {run.get('gpus')} "
             f"{'CUDA GPU(s)' if run.get('cuda') else 'process(es), no CUDA'}"
         )
+        # wall clock measured outside the run (sandbox line times), next to what its log says
+        phases = run.get("phases") or {}
+        log_eval_ms = sum(
+            s.eval_ms or 0.0 for s in log.score_lines if not s.is_prequant and not s.is_diagnostic
+        )
+        if phases.get("launch_to_train_end_s") is not None:
+            measured = f"measured outside: launch to end of training {phases['launch_to_train_end_s']:.0f}s"
+            if phases.get("eval_s") is not None:
+                measured += f", evaluation {phases['eval_s']:.0f}s"
+            logged = (
+                f"log: training {train_ms / 1e3:.0f}s" if train_ms is not None else "log: no training time"
+            )
+            if log_eval_ms:
+                logged += f", evaluation {log_eval_ms / 1e3:.0f}s"
+            parts.append(f"{measured} ({logged})")
+            data["rerun_phases"] = phases
+        if run.get("isolation"):
+            parts.append(f"sandbox: {run['isolation']}")
         message = f"seed {run.get('seed')}: " + "; ".join(parts)
         if informative:
             return self.info(

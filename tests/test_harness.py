@@ -293,6 +293,10 @@ def test_rerun_reproduces_consistent_claims(fixtures_dir: Path, rerun_data, tmp_
     assert _verdict(report, "PG802") is Verdict.PASS
     (f,) = _findings(report, "PG802")
     assert f.evidence_level is EvidenceLevel.RERUN and f.data["delta"] == 0.0
+    # sandboxed, with the wall clock measured outside the run next to the log's own times
+    assert res.isolation and "sandbox: " in f.message and "measured outside: launch to end of training" in f.message
+    assert res.phases["launch_to_train_end_s"] is not None and res.phases["eval_s"] is not None
+    assert Path(res.env["DATA_PATH"]).is_dir() and "HOME" not in res.env  # HOME is the sandbox's, not recorded
     assert f.data["rerun_bytes"] == f.data["claimed_bytes"] == 116_148
     assert f.primary is not None and f.primary.path == "rerun_seed42.log"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # ran in a scratch copy

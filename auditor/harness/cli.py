@@ -205,6 +205,16 @@ def run_verify(args: argparse.Namespace) -> int:
                 else ("killed at the limit" if res.timed_out else res.error or f"exit {res.returncode}")
             )
             _progress(f"seed {seed}: {state} in {res.wall_s:.0f}s; log {res.log_path}")
+            _progress(f"seed {seed} sandbox: {res.isolation}")
+            if res.dropped_env:
+                _progress(f"seed {seed}: refused --env credentials {', '.join(res.dropped_env)}")
+            ph = res.phases
+            if ph.get("launch_to_train_end_s") is not None:
+                _progress(
+                    f"seed {seed} measured outside: launch to end of training {ph['launch_to_train_end_s']:.0f}s, "
+                    + (f"evaluation {ph['eval_s']:.0f}s, " if ph.get("eval_s") is not None else "")
+                    + f"total {ph['total_s']:.0f}s"
+                )
             results.append(res)
         attach_reruns(sub, results)
 
