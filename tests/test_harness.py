@@ -21,8 +21,8 @@ from auditor.harness import data as data_mod
 from auditor.harness.data import sha256_file, validate_data
 from auditor.harness.rerun import DEFAULT_TIMEOUT_S, attach_reruns, mark_rerun_evidence, rerun
 from auditor.harness.rescore import rescore
-from pgolf_data.shards import read_shard, write_shard
 from auditor.submission import load_path
+from pgolf_data.shards import read_shard, write_shard
 from rules import get_rule
 
 SEQ = 64
@@ -294,9 +294,15 @@ def test_rerun_reproduces_consistent_claims(fixtures_dir: Path, rerun_data, tmp_
     (f,) = _findings(report, "PG802")
     assert f.evidence_level is EvidenceLevel.RERUN and f.data["delta"] == 0.0
     # sandboxed, with the wall clock measured outside the run next to the log's own times
-    assert res.isolation and "sandbox: " in f.message and "measured outside: launch to end of training" in f.message
+    assert (
+        res.isolation
+        and "sandbox: " in f.message
+        and "measured outside: launch to end of training" in f.message
+    )
     assert res.phases["launch_to_train_end_s"] is not None and res.phases["eval_s"] is not None
-    assert Path(res.env["DATA_PATH"]).is_dir() and "HOME" not in res.env  # HOME is the sandbox's, not recorded
+    assert (
+        Path(res.env["DATA_PATH"]).is_dir() and "HOME" not in res.env
+    )  # HOME is the sandbox's, not recorded
     assert f.data["rerun_bytes"] == f.data["claimed_bytes"] == 116_148
     assert f.primary is not None and f.primary.path == "rerun_seed42.log"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # ran in a scratch copy
