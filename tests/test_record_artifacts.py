@@ -461,3 +461,16 @@ def test_record_rescore_on_cuda_matches_cpu(tmp_path: Path, quantized, val, dire
     assert (
         abs(res.val_bpb - direct_sliding) <= 20 * RESCORE_BPB_TOLERANCE
     )  # bf16 vs fp32 on a random tiny model
+
+
+def test_caseops_submission_needs_the_byte_sidecar(tmp_path: Path, quantized, val) -> None:
+    folder = record_folder(tmp_path / "rec", quantized, hp={**HPARAMS, "caseops_enabled": "1"})
+    res = rescore(
+        folder / "final_model.int6.ptz",
+        val["val"],
+        val["tokenizer"],
+        mode="sliding",
+        device="cpu",
+        record=context_from_submission(load_path(folder)),
+    )
+    assert not res.ok and "--sidecar" in res.error

@@ -56,7 +56,6 @@ _UNSUPPORTED_SWITCHES = (
     "bigram_enabled",
     "value_embed_enabled",
     "ve_enabled",
-    "caseops_enabled",  # the model is fine, but CaseOps bytes need the sidecar path: refused for --artifact here
 )
 # Hyperparameters that only shape training, quantization, logging or data paths: irrelevant to a rescore.
 _IRRELEVANT = re.compile(
@@ -64,7 +63,7 @@ _IRRELEVANT = re.compile(
     r"calibration|seed|run_id|path|dir|files|logfile|world_size|rank|distributed|is_main_process|grad_accum|"
     r"batch|tokens|every|wallclock|reserve|etlb|muon|adam|lqer|quant|init|std|frac|at|steps|backend|"
     r"min_lr|enable_looping_at|sliding_window_enabled|ttt|eval|val|train|prequant|phased|lora|doc|"
-    r"hessian|prune|selective|compile|log|data|tokenizer|datasets|model_path|gate_window|rope_train_seq_len)(_|$)"
+    r"hessian|prune|selective|compile|log|data|tokenizer|datasets|model_path|gate_window|rope_train_seq_len|caseops)(_|$)"
 )
 
 

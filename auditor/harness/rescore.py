@@ -198,7 +198,7 @@ def rescore(
 
 
 def load_for_rescore(
-    res: RescoreResult, artifact: str | Path, record: RecordContext | None
+    res: RescoreResult, artifact: str | Path, record: RecordContext | None, sidecar: str | None = None
 ) -> tuple[Any, dict[str, Any]] | None:
     """(model, declared eval settings) from either format; None with `res.error` set when neither loads."""
     from auditor.harness.artifact_load import ArtifactLoadError, load_record_artifact
@@ -211,6 +211,14 @@ def load_for_rescore(
         return model, {}
     except ArtifactError as exc:
         reference_problem = str(exc)
+    if sidecar is None and record is not None:
+        hp_seen, _ = record.hparams_for(res.seed)
+        if str(hp_seen.get("caseops_enabled", "")).lower() in ("1", "true"):
+            res.error = (
+                "the submission evaluates CaseOps text (caseops_enabled): its bytes come from the byte sidecar, "
+                "so pass --sidecar 'fineweb_val_bytes_*.bin'"
+            )
+            return None
     try:
         loaded = load_record_artifact(artifact)
     except ArtifactLoadError as exc:
@@ -286,7 +294,7 @@ def _run(
     device = torch.device(device_name)
     res.device = str(device)
     t0 = time.perf_counter()
-    loaded = load_for_rescore(res, artifact, record)
+    loaded = load_for_rescore(res, artifact, record, sidecar)
     if loaded is None:
         return res
     model, declared = loaded
