@@ -213,7 +213,7 @@ class ValidationRescoredInSecondPass(Rule):
             *self._selections(ctx, facts.events),
             *self._two_pass(facts, facts.events, facts.scores),
             *self._state_passes(facts, facts.events, facts.scores),
-            *self._adapted_rescore(facts, facts.updates, facts.scores),
+            *self._adapted_rescore(ctx, facts, facts.updates, facts.scores),
         ]
         for finding, event in passes:
             dead = gate_off(ctx, event)
@@ -251,7 +251,7 @@ class ValidationRescoredInSecondPass(Rule):
             )
 
     def _adapted_rescore(
-        self, facts: OrderFacts, updates: list[Event], scores: list[Event]
+        self, ctx: AuditContext, facts: OrderFacts, updates: list[Event], scores: list[Event]
     ) -> Iterable[tuple[Finding, Event]]:
         """A score-first test-time-training pass (each chunk scored, then trained on) leaves the model adapted to
         every chunk it saw; a later scoring pass with that same model re-scores validation tokens it has already
@@ -276,6 +276,8 @@ class ValidationRescoredInSecondPass(Rule):
             if verdict is None or verdict[0] != "after":
                 continue
             second = verdict[1]
+            if gate_off(ctx, second) is not None:
+                continue  # the second pass does not run under the defaults
             second_site, update_site = divergence(second, upd)
             if second_site.line in reported:
                 continue
@@ -306,7 +308,7 @@ class ValidationRescoredInSecondPass(Rule):
                     },
                     confidence=Confidence.MEDIUM,
                 ),
-                second,
+                upd,  # gated by the update: a pass that never adapts the model leaves nothing to rescore with
             )
 
     def _state_passes(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_order_support import audit_fixture, audit_source, fixture_source, marker_line, outcome
 
-from auditor.findings import Verdict
+from auditor.findings import Severity, Verdict
 from auditor.rename import minify, rename_identifiers
 
 RULE = "PG203"
@@ -236,3 +236,11 @@ def test_cache_bulk_filled_from_the_whole_split_then_rescored_fails_at_the_sum()
 
 def test_cache_filled_chunk_by_chunk_after_scoring_passes() -> None:
     assert outcome(audit_fixture("multipass_cache_per_chunk_legal", RULE), RULE)[0] is Verdict.PASS
+
+
+def test_rescore_after_a_default_off_ttt_pass_is_info() -> None:
+    # the adapting pass does not run under the defaults: the final pass scores the trained model once
+    src = fixture_source("multipass_unrestored_ttt").replace('"TTT_ENABLED", "1"', '"TTT_ENABLED", "0"')
+    report = audit_source(src, RULE)
+    assert outcome(report, RULE)[0] is Verdict.PASS
+    assert any(f.severity is Severity.INFO and "If enabled" in f.message for f in report.findings)
