@@ -90,7 +90,14 @@ class Program(ResolveMixin, ReachMixin):
         self._log_memo: dict[str, dict[str, str]] = {}
         self._logs: list[tuple[str, str]] | None = None
         self._driver_ids: set[int] | None = None
+        self._classes_by_attr: dict[str, list[ClassInfo]] | None = None  # once built (classes_defining)
         self._build()
+        # Classes and their attributes are final once built: index them (each lookup was a scan of every class,
+        # quadratic on a folder of 57 full-size scripts).
+        self._classes_by_attr = {}
+        for c in self.classes:
+            for attr in {*c.body.assigned, *c.self_attrs}:
+                self._classes_by_attr.setdefault(attr, []).append(c)
 
     # ----------------------------------------------------------------------------------------------- building
     def _build(self) -> None:
@@ -337,6 +344,8 @@ class Program(ResolveMixin, ReachMixin):
         return [f for f in self.funcs if f.qualname == qualname]
 
     def classes_defining(self, attr: str) -> list[ClassInfo]:
+        if self._classes_by_attr is not None:  # built: the index holds the same classes in the same order
+            return list(self._classes_by_attr.get(attr, ()))
         return [c for c in self.classes if attr in c.body.assigned or attr in c.self_attrs]
 
     def enclosing_func(self, unit: CodeUnit | str, node: ast.AST) -> Func | None:
