@@ -59,16 +59,28 @@ class Deadline:
     budget_s: float | None  # None: no limit
     start: float = field(default_factory=lambda: _clock())
     cut: list[str] = field(default_factory=list)  # what was cut short or not run, in order
+    grace_s: float = 0.0  # extra time granted once the budget is spent, for the cheap log/claims rules
 
     @property
     def at(self) -> float:
-        return float("inf") if self.budget_s is None else self.start + self.budget_s
+        return float("inf") if self.budget_s is None else self.start + self.budget_s + self.grace_s
+
+    def spent(self) -> bool:
+        """The budget itself is used up (a grace granted since does not count)."""
+        return self.budget_s is not None and _clock() > self.start + self.budget_s
+
+    def grant_grace(self) -> None:
+        """Once: a fifth of the budget (at least 5 s) from now, so the log and claims rules, which read numbers,
+        not code, still run after the code analyses spent the budget."""
+        if self.budget_s is not None and not self.grace_s:
+            overrun = max(0.0, _clock() - self.start - self.budget_s)
+            self.grace_s = overrun + max(5.0, 0.2 * self.budget_s)
 
     def elapsed(self) -> float:
         return _clock() - self.start
 
     def expired(self) -> bool:
-        return self.budget_s is not None and _clock() > self.start + self.budget_s
+        return self.budget_s is not None and _clock() > self.at
 
     def check(self, what: str) -> None:
         """Raise BudgetExceeded if the budget is spent (unthrottled: for loops that run a few times)."""
@@ -91,7 +103,7 @@ def poll(what: str) -> None:
     if _calls & 63:
         return
     d = _CURRENT.get()
-    if d is not None and d.budget_s is not None and _clock() > d.start + d.budget_s:
+    if d is not None and d.budget_s is not None and _clock() > d.at:
         raise BudgetExceeded(what, d.budget_s)
 
 
