@@ -256,9 +256,13 @@ def _brotli_bounded(data: bytes, limit: int, budget: _Budget) -> bytes:
         if len(out) > limit:
             raise _cap_error(limit)
         budget.tick()
-        if dec.can_accept_more_data():
+        # All input was given at once, so a call that yields nothing while the stream is unfinished means the
+        # stream ended early. (can_accept_more_data() cannot tell this: brotli >= 1.2 reports True while output
+        # is still pending, which made every stream over one chunk look truncated.)
+        chunk = dec.process(b"", output_buffer_limit=CHUNK)
+        if not chunk and not dec.is_finished():
             raise Undecodable("compressed data is corrupt or truncated (end of stream not reached)")
-        out += dec.process(b"", output_buffer_limit=CHUNK)
+        out += chunk
     if len(out) > limit:
         raise _cap_error(limit)
     return bytes(out)

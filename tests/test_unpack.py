@@ -455,3 +455,16 @@ def test_fast_requote_scanner_agrees_with_libcst() -> None:
     ]
     for text in samples:
         assert unpack._requote_scan(text) == unpack._requote_libcst(text), text
+
+
+def test_brotli_stream_over_one_output_chunk_decodes_and_truncation_is_caught() -> None:
+    # brotli >= 1.2 says it can accept more data while output is still pending; a multi-chunk stream must still
+    # decode, and a cut stream must still be reported as truncated.
+    brotli = pytest.importorskip("brotli")
+    from auditor.unpack import CHUNK, _Budget, decompress_bounded
+
+    data = bytes(range(256)) * (3 * CHUNK // 256) + b"tail"
+    packed = brotli.compress(data)
+    assert decompress_bounded("brotli", packed, {}, 10 * CHUNK, _Budget(10.0, 10**9)) == data
+    with pytest.raises(Exception, match="truncated"):
+        decompress_bounded("brotli", packed[: len(packed) // 2], {}, 10 * CHUNK, _Budget(10.0, 10**9))
