@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--html", help="also write a static dashboard (one HTML file, no network)")
     sc.add_argument("--base", help="main branch to diff against (default: refs/heads/main, else HEAD)")
     sc.add_argument("--rules", help="comma-separated rule ids, names or categories (default: all)")
-    sc.add_argument("--timeout", type=float, default=300.0, help="seconds per distinct folder (0: none)")
+    sc.add_argument("--timeout", type=float, default=300.0, help="CPU seconds per distinct folder (0: none)")
 
     b = sub.add_parser("bot", help="audit the record folders a PR changes and upsert one sticky PR comment")
     b.add_argument(

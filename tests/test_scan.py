@@ -248,3 +248,15 @@ def test_dashboard_charts_follow_the_data() -> None:
     assert "&lt;0.5s: 1 audits" in page and "&lt;5s: 1 audits" in page
     empty = render_scan_html([])
     assert "no FAIL yet" in empty and empty.count('<tr class="row"') == 0
+
+
+def test_a_folder_over_its_cpu_budget_is_an_error_line_and_the_scan_goes_on(
+    prrepo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scan.jsonl"
+    stats = scan(str(prrepo), str(out), prs="1,3,6", jobs=1, timeout_s=0.001)
+    got = _lines(out)
+    dl = got[(1, f"{TRACK}/2026-04-01_Download")]
+    # the budget stops the audit itself (a rule's own error handling cannot swallow it)
+    assert dl["overall"] == "ERROR" and "CPU time" in dl["error"]
+    assert got[(3, "")]["overall"] == "SKIP" and stats.errors == 3  # Download, Clean, Merged: all over budget
