@@ -162,6 +162,29 @@ PREFIX_TTT_KEPT = record(
     setup="""    print(eval_with_prefix_ttt(model, load_tokens(VAL_FILES), opt))""",
 )
 
+# Test-time training on every validation token after training but before the artifact is written ("pre-quant
+# TTT"): the val-fitted weights are what is quantized and serialized, so validation data is trained into the
+# artifact. The same per-window TTT with the weights restored after every window leaves nothing in it.
+_ADAPT_ON_TOKENS = """
+
+def adapt_on_tokens(model, tokens, opt):
+    for i in range(0, tokens.numel() - 65, 64):
+        chunk = tokens[i:i + 65]
+        F.cross_entropy(model(chunk[:-1]), chunk[1:]).backward()
+        opt.step()
+        opt.zero_grad()
+"""
+
+PREQUANT_TTT = record(
+    helpers=_ADAPT_ON_TOKENS,
+    after_train="""    adapt_on_tokens(model, load_tokens(VAL_FILES), opt)""",
+)
+
+PREQUANT_PREFIX_TTT_RESTORED = record(
+    helpers=_PREFIX_TTT.replace("{restore}", "        model.load_state_dict(saved)\n"),
+    after_train="""    print(eval_with_prefix_ttt(model, load_tokens(VAL_FILES), opt))""",
+)
+
 # =================================================================================================== PG402
 CALIB_HELPERS = """
 

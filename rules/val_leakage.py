@@ -115,6 +115,11 @@ class TrainOnVal(Rule):
             verdict=Verdict.PASS,
             note="per-window prefix TTT in a monitoring eval, weights restored after every window",
         ),
+        Case(
+            code=cases.PREQUANT_PREFIX_TTT_RESTORED,
+            verdict=Verdict.PASS,
+            note="per-window TTT on val before the artifact is written, weights restored after every window",
+        ),
         Case(code=cases.MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
         Case(code=cases.DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
         Case(code=cases.FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
@@ -155,6 +160,12 @@ class TrainOnVal(Rule):
             line=line_of(cases.PREFIX_TTT_KEPT, ".backward()"),
             note="val updates during training that are never undone",
         ),
+        Case(
+            code=cases.PREQUANT_TTT,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.PREQUANT_TTT, ".backward()"),
+            note="TTT on all val tokens after training, then the adapted weights are quantized into the artifact",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -180,7 +191,11 @@ class TrainOnVal(Rule):
         events = []
         for e in ph.events:
             phase = ph.phase_of(e)
-            if phase == "training" or (phase == "setup" and (ph.confident or ph.training_end < 0)):
+            # updates between training and the artifact write ("serialization") change the weights that are
+            # written: test-time training there on validation data is trained into the artifact (pre-quant TTT)
+            if phase in ("training", "serialization") or (
+                phase == "setup" and (ph.confident or ph.training_end < 0)
+            ):
                 if not ph.confident and (
                     e.site.ext in _DESERIALIZERS or (e.site.ext or "").endswith("decompress")
                 ):
@@ -217,10 +232,15 @@ class TrainOnVal(Rule):
                 )
                 continue
             via = f"; {out.note}" if out.note else ""
+            what = (
+                "update on validation data before the artifact is written (the val-fitted weights are what is "
+                "quantized and serialized)"
+                if ph.phase_of(v.event) == "serialization"
+                else "training-phase update computed from validation data"
+            )
             yield self.finding(
                 Verdict.WARN if out.state == "contested" else Verdict.FAIL,
-                f"training-phase update computed from validation data{via} "
-                f"(`{ast.unparse(expr)[:60]}` derives from validation shards)",
+                f"{what}{via} (`{ast.unparse(expr)[:60]}` derives from validation shards)",
                 [loc],
                 flow=flow,
                 related=[v.event.site.unit.location(v.event.site.node)],

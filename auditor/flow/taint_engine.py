@@ -195,9 +195,10 @@ class TaintEngine(HookMixin, ExprMixin):
         )
 
     def _runs(self, node: ast.AST, branch: str) -> bool:
-        """False for a branch that is off under the defaults (and not turned on by a run command)."""
+        """False for a branch that does not run under the documented configuration (API.md, `Gate.runs`): off by
+        default and not turned on by a command or log, or turned off by one."""
         g = self.prog.branch_gates.get((id(node), branch))
-        return g is None or g.taken or bool(g.enabled_by)
+        return g is None or g.runs
 
     def _scratch(self, ctx: Ctx, body: list[ast.stmt]) -> None:
         """Analyse code that does not run by default on a throw-away state: its values can be queried (rules
