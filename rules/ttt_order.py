@@ -204,6 +204,7 @@ class ValidationTrainedBeforeScored(Rule):
         scores = facts.scores
         seen: set[int] = set()
         legal: list[tuple[Event, Event]] = []
+        chosen: dict[int, tuple[Event, tuple[str, Event, object], GateOff | None]] = {}
         for upd in facts.updates:
             if upd.target != "module":
                 continue  # free eval-time tensors (SLOT deltas, logit biases) are PG202's
@@ -213,10 +214,16 @@ class ValidationTrainedBeforeScored(Rule):
                 if first_scored is not None:
                     legal.append((first_scored, upd))
                 continue
-            if id(upd.node) in seen:
-                continue
+            # One update statement is lifted once per calling context (a shared `run_phase()` called from a
+            # default-off branch and from the branch that runs): a live context decides, so a gated-off one
+            # found first must not hide it.
+            gate = gate_off(ctx, upd)
+            prev = chosen.get(id(upd.node))
+            if prev is None or (prev[2] is not None and gate is None):
+                chosen[id(upd.node)] = (upd, verdict, gate)
+        for upd, verdict, gate in chosen.values():
             seen.add(id(upd.node))
-            finding = self._finding(upd, verdict, gate_off(ctx, upd))
+            finding = self._finding(upd, verdict, gate)
             finding.flow[:0] = source_path(ctx, upd)
             yield finding
         if not seen:

@@ -246,3 +246,62 @@ def test_eval_gated_on_ttt_being_off_never_follows_ttt() -> None:
         f"(in eval_mixed(), line {score}): the scoring runs after the update."
     )
     assert outcome(audit_fixture("ttt_exclusive_flags_legal", RULE), RULE)[0] is Verdict.PASS
+
+
+_PHASED_PREQUANT = """\
+import os, torch
+import torch.nn.functional as F
+
+class Hyperparameters:
+    two_phase = bool(int(os.environ.get("TWO_PHASE", "0")))
+    {EPOCHS_LINE}
+
+def run_phase(model, params, opt, tokens, epochs):
+    for _ in range(epochs):
+        for i in range(0, tokens.numel() - 65, 64):
+            opt.zero_grad()
+            F.cross_entropy(model(tokens[i:i + 64]), tokens[i + 1:i + 65]).backward()
+            opt.step()
+
+def adapt(args, model, tokens):
+    if args.two_phase:
+        run_phase(model, [], torch.optim.Adam(model.parameters()), tokens, 2)
+        run_phase(model, [], torch.optim.Adam(model.parameters()), tokens, 2)
+    else:
+        run_phase(model, [], torch.optim.AdamW(model.parameters()), tokens, args.epochs)
+
+def score(model, tokens):
+    total = torch.zeros(())
+    with torch.no_grad():
+        for i in range(0, tokens.numel() - 65, 64):
+            total += F.cross_entropy(model(tokens[i:i + 64]), tokens[i + 1:i + 65], reduction="sum")
+    return total
+
+def main():
+    args = Hyperparameters()
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    {ADAPT}
+    torch.save(model.state_dict(), "final_model.pt")
+    print(score(model, val))
+
+main()
+"""
+
+
+def test_shared_phase_helper_reached_by_the_live_branch_fails() -> None:
+    # the update sits in a helper called from a default-off branch first and from the branch that runs: the live
+    # calling context decides (pre-quant TTT over all of val with the default single-phase path)
+    src = _PHASED_PREQUANT.replace("{EPOCHS_LINE}", "epochs = 30").replace(
+        "{ADAPT}", "adapt(args, model, val)"
+    )
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 12  # the backward inside run_phase()
+    hops = [step.location.line for step in finding.flow if step.message == "calls run_phase()"]
+    assert hops == [20]  # through the live else-branch call, not the gated two-phase ones
+
+
+def test_shared_phase_helper_without_a_live_caller_passes() -> None:
+    src = _PHASED_PREQUANT.replace("{EPOCHS_LINE}", "epochs = 30").replace("{ADAPT}", "pass")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
