@@ -55,8 +55,8 @@ def run_audit(args: argparse.Namespace) -> int:
         from auditor.waivers import load_waivers
 
         waivers = load_waivers(Path(args.waivers))
-    options = {"reference": args.reference, "reference_values": args.reference_bpb}
-    sub.options.update(options)
+    sub.options.reference = args.reference
+    sub.options.reference_values = args.reference_bpb
     report = audit(sub, rules, waivers=waivers, debug=args.debug)
     color = args.color == "always" or (args.color == "auto" and not args.output and sys.stdout.isatty())
     _emit(render(report, args.format, color=color, text_options=text_options(args)), args.output)

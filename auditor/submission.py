@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from auditor.errors import InputError
+from auditor.options import AuditOptions
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a single file larger than this is not read (reported instead)
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
@@ -102,8 +103,8 @@ class Submission:
     git_path: str | None = None
     single_file: bool = False
     load_problems: list[str] = field(default_factory=list)
-    # run options that some checks read (e.g. a reference record for significance tests)
-    options: dict[str, Any] = field(default_factory=dict)
+    # run options that some checks read (a reference record for significance tests, verifier results)
+    options: AuditOptions = field(default_factory=AuditOptions)
 
     # -- classification ---------------------------------------------------------------------------------------
     @property

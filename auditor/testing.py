@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from auditor.engine import audit
 from auditor.findings import Finding, Report, Verdict
+from auditor.options import AuditOptions
 from auditor.submission import Submission, SubmissionFile
 from rules.base import Case, Rule
 
@@ -20,7 +21,7 @@ def submission_from_files(files: Mapping[str, bytes | str], root: str = "case") 
 
 def run_case(rule: type[Rule], case: Case) -> tuple[Report, list[Finding]]:
     sub = submission_from_files(case.materialize())
-    sub.options.update(case.options)
+    sub.options = AuditOptions.from_mapping(case.options)
     report = audit(sub, [rule])
     return report, [f for f in report.findings if f.rule_id == rule.id]
 

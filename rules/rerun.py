@@ -2,7 +2,7 @@
 
 Evidence level `rerun`: `pgolf-audit verify --rerun` (auditor/harness/rerun.py) runs the script under a hard
 wall-clock limit, adds its log to the audited folder as ``rerun_seed<N>.log`` (so the log rules check the rerun's
-time and size too) and records the run under ``sub.options["harness"]["rerun"]``. Without one the rule SKIPs.
+time and size too) and records the run under ``sub.options.harness["rerun"]``. Without one the rule SKIPs.
 
 Tolerances (auditor.constants):
 - val_bpb: retraining is not bit-reproducible, so the rerun minus the claim is compared with the run-to-run noise

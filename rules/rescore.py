@@ -1,7 +1,7 @@
 """PG801: the artifact, rescored by the verifier with canonical byte accounting, must reproduce the reported BPB.
 
 Evidence level `rescore`: results come from `pgolf-audit verify --artifact ...` (auditor/harness/rescore.py), which
-attaches them as ``sub.options["harness"]["rescore"]``. In a static audit there are none and the rule SKIPs.
+attaches them as ``sub.options.harness["rescore"]``. In a static audit there are none and the rule SKIPs.
 
 Tolerance (auditor.constants.RESCORE_BPB_TOLERANCE = 1e-4 BPB for plain and sliding, RESCORE_TTT_BPB_TOLERANCE =
 1e-3 for score-first TTT, plus half a unit of the claim's printed precision):

@@ -97,7 +97,7 @@ class RecordSignificance(Rule):
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         opts = ctx.submission.options
-        ref_path, ref_text = opts.get("reference"), opts.get("reference_values")
+        ref_path, ref_text = opts.reference, opts.reference_values
         if not ref_path and not ref_text:
             yield self.skip("no reference record given (--reference FOLDER or --reference-bpb v1,v2,...)")
             return

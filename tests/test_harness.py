@@ -16,7 +16,6 @@ import pytest
 from auditor.cli import main as cli_main
 from auditor.engine import audit
 from auditor.findings import EvidenceLevel, Severity, Verdict
-from auditor.harness import HARNESS_OPTION
 from auditor.harness import data as data_mod
 from auditor.harness.data import sha256_file, validate_data
 from auditor.harness.rerun import DEFAULT_TIMEOUT_S, attach_reruns, mark_rerun_evidence, rerun
@@ -202,7 +201,7 @@ def _claiming_submission(tmp_path: Path, bpb: float, val_tokens: int, label: str
 
 def _audit_with(folder: Path, rule_ids: list[str], harness: dict):
     sub = load_path(folder)
-    sub.options[HARNESS_OPTION] = harness
+    sub.options.harness = harness
     rules = [get_rule(r) for r in rule_ids]
     report = audit(sub, rules)
     mark_rerun_evidence(report, sub)

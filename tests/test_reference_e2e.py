@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf_data.bytes import build_luts, load_sentencepiece
 from auditor.evidence.logs import parse_log
+from pgolf_data.bytes import build_luts, load_sentencepiece
 from pgolf_data.shards import read_shard, write_shard
 from reference_model.cli import main as cli_main
 from reference_model.config import ModelConfig

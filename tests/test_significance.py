@@ -111,7 +111,7 @@ def test_assess_reports_both_rules() -> None:
 )
 def test_rule_against_a_reference_folder(fixtures_dir: Path, folder: str, verdict: Verdict) -> None:
     sub = load_path(fixtures_dir / "significance" / folder)
-    sub.options["reference"] = str(fixtures_dir / "significance" / "reference")
+    sub.options.reference = str(fixtures_dir / "significance" / "reference")
     report = audit(sub, select_rules(["PG751"]))
     (finding,) = [f for f in report.findings if f.rule_id == "PG751"]
     assert finding.verdict is verdict
@@ -124,7 +124,7 @@ def test_rule_against_a_reference_folder(fixtures_dir: Path, folder: str, verdic
 def test_rule_skips_without_reference_and_warns_on_bad_reference(fixtures_dir: Path, tmp_path: Path) -> None:
     sub = load_path(fixtures_dir / "significance" / "candidate_significant")
     assert audit(sub, select_rules(["PG751"])).per_rule()[0].gating_verdict is Verdict.SKIP
-    sub.options["reference"] = str(tmp_path / "missing")
+    sub.options.reference = str(tmp_path / "missing")
     report = audit(sub, select_rules(["PG751"]))
     assert report.per_rule()[0].gating_verdict is Verdict.WARN
     assert "could not be read" in report.findings[0].message
@@ -132,7 +132,7 @@ def test_rule_skips_without_reference_and_warns_on_bad_reference(fixtures_dir: P
 
 def test_reference_numbers_in_bpb_are_recognised(fixtures_dir: Path) -> None:
     sub = load_path(fixtures_dir / "significance" / "candidate_significant")
-    sub.options["reference_values"] = "1.06473025,1.06562743,1.06610085"
+    sub.options.reference_values = "1.06473025,1.06562743,1.06610085"
     report = audit(sub, select_rules(["PG751"]))
     (finding,) = report.findings
     assert finding.data["unit"] == "bpb" and "read as val_bpb" in finding.message

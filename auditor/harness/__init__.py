@@ -5,8 +5,6 @@
 - `rerun`: run a submission's own train_gpt.py in a scratch copy under a hard timeout and keep its log.
 - `cli`: `pgolf-audit verify ...`.
 
-Results are attached to the Submission as ``sub.options["harness"]`` (plain JSON-able dicts) before `audit()` runs;
+Results are attached to the Submission as ``sub.options.harness`` (plain JSON-able dicts; auditor.options) before `audit()` runs;
 rules PG801 (rescore) and PG802 (rerun) read them and SKIP in a static audit, where no such results exist.
 """
-
-HARNESS_OPTION = "harness"

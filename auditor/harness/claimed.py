@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from auditor.evidence.claims import claims_of
 from auditor.evidence.logs import logs_of
 from auditor.findings import Location
-from auditor.harness import HARNESS_OPTION
 
 if TYPE_CHECKING:
     from auditor.evidence.logs import ParsedLog
@@ -41,8 +40,7 @@ class Claimed:
 
 
 def harness_results(ctx: AuditContext) -> dict[str, Any]:
-    value = ctx.submission.options.get(HARNESS_OPTION)
-    return value if isinstance(value, dict) else {}
+    return ctx.submission.options.harness
 
 
 def rerun_log_paths(ctx: AuditContext) -> set[str]:

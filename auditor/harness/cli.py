@@ -1,7 +1,7 @@
 """`pgolf-audit verify PATH --val GLOB --tokenizer M [--artifact F --mode ttt] [--rerun --train GLOB --gpus N --seed S]`.
 
 Validates the mounted data, rescores the given artifact(s) and/or reruns the submission's script, attaches the
-results to the Submission (``options["harness"]``) and runs the normal audit, so the report holds the static and
+results to the Submission (``options.harness``) and runs the normal audit, so the report holds the static and
 log findings plus PG801 (rescore) and PG802 (rerun), in any output format, with the audit's exit codes.
 """
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import InputError, UsageError
-from auditor.harness import HARNESS_OPTION
 
 FORMATS = ("text", "json", "sarif", "markdown")
 
@@ -124,7 +123,7 @@ def run_verify(args: argparse.Namespace) -> int:
     _progress(data.summary())
     if not data.ok:
         raise InputError("data failed validation: " + "; ".join(data.problems))
-    harness: dict[str, Any] = sub.options.setdefault(HARNESS_OPTION, {})
+    harness: dict[str, Any] = sub.options.harness
     harness["data"] = data.to_dict()
 
     seeds = args.seed or []

@@ -18,7 +18,7 @@ only in a scratch copy of the record folder. The steps:
    600 s evaluation + `RERUN_MARGIN_S` (auditor.constants documents what the margin covers).
 
 `attach_reruns` then adds each log to the loaded Submission (as ``rerun_seed<N>.log``) and records the run under
-``sub.options["harness"]["rerun"]``, so the existing log rules audit the rerun's numbers and PG802 compares them
+``sub.options.harness["rerun"]``, so the existing log rules audit the rerun's numbers and PG802 compares them
 with the claims. `mark_rerun_evidence` sets evidence_level `rerun` on findings located in a rerun log.
 """
 
@@ -34,7 +34,6 @@ from typing import Any
 
 from auditor.constants import EVAL_LIMIT_MS, RERUN_MARGIN_S, TRAIN_LIMIT_MS
 from auditor.findings import EvidenceLevel, Report, Severity, Verdict
-from auditor.harness import HARNESS_OPTION
 from auditor.harness.sandbox import DEFAULT_MAX_OUTPUT, run_sandboxed, sandbox_env
 from auditor.submission import Submission, SubmissionFile
 from pgolf_data.shards import shard_files
@@ -226,7 +225,7 @@ def _cuda_available() -> bool:
 
 def attach_reruns(sub: Submission, results: list[RerunResult]) -> None:
     """Add each rerun log to the submission and record the runs for PG802 (see the module docstring)."""
-    harness = sub.options.setdefault(HARNESS_OPTION, {})
+    harness = sub.options.harness
     runs = harness.setdefault("rerun", [])
     for res in results:
         path = Path(res.log_path)
@@ -245,7 +244,7 @@ def mark_rerun_evidence(report: Report, sub: Submission) -> None:
     A rerun on non-canonical data (the verifier's own subset, say) describes that data, not the submission: its
     findings stay in the report but no longer gate (severity info), as a rescore on such data is informative only.
     """
-    runs = {r.get("log"): r for r in (sub.options.get(HARNESS_OPTION) or {}).get("rerun", [])}
+    runs = {r.get("log"): r for r in sub.options.harness.get("rerun", [])}
     for f in report.findings:
         run = runs.get(f.primary.path) if f.primary is not None else None
         if run is None or f.evidence_level is EvidenceLevel.RERUN:

@@ -14,7 +14,7 @@ on the same truncated stream: the evaluator's accumulated bytes must equal it ex
 (rules.md §B.1).
 
 `rescore(...)` never raises on bad input: a `RescoreResult` with `error` set says what went wrong. Its `to_dict()`
-is what the harness attaches under ``sub.options["harness"]["rescore"]`` for rule PG801.
+is what the harness attaches under ``sub.options.harness["rescore"]`` for rule PG801.
 """
 
 from __future__ import annotations
