@@ -180,6 +180,23 @@ PREQUANT_TTT = record(
     after_train="""    adapt_on_tokens(model, load_tokens(VAL_FILES), opt)""",
 )
 
+# The same adaptation helper called from both branches of a default-off flag: the branch that runs by default
+# still trains on validation data (the gated call must not hide it).
+PREQUANT_TTT_TWO_PATHS = record(
+    flags='TWO_STAGE = int(os.environ.get("TWO_STAGE", "0"))',
+    helpers=_ADAPT_ON_TOKENS
+    + """
+
+def adapt(model, tokens, opt):
+    if TWO_STAGE:
+        adapt_on_tokens(model, tokens[:4096], opt)
+        adapt_on_tokens(model, tokens, opt)
+    else:
+        adapt_on_tokens(model, tokens, opt)
+""",
+    after_train="""    adapt(model, load_tokens(VAL_FILES), opt)""",
+)
+
 PREQUANT_PREFIX_TTT_RESTORED = record(
     helpers=_PREFIX_TTT.replace("{restore}", "        model.load_state_dict(saved)\n"),
     after_train="""    print(eval_with_prefix_ttt(model, load_tokens(VAL_FILES), opt))""",

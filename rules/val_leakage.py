@@ -166,6 +166,12 @@ class TrainOnVal(Rule):
             line=line_of(cases.PREQUANT_TTT, ".backward()"),
             note="TTT on all val tokens after training, then the adapted weights are quantized into the artifact",
         ),
+        Case(
+            code=cases.PREQUANT_TTT_TWO_PATHS,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.PREQUANT_TTT_TWO_PATHS, ".backward()"),
+            note="the val adaptation helper also called under a default-off flag: the default branch still runs it",
+        ),
     )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
@@ -205,7 +211,9 @@ class TrainOnVal(Rule):
 
     def _training_updates(self, ctx: AuditContext, prog: Program, ph, vt: TaintView) -> Iterable[Finding]:
         self._reported: set[int] = set()
-        for v in walk_events(ctx, self._training_events(prog, ph)):
+        # a helper reached both under a flag that does not run and on a path that runs: judge the path that runs
+        visits = sorted(walk_events(ctx, self._training_events(prog, ph)), key=lambda v: not v.live)
+        for v in visits:
             site = v.site
             if not is_update(site) or site.attr == "step" or v.ctx is None or id(site.node) in self._reported:
                 continue

@@ -90,7 +90,9 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
             while stack:
                 poll("the call walk from phase events")  # the hottest loop on huge folders (issue 11)
                 site, sctx, chain, gate, cchain = stack.pop()
-                key = (id(site.node), id(sctx))
+                # a site first reached under a gate that does not run is visited again when a path that runs
+                # reaches it (one helper called from both branches of a default-off flag)
+                key = (id(site.node), id(sctx), gate is None or gate.runs)
                 if key in seen:
                     continue
                 seen.add(key)
