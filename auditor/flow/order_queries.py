@@ -48,9 +48,66 @@ def gate_off(ctx: AuditContext, ev: Event) -> GateOff | None:
     overridden = ctx.memo("flow.order.overridden_attrs", lambda: _attrs_set_at_run_time(ctx))
     for r in reaches:
         if r.status == "gated_off" and (r.gate is None or _plausible_gate(prog, r.gate, overridden)):
+            if r.gate is not None and r.gate.logged is None and _branch_output_logged(ctx, prog, r.gate):
+                continue  # the shipped logs carry the branch's own output: it ran in the scored run
             test = ast.unparse(r.gate.test) if r.gate is not None else ""
             return GateOff(test=test, reason=r.reason)
     return None
+
+
+_MIN_LOG_PREFIX = 10  # a shorter literal ("ttt:", "val_bpb") is too generic to say which branch printed it
+
+
+def _branch_output_logged(ctx: AuditContext, prog, gate) -> bool:  # noqa: ANN001 - flow.program types
+    """Do the shipped logs contain a line that only the gated branch prints? A default-off `if` whose own
+    `print`/`log(...)` message (the literal head of its string or f-string, e.g. "lora_ttt:starting rank=") starts a
+    line of a log ran in the logged run, whatever the defaults say; the logs show what produced the score (the
+    documented configuration's first source). Used only where the logs print no value of the gate's variables."""
+    func = prog.enclosing_func(gate.unit, gate.test)
+    node = getattr(func, "node", None)
+    if node is None:
+        return False
+    arm: list[ast.stmt] = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.If) and sub.test is gate.test:
+            arm = sub.body if gate.branch == "body" else sub.orelse
+            break
+    heads = {h for st in arm for h in _message_heads(st)}
+    if not heads:
+        return False
+    inside = {id(n) for st in arm for n in ast.walk(st)}
+    heads -= _message_heads(node, skip=inside)  # printed on the other paths of the function too: no evidence
+    texts = ctx.memo("flow.order.log_texts", lambda: _log_texts(ctx))
+    return any(("\n" + h) in text or text.startswith(h) for h in heads for text in texts)
+
+
+def _message_heads(tree: ast.AST, skip: frozenset[int] | set[int] = frozenset()) -> set[str]:
+    """Literal heads of the messages that calls under `tree` print (first argument a string or f-string)."""
+    out: set[str] = set()
+    for sub in ast.walk(tree):
+        if not isinstance(sub, ast.Call) or not sub.args or id(sub) in skip:
+            continue
+        arg = sub.args[0]
+        head = ""
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            head = arg.value
+        elif isinstance(arg, ast.JoinedStr) and arg.values:
+            first = arg.values[0]
+            head = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
+        head = head.lstrip()
+        if len(head) >= _MIN_LOG_PREFIX and any(c.isalpha() for c in head) and "\n" not in head:
+            out.add(head)
+    return out
+
+
+def _log_texts(ctx: AuditContext) -> list[str]:
+    out: list[str] = []
+    sub = ctx.submission
+    for path in sub.log_paths:
+        text, _ = sub.files[path].text()
+        if text:
+            out.append(text)
+    return out
 
 
 def _attrs_set_at_run_time(ctx: AuditContext) -> set[str]:
