@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_order_support import audit_fixture, audit_source, fixture_source, marker_line, outcome
 
-from auditor.findings import Severity, Verdict
 from auditor.engine import audit
+from auditor.findings import Severity, Verdict
 from auditor.rename import minify, rename_identifiers
 from auditor.testing import submission_from_files
 from rules import get_rule
@@ -313,19 +313,23 @@ def test_shared_phase_helper_without_a_live_caller_passes() -> None:
 def _gated_last_epoch(log: str | None) -> dict[str, str]:
     # the last-epoch adaptation sits behind a default-off mode switch whose branch prints its own start line
     src = fixture_source("ttt_last_epoch_scored")
-    src = src.replace(
-        '    ttt_lr = float(os.environ.get("TTT_LR", 2e-3))\n',
-        '    ttt_lr = float(os.environ.get("TTT_LR", 2e-3))\n    mode = os.environ.get("EVAL_MODE", "plain")\n',
-    ).replace(
-        "    print(f\"ttt val_loss:{adapt_and_score(",
-        '    if args.mode == "adapt":\n'
-        '        print(f"adapt_eval:starting epochs={args.ttt_epochs} lr={args.ttt_lr}")\n'
-        "        print(f\"ttt val_loss:{adapt_and_score(",
-    ).replace(
-        "args.ttt_epochs, args.ttt_lr):.6f}\")\n",
-        "args.ttt_epochs, args.ttt_lr):.6f}\")\n"
-        "    else:\n"
-        "        print(f\"plain val_loss:{eval_val(model, val_tokens, args.seq_len):.6f}\")\n",
+    src = (
+        src.replace(
+            '    ttt_lr = float(os.environ.get("TTT_LR", 2e-3))\n',
+            '    ttt_lr = float(os.environ.get("TTT_LR", 2e-3))\n    mode = os.environ.get("EVAL_MODE", "plain")\n',
+        )
+        .replace(
+            '    print(f"ttt val_loss:{adapt_and_score(',
+            '    if args.mode == "adapt":\n'
+            '        print(f"adapt_eval:starting epochs={args.ttt_epochs} lr={args.ttt_lr}")\n'
+            '        print(f"ttt val_loss:{adapt_and_score(',
+        )
+        .replace(
+            'args.ttt_epochs, args.ttt_lr):.6f}")\n',
+            'args.ttt_epochs, args.ttt_lr):.6f}")\n'
+            "    else:\n"
+            '        print(f"plain val_loss:{eval_val(model, val_tokens, args.seq_len):.6f}")\n',
+        )
     )
     files = {"train_gpt.py": src}
     if log is not None:
@@ -339,7 +343,9 @@ def test_default_off_branch_whose_own_output_is_in_the_log_fails() -> None:
     report = audit(submission_from_files(_gated_last_epoch(log)), [rule])
     verdict, finding = outcome(report, RULE)
     assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
-    assert finding.primary.line == marker_line("ttt_last_epoch_scored", "update") + 1  # one line inserted above
+    assert (
+        finding.primary.line == marker_line("ttt_last_epoch_scored", "update") + 1
+    )  # one line inserted above
     # the same code with a log of the plain path: the branch did not run, an info finding only
     plain = "step:200 train_loss:3.1\nplain val_loss:3.000\n"
     assert outcome(audit(submission_from_files(_gated_last_epoch(plain)), [rule]), RULE)[0] is Verdict.PASS
