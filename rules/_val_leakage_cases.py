@@ -202,6 +202,37 @@ PREQUANT_PREFIX_TTT_RESTORED = record(
     after_train="""    print(eval_with_prefix_ttt(model, load_tokens(VAL_FILES), opt))""",
 )
 
+# A custom-tokenizer data step re-tokenizes the validation documents and writes them as the validation shard
+# (`fineweb_val_*.bin`, the official shard format): that is the validation set itself, not the artifact. The same
+# writer aimed at a file shipped beside the model is a paid prefix.
+_SHARD_WRITER = """
+
+def write_shard(path, tokens):
+    header = np.zeros(256, dtype=np.int32)
+    header[0] = 20240520
+    header[2] = len(tokens)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.numpy().astype(np.uint16).tobytes())
+
+
+def retokenize(tokens):
+    return tokens % 997
+"""
+
+VAL_SHARD_REWRITTEN = record(
+    helpers=_SHARD_WRITER,
+    setup="""    out_dir = os.path.join(DATA, "retokenized")
+    val_path = os.path.join(out_dir, "fineweb_val_000000.bin")
+    write_shard(val_path, retokenize(load_tokens(VAL_FILES)))""",
+)
+
+VAL_PREFIX_FILE = record(
+    helpers=_SHARD_WRITER,
+    setup="""    prefix_path = "final_model.prefix.bin"
+    write_shard(prefix_path, retokenize(load_tokens(VAL_FILES)))""",
+)
+
 # =================================================================================================== PG402
 CALIB_HELPERS = """
 

@@ -120,6 +120,11 @@ class TrainOnVal(Rule):
             verdict=Verdict.PASS,
             note="per-window TTT on val before the artifact is written, weights restored after every window",
         ),
+        Case(
+            code=cases.VAL_SHARD_REWRITTEN,
+            verdict=Verdict.PASS,
+            note="custom-tokenizer data step writing the re-tokenized validation shard (the val set, not the artifact)",
+        ),
         Case(code=cases.MONITOR_OK, verdict=Verdict.PASS, note="periodic val monitoring without updates"),
         Case(code=cases.DEAD_FINETUNE, verdict=Verdict.PASS, note="dead code: info only"),
         Case(code=cases.FLAG_OFF_FINETUNE, verdict=Verdict.PASS, note="default-off flag: info only"),
@@ -159,6 +164,12 @@ class TrainOnVal(Rule):
             verdict=Verdict.FAIL,
             line=line_of(cases.PREFIX_TTT_KEPT, ".backward()"),
             note="val updates during training that are never undone",
+        ),
+        Case(
+            code=cases.VAL_PREFIX_FILE,
+            verdict=Verdict.FAIL,
+            line=line_of(cases.VAL_PREFIX_FILE, "f.write(tokens"),
+            note="the same shard writer aimed at a file shipped with the model: a paid prefix",
         ),
         Case(
             code=cases.PREQUANT_TTT,
@@ -259,6 +270,8 @@ class TrainOnVal(Rule):
             for site in f.calls:
                 if not is_serializer(site) or id(site.node) in self._reported:
                     continue
+                if _writes_val_shard(prog, site):
+                    continue  # data preparation writing the validation set itself (a re-tokenized val shard)
                 for c in ctxs:
                     hit = _raw_val_arg(vt, c, site)
                     if hit is None:
@@ -348,6 +361,53 @@ class TrainOnVal(Rule):
                         f"an update on validation data that does not run: {r.reason}",
                         [site.unit.location(site.node)],
                     )
+
+
+def _written_path(site: CallSite) -> ast.AST | None:
+    """The path of `f.write(...)` where f comes from `with open(PATH, "wb") as f` in the same function."""
+    recv = site.node.func.value if isinstance(site.node.func, ast.Attribute) else None
+    if site.attr != "write" or not isinstance(recv, ast.Name):
+        return None
+    for n in site.caller.own_nodes():
+        if (
+            isinstance(n, ast.withitem)
+            and isinstance(n.optional_vars, ast.Name)
+            and n.optional_vars.id == recv.id
+            and isinstance(n.context_expr, ast.Call)
+            and n.context_expr.args
+        ):
+            return n.context_expr.args[0]
+    return None
+
+
+def _path_strings(prog: Program, func: Func, expr: ast.AST, depth: int = 0) -> list[str]:
+    """String pieces a path expression is built from: its constants (f-string parts included), the values
+    assigned to the local names it reads, and, for a parameter, the arguments its callers pass (two levels)."""
+    out: list[str] = []
+    for n in ast.walk(expr):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str):
+            out.append(n.value)
+        elif isinstance(n, ast.Name) and depth < 3:
+            for a in func.own_nodes():
+                if isinstance(a, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == n.id for t in a.targets
+                ):
+                    out.extend(_path_strings(prog, func, a.value, depth + 1))
+            if n.id in func.params:
+                for caller in prog.callers(func)[:20]:
+                    arg = caller.arg_for(func, n.id)
+                    if arg is not None:
+                        out.extend(_path_strings(prog, caller.caller, arg, depth + 1))
+    return out
+
+
+def _writes_val_shard(prog: Program, site: CallSite) -> bool:
+    """A write into a file named as a validation shard: a data-preparation script producing the validation set
+    (e.g. re-tokenized for a custom tokenizer), not the artifact. Only the file's name decides it."""
+    path = _written_path(site)
+    if path is None:
+        return False
+    return any(vocab.VAL_SHARD.search(t) for t in _path_strings(prog, site.caller, path))
 
 
 def _raw_val_arg(raw: TaintView, c: Ctx, site: CallSite) -> AV | None:
