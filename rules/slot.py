@@ -28,6 +28,7 @@ from auditor.flow.order import (
 from auditor.flow.order_queries import (
     gate_off,
     source_path,
+    trains_on_previous_iteration,
 )
 from auditor.flow.positions import (
     compare_positions,
@@ -309,7 +310,14 @@ class EvalTensorOptimizedOnScoredTargets(Rule):
         )
 
     def _judge(self, upd: Event, users: list[Event]) -> Finding:
-        after = [s for s in users if s.seq > upd.seq]
+        # a fit on the batch the previous iteration scored (`prev_x = x` after scoring) comes first in the
+        # iteration but never sees the targets it then scores: score-then-update in effect
+        after = [
+            s
+            for s in users
+            if s.seq > upd.seq
+            and not ((shared := common_loops(upd, s)) and trains_on_previous_iteration(upd, s, shared[-1]))
+        ]
         flow = upd.flow("optimizer steps on a loss over validation targets")
         if upd.step is not None and upd.step_func is not None:
             flow.append(

@@ -167,3 +167,44 @@ def test_temperature_read_through_getattr_fails_too() -> None:
         'return self.logits(self.hidden(x)) / getattr(self, "temperature", 1.0)',
     )
     assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.FAIL
+
+
+_LAGGED_TEMPERATURE = """\
+import os, torch
+import torch.nn.functional as F
+
+def evaluate(model, tokens, n):
+    tau = torch.ones((), requires_grad=True)
+    opt = torch.optim.SGD([tau], lr=0.01)
+    total = torch.zeros(())
+    prev_x = None
+    prev_y = None
+    for ptr in range(0, tokens.numel() - n - 1, n):
+        x = tokens[ptr:ptr + n]
+        y = tokens[ptr + 1:ptr + n + 1]
+        {CURRENT}
+        if prev_x is not None:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(prev_x) / tau, prev_y)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            total += F.cross_entropy(model(x) / tau, y, reduction="sum")
+        {CARRY}
+    return total
+
+def main():
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    print(evaluate(torch.nn.Linear(8, 8), val, 64))
+
+main()
+"""
+
+
+def test_temperature_fitted_on_the_previous_scored_batch_is_not_a_fail() -> None:
+    src = _LAGGED_TEMPERATURE.replace("{CURRENT}", "pass").replace("{CARRY}", "prev_x, prev_y = x, y")
+    assert outcome(audit_source(src, RULE), RULE)[0] is not Verdict.FAIL
+    src = _LAGGED_TEMPERATURE.replace("{CURRENT}", "prev_x, prev_y = x, y").replace("{CARRY}", "pass")
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 17  # loss.backward() on the batch it then scores

@@ -350,3 +350,48 @@ def test_default_off_branch_whose_own_output_is_in_the_log_fails() -> None:
     plain = "step:200 train_loss:3.1\nplain val_loss:3.000\n"
     assert outcome(audit(submission_from_files(_gated_last_epoch(plain)), [rule]), RULE)[0] is Verdict.PASS
     assert outcome(audit(submission_from_files(_gated_last_epoch(None)), [rule]), RULE)[0] is Verdict.PASS
+
+
+_LAGGED = """\
+import os, torch
+import torch.nn.functional as F
+
+def evaluate(model, tokens, n):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    total = torch.zeros(())
+    prev_x = None
+    prev_y = None
+    for ptr in range(0, tokens.numel() - n - 1, n):
+        x = tokens[ptr:ptr + n]
+        y = tokens[ptr + 1:ptr + n + 1]
+        {CURRENT}
+        if prev_x is not None:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(prev_x), prev_y)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            total += F.cross_entropy(model(x), y, reduction="sum")
+        {CARRY}
+    return total
+
+def main():
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    print(evaluate(torch.nn.Linear(8, 8), val, 64))
+
+main()
+"""
+
+
+def test_update_on_the_previous_iterations_scored_batch_passes() -> None:
+    # the update comes first in the iteration but trains on the batch the previous iteration scored
+    src = _LAGGED.replace("{CURRENT}", "pass").replace("{CARRY}", "prev_x, prev_y = x, y")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+
+
+def test_update_on_the_current_batch_under_a_carried_name_fails() -> None:
+    # the same names, but pointed at the current batch before the update: it trains on what it then scores
+    src = _LAGGED.replace("{CURRENT}", "prev_x, prev_y = x, y").replace("{CARRY}", "pass")
+    verdict, finding = outcome(audit_source(src, RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 16  # loss.backward()

@@ -248,12 +248,62 @@ def update_order(
                 continue  # the updated object (a per-call adapter) is gone before this scoring runs
             if shared and _prefix_of_one_window(upd, s):
                 continue  # trains on the window's already-scored prefix, scores the disjoint rest
+            if shared and trains_on_previous_iteration(upd, s, shared[-1]):
+                continue  # trains on the batch the previous iteration scored (`prev_x = x` after scoring)
             return ("same-iteration" if shared else "after", s, None)
         if shared:
             revisiting = [lp for lp in shared if not is_data_loop(lp)]
             if revisiting:
                 return ("re-pass", s, loop_var_guard(s, revisiting[0]))
     return None
+
+
+def trains_on_previous_iteration(upd: Event, score: Event, loop: ast.AST) -> bool:
+    """Lagged TTT: inside one loop iteration the update comes first, but its loss reads only data the loop carries
+    over from the previous iteration, assigned after that iteration's scoring (`train(prev_x, prev_y)`, then score
+    `x`, then `prev_x, prev_y = x, y`): every position it trains on was scored before. The backward slice of the
+    loss inside the loop must rest on such carried names; a slice of a tensor defined outside the loop (all of
+    val) or a name assigned before the update in the iteration (the current batch) breaks it."""
+    call = upd.node.value if isinstance(upd.node, ast.Expr) else upd.node
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+        return False
+    if not isinstance(call.func.value, ast.Name) or upd.func is not score.func:
+        return False
+    u_line, s_line = getattr(upd.node, "lineno", 0), getattr(score.node, "lineno", 0)
+    assigns: dict[str, list[tuple[int, ast.AST]]] = {}
+    for st in ast.walk(loop):
+        if (
+            isinstance(st, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+            and getattr(st, "value", None) is not None
+        ):
+            for name in assigned_names(st):
+                assigns.setdefault(name, []).append((st.lineno, st.value))  # type: ignore[arg-type]
+    want, seen, carried = [call.func.value.id], set(), False
+    while want:
+        name = want.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        sites = assigns.get(name, [])
+        before = [v for line, v in sites if line < u_line]
+        if not sites:
+            continue  # the model, the optimizer, constants: not positions
+        if not before:
+            if all(line > s_line for line, _ in sites):
+                carried = True  # set after the scoring: holds the previous iteration's batch
+                continue
+            return False
+        for value in before:
+            for sub in ast.walk(value):
+                if (
+                    isinstance(sub, ast.Subscript)
+                    and isinstance(sub.value, ast.Name)
+                    and sub.value.id not in assigns
+                ):
+                    return False  # slices a tensor from outside the loop: fresh positions
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+                    want.append(sub.id)
+    return carried
 
 
 def _prefix_of_one_window(upd: Event, score: Event) -> bool:
