@@ -359,6 +359,7 @@ class _Analysis:
                 self._rnn(site)
             elif last == "Linear" and ext.startswith("torch"):
                 self._linear(site)
+        self._summaries()
         return self.out
 
     def denoising_eval(self) -> Location | None:
@@ -1403,6 +1404,163 @@ class _Analysis:
                 [ufunc.unit.location(use)],
             )
 
+    # -- whole-sequence summaries broadcast back -----------------------------------------------------------------
+    def _summaries(self) -> None:
+        for scope in self.facts.scopes:
+            if not isinstance(scope.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            tensors, lengths = _seq_shapes(scope)
+            if lengths:
+                self._scans(scope, lengths)
+            self._reductions(scope, tensors)
+
+    def _scans(self, scope: Scope, lengths: set[str]) -> None:
+        """`for t in range(T)` over the sequence axis carrying a state (`s = f(s, h[:, t])`) whose FINAL value is
+        returned alone or broadcast back to the positions: every position then reads the whole sequence."""
+        for loop in scope.nodes:
+            if not (
+                isinstance(loop, ast.For)
+                and isinstance(loop.target, ast.Name)
+                and isinstance(loop.iter, ast.Call)
+                and call_name(loop.iter) == "range"
+                and loop.iter.args
+                and _names_in(loop.iter.args[-1] if len(loop.iter.args) < 3 else loop.iter.args[1]) & lengths
+            ):
+                continue
+            var = loop.target.id
+            steps = [
+                s
+                for s in ast.walk(loop)
+                if isinstance(s, ast.Subscript)
+                and isinstance(s.slice, ast.Tuple)
+                and len(s.slice.elts) >= 2
+                and isinstance(s.slice.elts[0], ast.Slice)
+                and isinstance(s.slice.elts[1], ast.Name)
+                and s.slice.elts[1].id == var
+            ]
+            if not steps:
+                continue
+            per_step = any(
+                (isinstance(s, ast.Call) and call_name(s) in ("append", "extend"))
+                or (
+                    isinstance(s, (ast.Assign, ast.AugAssign))
+                    and any(isinstance(t, ast.Subscript) for t in getattr(s, "targets", [getattr(s, "target", None)]))
+                )
+                for s in ast.walk(loop)
+            )
+            carried = {
+                t.id
+                for s in ast.walk(loop)
+                if isinstance(s, ast.Assign)
+                for t in s.targets
+                if isinstance(t, ast.Name) and t.id in _names_in(s.value) and t.id != var
+            }
+            if not carried:
+                continue
+            after = _end(loop)
+            ret = next(
+                (
+                    r
+                    for r in scope.nodes
+                    if isinstance(r, ast.Return)
+                    and _position(r) > after
+                    and isinstance(r.value, ast.Name)
+                    and r.value.id in carried
+                ),
+                None,
+            )
+            derived = _derived(scope, carried, after)
+            back = _broadcast_back(scope, derived, None, after)
+            if ret is None and back is None:
+                continue
+            if ret is not None and per_step and back is None:
+                continue  # per-step outputs are the result; a returned final state is a carry (streaming)
+            where = back if back is not None else ret
+            what = (
+                f"broadcast back to every position by `{_short(back)}`"
+                if back is not None
+                else f"returned alone by `{scope.name}` (`{_short(ret)}`): a summary of the whole sequence"
+            )
+            self._add(
+                "scan",
+                scope.unit,
+                loop,
+                where,  # type: ignore[arg-type]
+                Verdict.FAIL,
+                f"scan over the sequence axis `{_short(loop.iter)}` (in `{scope.name}`) whose FINAL state "
+                f"({', '.join(sorted(carried))}) is {what}: a position's prediction then depends on the tokens "
+                "after it",
+                [scope.unit.location(where)] if where is not None else [],
+            )
+
+    def _reductions(self, scope: Scope, tensors: set[str]) -> None:
+        """A reduction over the sequence axis (`x.mean(dim=1)` of a (B, T, D) x) whose result is broadcast back to
+        the positions (`keepdim=True`, `.unsqueeze(1)`, `[:, None]`, `.expand`). Axis unknown: WARN."""
+        for n in scope.nodes:
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _REDUCE):
+                continue
+            recv: ast.AST | None = n.func.value
+            torch_form = isinstance(recv, ast.Name) and recv.id == "torch"
+            if torch_form:
+                recv = n.args[0] if n.args else None
+            dim = self._kw(n, "dim", 1 if torch_form else 0)
+            d = _int(dim) if dim is not None else None
+            if recv is None or d is None or isinstance(recv, ast.Subscript):
+                continue  # no axis, or a slice of the sequence (a prefix / window) is reduced
+            roots = _names_in(recv)
+            if d in (1, -2) and roots & tensors:
+                axis = "seq"
+            elif d in (-1, 2):
+                axis = _seq_axis_last(scope, recv, self._conv_attrs())
+                if axis != "seq":
+                    continue
+            elif (
+                d in (1, -2)
+                and scope.is_method
+                and scope.name in ("forward", "__call__")
+                and roots & _derived(scope, set(scope.params[1:]), (0, 0))
+            ):
+                # an activation of a module's forward (built from its inputs, not from its own weights): (B, T, ...)
+                # as often as not, but its layout is not established
+                axis = "unknown"
+            else:
+                continue
+            keep = self._kw(n, "keepdim")
+            after = _end(n)
+            if isinstance(keep, ast.Constant) and keep.value is True:
+                back: ast.AST | None = n
+            else:
+                assigned = {
+                    t.id
+                    for a in scope.nodes
+                    if isinstance(a, ast.Assign) and any(m is n for m in ast.walk(a.value))
+                    for t in a.targets
+                    if isinstance(t, ast.Name)
+                }
+                back = _broadcast_back(scope, _derived(scope, assigned, after), n, _position(n))
+            if back is None:
+                continue
+            if axis == "unknown":
+                if not (isinstance(keep, ast.Constant) and keep.value is True) and back is n:
+                    continue
+                if isinstance(keep, ast.Constant) and keep.value is True:
+                    continue  # `x.mean(dim=1, keepdim=True)` of an unknown layout: a feature norm as often as not
+            self._add(
+                "reduction",
+                scope.unit,
+                n,
+                back,
+                Verdict.FAIL if axis == "seq" else Verdict.WARN,
+                (
+                    f"whole-sequence reduction `{_short(n)}` (in `{scope.name}`) broadcast back to every position "
+                    f"by `{_short(back)}`: each position then reads the tokens after it"
+                    if axis == "seq"
+                    else f"reduction `{_short(n)}` over axis {d} (in `{scope.name}`) broadcast back by "
+                    f"`{_short(back)}`: whether axis {d} is the sequence could not be established"
+                ),
+                [scope.unit.location(back)],
+            )
+
     def _const(self, func: Func, expr: ast.AST | None) -> object:
         if expr is None:
             return None
@@ -1856,3 +2014,118 @@ def _short(node: ast.AST | None, limit: int = 90) -> str:
         return ""
     text = ast.unparse(node).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole-sequence summaries broadcast back to every position: the final state of a scan over the sequence, or a
+# reduction over the sequence axis (`x.mean(dim=1)`), added to / conditioning each position (position t then
+# reads tokens after t). The sequence axis is established from a 3-way shape unpack (`B, T, D = x.shape`: axis 1
+# of x is T, and a loop `for t in range(T)` walks it), or from `_seq_axis_last` for a (B, C, T) view.
+_REDUCE = frozenset({"mean", "sum", "amax", "amin", "max", "min", "logsumexp", "std", "var", "norm", "prod"})
+
+
+def _seq_shapes(scope: Scope) -> tuple[set[str], set[str]]:
+    """(tensors known to be (B, T, D), names holding T): from `b, t, d = x.shape` / `x.size()` and
+    `t = x.size(1)` / `x.shape[1]`."""
+    tensors: set[str] = set()
+    lengths: set[str] = set()
+    for n in scope.nodes:
+        if not isinstance(n, ast.Assign) or len(n.targets) != 1:
+            continue
+        tgt, val = n.targets[0], n.value
+        src = _shape_of(val)
+        if src is not None and isinstance(tgt, ast.Tuple) and len(tgt.elts) == 3:
+            tensors.add(src)
+            if isinstance(tgt.elts[1], ast.Name):
+                lengths.add(tgt.elts[1].id)
+        elif isinstance(tgt, ast.Name):
+            ax = _shape_axis(val)
+            if ax is not None and ax[1] == 1:
+                lengths.add(tgt.id)
+    return tensors, lengths
+
+
+def _shape_of(val: ast.AST) -> str | None:
+    """`x.shape` / `x.size()` -> "x"."""
+    if isinstance(val, ast.Attribute) and val.attr == "shape" and isinstance(val.value, ast.Name):
+        return val.value.id
+    if (
+        isinstance(val, ast.Call)
+        and isinstance(val.func, ast.Attribute)
+        and val.func.attr == "size"
+        and not val.args
+        and isinstance(val.func.value, ast.Name)
+    ):
+        return val.func.value.id
+    return None
+
+
+def _shape_axis(val: ast.AST) -> tuple[str, int] | None:
+    """`x.size(k)` / `x.shape[k]` -> ("x", k)."""
+    if isinstance(val, ast.Call) and isinstance(val.func, ast.Attribute) and val.func.attr == "size":
+        if len(val.args) == 1 and isinstance(val.func.value, ast.Name) and _int(val.args[0]) is not None:
+            return val.func.value.id, _int(val.args[0])  # type: ignore[return-value]
+    if isinstance(val, ast.Subscript) and isinstance(val.value, ast.Attribute) and val.value.attr == "shape":
+        if isinstance(val.value.value, ast.Name) and _int(val.slice) is not None:
+            return val.value.value.id, _int(val.slice)  # type: ignore[return-value]
+    return None
+
+
+def _names_in(n: ast.AST) -> set[str]:
+    return {m.id for m in ast.walk(n) if isinstance(m, ast.Name)}
+
+
+def _derived(scope: Scope, seeds: set[str], after: tuple[int, int]) -> set[str]:
+    """Names assigned (after `after`) from an expression reading one of `seeds`, transitively."""
+    out = set(seeds)
+    for _ in range(8):
+        grew = False
+        for n in scope.nodes:
+            if not isinstance(n, ast.Assign) or (n.lineno, n.col_offset) < after:
+                continue
+            if not (_names_in(n.value) & out):
+                continue
+            for t in n.targets:
+                for m in ast.walk(t):
+                    if isinstance(m, ast.Name) and isinstance(m.ctx, ast.Store) and m.id not in out:
+                        out.add(m.id)
+                        grew = True
+        if not grew:
+            break
+    return out
+
+
+def _broadcast_back(scope: Scope, names: set[str], node: ast.AST | None, after: tuple[int, int]) -> ast.AST | None:
+    """An expression (after `after`) that re-inserts axis 1 into a value read from `names` (or containing `node`)
+    and combines it with a per-position tensor: `v.unsqueeze(1)`, `v[:, None]`, `v.expand(...)`."""
+
+    def reads(e: ast.AST) -> bool:
+        return bool(_names_in(e) & names) or (node is not None and any(m is node for m in ast.walk(e)))
+
+    for n in scope.nodes:
+        if (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)) < after:
+            continue
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            recv = n.func.value
+            if n.func.attr == "unsqueeze" and n.args and _int(n.args[0]) in (1, -2) and reads(recv):
+                return n
+            if n.func.attr in ("expand", "expand_as") and reads(recv):
+                return n
+        if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Tuple) and len(n.slice.elts) >= 2:
+            e0, e1 = n.slice.elts[0], n.slice.elts[1]
+            if (
+                isinstance(e0, ast.Slice)
+                and isinstance(e1, ast.Constant)
+                and e1.value is None
+                and reads(n.value)
+            ):
+                return n
+    return None
+
+
+def _position(n: ast.AST) -> tuple[int, int]:
+    return (getattr(n, "lineno", 0), getattr(n, "col_offset", 0))
+
+
+def _end(n: ast.AST) -> tuple[int, int]:
+    return (getattr(n, "end_lineno", 0) or 0, getattr(n, "end_col_offset", 0) or 0)

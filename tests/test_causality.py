@@ -367,3 +367,74 @@ def test_sdpa_options_dict_is_read(flag: str, expected: Verdict) -> None:
     )
     verdict, findings = run_fixture("noncausal_conv_same_padding", RULE, _conv_fixed(_replace(call, new)))
     assert verdict is expected, [f.message for f in findings]
+
+
+# -- whole-sequence summaries broadcast back to every position ---------------------------------------------------------
+SUMMARY_USE = "        x = x + self.prior(self.summary(x)).unsqueeze(1)\n"
+
+
+def test_scan_whose_final_state_is_broadcast_fails_at_the_loop() -> None:
+    verdict, findings = run_fixture("noncausal_scan_final_state_broadcast", RULE)
+    assert verdict is Verdict.FAIL
+    first = gating(findings, Verdict.FAIL)[0]
+    assert first.primary is not None and first.primary.line == 33
+    assert "FINAL state" in first.message
+
+
+def test_scan_with_per_step_states_passes() -> None:
+    verdict, findings = run_fixture("causal_scan_per_step_legal", RULE)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+    assert not findings
+
+
+def test_final_state_broadcast_in_the_same_function_fails() -> None:
+    # the scan's module keeps the final state and broadcasts it itself: FAIL at the loop, the broadcast related
+    tr = _replace(
+        "        return state\n", "        return h + state.unsqueeze(1).expand(b, n, self.state_dim)\n"
+    )
+    verdict, findings = run_fixture(
+        "noncausal_scan_final_state_broadcast",
+        RULE,
+        lambda s: (
+            tr(s)
+            .replace("self.state_dim = state_dim", "self.state_dim = dim")
+            .replace("self.mix = nn.Linear(2 * state_dim, state_dim)", "self.mix = nn.Linear(2 * dim, dim)")
+        ),
+    )
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    first = gating(findings, Verdict.FAIL)[0]
+    assert first.primary is not None and first.primary.line == 33
+    assert any(loc.line == 35 for loc in first.related)
+
+
+def test_mean_over_the_sequence_axis_broadcast_back_fails() -> None:
+    use = "        b, n, d = x.shape\n        pooled = x.mean(dim=1)\n        x = x + pooled.unsqueeze(1)\n"
+    verdict, findings = run_fixture(
+        "causal_scan_per_step_legal", RULE, _replace("        x = x + self.prior(self.summary(x))\n", use)
+    )
+    assert verdict is Verdict.FAIL, [f.message for f in findings]
+    first = gating(findings, Verdict.FAIL)[0]
+    assert first.primary is not None and first.primary.line == 68
+    assert "whole-sequence reduction" in first.message
+
+
+def test_mean_over_features_and_prefix_means_pass() -> None:
+    use = (
+        "        b, n, d = x.shape\n"
+        "        x = x - x.mean(dim=-1, keepdim=True)\n"
+        "        x = x + x[:, :1].mean(dim=1).unsqueeze(1)\n"
+    )
+    verdict, findings = run_fixture(
+        "causal_scan_per_step_legal", RULE, _replace("        x = x + self.prior(self.summary(x))\n", use)
+    )
+    assert verdict is Verdict.PASS, [f.message for f in findings]
+
+
+def test_reduction_over_an_unknown_axis_of_an_activation_warns() -> None:
+    # no shape unpack: axis 1 of x may be the sequence or not -> WARN, never PASS
+    use = "        x = x + x.mean(dim=1).unsqueeze(1)\n"
+    verdict, findings = run_fixture(
+        "causal_scan_per_step_legal", RULE, _replace("        x = x + self.prior(self.summary(x))\n", use)
+    )
+    assert verdict is Verdict.WARN, [f.message for f in findings]
+    assert "could not be established" in findings[0].message
