@@ -281,8 +281,12 @@ def test_target_provenance_is_a_queryable_fact() -> None:
     [
         ("stream[sel_pos - (w - k)]", "stream[pos]"),  # context positions are a subset `sel_pos = pos[sel]`
         ("stream[pos - w + k]", "stream[pos]"),  # a context window of width w before the scored position
+        # index arrays cast before the read keep their positions
+        ("stream[(pos - w + k).astype(np.int64)]", "stream[(pos + 1).astype(np.int64)]"),
+        # one context column of a window, as a slice, next to the scored slice of the same width n
+        ("stream[pos - w + k : pos - w + k + sel]", "stream[pos + 1 : pos + 1 + sel]"),
     ],
-    ids=["position-subset", "window-width"],
+    ids=["position-subset", "window-width", "cast-index", "window-slices"],
 )
 def test_context_and_target_reads_of_one_stream(ctx_read: str, tgt_read: str) -> None:
     src = f"""
@@ -305,6 +309,29 @@ if __name__ == "__main__":
     verdict, findings = run_fixture("ngram_oracle_gate", RULE, lambda _s: src)
     assert verdict is Verdict.FAIL, [f.message for f in findings]
     assert gating(findings, Verdict.FAIL)[0].primary.line == 10
+
+
+def test_last_context_column_slice_is_not_the_target() -> None:
+    """`s[a-1 : a-1+n]` next to the window columns `s[a-w+k : a-w+k+n]` is the newest *input* column, not the
+    scored token: hashing it into the key is causal."""
+    src = """
+import numpy as np
+
+def score(stream, a, n, w, model_p, ctx_t, full_t, mask):
+    h = np.zeros(n, dtype=np.uint64)
+    for k in range(w):
+        h ^= stream[a - w + k : a - w + k + n] * np.uint64(40503)
+    last = stream[a - 1 : a - 1 + n]
+    full_key = (h ^ (last * np.uint64(2654435761))) & mask
+    ctx_c = ctx_t[h & mask]
+    p = np.minimum(full_t[full_key], ctx_c) / np.maximum(ctx_c, 1)
+    return -np.log(0.8 * model_p + 0.2 * p)
+
+if __name__ == "__main__":
+    score(*load())
+"""
+    verdict, findings = run_fixture("ngram_oracle_gate", RULE, lambda _s: src)
+    assert verdict is Verdict.PASS, [f.message for f in findings]
 
 
 def test_interpolation_table_is_not_a_token_stream() -> None:

@@ -449,9 +449,48 @@ def _has_normalizer(node: ast.AST) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# casts of an index array keep its positions: `s[(p + 1).astype(np.int64)]` reads position p + 1
+_INDEX_CASTS = {"astype", "long", "int", "to", "type"}
+
+
+def _unwrap_index(node: ast.AST | None) -> ast.AST | None:
+    while (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _INDEX_CASTS
+    ):
+        node = node.func.value
+    return node
+
+
+def _term_diff(hi: tuple[str, int] | None, lo: tuple[str, int] | None) -> tuple[tuple[str, ...], int] | None:
+    """`hi - lo` of two linear forms as (sorted signed terms, constant): the width of a slice."""
+    if hi is None or lo is None:
+        return None
+    terms = [t for t in hi[0].split("|") if t]
+    for t in (t for t in lo[0].split("|") if t):
+        neg = ("-" if t.startswith("+") else "+") + t[1:]
+        if t in terms:
+            terms.remove(t)
+        else:
+            terms.append(neg)
+    return (tuple(sorted(terms)), hi[1] - lo[1])
+
+
+def _window_pair(x: ast.Slice, y: ast.Slice) -> bool:
+    """`s[p - L + k : p - L + k + n]` (one context column of a window of width L) next to `s[p + 1 : p + 1 + n]`:
+    two views of the same width n, the later one starting after the context position."""
+    if x.upper is None or y.upper is None:
+        return False
+    lx, ly = linear_form(x.lower), linear_form(y.lower)
+    wx = _term_diff(linear_form(x.upper), lx)
+    if lx is None or ly is None or wx is None or wx != _term_diff(linear_form(y.upper), ly) or not wx[0]:
+        return False
+    return bool(ly[0]) and _context_offset(lx[0], ly[0]) and ly[1] >= lx[1]
+
+
 def _slice_pair_target(a: ast.Subscript, b: ast.Subscript, same_positions: object = None) -> bool:
     """Is `b` the next-token view of the same stream that `a` is the input view of?"""
-    pa, pb = index_parts(a), index_parts(b)
+    pa = [_unwrap_index(p) for p in index_parts(a)]
+    pb = [_unwrap_index(p) for p in index_parts(b)]
     if len(pa) != len(pb):
         return False
     shifted = False
@@ -461,6 +500,9 @@ def _slice_pair_target(a: ast.Subscript, b: ast.Subscript, same_positions: objec
             if lx is None or ly is None:
                 return False
             if lx == ly and _dump(x.upper) == _dump(y.upper):
+                continue
+            if not shifted and _window_pair(x, y):
+                shifted = True
                 continue
             if lx[0] == ly[0] and ly[1] == lx[1] + 1 and not shifted:
                 ux, uy = linear_form(x.upper), linear_form(y.upper)
