@@ -6,6 +6,7 @@ judgement itself (`update_order`)."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,15 +41,22 @@ def gate_off(ctx: AuditContext, ev: Event) -> GateOff | None:
     if prog is None:
         return None
     reaches = []
+    hops: list[ast.AST] = []
     for call, _caller in ev.chain:
         site = prog.site_of(call) if isinstance(call, ast.Call) else None
         if site is not None:
             reaches.append(prog.site_reach(site))
+            hops.append(call)
     reaches.append(prog.reach(ev.func.unit, ev.node))
+    hops.append(ev.node)
     overridden = ctx.memo("flow.order.overridden_attrs", lambda: _attrs_set_at_run_time(ctx))
-    for r in reaches:
+    ran: set[int] = set()  # gates the logs show ran (the hops inside report the same gate again)
+    for r, hop in zip(reaches, hops):
         if r.status == "gated_off" and (r.gate is None or _plausible_gate(prog, r.gate, overridden)):
-            if r.gate is not None and r.gate.logged is None and _branch_output_logged(ctx, prog, r.gate):
+            if r.gate is not None and (
+                id(r.gate.test) in ran or _branch_output_logged(ctx, prog, r.gate, hop)
+            ):
+                ran.add(id(r.gate.test))
                 continue  # the shipped logs carry the branch's own output: it ran in the scored run
             test = ast.unparse(r.gate.test) if r.gate is not None else ""
             return GateOff(test=test, reason=r.reason)
@@ -58,11 +66,14 @@ def gate_off(ctx: AuditContext, ev: Event) -> GateOff | None:
 _MIN_LOG_PREFIX = 10  # a shorter literal ("ttt:", "val_bpb") is too generic to say which branch printed it
 
 
-def _branch_output_logged(ctx: AuditContext, prog, gate) -> bool:  # noqa: ANN001 - flow.program types
+def _branch_output_logged(ctx: AuditContext, prog, gate, hop: ast.AST) -> bool:  # noqa: ANN001 - flow types
     """Do the shipped logs contain a line that only the gated branch prints? A default-off `if` whose own
     `print`/`log(...)` message (the literal head of its string or f-string, e.g. "lora_ttt:starting rank=") starts a
     line of a log ran in the logged run, whatever the defaults say; the logs show what produced the score (the
-    documented configuration's first source). Used only where the logs print no value of the gate's variables."""
+    documented configuration's first source). Used only for the gate whose arm holds the hop itself, and only
+    where the logs print no value of the gate's variables (those decide, through `Gate.runs`)."""
+    if gate.logged is not None:
+        return False
     func = prog.enclosing_func(gate.unit, gate.test)
     node = getattr(func, "node", None)
     if node is None:
@@ -72,12 +83,20 @@ def _branch_output_logged(ctx: AuditContext, prog, gate) -> bool:  # noqa: ANN00
         if isinstance(sub, ast.If) and sub.test is gate.test:
             arm = sub.body if gate.branch == "body" else sub.orelse
             break
+    if not any(n is hop for st in arm for n in ast.walk(st)):
+        return False  # the hop sits under a further branch of the arm
+    texts = ctx.memo("flow.order.log_texts", lambda: _log_texts(ctx))
+    names = {n.attr for n in ast.walk(gate.test) if isinstance(n, ast.Attribute)}
+    bases = {id(n.value) for n in ast.walk(gate.test) if isinstance(n, ast.Attribute)}  # `args` of `args.x`
+    names |= {n.id for n in ast.walk(gate.test) if isinstance(n, ast.Name) and id(n) not in bases}
+    names |= set(gate.env_vars)
+    if any(re.search(rf"(?<![\w.]){re.escape(v)}\s*[:=]", t, re.IGNORECASE) for v in names for t in texts):
+        return False  # the logs print the gate's settings: they, not a message, say whether it ran
     heads = {h for st in arm for h in _message_heads(st)}
     if not heads:
         return False
     inside = {id(n) for st in arm for n in ast.walk(st)}
     heads -= _message_heads(node, skip=inside)  # printed on the other paths of the function too: no evidence
-    texts = ctx.memo("flow.order.log_texts", lambda: _log_texts(ctx))
     return any(("\n" + h) in text or text.startswith(h) for h in heads for text in texts)
 
 
