@@ -118,6 +118,93 @@ if __name__ == "__main__":
 """
 
 
+# Two evals of one model after the artifact round trip: a packed, document-isolated pass (varlen attention over
+# BOS positions) and a per-document pass (one document per row from its BOS). The last pass is the reported score:
+# only a packed reported pass lets the smear carry document N's last token into document N+1's BOS position.
+_TWO_PASSES = """\
+import glob, io, zlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flash_attn_interface import flash_attn_varlen_func
+
+BOS_ID = 1
+TRAIN_FILES = "./data/fineweb_train_*.bin"
+VAL_FILES = "./data/fineweb_val_*.bin"
+
+
+def load_tokens(pattern):
+    return torch.cat([torch.from_numpy(np.fromfile(f, dtype=np.uint16).astype(np.int64))
+                      for f in sorted(glob.glob(pattern))])
+
+
+class Model(torch.nn.Module):
+    def forward_logits(self, input_ids, cu_seqlens=None, max_seqlen=0):
+        x = self.tok_emb(input_ids)
+        g = self.lam * torch.sigmoid(self.gate(x[:, 1:, :12]))
+        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1]], dim=1)
+        q, k, v = self.qkv(x)
+        if cu_seqlens is not None:
+            y = flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+                                       max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.head(y)
+
+
+def eval_packed(model, tokens):
+    x, y = tokens[:-1], tokens[1:]
+    starts = (x == BOS_ID).nonzero(as_tuple=True)[0]
+    cu = torch.cat([starts, torch.tensor([x.numel()])]).int()
+    with torch.no_grad():
+        logits = model.forward_logits(x[None], cu, 2048)
+    return F.cross_entropy(logits[0], y).item()
+
+
+def eval_per_doc(model, tokens):
+    starts = (tokens == BOS_ID).nonzero(as_tuple=True)[0].tolist() + [tokens.numel() - 1]
+    total = 0.0
+    with torch.no_grad():
+        for a, b in zip(starts[:-1], starts[1:]):
+            doc = tokens[a:b + 1]
+            total += F.cross_entropy(model.forward_logits(doc[None, :-1])[0], doc[1:]).item()
+    return total
+
+
+def main():
+    train_tokens = load_tokens(TRAIN_FILES)
+    model = Model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(100):
+        x = train_tokens[step * 64:(step + 1) * 64 + 1]
+        loss = F.cross_entropy(model.forward_logits(x[None, :-1])[0], x[1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    blob = zlib.compress(buf.getvalue())
+    with open("final_model.ptz", "wb") as f:
+        f.write(blob)
+    model.load_state_dict(torch.load(io.BytesIO(zlib.decompress(blob))))
+    val_tokens = load_tokens(VAL_FILES)
+    diagnostic = FIRST(model, val_tokens)
+    print(f"diagnostic val_loss:{diagnostic:.4f}")
+    reported = LAST(model, val_tokens)
+    print(f"final val_loss:{reported:.4f}")
+
+
+if __name__ == "__main__":
+    main()
+"""
+SCORED_PER_DOC = _TWO_PASSES.replace("FIRST", "eval_packed").replace("LAST", "eval_per_doc")
+SCORED_PACKED = _TWO_PASSES.replace("FIRST", "eval_per_doc").replace("LAST", "eval_packed")
+
+
+def _line_of(code: str, marker: str) -> int:
+    return next(i for i, t in enumerate(code.splitlines(), 1) if marker in t)
+
+
 @dataclass
 class Shift:
     node: ast.AST
@@ -159,12 +246,25 @@ class DocBoundaryLeak(Rule):
         ),
         Case(code=_WINDOW_EVAL, verdict=Verdict.PASS, note="unmasked smear, windows cross documents"),
         Case(
+            code=SCORED_PER_DOC,
+            verdict=Verdict.PASS,
+            note="unmasked smear; packed doc-isolated rows only in a diagnostic pass, the reported pass is per document",
+        ),
+        Case(
             code=_PER_DOC_EVAL,
             verdict=Verdict.PASS,
             note="zero-pad shift, one document per row from its BOS: the BOS position sees only the pad",
         ),
     )
-    invalid = (Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),)
+    invalid = (
+        Case(code=_DOC_EVAL.replace("{mask}", ""), verdict=Verdict.FAIL, line=11),
+        Case(
+            code=SCORED_PACKED,
+            verdict=Verdict.FAIL,
+            line=_line_of(SCORED_PACKED, "x[:, 1:] + g * x[:, :-1]"),
+            note="unmasked smear, the reported (last) pass packs documents with varlen attention",
+        ),
+    )
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         facts = target_facts(ctx)
@@ -481,15 +581,80 @@ def doc_isolation(ctx: AuditContext, scopes: list[Scope]) -> list[Location]:
     a segment attention (varlen `cu_seqlens`, block-diagonal mask) runs, both by default. Empty when documents
     are fed one per row or the rows follow the stream. [BOS finders..., segment attention calls...]."""
     prog = _program(ctx)
+    scored = _reported_pass(ctx, prog) if prog is not None else None
     finders: list[Location] = []
     segments: list[Location] = []
     for scope in scopes:
         for n in scope.nodes:
             if _is_bos_finder(n) and reach_of(ctx, scope.unit, n)[0]:
+                if scored is not None and not _packs_in_scored_pass(prog, scored, scope.unit, n):
+                    continue  # BOS positions found outside the scored pass (training loader, a diagnostic eval)
                 finders.append(scope.unit.location(n))
             elif _is_segment_attention(prog, n) and reach_of(ctx, scope.unit, n)[0]:
                 segments.append(scope.unit.location(n))
     return finders + segments if finders and segments else []
+
+
+def _reported_pass(ctx: AuditContext, prog) -> set | None:
+    """The functions the reported score runs: those of the last evaluation-phase pass that reads validation
+    tokens (earlier passes are diagnostics printed along the way; the last one is what the submission reports).
+    Functions handed to a timing/driver wrapper as values count as run by it. None when no such pass is
+    recognised (then every pass counts)."""
+    try:
+        from auditor.flow.phases import phases_of
+        from auditor.flow.taint import VAL, val_taint
+
+        ph = phases_of(ctx)
+        raw = val_taint(ctx).only(VAL)
+    except Exception:  # the shared layer failing must not hide a leak: fall back to every pass
+        return None
+    evals = ph.eval_events
+    for ev in reversed(evals):
+        site = ev.site
+        drv = site.caller
+        if ev.via and all(ph.phase_of(e) == "evaluation" for e in ph.events if e.site.caller is drv):
+            # an inlined eval function (called once): the pass is that function, not one of its calls
+            funcs = {drv} | prog.reachable_from([drv])
+        else:
+            funcs = set(prog.called_under(site))
+            args = {id(a) for a in site.node.args} | {id(k.value) for k in site.node.keywords}
+            for node, f, _ in drv.refs:
+                if id(node) in args:
+                    funcs |= {f} | prog.reachable_from([f])
+        if any(raw.is_tainted(f.unit, c.node, f) for f in funcs for c in f.calls[:80]):
+            return funcs
+    return None
+
+
+def _packs_in_scored_pass(prog, scored: set, unit, finder: ast.AST) -> bool:
+    """A BOS finder builds packed, document-isolated rows of the scored pass: its function runs in that pass,
+    does not update weights (an adaptation step on already-scored documents is not what is scored), and hands
+    segment bounds on (a `cu_seqlens*` argument, by keyword or by the callee's parameter name)."""
+    from auditor.flow.phases import is_update
+
+    func = prog.enclosing_func(unit, finder)
+    if func is None:
+        return True  # module-level code: cannot tell, keep it
+    if func not in scored or any(is_update(s) for s in func.calls):
+        return False
+    for site in func.calls:
+        if call_name(site.node) in vocab.SEGMENT_ATTENTION_CALLS:
+            return True
+        for k in site.node.keywords:
+            if k.arg and k.arg.startswith(vocab.SEGMENT_KEYWORD_PREFIX) and not _is_none(k.value):
+                return True
+        for callee in site.callees[:3]:
+            try:
+                bound = callee.bind(site.node, bound_self=site.is_bound_call(callee))
+            except Exception:
+                continue
+            if any(p.startswith(vocab.SEGMENT_KEYWORD_PREFIX) and not _is_none(e) for p, e in bound.items()):
+                return True
+    return False
+
+
+def _is_none(e: ast.AST) -> bool:
+    return isinstance(e, ast.Constant) and e.value is None
 
 
 def _is_segment_attention(prog, n: ast.AST) -> bool:
