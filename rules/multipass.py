@@ -272,7 +272,13 @@ class ValidationRescoredInSecondPass(Rule):
             )
             if first is None:
                 continue  # no pass scored validation before training on it: PG201 alone (train-then-score)
-            verdict = update_order(upd, [s for s in scores if not common_loops(s, upd)], facts.exclusive)
+            # PG203 keeps alternative passes over deep copies in view: a min over them is the selection it judges
+            verdict = update_order(
+                upd,
+                [s for s in scores if not common_loops(s, upd)],
+                facts.exclusive,
+                copies_are_separate=False,
+            )
             if verdict is None or verdict[0] != "after":
                 continue
             second = verdict[1]

@@ -395,3 +395,42 @@ def test_update_on_the_current_batch_under_a_carried_name_fails() -> None:
     verdict, finding = outcome(audit_source(src, RULE), RULE)
     assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
     assert finding.primary.line == 16  # loss.backward()
+
+
+_ALTERNATIVE_PASSES = """\
+import copy, os, torch
+import torch.nn.functional as F
+
+def score_first(model, tokens, n, lr):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    total = torch.zeros(())
+    for bs in range(0, tokens.numel() - n - 1, n):
+        x, y = tokens[bs:bs + n], tokens[bs + 1:bs + n + 1]
+        with torch.no_grad():
+            total += F.cross_entropy(model(x), y, reduction="sum")
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return total
+
+def main():
+    val = torch.load(os.path.join("data", "fineweb_val_*.bin"))
+    model = torch.nn.Linear(8, 8)
+    results = [
+        score_first({ARG}, val, 64, 1e-3),
+        score_first({ARG}, val, 64, 5e-4),
+    ]
+    print(results)
+
+main()
+"""
+
+
+def test_alternative_passes_over_deep_copies_do_not_order() -> None:
+    # each pass adapts its own deep copy: the first pass's training never reaches the second pass's scoring
+    src = _ALTERNATIVE_PASSES.replace("{ARG}", "copy.deepcopy(model)")
+    assert outcome(audit_source(src, RULE), RULE)[0] is Verdict.PASS
+    # the same passes over the one shared model: the second scores tokens the first trained on
+    verdict, finding = outcome(audit_source(_ALTERNATIVE_PASSES.replace("{ARG}", "model"), RULE), RULE)
+    assert verdict is Verdict.FAIL and finding is not None and finding.primary is not None
+    assert finding.primary.line == 12  # the backward inside score_first()

@@ -253,7 +253,10 @@ def during_training(ctx: AuditContext, ev: Event) -> bool:
 
 
 def update_order(
-    upd: Event, scores: list[Event], excl: Callable[[Event, Event], bool] = exclusive
+    upd: Event,
+    scores: list[Event],
+    excl: Callable[[Event, Event], bool] = exclusive,
+    copies_are_separate: bool = True,
 ) -> tuple[str, Event, object] | None:
     """Why `upd` trains on positions that are scored later, or None when every scoring it meets comes first:
     ("after" | "same-iteration" | "re-pass", the scoring, detail). PG201's judgement, shared with PG203 (a later
@@ -269,12 +272,37 @@ def update_order(
                 continue  # trains on the window's already-scored prefix, scores the disjoint rest
             if shared and trains_on_previous_iteration(upd, s, shared[-1]):
                 continue  # trains on the batch the previous iteration scored (`prev_x = x` after scoring)
+            if copies_are_separate and _trains_a_fresh_copy_elsewhere(upd, s):
+                continue  # alternative passes: the update trains a deep copy handed to another call
             return ("same-iteration" if shared else "after", s, None)
         if shared:
             revisiting = [lp for lp in shared if not is_data_loop(lp)]
             if revisiting:
                 return ("re-pass", s, loop_var_guard(s, revisiting[0]))
     return None
+
+
+def _trains_a_fresh_copy_elsewhere(upd: Event, score: Event) -> bool:
+    """Two calls of the same caller (alternative evaluation passes, `fn(copy.deepcopy(model))` per strategy): the
+    update runs inside a call that was handed a deep copy of the model and the scoring inside a different call.
+    What the first call trained is its own copy, gone when it returns, so it never reaches the other call's
+    scoring (a min over such passes is PG203's concern, not an update before scoring)."""
+    i = 0
+    while i < min(len(upd.chain), len(score.chain)) and upd.chain[i][0] is score.chain[i][0]:
+        i += 1
+    if i >= len(upd.chain) or i >= len(score.chain) or upd.chain[i][1] is not score.chain[i][1]:
+        return False
+    call = upd.chain[i][0]
+    if not isinstance(call, ast.Call):
+        return False
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        if (
+            isinstance(arg, ast.Call)
+            and isinstance(arg.func, (ast.Attribute, ast.Name))
+            and (arg.func.attr if isinstance(arg.func, ast.Attribute) else arg.func.id) == "deepcopy"
+        ):
+            return True
+    return False
 
 
 def trains_on_previous_iteration(upd: Event, score: Event, loop: ast.AST) -> bool:
