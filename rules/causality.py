@@ -246,6 +246,14 @@ class NonCausalModel(Rule):
             verdict=Verdict.PASS,
             note="bidirectional branch behind a default-off flag",
         ),
+        Case(
+            code=_model(
+                _SDPA_CALL.replace("{ARGS}", ", is_causal=True")
+                + "        y = y + x.mean(dim=-1, keepdim=True).view(b, 1, t, 1)\n"
+            ),
+            verdict=Verdict.PASS,
+            note="mean over the feature axis (a norm statistic), per position",
+        ),
     )
     invalid = (
         Case(code=_model(_SDPA_CALL.replace("{ARGS}", ", is_causal=False")), verdict=Verdict.FAIL, line=16),
@@ -266,6 +274,15 @@ class NonCausalModel(Rule):
             verdict=Verdict.FAIL,
             line=12,
             note="bidirectional GRU",
+        ),
+        Case(
+            code=_model(
+                _SDPA_CALL.replace("{ARGS}", ", is_causal=True")
+                + "        y = y + x.mean(dim=1).unsqueeze(1).view(b, 1, self.heads, d // self.heads).transpose(1, 2)\n"
+            ),
+            verdict=Verdict.FAIL,
+            line=17,
+            note="mean over the sequence axis added back to every position",
         ),
     )
 
