@@ -50,8 +50,10 @@ def run_rules(
                 spent = f"the {deadline.budget_s:g}-s CPU-time budget of this audit was spent"
                 findings.append(_budget_warn(rule, f"not run: {spent} after {deadline.elapsed():.0f} s"))
                 continue
+        cut_before = len(ctx.cut_short)
         try:
             produced = list(rule.check(ctx))
+            produced += _cut_short_warn(rule, produced, ctx.cut_short[cut_before:])
             if rule_cls.record_only and any(f.verdict is Verdict.FAIL for f in produced):
                 if non_record is None:
                     non_record = is_non_record(ctx)
@@ -78,6 +80,21 @@ def run_rules(
         if timings is not None:
             timings[rule_cls.id] = timings.get(rule_cls.id, 0.0) + time.perf_counter() - t0
     return findings, errors
+
+
+def _cut_short_warn(rule: Rule, produced: list[Finding], cuts: list[str]) -> list[Finding]:
+    """A rule whose analysis hit a size cap and found nothing gating would PASS on an incomplete search."""
+    if not cuts or any(f.gating and f.verdict in (Verdict.FAIL, Verdict.WARN) for f in produced):
+        return []
+    reasons = "; ".join(dict.fromkeys(cuts))
+    return [
+        rule.finding(
+            Verdict.WARN,
+            f"analysis cut short ({reasons}); nothing was found in the part analysed, but the rest was not searched",
+            severity=Severity.MEDIUM,
+            confidence=Confidence.LOW,
+        )
+    ]
 
 
 def _budget_warn(rule: Rule, message: str) -> Finding:

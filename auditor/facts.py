@@ -104,6 +104,9 @@ class AuditContext:
     _memo: dict[Any, Any] = field(default_factory=dict)
     # Tables a rule publishes for the report (e.g. the per-seed log table); the engine copies them, nothing else.
     tables: dict[str, Any] = field(default_factory=dict)
+    # Shared analyses that stopped at a size cap (e.g. the call walk's visit limit). A rule that used one and found
+    # nothing must not PASS on it: the engine turns that into a WARN naming the cap.
+    cut_short: list[str] = field(default_factory=list)
 
     @property
     def entry_unit(self) -> CodeUnit | None:

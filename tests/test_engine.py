@@ -4,6 +4,9 @@ a crashing rule is a WARN, never a silent PASS."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
 
 from auditor.engine import audit, run_rules
 from auditor.facts import build_context
@@ -48,3 +51,17 @@ def test_a_crashing_rule_is_a_warn_and_an_error() -> None:
     findings, errors = run_rules(ctx, [_Crashes])
     assert [f.verdict for f in findings] == [Verdict.WARN]
     assert errors and "ZeroDivisionError" in errors[0]
+
+
+def test_a_rule_that_finds_nothing_in_a_walk_cut_short_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the call walk's visit cap must not turn into a silent PASS (issue 11: "when analysis is defeated, WARN")
+    import auditor.flow.walk as walk
+    from auditor.submission import load_path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "clean_baseline"
+    rule = get_rule("PG102")
+    assert audit(load_path(fixture), [rule]).per_rule()[0].verdict is Verdict.PASS
+    monkeypatch.setattr(walk, "_MAX_VISITS", 0)
+    rv = audit(load_path(fixture), [rule])
+    assert rv.per_rule()[0].verdict is Verdict.WARN
+    assert any("call walk stopped after 0 call sites" in f.message for f in rv.findings)

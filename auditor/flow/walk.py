@@ -98,6 +98,7 @@ def walk_events(ctx: AuditContext, events: list[EntryEvent]) -> Iterator[Visit]:
                 seen.add(key)
                 visits += 1
                 if visits > _MAX_VISITS:
+                    ctx.cut_short.append(f"the call walk stopped after {_MAX_VISITS:,} call sites")
                     return
                 via = chain[-2] if len(chain) > 1 else (ev.via[-1] if ev.via else None)
                 g = gate or prog.site_gate(site, via)  # parameter gates decided by the call that got here
