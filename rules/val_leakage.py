@@ -235,6 +235,8 @@ class TrainOnVal(Rule):
             expr, av = hit
             loc = site.unit.location(site.node)
             flow = _flow(_steps(vt, av), site.unit, site.node, "gradient update on validation-derived loss")
+            if ph.phase_of(v.event) == "serialization" and _throwaway_model(site):
+                continue  # a probe built and fitted inside one function: not the weights that are written
             restore = _restored_after(site, v.chain)
             if restore is not None:
                 yield self.info(
@@ -361,6 +363,33 @@ class TrainOnVal(Rule):
                         f"an update on validation data that does not run: {r.reason}",
                         [site.unit.location(site.node)],
                     )
+
+
+def _throwaway_model(site: CallSite) -> bool:
+    """The update's function builds its own module (`probe = nn.Linear(...)`) and its optimizer over that module's
+    parameters only: a diagnostic probe fitted and discarded there, not the model that is serialized."""
+    local: set[str] = set()
+    for n in site.caller.own_nodes():
+        if (
+            isinstance(n, ast.Assign)
+            and len(n.targets) == 1
+            and isinstance(n.targets[0], ast.Name)
+            and isinstance(n.value, ast.Call)
+        ):
+            f = n.value.func
+            while isinstance(f, ast.Call | ast.Attribute) and not (
+                isinstance(f, ast.Attribute) and f.attr[:1].isupper()
+            ):
+                f = f.func if isinstance(f, ast.Call) else f.value
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name[:1].isupper():
+                local.add(n.targets[0].id)
+    opt_over: list[str] = []
+    for n in site.caller.own_nodes():
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "parameters":
+            recv = n.func.value
+            opt_over.append(recv.id if isinstance(recv, ast.Name) else "")
+    return bool(opt_over) and all(r in local for r in opt_over)
 
 
 def _written_path(site: CallSite) -> ast.AST | None:
