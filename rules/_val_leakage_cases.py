@@ -197,6 +197,26 @@ def adapt(model, tokens, opt):
     after_train="""    adapt(model, load_tokens(VAL_FILES), opt)""",
 )
 
+# A linear probe built and fitted on validation activations inside one diagnostic function before the artifact
+# is written: its optimizer covers only the local probe, the serialized model is untouched.
+PREQUANT_PROBE = record(
+    helpers="""
+
+def probe_diagnostic(model, tokens):
+    with torch.no_grad():
+        feats = model(tokens[:-1])
+    probe = torch.nn.Linear(1024, 1024)
+    popt = torch.optim.Adam(probe.parameters(), lr=1e-3)
+    for _ in range(20):
+        loss = F.cross_entropy(probe(feats), tokens[1:])
+        popt.zero_grad()
+        loss.backward()
+        popt.step()
+    return loss.item()
+""",
+    after_train="""    print(probe_diagnostic(model, load_tokens(VAL_FILES)))""",
+)
+
 PREQUANT_PREFIX_TTT_RESTORED = record(
     helpers=_PREFIX_TTT.replace("{restore}", "        model.load_state_dict(saved)\n"),
     after_train="""    print(eval_with_prefix_ttt(model, load_tokens(VAL_FILES), opt))""",

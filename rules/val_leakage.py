@@ -121,6 +121,11 @@ class TrainOnVal(Rule):
             note="per-window TTT on val before the artifact is written, weights restored after every window",
         ),
         Case(
+            code=cases.PREQUANT_PROBE,
+            verdict=Verdict.PASS,
+            note="a local linear probe fitted on val activations before the artifact write: not the written model",
+        ),
+        Case(
             code=cases.VAL_SHARD_REWRITTEN,
             verdict=Verdict.PASS,
             note="custom-tokenizer data step writing the re-tokenized validation shard (the val set, not the artifact)",
